@@ -1,0 +1,9 @@
+"""envd for Python: build development and ML environment images on BuildKit.
+
+The public surface for plugin authors is :mod:`envd_core.hookspecs` (the hooks) and the base
+classes in :mod:`envd_core.builder`, :mod:`envd_core.runner` and :mod:`envd_core.contexts.store`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
