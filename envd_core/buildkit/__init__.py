@@ -1,0 +1,48 @@
+"""A BuildKit client: transport, Control RPCs, LLB graphs, exporters and progress rendering.
+
+This package speaks BuildKit and nothing else (no contexts, no plugins). Importing it is cheap:
+grpc and protobuf load only when a submodule that needs them is used. Public names are
+re-exported lazily, so ``from envd_core.buildkit import BuildkitClient`` imports ``client`` (and
+grpc) at that moment, not before.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> submodule that defines it
+_LAZY: dict[str, str] = {
+    "TLSConfig": "transport",
+    "Connection": "transport",
+    "connect_unix": "transport",
+    "connect_tcp": "transport",
+    "connect_bridge": "transport",
+    "dial_docker_upgrade": "transport",
+    "dial_process": "transport",
+    "parse_go_duration": "transport",
+    "BuildkitClient": "client",
+    "Worker": "client",
+    "BuildkitVersion": "client",
+    "UsageRecord": "client",
+    "probe": "client",
+    "State": "llb",
+    "image": "llb",
+    "local": "llb",
+    "scratch": "llb",
+    "merge": "llb",
+    "diff": "llb",
+    "Exporter": "exporters",
+    "ProgressPrinter": "progress",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
