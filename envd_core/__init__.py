@@ -7,3 +7,7 @@ classes in :mod:`envd_core.builder`, :mod:`envd_core.runner` and :mod:`envd_core
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from envd_core.hookspecs import hookimpl  # noqa: E402  (the one name plugins import)
+
+__all__ = ["__version__", "hookimpl"]

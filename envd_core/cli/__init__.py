@@ -1,0 +1,164 @@
+"""The ``envd`` command line: parse, call the library, render.
+
+Subcommands are imported only when invoked (click's lazy-group recipe), so ``envd context ls``
+loads neither grpc nor anything a build needs. Tests build a CLI around their own plugin manager
+with :func:`create_cli`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from envd_core import __version__
+
+#: name -> "module:attribute" of each top-level command, imported on use.
+COMMANDS: dict[str, str] = {
+    "context": "envd_core.cli.context:context",
+    "plugins": "envd_core.cli.plugins_cmd:plugins",
+    "build": "envd_core.cli.build:build",
+    "prune": "envd_core.cli.cache:prune",
+    "disk-usage": "envd_core.cli.cache:disk_usage",
+    "completion": "envd_core.cli.completion:completion",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx)) | {
+            name for name, target in self.lazy.items() if _module_exists(target)
+        }
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and _module_exists(self.lazy[cmd_name]):
+            module_name, attr = self.lazy[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+
+def _module_exists(target: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(target.split(":")[0]) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+class App:
+    """Per-invocation state shared by every command (``ctx.obj``)."""
+
+    def __init__(self, plugins_factory: Callable[[], Any], *, context: str | None, debug: bool):
+        self._plugins_factory = plugins_factory
+        self._plugins: Any = None
+        self._manager: Any = None
+        self.context_flag = context
+        self.debug = debug
+
+    @property
+    def plugins(self) -> Any:
+        if self._plugins is None:
+            self._plugins = self._plugins_factory()
+            for line in self._plugins.warnings():
+                click.echo(f"envd: warning: {line}", err=True)
+        return self._plugins
+
+    @property
+    def manager(self) -> Any:
+        if self._manager is None:
+            from envd_core.contexts.manager import ContextManager
+
+            self._manager = ContextManager(self.plugins)
+        return self._manager
+
+    def resolve(self) -> Any:
+        """The context in force (flag, env, project file, current) and why."""
+        return self.manager.resolve(flag=self.context_flag)
+
+
+def _default_plugins() -> Any:
+    from envd_core.plugins import Plugins
+
+    return Plugins.create()
+
+
+def create_cli(plugins_factory: Callable[[], Any] | None = None) -> click.Group:
+    """Build the ``envd`` command group around a plugin manager factory."""
+    factory = plugins_factory or _default_plugins
+
+    @click.group(
+        cls=LazyGroup,
+        lazy=COMMANDS,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    @click.option("--context", "context_name", metavar="NAME", help="Use this context.")
+    @click.option("--debug", is_flag=True, help="Show tracebacks and debug output.")
+    @click.version_option(__version__, "--version", "-v", prog_name="envd")
+    @click.pass_context
+    def cli(ctx: click.Context, context_name: str | None, debug: bool) -> None:
+        """envd: build development environments on BuildKit, run them anywhere."""
+        ctx.obj = App(factory, context=context_name, debug=debug)
+
+    return cli
+
+
+def _want_debug(argv: list[str]) -> bool:
+    return "--debug" in argv or bool(os.environ.get("ENVD_DEBUG"))
+
+
+def run(cli: click.Group, argv: list[str] | None = None) -> int:
+    """Run ``cli`` and turn every error into one line and an exit code."""
+    from envd_core.errors import EnvdError
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = _want_debug(args)
+    try:
+        cli.main(args=args, prog_name="envd", standalone_mode=False)
+        return 0
+    except EnvdError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"envd: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"hint: {exc.hint}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("envd: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("envd: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the last line of defence: one line unless --debug
+        if debug:
+            raise
+        click.echo(
+            f"envd: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            err=True,
+        )
+        return 1
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run(create_cli()))

@@ -1,0 +1,291 @@
+"""``envd context``: create, ls, use, rm (upstream-compatible) and show, inspect, update,
+export, import (beyond upstream)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import click
+from click.shell_completion import CompletionItem
+
+from envd_core.cli.render import dump_json, format_option, info, table
+from envd_core.errors import UsageError
+
+
+def complete_context_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of stored context names (reads the store, never a plugin)."""
+    try:
+        from envd_core.contexts.store import FileStore
+
+        names = list(FileStore().load().contexts)
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
+def _name(flag: str | None, positional: str | None, command: str) -> str:
+    if flag and positional and flag != positional:
+        raise UsageError(f"give the context name once (--name `{flag}` or `{positional}`)")
+    name = flag or positional
+    if not name:
+        raise UsageError(f'Required flag "name" not set (usage: envd context {command} --name NAME)')
+    return name
+
+
+name_option = click.option(
+    "--name", "name_flag", metavar="NAME", shell_complete=complete_context_names,
+    help="Name of the context.",
+)
+name_argument = click.argument(
+    "name_arg", metavar="[NAME]", required=False, shell_complete=complete_context_names
+)
+
+
+@click.group()
+def context() -> None:
+    """Manage envd contexts (which builder builds, which runner runs)."""
+
+
+@context.command("create")
+@name_option
+@click.option("--builder", default="docker-container", show_default=True,
+              help="Builder type (see `envd plugins ls`).")
+@click.option("--builder-address", default=None, metavar="ADDR",
+              help="Builder address, with or without the <type>:// scheme.")
+@click.option("--runner", default="docker", show_default=True, help="Runner type.")
+@click.option("--runner-address", default=None, metavar="ADDR", help="Runner address.")
+@click.option("--builder-opt", "builder_opts", multiple=True, metavar="KEY=VALUE",
+              help="Builder option (repeatable), e.g. tlscacert=/path/ca.pem.")
+@click.option("--runner-opt", "runner_opts", multiple=True, metavar="KEY=VALUE",
+              help="Runner option (repeatable).")
+@click.option("--description", default="", help="Free text shown by inspect.")
+@click.option("--use", is_flag=True, help="Make it the current context.")
+@name_argument
+@click.pass_obj
+def create(app: Any, name_flag: str | None, name_arg: str | None, builder: str,
+           builder_address: str | None, runner: str, runner_address: str | None,
+           builder_opts: tuple[str, ...], runner_opts: tuple[str, ...], description: str,
+           use: bool) -> None:
+    """Create envd context."""
+    from envd_core.options import parse_pairs
+
+    name = _name(name_flag, name_arg, "create")
+    ctx = app.manager.create(
+        name=name,
+        builder=builder,
+        builder_address=builder_address,
+        runner=runner,
+        runner_address=runner_address,
+        builder_options=parse_pairs(builder_opts, flag="--builder-opt"),
+        runner_options=parse_pairs(runner_opts, flag="--runner-opt"),
+        description=description,
+        use=use,
+    )
+    info(f"Context {ctx.name} is created")
+    if use:
+        info(f'Current context is "{ctx.name}"')
+
+
+def _probe_all(app: Any, contexts: list[Any], timeout: float) -> dict[str, dict[str, Any]]:
+    """Probe every context's builder concurrently; never raises."""
+    from envd_core.builder import BuilderStatus
+    from envd_core.errors import EnvdError
+
+    def one(ctx: Any) -> dict[str, Any]:
+        try:
+            builder = app.manager.builder_for(ctx)
+        except EnvdError as exc:
+            return BuilderStatus(False, error=exc.message, error_kind="plugin-missing").to_json()
+        try:
+            return builder.status(timeout=timeout).to_json()  # type: ignore[no-any-return]
+        except Exception as exc:  # a plugin bug must not break the listing
+            return BuilderStatus(False, error=f"{type(exc).__name__}: {exc}",
+                                 error_kind="error").to_json()
+
+    if not contexts:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(16, len(contexts))) as pool:
+        return dict(zip((c.name for c in contexts), pool.map(one, contexts)))
+
+
+def _status_cell(status: dict[str, Any]) -> str:
+    if status["reachable"]:
+        version = status.get("version") or "unknown version"
+        return f"running ({version}, {status.get('latency_ms')} ms)"
+    return f"{status.get('error_kind') or 'error'}: {status.get('error') or ''}".strip()
+
+
+@context.command("ls")
+@format_option
+@click.option("--status", "with_status", is_flag=True,
+              help="Probe every builder (concurrently) and add a STATUS column.")
+@click.option("--timeout", default=3.0, show_default=True, type=float,
+              help="Seconds to wait for each builder with --status.")
+@click.pass_obj
+def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
+    """List envd contexts."""
+    from envd_core.contexts.manager import context_row
+
+    contexts = app.manager.load()
+    items = list(contexts.contexts.values())
+    statuses = _probe_all(app, items, timeout) if with_status else {}
+    if fmt == "json":
+        rows = []
+        for ctx in items:
+            row = context_row(ctx, contexts.current)
+            builder_ok, runner_ok = app.manager.is_installed(ctx)
+            row["installed"] = builder_ok and runner_ok
+            if with_status:
+                row["status"] = statuses[ctx.name]
+            rows.append(row)
+        click.echo(dump_json(rows))
+        return
+    headers = ["context", "builder", "builder addr", "runner", "runner addr"]
+    if with_status:
+        headers.append("status")
+    table_rows = []
+    for ctx in items:
+        builder_ok, runner_ok = app.manager.is_installed(ctx)
+        name = ctx.name + (" (current)" if ctx.name == contexts.current else "")
+        row = [
+            name,
+            ctx.builder + ("" if builder_ok else " (not installed)"),
+            ctx.builder_url,
+            ctx.runner + ("" if runner_ok else " (not installed)"),
+            ctx.runner_address or "",
+        ]
+        if with_status:
+            row.append(_status_cell(statuses[ctx.name]))
+        table_rows.append(row)
+    click.echo(table(headers, table_rows))
+
+
+@context.command("use")
+@name_option
+@name_argument
+@click.pass_obj
+def use(app: Any, name_flag: str | None, name_arg: str | None) -> None:
+    """Use the specified envd context."""
+    name = _name(name_flag, name_arg, "use")
+    app.manager.use(name)
+    info(f'Current context is "{name}"')
+    if os.environ.get("ENVD_CONTEXT") and os.environ["ENVD_CONTEXT"] != name:
+        info(f"warning: ENVD_CONTEXT={os.environ['ENVD_CONTEXT']} overrides the current context")
+
+
+@context.command("rm")
+@name_option
+@name_argument
+@click.pass_obj
+def rm(app: Any, name_flag: str | None, name_arg: str | None) -> None:
+    """Remove envd context (never the current one)."""
+    name = _name(name_flag, name_arg, "rm")
+    app.manager.remove(name)
+    info(f"Context {name} is removed")
+
+
+@context.command("show")
+@format_option
+@click.pass_obj
+def show(app: Any, fmt: str) -> None:
+    """Print the context in force and why it is in force."""
+    resolved = app.resolve()
+    if fmt == "json":
+        click.echo(dump_json({"context": resolved.context.name, "source": resolved.source,
+                              "detail": resolved.detail}))
+    else:
+        click.echo(f"{resolved.context.name}\t(from {resolved.reason})")
+
+
+@context.command("inspect")
+@click.argument("name", required=False, shell_complete=complete_context_names)
+@click.option("--no-status", is_flag=True, help="Do not probe the builder.")
+@click.option("--timeout", default=3.0, show_default=True, type=float,
+              help="Seconds to wait for the builder.")
+@click.pass_obj
+def inspect_(app: Any, name: str | None, no_status: bool, timeout: float) -> None:
+    """Show one context as JSON (default: the context in force), with its builder's status."""
+    from envd_core.contexts.manager import context_details
+
+    contexts = app.manager.load()
+    ctx = contexts.get(name) if name else app.resolve().context
+    data = context_details(ctx)
+    data["current"] = ctx.name == contexts.current
+    builder_ok, runner_ok = app.manager.is_installed(ctx)
+    data["installed"] = {"builder": builder_ok, "runner": runner_ok}
+    if not no_status:
+        data["status"] = _probe_all(app, [ctx], timeout)[ctx.name]
+    click.echo(dump_json(data, pretty=True))
+
+
+@context.command("update")
+@click.argument("name", shell_complete=complete_context_names)
+@click.option("--builder-address", default=None, metavar="ADDR")
+@click.option("--runner", default=None)
+@click.option("--runner-address", default=None, metavar="ADDR")
+@click.option("--builder-opt", "builder_opts", multiple=True, metavar="KEY=VALUE")
+@click.option("--runner-opt", "runner_opts", multiple=True, metavar="KEY=VALUE")
+@click.option("--unset-opt", "unset_opts", multiple=True, metavar="KEY",
+              help="Remove a builder or runner option (repeatable).")
+@click.option("--description", default=None)
+@click.pass_obj
+def update(app: Any, name: str, builder_address: str | None, runner: str | None,
+           runner_address: str | None, builder_opts: tuple[str, ...],
+           runner_opts: tuple[str, ...], unset_opts: tuple[str, ...],
+           description: str | None) -> None:
+    """Change an existing context; what is not given stays as it is."""
+    from envd_core.options import parse_pairs
+
+    app.manager.update(
+        name,
+        builder_address=builder_address,
+        runner=runner,
+        runner_address=runner_address,
+        builder_options=parse_pairs(builder_opts, flag="--builder-opt"),
+        runner_options=parse_pairs(runner_opts, flag="--runner-opt"),
+        unset_options=unset_opts,
+        description=description,
+    )
+    info(f"Context {name} is updated")
+
+
+@context.command("export")
+@click.argument("name", shell_complete=complete_context_names)
+@click.argument("dest", default="-", metavar="FILE|-")
+@click.pass_obj
+def export(app: Any, name: str, dest: str) -> None:
+    """Write a context to FILE (or stdout) as JSON; key and certificate files travel as paths."""
+    document = dump_json(app.manager.export(name), pretty=True) + "\n"
+    if dest == "-":
+        sys.stdout.write(document)
+        return
+    from envd_core.errors import ValidationError
+
+    try:
+        with open(dest, "x", encoding="utf-8") as handle:
+            handle.write(document)
+    except FileExistsError:
+        raise ValidationError(f"`{dest}` already exists; choose another file") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot write `{dest}`: {exc.strerror}") from None
+    info(f"Context {name} is exported to {dest}")
+
+
+@context.command("import")
+@click.argument("name")
+@click.argument("source", metavar="FILE|-")
+@click.option("--use", is_flag=True, help="Make it the current context.")
+@click.pass_obj
+def import_(app: Any, name: str, source: str, use: bool) -> None:
+    """Create context NAME from an export written by `envd context export`."""
+    from envd_core.contexts.manager import read_document
+
+    ctx = app.manager.import_(name, read_document(source), use=use)
+    info(f"Context {ctx.name} is created")
+    if use:
+        info(f'Current context is "{ctx.name}"')

@@ -1,0 +1,249 @@
+"""Operations on contexts: what ``envd context …`` does, independent of how it is shown."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from envd_core.builder import Builder
+from envd_core.contexts.model import Context, ContextSet
+from envd_core.contexts.resolve import Resolved, resolve
+from envd_core.contexts.store import ContextStore
+from envd_core.contexts.validate import validate_name
+from envd_core.errors import ContextError, EnvdError, ValidationError
+from envd_core.options import parse_options
+from envd_core.plugins import Plugins
+from envd_core.runner import Runner
+
+EXPORT_FORMAT = "envd-context/v1"
+
+
+def open_store(plugins: Plugins, name: str | None = None) -> ContextStore:
+    """The store selected by ``ENVD_CONTEXT_STORE`` (default ``file``)."""
+    wanted = name or os.environ.get("ENVD_CONTEXT_STORE") or "file"
+    stores = plugins.store_types
+    if wanted not in stores:
+        known = ", ".join(sorted(stores)) or "none"
+        raise ContextError(f"unknown context store `{wanted}` (installed: {known})")
+    return stores[wanted]()
+
+
+def _wrap(prefix: str, exc: EnvdError) -> EnvdError:
+    """Prefix an error as upstream envd does (``failed to create context: …``)."""
+    wrapped = type(exc)(f"{prefix}: {exc.message}", hint=exc.hint)
+    return wrapped
+
+
+class ContextManager:
+    """Create, change, list and resolve contexts through a store, validated by plugins."""
+
+    def __init__(self, plugins: Plugins, store: ContextStore | None = None) -> None:
+        self.plugins = plugins
+        self.store = store or open_store(plugins)
+
+    # -- reading ---------------------------------------------------------------------------
+    def load(self) -> ContextSet:
+        return self.store.load()
+
+    def resolve(self, *, flag: str | None = None) -> Resolved:
+        return resolve(self.load(), flag=flag)
+
+    def is_installed(self, context: Context) -> tuple[bool, bool]:
+        """Whether the builder and the runner type of ``context`` are provided by a plugin."""
+        return (
+            context.builder in self.plugins.builder_types,
+            context.runner in self.plugins.runner_types,
+        )
+
+    def builder_for(self, context: Context) -> Builder:
+        """An instance of the context's builder type, or an error naming the missing package."""
+        try:
+            cls = self.plugins.builder_type(context.builder)
+        except ContextError as exc:
+            raise ContextError(
+                f"context `{context.name}` uses builder type `{context.builder}`, which no "
+                "installed plugin provides",
+                hint=exc.hint,
+            ) from None
+        return cls(context.builder_address, context.builder_options)
+
+    def runner_for(self, context: Context) -> Runner:
+        try:
+            cls = self.plugins.runner_type(context.runner)
+        except ContextError as exc:
+            raise ContextError(
+                f"context `{context.name}` uses runner type `{context.runner}`, which no "
+                "installed plugin provides",
+                hint=exc.hint,
+            ) from None
+        return cls(context.runner_address, context.runner_options)
+
+    # -- changing --------------------------------------------------------------------------
+    def build_context(
+        self,
+        *,
+        name: str,
+        builder: str,
+        builder_address: str | None = None,
+        runner: str = "docker",
+        runner_address: str | None = None,
+        builder_options: Mapping[str, str] | None = None,
+        runner_options: Mapping[str, str] | None = None,
+        description: str = "",
+    ) -> Context:
+        """Validate everything the user gave and return the context to store."""
+        validate_name(name)
+        btype = self.plugins.builder_type(builder)
+        rtype = self.plugins.runner_type(runner)
+        if builder_address is None or not builder_address.strip():
+            if builder_address is None and btype.default_address is not None:
+                builder_address = btype.default_address
+            else:
+                raise ValidationError(
+                    f"builder `{builder}` needs --builder-address ({btype.address_help})"
+                )
+        address = btype.normalize_address(builder_address)
+        raddress = rtype.normalize_address(runner_address) if runner_address else None
+        bopts = parse_options(
+            btype.options_declared(), builder_options or {}, owner=f"builder `{builder}`"
+        )
+        ropts = parse_options(
+            rtype.options_declared(), runner_options or {}, owner=f"runner `{runner}`"
+        )
+        if any(ch in description for ch in "\n\r\x00"):
+            raise ValidationError("description must be a single line")
+        return Context(
+            name=name,
+            builder=builder,
+            builder_address=address,
+            runner=runner,
+            runner_address=raddress,
+            builder_options=bopts,
+            runner_options=ropts,
+            description=description,
+        )
+
+    def create(self, *, use: bool = False, **fields: Any) -> Context:
+        try:
+            context = self.build_context(**fields)
+            with self.store.transaction() as contexts:
+                contexts.add(context)
+                if use:
+                    contexts.use(context.name)
+        except EnvdError as exc:
+            raise _wrap("failed to create context", exc) from None
+        return context
+
+    def update(
+        self,
+        name: str,
+        *,
+        builder_address: str | None = None,
+        runner: str | None = None,
+        runner_address: str | None = None,
+        builder_options: Mapping[str, str] | None = None,
+        runner_options: Mapping[str, str] | None = None,
+        unset_options: tuple[str, ...] = (),
+        description: str | None = None,
+    ) -> Context:
+        """Change fields of an existing context; what is not given stays as it is."""
+        try:
+            with self.store.transaction() as contexts:
+                old = contexts.get(name)
+                bopts = {k: v for k, v in old.builder_options.items() if k not in unset_options}
+                ropts = {k: v for k, v in old.runner_options.items() if k not in unset_options}
+                new_runner = runner or old.runner
+                if new_runner != old.runner:
+                    ropts = {}
+                new = self.build_context(
+                    name=name,
+                    builder=old.builder,
+                    builder_address=(
+                        old.builder_address if builder_address is None else builder_address
+                    ),
+                    runner=new_runner,
+                    runner_address=(
+                        old.runner_address if runner_address is None else runner_address
+                    ),
+                    builder_options={**bopts, **(builder_options or {})},
+                    runner_options={**ropts, **(runner_options or {})},
+                    description=old.description if description is None else description,
+                )
+                contexts.replace(new)
+        except EnvdError as exc:
+            raise _wrap("failed to update context", exc) from None
+        return new
+
+    def remove(self, name: str) -> Context:
+        try:
+            with self.store.transaction() as contexts:
+                return contexts.remove(name)
+        except EnvdError as exc:
+            raise _wrap("failed to remove context", exc) from None
+
+    def use(self, name: str) -> None:
+        try:
+            with self.store.transaction() as contexts:
+                contexts.use(name)
+        except EnvdError as exc:
+            raise _wrap(f"failed to use the specified context {name}", exc) from None
+
+    # -- export / import -------------------------------------------------------------------
+    def export(self, name: str) -> dict[str, Any]:
+        """A portable document; file options travel as paths (by reference), never contents."""
+        context = self.load().get(name)
+        return {"format": EXPORT_FORMAT, "context": context.to_json()}
+
+    def import_(self, name: str, document: Any, *, use: bool = False) -> Context:
+        if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
+            raise ValidationError(
+                f"not an envd context export (expected format `{EXPORT_FORMAT}`)"
+            )
+        stored = Context.from_json(document.get("context"), where="import")
+        return self.create(
+            use=use,
+            name=name,
+            builder=stored.builder,
+            builder_address=stored.builder_address,
+            runner=stored.runner,
+            runner_address=stored.runner_address,
+            builder_options=stored.builder_options,
+            runner_options=stored.runner_options,
+            description=stored.description,
+        )
+
+
+def read_document(source: str) -> Any:
+    """Read a JSON document from a path or ``-`` (stdin) with a one-line error."""
+    import sys
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        return json.loads(text)
+    except OSError as exc:
+        raise ValidationError(f"cannot read `{source}`: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"`{source}` is not a JSON context export ({exc})") from None
+
+
+def context_row(context: Context, current: str | None) -> dict[str, Any]:
+    """Upstream's ``context ls --format json`` keys (runner_addr omitted when unset)."""
+    row: dict[str, Any] = {
+        "context": context.name,
+        "builder": context.builder,
+        "builder_addr": context.builder_url,
+        "runner": context.runner,
+    }
+    if context.runner_address:
+        row["runner_addr"] = context.runner_address
+    row["current"] = context.name == current
+    return row
+
+
+def context_details(context: Context) -> dict[str, Any]:
+    return {**attrs.asdict(context), "builder_url": context.builder_url}

@@ -1,0 +1,97 @@
+"""Which context is in force, and why.
+
+Highest first:
+
+1. the global ``--context NAME`` flag;
+2. the ``ENVD_CONTEXT`` environment variable;
+3. a project file named ``.envd-context`` in the working directory or the nearest parent
+   directory that has one: its first non-empty line that is not a ``#`` comment is the name;
+4. the store's current context (``envd context use``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+from envd_core.contexts.model import Context, ContextSet
+from envd_core.errors import ContextError
+
+PROJECT_FILE = ".envd-context"
+
+
+@attrs.frozen
+class Resolved:
+    """The context in force, and the reason (``--context flag``, ``ENVD_CONTEXT``…)."""
+
+    context: Context
+    source: str
+    detail: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return f"{self.source} ({self.detail})" if self.detail else self.source
+
+
+def find_project_file(start: Path | None = None) -> Path | None:
+    """The nearest ``.envd-context`` from ``start`` (default: cwd) upward, if any."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_project_file(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ContextError(f"cannot read project context file `{path}`: {exc}") from None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return stripped
+    raise ContextError(
+        f"project context file `{path}` names no context",
+        hint="write a context name on its first line, or delete the file",
+    )
+
+
+def resolve(
+    contexts: ContextSet,
+    *,
+    flag: str | None = None,
+    environ: dict[str, str] | os._Environ[str] | None = None,
+    cwd: Path | None = None,
+) -> Resolved:
+    """Pick the context in force; a name that does not exist says where it came from."""
+    env = os.environ if environ is None else environ
+    candidates: list[tuple[str | None, str, str | None]] = [
+        (flag, "--context flag", None),
+        (env.get("ENVD_CONTEXT") or None, "ENVD_CONTEXT", None),
+    ]
+    for name, source, detail in candidates:
+        if name:
+            return Resolved(_pick(contexts, name, source), source, detail)
+    project = find_project_file(cwd)
+    if project is not None:
+        name = read_project_file(project)
+        return Resolved(_pick(contexts, name, str(project)), "project file", str(project))
+    if contexts.current and contexts.current in contexts.contexts:
+        return Resolved(contexts.contexts[contexts.current], "current context")
+    raise ContextError(
+        "no current context",
+        hint="choose one with `envd context use --name <name>` or pass --context",
+    )
+
+
+def _pick(contexts: ContextSet, name: str, source: str) -> Context:
+    if name not in contexts.contexts:
+        known = ", ".join(contexts.contexts) or "none"
+        raise ContextError(
+            f'context "{name}" (from {source}) does not exist', hint=f"known contexts: {known}"
+        )
+    return contexts.contexts[name]

@@ -1,0 +1,213 @@
+"""Context stores: the base class and the embedded JSON file store.
+
+The file store keeps every context in one human-readable JSON file, ``contexts.json``, in the
+envd config directory (``$ENVD_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/envd``, else
+``~/.config/envd``). Upstream envd keeps its own gob-encoded ``contexts`` file in that same
+directory; this store never reads or writes it.
+
+Every change is a transaction: take an exclusive ``flock`` on ``contexts.json.lock``, read the
+file, change it, write a temporary file, ``fsync`` it, rename it over the old one and ``fsync``
+the directory. A process killed at any point leaves either the old or the new file, never a torn
+one; concurrent ``envd`` processes serialise on the lock. A file that cannot be parsed is never
+replaced: the error names it and the user decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from envd_core.contexts.model import DEFAULT_NAME, Context, ContextSet, default_context
+from envd_core.errors import StoreError
+
+SCHEMA_VERSION = 1
+FILE_NAME = "contexts.json"
+LOCK_TIMEOUT = 10.0
+
+
+def config_dir() -> Path:
+    """The envd config directory, honouring ``ENVD_CONFIG_DIR`` and ``XDG_CONFIG_HOME``."""
+    explicit = os.environ.get("ENVD_CONFIG_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".config"
+    return base / "envd"
+
+
+class ContextStore(ABC):
+    """Base class of context stores, registered through the ``envd_context_stores`` hook.
+
+    A store holds a :class:`ContextSet`. Subclasses implement :meth:`load` and
+    :meth:`transaction`; the core does the validation, so a store only persists.
+
+    Example::
+
+        class VaultStore(ContextStore):
+            name = "vault"
+            summary = "contexts kept in HashiCorp Vault"
+
+            def load(self): ...
+            @contextlib.contextmanager
+            def transaction(self): ...
+    """
+
+    #: **Required.** The name users select the store by (``ENVD_CONTEXT_STORE=<name>``).
+    name: ClassVar[str]
+    #: One line for ``envd plugins ls``.
+    summary: ClassVar[str] = ""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or config_dir()
+
+    @abstractmethod
+    def load(self) -> ContextSet:
+        """**Required.** Return every stored context; on first use create ``default``."""
+
+    @abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[ContextSet]:
+        """**Required.** Lock, load and yield the set; persist it if the block succeeds."""
+
+    def location(self) -> str:
+        """Where the contexts live, for messages."""
+        return str(self.directory)
+
+
+class FileStore(ContextStore):
+    """The embedded default store: one JSON file, atomic writes under a file lock."""
+
+    name = "file"
+    summary = "JSON file in the envd config directory (default)"
+
+    @property
+    def path(self) -> Path:
+        return self.directory / FILE_NAME
+
+    def location(self) -> str:
+        return str(self.path)
+
+    def load(self) -> ContextSet:
+        found = self._read()
+        if found is not None:
+            return found
+        with self.transaction() as contexts:
+            return contexts
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[ContextSet]:
+        self._ensure_directory()
+        with self._locked():
+            contexts = self._read()
+            if contexts is None:
+                contexts = ContextSet()
+                contexts.add(default_context())
+                contexts.current = DEFAULT_NAME
+            before = _encode(contexts)
+            yield contexts
+            after = _encode(contexts)
+            if after != before or not self.path.exists():
+                self._write(after)
+
+    # -- internals -------------------------------------------------------------------------
+    def _ensure_directory(self) -> None:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create `{self.directory}`: {exc.strerror}") from None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock_path = self.directory / (FILE_NAME + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot open lock file `{lock_path}`: {exc.strerror}") from None
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise StoreError(f"cannot lock `{lock_path}`: {exc.strerror}") from None
+                    if time.monotonic() > deadline:
+                        raise StoreError(
+                            f"`{self.path}` is locked by another envd process",
+                            hint=f"retry, or check for a stuck process holding `{lock_path}`",
+                        ) from None
+                    time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _read(self) -> ContextSet | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read `{self.path}`: {exc.strerror}") from None
+        return _decode(raw, where=str(self.path))
+
+    def _write(self, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{FILE_NAME}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StoreError(f"cannot write `{self.path}`: {exc.strerror}") from None
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _encode(contexts: ContextSet) -> bytes:
+    doc: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "current": contexts.current,
+        "contexts": [ctx.to_json() for ctx in contexts.contexts.values()],
+    }
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _decode(raw: bytes, *, where: str) -> ContextSet:
+    fix = "fix it or move it away; envd never overwrites a file it cannot read"
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"context store `{where}` is corrupt ({exc})", hint=fix) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("contexts"), list):
+        raise StoreError(f"context store `{where}` is corrupt (no `contexts` list)", hint=fix)
+    schema = doc.get("schema")
+    if not isinstance(schema, int) or schema > SCHEMA_VERSION:
+        raise StoreError(
+            f"context store `{where}` has schema `{schema}`; this envd reads {SCHEMA_VERSION}",
+            hint="upgrade envd, or move the file away",
+        )
+    contexts = ContextSet()
+    for entry in doc["contexts"]:
+        ctx = Context.from_json(entry, where=where)
+        if ctx.name in contexts.contexts:
+            raise StoreError(f"context store `{where}` lists `{ctx.name}` twice", hint=fix)
+        contexts.contexts[ctx.name] = ctx
+    current = doc.get("current")
+    contexts.current = current if isinstance(current, str) else None
+    return contexts
