@@ -118,6 +118,11 @@ def _want_debug(argv: list[str]) -> bool:
     return "--debug" in argv or bool(os.environ.get("ENVD_DEBUG"))
 
 
+def _one_line(text: str) -> str:
+    """Escape line breaks a user value may carry, so an error stays on one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def run(cli: click.Group, argv: list[str] | None = None) -> int:
     """Run ``cli`` and turn every error into one line and an exit code."""
     from envd_core.errors import EnvdError
@@ -132,14 +137,19 @@ def run(cli: click.Group, argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"envd: {exc.message}", err=True)
+        click.echo(f"envd: {_one_line(exc.message)}", err=True)
         if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
+            click.echo(f"hint: {_one_line(exc.hint)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        # click's own rendering is a three-line usage block; envd reports every error as one
+        # `envd: …` line (+ hint) so scripts and users see the same shape everywhere.
+        click.echo(f"envd: {_one_line(exc.format_message())}", err=True)
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            click.echo(f"hint: see `{ctx.command_path} --help`", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("envd: aborted", err=True)
@@ -153,7 +163,8 @@ def run(cli: click.Group, argv: list[str] | None = None) -> int:
         if debug:
             raise
         click.echo(
-            f"envd: internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            f"envd: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+            "(rerun with --debug for details)",
             err=True,
         )
         return 1

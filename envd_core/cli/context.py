@@ -100,7 +100,9 @@ def _probe_all(app: Any, contexts: list[Any], timeout: float) -> dict[str, dict[
         try:
             builder = app.manager.builder_for(ctx)
         except EnvdError as exc:
-            return BuilderStatus(False, error=exc.message, error_kind="plugin-missing").to_json()
+            # keep the hint: it names the package that provides the missing type
+            error = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
+            return BuilderStatus(False, error=error, error_kind="plugin-missing").to_json()
         try:
             return builder.status(timeout=timeout).to_json()  # type: ignore[no-any-return]
         except Exception as exc:  # a plugin bug must not break the listing
