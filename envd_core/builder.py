@@ -145,6 +145,13 @@ class Builder(ABC):
     def options_declared(cls) -> tuple[Option, ...]:
         return tuple(cls.options)
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        """Check options against each other (each one is already valid on its own).
+
+        Raise ValidationError, e.g. when a client certificate is given without its key.
+        """
+
     # -- connection ------------------------------------------------------------------------
     @abstractmethod
     def connect(self, *, timeout: float) -> Connection:

@@ -112,6 +112,7 @@ class ContextManager:
         bopts = parse_options(
             btype.options_declared(), builder_options or {}, owner=f"builder `{builder}`"
         )
+        btype.check_options(bopts)
         ropts = parse_options(
             rtype.options_declared(), runner_options or {}, owner=f"runner `{runner}`"
         )

@@ -1,0 +1,73 @@
+"""Builder type ``moby-worker``: the BuildKit embedded in dockerd (upstream envd's default).
+
+No daemon to bootstrap: envd upgrades ``POST /grpc`` on the Docker API socket to h2c and speaks
+BuildKit's gRPC through a local bridge. The address is only a label (``envd_buildkitd``); the
+Docker daemon is ``DOCKER_HOST`` or the option ``host``.
+
+That BuildKit (v0.8 in Docker 20.10) exports only ``moby`` (into dockerd's image store),
+``local`` and ``tar``; images are pushed afterwards through the Docker API, and merge/diff ops
+are not available.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from envd_core import hookimpl
+from envd_core.builder import Builder
+from envd_core.errors import ValidationError
+from envd_core.options import Option
+
+if TYPE_CHECKING:
+    from envd_core.buildkit.transport import Connection
+
+__all__ = ["MobyWorkerBuilder"]
+
+
+class MobyWorkerBuilder(Builder):
+    """dockerd's own BuildKit, reached through the Docker Engine API."""
+
+    name = "moby-worker"
+    summary = "the BuildKit inside dockerd (no extra daemon)"
+    address_help = "a label, e.g. envd_buildkitd"
+    default_address = "envd_buildkitd"
+    options = (
+        Option("host", "Docker daemon to use instead of DOCKER_HOST, e.g. unix:///var/run/docker.sock"),
+    )
+    exporters = frozenset({"moby", "local", "tar"})
+    supports_merge_op = False
+
+    @classmethod
+    def check_options(cls, options: dict[str, str]) -> None:  # type: ignore[override]
+        host = options.get("host")
+        if host is not None and not host.startswith(("unix://", "tcp://")):
+            raise ValidationError(
+                f"option `host` must be unix:///path or tcp://host:port, got `{host}`"
+            )
+
+    @property
+    def docker_host(self) -> str:
+        from envd_core.dockerapi import docker_host
+
+        return self.options.get("host") or docker_host()
+
+    def connect(self, *, timeout: float) -> Connection:
+        from envd_core.buildkit.transport import connect_bridge, dial_docker_upgrade
+
+        host = self.docker_host
+        return connect_bridge(
+            dial_docker_upgrade(host, "/grpc", timeout=timeout),
+            target=f"moby-worker ({host})",
+            timeout=timeout,
+        )
+
+    def push(self, name: str) -> str | None:
+        """Push an image from dockerd's store (after a ``moby`` export) with the user's creds."""
+        from envd_core.dockerapi import DockerClient, registry_auth
+
+        return DockerClient(self.docker_host).image_push(name, auth=registry_auth(name))
+
+
+@hookimpl
+def envd_builder_types() -> list[type[Builder]]:
+    return [MobyWorkerBuilder]

@@ -1,0 +1,153 @@
+"""Builder types ``tcp`` and ``unix``: a buildkitd you already run, reached directly.
+
+``tcp`` takes ``host:port`` (``tcp://`` optional) and TLS options by file reference, named as
+buildx's remote driver names them::
+
+    envd context create --name shared --builder tcp --builder-address buildkit.corp:1234 \\
+        --builder-opt cacert=/etc/envd/ca.pem \\
+        --builder-opt cert=/etc/envd/client.pem --builder-opt key=/etc/envd/client-key.pem
+
+Any TLS option turns TLS on; ``cert`` and ``key`` (mutual TLS) go together. Plain TCP to a host
+that is not loopback works but warns once per process: anyone on the path can use the daemon.
+
+``unix`` takes the path of buildkitd's socket (``unix://`` optional).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from envd_core import hookimpl
+from envd_core.builder import Builder, strip_scheme
+from envd_core.errors import ValidationError
+from envd_core.options import Option
+
+if TYPE_CHECKING:
+    from envd_core.buildkit.transport import Connection
+
+__all__ = ["TcpBuilder", "UnixBuilder", "split_host_port"]
+
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → (host, port); ValidationError otherwise."""
+    if address.startswith("["):
+        host, sep, rest = address[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValidationError(f"invalid address `{address}`: expected [ipv6]:port")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = address.rpartition(":")
+        if not sep:
+            raise ValidationError(
+                f"invalid address `{address}`: expected host:port, e.g. 127.0.0.1:1234"
+            )
+        if ":" in host:
+            raise ValidationError(f"invalid address `{address}`: write IPv6 hosts as [addr]:port")
+    if not host:
+        raise ValidationError(f"invalid address `{address}`: the host is missing")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValidationError(f"invalid address `{address}`: port must be 1-65535")
+    if any(ch in host for ch in "/?#@ \t") or not host.isascii():
+        raise ValidationError(f"invalid address `{address}`: bad host name `{host}`")
+    return host, int(port_text)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TcpBuilder(Builder):
+    """A buildkitd listening on TCP, plain or with (mutual) TLS."""
+
+    name = "tcp"
+    summary = "buildkitd over TCP (plain, TLS or mutual TLS)"
+    address_help = "host:port"
+    options = (
+        Option("cacert", "CA certificate that signed the daemon's certificate", kind="path"),
+        Option("cert", "client certificate for mutual TLS", kind="path"),
+        Option("key", "client private key for mutual TLS", kind="path"),
+        Option("servername", "server name to verify in the daemon's certificate"),
+    )
+
+    @classmethod
+    def normalize_address(cls, address: str) -> str:
+        value = super().normalize_address(address).rstrip("/")
+        host, port = split_host_port(value)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        if ("cert" in options) != ("key" in options):
+            raise ValidationError(
+                "tls enabled, but missing keys: give both `cert` and `key` for mutual TLS"
+            )
+
+    @property
+    def tls_enabled(self) -> bool:
+        return any(k in self.options for k in ("cacert", "cert", "key", "servername"))
+
+    def connect(self, *, timeout: float) -> Connection:
+        from envd_core.buildkit.transport import TLSConfig, connect_tcp
+
+        host, port = split_host_port(self.address)
+        tls = None
+        if self.tls_enabled:
+            tls = TLSConfig(
+                ca=self.options.get("cacert"),
+                cert=self.options.get("cert"),
+                key=self.options.get("key"),
+                server_name=self.options.get("servername"),
+            )
+        elif not _is_loopback(host):
+            with _warn_lock:
+                if self.address not in _warned:
+                    _warned.add(self.address)
+                    sys.stderr.write(
+                        f"envd: warning: {self.url} is plain TCP without TLS: anyone who can "
+                        "reach it can use the daemon (set --builder-opt cacert/cert/key)\n"
+                    )
+        return connect_tcp(host, port, tls=tls, timeout=timeout)
+
+
+class UnixBuilder(Builder):
+    """A buildkitd listening on a unix socket on this machine."""
+
+    name = "unix"
+    summary = "buildkitd on a local unix socket"
+    address_help = "socket path, e.g. /run/buildkit/buildkitd.sock"
+    default_address = None
+
+    @classmethod
+    def normalize_address(cls, address: str) -> str:
+        value = strip_scheme(address, cls.name)
+        if not value:
+            raise ValidationError("builder `unix` needs a socket path")
+        if "://" in value or "\x00" in value:
+            raise ValidationError(f"builder `unix` takes a socket path, not `{address}`")
+        value = os.path.expanduser(value)
+        if not os.path.isabs(value):
+            raise ValidationError(f"builder `unix` needs an absolute socket path, got `{address}`")
+        return os.path.normpath(value)
+
+    def connect(self, *, timeout: float) -> Connection:
+        from envd_core.buildkit.transport import connect_unix
+
+        return connect_unix(self.address, timeout=timeout)
+
+
+@hookimpl
+def envd_builder_types() -> list[type[Builder]]:
+    return [TcpBuilder, UnixBuilder]
