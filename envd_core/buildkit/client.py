@@ -1,0 +1,353 @@
+"""``BuildkitClient``: the Control RPCs (workers, info, disk usage, prune, solve) over a Connection.
+
+Solve follows what buildctl does: a fresh random ref, Status opened at the same moment as Solve
+(the daemon only waits a few seconds for the ref to appear), the exporter written to the old
+fields 3/4 *and* the v0.13+ ``Exporters`` list so v0.8 (dockerd 20.10) and current daemons both
+understand it, and the session started before and closed after.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+from envd_core.buildkit.errors import connection_error, rpc_error_text
+from envd_core.buildkit.exporters import Exporter
+from envd_core.buildkit.progress import BuildTrace
+from envd_core.errors import BuildError
+
+if TYPE_CHECKING:
+    import grpc
+
+    from envd_core.buildkit._pb import control_pb2, ops_pb2
+    from envd_core.buildkit.transport import Connection
+
+# Codes that mean "the daemon or the link is gone", not "your build is wrong".
+_LINK_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+_STATUS_DRAIN_S = 5.0  # like buildctl: stop waiting for Status this long after Solve ends
+_LOG_TAIL = 20
+
+
+class SolveSession(Protocol):
+    """What ``solve`` needs from a session (``envd_core.buildkit.session.Session``)."""
+
+    id: str
+
+    def start(self, channel: grpc.Channel) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class GCPolicy:
+    """One garbage-collection rule of a worker."""
+
+    all: bool
+    keep_duration_s: float
+    keep_bytes: int
+    filters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A BuildKit worker: id, labels, platforms as ``os/arch[/variant]`` and GC policy."""
+
+    id: str
+    labels: Mapping[str, str]
+    platforms: tuple[str, ...]
+    gc_policy: tuple[GCPolicy, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildkitVersion:
+    """What ``Info`` reports (BuildKit >= 0.11)."""
+
+    package: str
+    version: str
+    revision: str
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One build-cache record (DiskUsage / Prune)."""
+
+    id: str
+    size: int
+    mutable: bool = False
+    in_use: bool = False
+    shared: bool = False
+    description: str = ""
+    record_type: str = ""
+    usage_count: int = 0
+    parents: tuple[str, ...] = ()
+    created_at: float | None = None
+    last_used_at: float | None = None
+
+
+def platform_str(p: Any) -> str:
+    """``pb.Platform`` -> ``os/arch[/variant]``."""
+    return "/".join(x for x in (p.OS, p.Architecture, p.Variant) if x)
+
+
+def _ts(t: Any) -> float | None:
+    return t.seconds + t.nanos / 1e9 if t is not None and (t.seconds or t.nanos) else None
+
+
+def _usage(r: Any) -> UsageRecord:
+    parents = tuple(r.Parents) or ((r.Parent,) if r.Parent else ())
+    return UsageRecord(
+        id=r.ID, size=r.Size, mutable=r.Mutable, in_use=r.InUse, shared=r.Shared,
+        description=r.Description, record_type=r.RecordType, usage_count=r.UsageCount,
+        parents=parents,
+        created_at=_ts(r.CreatedAt) if r.HasField("CreatedAt") else None,
+        last_used_at=_ts(r.LastUsedAt) if r.HasField("LastUsedAt") else None,
+    )
+
+
+def new_ref() -> str:
+    """A random 25-character base36 id (the same shape buildctl uses for refs)."""
+    alphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+    return "".join(secrets.choice(alphabet) for _ in range(25))
+
+
+def _entries(items: Iterable[Exporter | Mapping[str, Any]]) -> list[Exporter]:
+    out = []
+    for it in items:
+        out.append(it if isinstance(it, Exporter) else Exporter(it["type"], dict(it.get("attrs", {}))))
+    return out
+
+
+class BuildkitClient:
+    """Control-service calls on an open :class:`~envd_core.buildkit.transport.Connection`."""
+
+    def __init__(self, connection: Connection) -> None:
+        from envd_core.buildkit._pb import control_pb2_grpc
+
+        self.connection = connection
+        self._stub = control_pb2_grpc.ControlStub(connection.channel)
+
+    # -- helpers
+    def _fail(self, exc: BaseException) -> BaseException:
+        return connection_error(exc, target=self.connection.target, tls=self.connection.tls)
+
+    # -- simple RPCs
+    def list_workers(self, *, timeout: float | None = None) -> list[Worker]:
+        """The daemon's workers."""
+        import grpc
+
+        from envd_core.buildkit._pb import control_pb2
+
+        try:
+            resp = self._stub.ListWorkers(control_pb2.ListWorkersRequest(), timeout=timeout)
+        except grpc.RpcError as e:
+            raise self._fail(e) from None
+        return [
+            Worker(
+                id=r.ID,
+                labels=dict(r.Labels),
+                platforms=tuple(platform_str(p) for p in r.platforms),
+                gc_policy=tuple(
+                    GCPolicy(g.all, g.keepDuration / 1e9, g.keepBytes, tuple(g.filters))
+                    for g in r.GCPolicy
+                ),
+            )
+            for r in resp.record
+        ]
+
+    def info(self, *, timeout: float | None = None) -> BuildkitVersion | None:
+        """The daemon's version, or None when it predates ``Info`` (< 0.11, dockerd 20.10)."""
+        import grpc
+
+        from envd_core.buildkit._pb import control_pb2
+
+        try:
+            resp = self._stub.Info(control_pb2.InfoRequest(), timeout=timeout)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return None
+            raise self._fail(e) from None
+        v = resp.buildkitVersion
+        return BuildkitVersion(package=v.package, version=v.version, revision=v.revision)
+
+    def disk_usage(self, filters: Sequence[str] = (), *, timeout: float | None = None) -> list[UsageRecord]:
+        """Build-cache records, optionally filtered (buildctl ``--filter`` syntax)."""
+        import grpc
+
+        from envd_core.buildkit._pb import control_pb2
+
+        try:
+            resp = self._stub.DiskUsage(control_pb2.DiskUsageRequest(filter=list(filters)),
+                                        timeout=timeout)
+        except grpc.RpcError as e:
+            raise self._fail(e) from None
+        return [_usage(r) for r in resp.record]
+
+    def prune(self, all: bool = False, keep_duration: float | None = None,
+              keep_bytes: int | None = None, filters: Sequence[str] = (),
+              *, timeout: float | None = None) -> list[UsageRecord]:
+        """Prune build cache; returns the records the daemon reports as removed."""
+        import grpc
+
+        from envd_core.buildkit._pb import control_pb2
+
+        req = control_pb2.PruneRequest(filter=list(filters), all=all)
+        if keep_duration:
+            req.keepDuration = int(keep_duration * 1e9)
+        if keep_bytes:
+            req.keepBytes = int(keep_bytes)
+        try:
+            return [_usage(r) for r in self._stub.Prune(req, timeout=timeout)]
+        except grpc.RpcError as e:
+            raise self._fail(e) from None
+
+    # -- solve
+    def solve(
+        self,
+        definition: ops_pb2.Definition | None,
+        *,
+        exporters: Sequence[Exporter | Mapping[str, Any]] = (),
+        session: SolveSession | None = None,
+        frontend: str | None = None,
+        frontend_attrs: Mapping[str, str] | None = None,
+        frontend_inputs: Mapping[str, ops_pb2.Definition] | None = None,
+        cache_exports: Sequence[Exporter | Mapping[str, Any]] = (),
+        cache_imports: Sequence[Exporter | Mapping[str, Any]] = (),
+        entitlements: Sequence[str] = (),
+        on_status: Callable[[control_pb2.StatusResponse], None] | None = None,
+        ref: str | None = None,
+    ) -> dict[str, str]:
+        """Run a build; return the exporter response (e.g. ``containerimage.digest``).
+
+        Raises ``BuildError`` naming the failing step with the tail of its log, or
+        ``BuilderError`` when the daemon goes away.
+        """
+        import grpc
+
+        from envd_core.buildkit._pb import control_pb2
+
+        ref = ref or new_ref()
+        exps = _entries(exporters)
+        req = control_pb2.SolveRequest(Ref=ref)
+        # Always send Cache, even empty: buildkitd v0.17-v0.18 dereference it unconditionally
+        # (translateLegacySolveRequest) and crash the whole daemon when it is absent.
+        req.Cache.SetInParent()
+        if definition is not None:
+            req.Definition.CopyFrom(definition)
+        if exps:
+            req.ExporterDeprecated = exps[0].type
+            req.ExporterAttrsDeprecated.update(exps[0].attrs)
+            for e in exps:
+                req.Exporters.add(Type=e.type, Attrs=dict(e.attrs))
+        if frontend:
+            req.Frontend = frontend
+        req.FrontendAttrs.update(dict(frontend_attrs or {}))
+        for k, d in (frontend_inputs or {}).items():
+            req.FrontendInputs[k].CopyFrom(d)
+        for c in _entries(cache_exports):
+            req.Cache.Exports.add(Type=c.type, Attrs=dict(c.attrs))
+        for c in _entries(cache_imports):
+            req.Cache.Imports.add(Type=c.type, Attrs=dict(c.attrs))
+        req.Entitlements.extend(entitlements)
+
+        trace = BuildTrace()
+        if session is not None:
+            session.start(self.connection.channel)
+            req.Session = session.id
+        try:
+            # Status first, Solve right after, both in flight at once (see module doc).
+            status_call = self._stub.Status(control_pb2.StatusRequest(Ref=ref))
+            status_done = threading.Event()
+            status_thread = threading.Thread(
+                target=_pump_status, args=(status_call, trace, on_status, status_done),
+                name="envd-bk-status", daemon=True,
+            )
+            status_thread.start()
+            future = self._stub.Solve.future(req)
+            try:
+                resp = future.result()
+            except grpc.RpcError as e:
+                _drain(status_call, status_done, status_thread, grace=1.0)
+                raise self._solve_error(e, trace) from None
+            except BaseException:  # KeyboardInterrupt and friends: cancel the build
+                future.cancel()
+                _drain(status_call, status_done, status_thread, grace=0.0)
+                raise
+            _drain(status_call, status_done, status_thread, grace=_STATUS_DRAIN_S)
+            return dict(resp.ExporterResponse)
+        finally:
+            if session is not None:
+                session.close()
+
+    def _solve_error(self, e: grpc.RpcError, trace: BuildTrace) -> BaseException:
+        code = e.code().name if e.code() is not None else ""
+        if code in _LINK_CODES:
+            err = self._fail(e)
+            step = trace.running_step()
+            if step and hasattr(err, "message"):
+                err.args = (f"{err.message} (during step `{step}`)",)
+                err.message = err.args[0]
+            return err
+        text = rpc_error_text(e).strip()
+        if code == "CANCELLED":
+            return BuildError(f"build was cancelled: {text}")
+        failed = trace.failed_vertex()
+        name = failed.name if failed is not None else None
+        tail = trace.log_tail(failed.digest, _LOG_TAIL) if failed is not None else []
+        msg = f"build failed at step `{name}`: {text}" if name else f"build failed: {text}"
+        err = BuildError(msg, hint="\n".join(tail) if tail else None)
+        err.step = name  # type: ignore[attr-defined]
+        err.log_tail = tail  # type: ignore[attr-defined]
+        return err
+
+
+def _pump_status(call: Any, trace: BuildTrace,
+                 on_status: Callable[[Any], None] | None, done: threading.Event) -> None:
+    try:
+        for resp in call:
+            trace.update(resp)
+            if on_status is not None:
+                try:
+                    on_status(resp)
+                except Exception:  # a renderer bug must not kill the build
+                    pass
+    except Exception:
+        pass  # cancelled, or the daemon went away: Solve reports that
+    finally:
+        done.set()
+
+
+def _drain(call: Any, done: threading.Event, thread: threading.Thread, *, grace: float) -> None:
+    """Let Status deliver its last messages, then cancel it and join the reader thread."""
+    if grace > 0:
+        done.wait(grace)
+    if not done.is_set():
+        call.cancel()
+    thread.join(5)
+
+
+def probe(connection: Connection, timeout: float = 5.0) -> dict[str, Any]:
+    """Check a daemon without raising: reachability, version, platforms, workers, latency.
+
+    Keys: reachable, version, platforms, workers, latency_ms, error, error_kind.
+    """
+    out: dict[str, Any] = {"reachable": False, "version": None, "platforms": [], "workers": 0,
+                           "latency_ms": None, "error": None, "error_kind": None}
+    client = BuildkitClient(connection)
+    start = time.monotonic()
+    try:
+        workers = client.list_workers(timeout=timeout)
+        out["latency_ms"] = round((time.monotonic() - start) * 1000, 1)
+        out["reachable"] = True
+        out["workers"] = len(workers)
+        plats: list[str] = []
+        for w in workers:
+            plats.extend(p for p in w.platforms if p not in plats)
+        out["platforms"] = plats
+        v = client.info(timeout=timeout)
+        out["version"] = v.version if v is not None else None
+    except Exception as e:  # probe reports; it never raises
+        out["error"] = str(e)
+        out["error_kind"] = getattr(e, "kind", "unavailable")
+    return out
