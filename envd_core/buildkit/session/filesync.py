@@ -1,0 +1,246 @@
+"""FileSync: send local directories to the daemon (client is the fsutil *sender*).
+
+Protocol (fsutil diffcopy): one STAT packet per entry in walk order, an empty STAT to end the
+listing; the daemon answers with REQ packets for the regular files it needs (by position in the
+listing), which we stream as DATA chunks closed by an empty DATA; the daemon sends FIN, we answer
+FIN and end the call. Files are read in chunks while streaming, never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from envd_core.buildkit.session.patterns import parse_ignore_file
+from envd_core.buildkit.session.walk import Entry, Filter, is_regular, resolve_follow_paths, walk
+from envd_core.errors import ValidationError
+
+if TYPE_CHECKING:
+    import grpc
+
+DIFFCOPY_METHOD = "/moby.filesync.v1.FileSync/DiffCopy"
+# Bigger than Go's 32 KiB: each packet costs a Python-level gRPC write, and the daemon accepts
+# any size below its 16 MiB limit.
+CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class LocalDir:
+    """A local directory the daemon may read as ``local://NAME``.
+
+    ``include``/``exclude``/``follow_paths`` are applied on top of whatever the daemon asks for;
+    with ``use_dockerignore`` the directory's ``.dockerignore`` adds excludes as Docker does.
+    """
+
+    path: str | os.PathLike[str]
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    follow_paths: Sequence[str] = ()
+    use_dockerignore: bool = True
+
+    def root(self) -> str:
+        """The absolute directory path; raises `ValidationError` if it is not a directory."""
+        root = os.path.abspath(os.fspath(self.path))
+        if not os.path.isdir(root):
+            raise ValidationError(
+                f"local directory `{root}` does not exist or is not a directory; "
+                "create it or point the build at an existing directory"
+            )
+        return root
+
+    def ignore_patterns(self) -> list[str]:
+        """Excludes from ``.dockerignore`` (empty when disabled or absent)."""
+        if not self.use_dockerignore:
+            return []
+        try:
+            with open(os.path.join(self.root(), ".dockerignore"), encoding="utf-8") as fh:
+                return parse_ignore_file(fh.read())
+        except FileNotFoundError:
+            return []
+
+
+@dataclass
+class TransferStats:
+    """What one DiffCopy call sent: counted on the sender, for tests and benchmarks."""
+
+    dir_name: str
+    entries: int = 0
+    files_requested: int = 0
+    data_packets: int = 0
+    data_bytes: int = 0
+    bytes_by_path: dict[str, int] = field(default_factory=dict)
+
+
+def _metadata_values(md: Mapping[str, list[str]], key: str) -> list[str]:
+    values = md.get(key, [])
+    if md.get(f"{key}-encoded", ["0"])[0] in ("1", "true"):
+        values = [urllib.parse.unquote_plus(v) for v in values]
+    return [v for v in values if v]
+
+
+def invocation_metadata(context: grpc.ServicerContext) -> dict[str, list[str]]:
+    """Incoming metadata as lowercase key -> list of values."""
+    md: dict[str, list[str]] = {}
+    for key, value in context.invocation_metadata():
+        if isinstance(value, bytes):
+            continue
+        md.setdefault(key.lower(), []).append(value)
+    return md
+
+
+class FileSyncService:
+    """Serves ``FileSync/DiffCopy`` for a fixed set of named directories."""
+
+    def __init__(
+        self,
+        dirs: Mapping[str, LocalDir],
+        on_transfer: Callable[[TransferStats], None] | None = None,
+    ) -> None:
+        self.dirs = dict(dirs)
+        self.on_transfer = on_transfer
+
+    def filter_for(self, local: LocalDir, md: Mapping[str, list[str]]) -> Filter:
+        """Combine the directory's own rules with the daemon's request (fsutil FilterFS)."""
+        root = local.root()
+        includes = list(local.include) + _metadata_values(md, "include-patterns")
+        daemon_excludes = _metadata_values(md, "exclude-patterns")
+        if md.get("override-excludes", ["false"])[0] == "true" and daemon_excludes:
+            excludes = daemon_excludes
+        else:
+            excludes = list(local.exclude) + local.ignore_patterns() + daemon_excludes
+        follow = list(local.follow_paths) + _metadata_values(md, "followpaths")
+        if follow:
+            includes += follow + resolve_follow_paths(root, follow)
+        return Filter.build(includes, excludes)
+
+    def diff_copy(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+        """The gRPC handler: a generator of outgoing packets."""
+        import grpc
+
+        from envd_core.buildkit._pb import fsutil_types_pb2 as fs
+
+        md = invocation_metadata(context)
+        name = (md.get("dir-name") or [""])[0]
+        local = self.dirs.get(name)
+        if local is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no access allowed to dir {name!r}")
+        try:
+            flt = self.filter_for(local, md)
+            root = local.root()
+        except ValidationError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        stats = TransferStats(dir_name=name)
+        return self._send(root, flt, request_iterator, context, stats, fs)
+
+    def _send(
+        self,
+        root: str,
+        flt: Filter,
+        request_iterator: Iterator[Any],
+        context: grpc.ServicerContext,
+        stats: TransferStats,
+        fs: Any,
+    ) -> Iterator[Any]:
+        Packet = fs.Packet
+        # Incoming REQ/FIN/ERR arrive on their own thread so a blocked write never stops us
+        # from noticing them, and they can be served while the listing is still going.
+        incoming: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+        def read() -> None:
+            try:
+                for packet in request_iterator:
+                    if packet.type == Packet.PACKET_REQ:
+                        incoming.put(("req", packet.ID))
+                    elif packet.type == Packet.PACKET_FIN:
+                        incoming.put(("fin", None))
+                        return
+                    elif packet.type == Packet.PACKET_ERR:
+                        incoming.put(("err", packet.data.decode("utf-8", "replace")))
+                        return
+                incoming.put(("eof", None))
+            except Exception as exc:  # the call was cancelled or broke
+                incoming.put(("eof", exc))
+
+        threading.Thread(target=read, name="envd-filesync-recv", daemon=True).start()
+        files: dict[int, Entry] = {}
+
+        def serve(file_id: int) -> Iterator[Any]:
+            entry = files.pop(file_id, None)
+            if entry is None:
+                raise _ProtocolError(f"invalid file request {file_id}")
+            stats.files_requested += 1
+            sent = 0
+            with open(entry.abspath, "rb") as fh:
+                while True:
+                    chunk = fh.read(CHUNK_SIZE)
+                    if not chunk:
+                        break
+                    sent += len(chunk)
+                    stats.data_packets += 1
+                    yield Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk)
+            stats.data_bytes += sent
+            stats.bytes_by_path[entry.path] = stats.bytes_by_path.get(entry.path, 0) + sent
+            yield Packet(type=Packet.PACKET_DATA, ID=file_id)
+
+        def handle(kind: str, value: Any) -> Iterator[Any]:
+            if kind == "req":
+                yield from serve(value)
+            elif kind == "fin":
+                yield Packet(type=Packet.PACKET_FIN)
+                raise _Done
+            elif kind == "err":
+                raise _ProtocolError(f"error from receiver: {value}")
+            else:
+                raise _Done
+
+        try:
+            try:
+                for index, entry in enumerate(walk(root, flt)):
+                    if is_regular(entry.mode):
+                        files[index] = entry
+                    stats.entries += 1
+                    yield Packet(
+                        type=Packet.PACKET_STAT,
+                        stat=fs.Stat(
+                            path=entry.path,
+                            mode=entry.mode,
+                            size=entry.size,
+                            mod_time=entry.mtime_ns,
+                            linkname=entry.linkname,
+                            devmajor=entry.devmajor,
+                            devminor=entry.devminor,
+                        ),
+                    )
+                    while True:
+                        try:
+                            kind, value = incoming.get_nowait()
+                        except queue.Empty:
+                            break
+                        yield from handle(kind, value)
+                yield Packet(type=Packet.PACKET_STAT)
+                while True:
+                    kind, value = incoming.get()
+                    yield from handle(kind, value)
+            except _Done:
+                return
+            except (_ProtocolError, OSError) as exc:
+                yield Packet(type=Packet.PACKET_ERR, data=str(exc).encode())
+                import grpc
+
+                context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        finally:
+            if self.on_transfer is not None:
+                self.on_transfer(stats)
+
+
+class _Done(Exception):
+    """The transfer ended normally (FIN exchanged or the daemon hung up)."""
+
+
+class _ProtocolError(Exception):
+    """The peer broke the diffcopy protocol or a file could not be read."""
