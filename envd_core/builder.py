@@ -39,6 +39,16 @@ from envd_core.options import Option
 if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
 
+#: Options every builder type accepts, on top of its own.
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "ca-bundle",
+        "extra CA bundle mounted (never baked in) into build steps that reach the network, for "
+        "TLS-intercepting proxies",
+        kind="path",
+    ),
+)
+
 #: Exporters a standalone buildkitd offers.
 STANDALONE_EXPORTERS = frozenset({"image", "oci", "docker", "tar", "local"})
 
@@ -102,6 +112,9 @@ class Builder(ABC):
     can_bootstrap: ClassVar[bool] = False
     #: Whether the daemon supports LLB merge/diff ops (False for dockerd's BuildKit v0.8).
     supports_merge_op: ClassVar[bool] = True
+    #: Whether exporters honour ``containerimage.config``; when False the build calls
+    #: :meth:`apply_image_config` after exporting (dockerd's graphdriver ``moby`` exporter).
+    exporter_applies_config: ClassVar[bool] = True
 
     def __init__(self, address: str, options: Mapping[str, str] | None = None) -> None:
         self.address = address
@@ -143,7 +156,10 @@ class Builder(ABC):
 
     @classmethod
     def options_declared(cls) -> tuple[Option, ...]:
-        return tuple(cls.options)
+        """The builder's own options plus :data:`COMMON_OPTIONS`."""
+        own = tuple(cls.options)
+        names = {opt.name for opt in own}
+        return own + tuple(opt for opt in COMMON_OPTIONS if opt.name not in names)
 
     @classmethod
     def check_options(cls, options: Mapping[str, str]) -> None:
@@ -160,6 +176,9 @@ class Builder(ABC):
         Returns an :class:`envd_core.buildkit.transport.Connection`; the caller closes it.
         Raise :class:`envd_core.errors.BuilderError` with a one-line reason on failure.
         """
+
+    def apply_image_config(self, name: str, config: dict[str, Any]) -> None:
+        """Give image ``name`` the OCI ``config`` after export (see exporter_applies_config)."""
 
     def bootstrap(self) -> None:
         """Start the daemon if this builder type manages one (no-op by default)."""

@@ -198,6 +198,42 @@ class DockerClient:
         return digest
 
 
+def commit_config(client: DockerClient, name: str, config: dict[str, Any]) -> str:
+    """Re-tag ``name`` as itself with OCI ``config`` (Env, Cmd, Labels…) applied.
+
+    dockerd's graphdriver ``moby`` exporter ignores an image config passed as an exporter
+    attribute, so the image arrives with an empty config. Committing an unstarted container of
+    it with the wanted config is the Engine API's way to set one; it adds an empty layer.
+    """
+    created = client._json(
+        "POST", "/containers/create",
+        body=json.dumps({"Image": name, "Cmd": ["/bin/true"], "Entrypoint": []}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    container = created["Id"]
+    repo, tag = split_tag(name)
+    try:
+        result = client._json(
+            "POST", "/commit",
+            params={"container": container, "repo": repo, "tag": tag, "pause": "false"},
+            body=json.dumps(_container_config(config)).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+    finally:
+        client.request("DELETE", f"/containers/{container}", params={"force": "1"}).read()
+    return str(result.get("Id", ""))
+
+
+def _container_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The Engine API container-config shape of an OCI image config's ``config`` part."""
+    keys = ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "Labels", "ExposedPorts",
+            "Volumes", "StopSignal")
+    # The API treats a missing Cmd as "keep the container's" (our /bin/true): send null.
+    out: dict[str, Any] = {"Cmd": None, "Entrypoint": None}
+    out.update({k: config[k] for k in keys if k in config})
+    return out
+
+
 def split_tag(name: str) -> tuple[str, str]:
     """``host:5000/a/b:tag`` → (``host:5000/a/b``, ``tag``); default tag ``latest``."""
     if "@" in name:

@@ -129,6 +129,8 @@ def run(cli: click.Group, argv: list[str] | None = None) -> int:
 
     args = sys.argv[1:] if argv is None else argv
     debug = _want_debug(args)
+    # grpc's C core logs handshake failures straight to stderr; envd reports them itself.
+    os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if debug else "NONE")
     try:
         cli.main(args=args, prog_name="envd", standalone_mode=False)
         return 0

@@ -11,7 +11,7 @@ are not available.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envd_core import hookimpl
 from envd_core.builder import Builder
@@ -36,6 +36,7 @@ class MobyWorkerBuilder(Builder):
     )
     exporters = frozenset({"moby", "local", "tar"})
     supports_merge_op = False
+    exporter_applies_config = False
 
     @classmethod
     def check_options(cls, options: dict[str, str]) -> None:  # type: ignore[override]
@@ -60,6 +61,25 @@ class MobyWorkerBuilder(Builder):
             target=f"moby-worker ({host})",
             timeout=timeout,
         )
+
+    def status(self, *, timeout: float = 3.0):  # type: ignore[no-untyped-def]
+        """The generic probe, plus dockerd's version (its BuildKit has no Info RPC)."""
+        found = super().status(timeout=timeout)
+        if found.reachable and not found.version:
+            from envd_core.dockerapi import DockerClient, DockerError
+
+            try:
+                engine = DockerClient(self.docker_host).version(timeout=timeout)
+                found.version = f"dockerd {engine.get('Version', '?')}"
+            except DockerError:
+                pass
+        return found
+
+    def apply_image_config(self, name: str, config: dict[str, Any]) -> None:
+        """Set the config the ``moby`` exporter ignored, through the Docker API."""
+        from envd_core.dockerapi import DockerClient, commit_config
+
+        commit_config(DockerClient(self.docker_host), name, config.get("config", config))
 
     def push(self, name: str) -> str | None:
         """Push an image from dockerd's store (after a ``moby`` export) with the user's creds."""

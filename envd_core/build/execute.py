@@ -1,0 +1,253 @@
+"""Run a build: build.envd → graph → LLB → the context's builder → the requested output.
+
+This is the library behind ``envd build``; the CLI only parses flags and prints the result.
+It knows contexts only through the :class:`Builder` and :class:`Runner` objects it is handed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from envd_core.builder import Builder
+from envd_core.errors import BuildError, ValidationError
+from envd_core.runner import Runner
+
+CA_SECRET_ID = "envd-ca-bundle"
+
+
+@attrs.define
+class BuildRequest:
+    """What the user asked for (``envd build`` flags, already split but not yet validated)."""
+
+    path: Path = attrs.field(factory=lambda: Path("."))
+    from_spec: str | None = None
+    tag: str | None = None
+    output: str | None = None
+    export_cache: tuple[str, ...] = ()
+    import_cache: tuple[str, ...] = ()
+    platform: str | None = None
+    no_cache: bool = False
+    progress: str = "auto"
+    use_proxy: bool = False
+    ca_bundle: str | None = None
+    dump_llb: str | None = None
+
+
+@attrs.define
+class BuildResult:
+    """Where the image went, for the CLI to tell the user."""
+
+    tag: str
+    output_type: str
+    destination: str
+    pushed: bool = False
+    digest: str | None = None
+    exporter_response: dict[str, str] = attrs.field(factory=dict)
+    messages: list[str] = attrs.field(factory=list)
+
+
+def _proxy_env() -> dict[str, str]:
+    return {k: v for k in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY") if (v := os.environ.get(k))}
+
+
+def resolve_ca_bundle(request: BuildRequest, builder: Builder) -> str | None:
+    """The extra CA bundle: ``--ca-bundle``, else ``ENVD_CA_BUNDLE``, else the context option."""
+    chosen = request.ca_bundle or os.environ.get("ENVD_CA_BUNDLE") or builder.options.get("ca-bundle")
+    if not chosen:
+        return None
+    path = os.path.abspath(os.path.expanduser(chosen))
+    if not os.path.isfile(path):
+        raise ValidationError(f"CA bundle `{path}` does not exist", hint="fix --ca-bundle")
+    return path
+
+
+def plan_exporter(spec: Any, *, tag: str, builder: Builder) -> tuple[str, dict[str, str]]:
+    """Map ``--output`` (or its absence) to the exporter this builder can run."""
+    supported = builder.exporters
+    if spec is None:
+        if "moby" in supported:
+            return "moby", {"name": tag}
+        return "docker", {"name": tag}
+    kind = spec.type
+    attrs_ = dict(spec.attrs)
+    if kind == "image" and "image" not in supported and "moby" in supported:
+        # dockerd's BuildKit has no `image` exporter: export into dockerd, push with its API.
+        attrs_.setdefault("name", tag)
+        return "moby", {k: v for k, v in attrs_.items() if k != "push"}
+    if kind not in supported:
+        raise ValidationError(
+            f"builder `{builder.name}` cannot export `type={kind}` "
+            f"(it supports: {', '.join(sorted(supported))})"
+        )
+    if kind in ("image", "moby", "docker", "oci"):
+        attrs_.setdefault("name", tag)
+    return kind, attrs_
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.lower() in ("", "1", "true", "yes")
+
+
+@contextlib.contextmanager
+def _export_target(kind: str, spec: Any, runner: Runner | None) -> Iterator[tuple[Any, Path | None]]:
+    """The session's export target and, for a default docker export, the tarball to load."""
+    from envd_core.buildkit.session import ExportTarget
+
+    if kind == "local":
+        yield ExportTarget.directory(spec.dest), None
+    elif kind in ("tar", "oci", "docker") and spec is not None:
+        yield ExportTarget.file(spec.dest if spec.dest_kind == "file" else "-"), None
+    elif kind == "docker":
+        if runner is None or not runner.can_load_images:
+            raise ValidationError(
+                "this context's runner cannot load images; give --output type=image,...,push=true "
+                "or a file output"
+            )
+        with tempfile.TemporaryDirectory(prefix="envd-export-") as tmp:
+            tarball = Path(tmp) / "image.tar"
+            yield ExportTarget.file(tarball), tarball
+    else:
+        yield None, None
+
+
+def run_build(
+    request: BuildRequest,
+    *,
+    builder: Builder,
+    runner: Runner | None,
+    extra_functions: Mapping[str, Callable[..., Any]] | None = None,
+    progress_stream: Any = None,
+) -> BuildResult:
+    """Evaluate, compile and solve ``request`` on ``builder``; deliver the output."""
+    from envd_core.build import load_build
+    from envd_core.build.compile import CompileOptions, compile_graph
+    from envd_core.build.options import (
+        default_tag,
+        normalize_tag,
+        parse_export_cache,
+        parse_import_cache,
+        parse_output,
+        parse_platforms,
+    )
+
+    context_dir = request.path.resolve()
+    if not context_dir.is_dir():
+        raise ValidationError(f"build context `{request.path}` is not a directory")
+    spec = parse_output(request.output)
+    tag = normalize_tag(request.tag or default_tag(context_dir))
+    platforms = parse_platforms(request.platform)
+    if len(platforms) > 1:
+        raise ValidationError("building several platforms at once is not supported yet")
+    platform = platforms[0] if platforms else None
+    exports = parse_export_cache(list(request.export_cache))
+    imports = parse_import_cache(list(request.import_cache))
+    ca_bundle = resolve_ca_bundle(request, builder)
+
+    graph = load_build(context_dir, request.from_spec, extra_functions)
+    compiled = compile_graph(
+        graph,
+        options=CompileOptions(
+            context_dir=context_dir,
+            tag=tag,
+            platform=platform,
+            ca_bundle_secret=ca_bundle is not None,
+            merge_op=builder.supports_merge_op,
+            no_cache=request.no_cache,
+            proxy_env=_proxy_env() if request.use_proxy else {},
+        ),
+    )
+    if request.dump_llb:
+        data = compiled.definition.SerializeToString()
+        if request.dump_llb == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            Path(request.dump_llb).write_bytes(data)
+        return BuildResult(tag=tag, output_type="llb", destination=request.dump_llb)
+
+    kind, exporter_attrs = plan_exporter(spec, tag=tag, builder=builder)
+    config_json = json.dumps(compiled.image_config, separators=(",", ":"))
+    if builder.exporter_applies_config and kind in ("image", "docker", "oci", "moby"):
+        exporter_attrs["containerimage.config"] = config_json
+    push_after = spec is not None and spec.type == "image" and kind == "moby" and _truthy(
+        spec.attrs.get("push")
+    )
+    return _solve(
+        compiled, builder=builder, runner=runner, spec=spec, kind=kind,
+        exporter_attrs=exporter_attrs, tag=tag, ca_bundle=ca_bundle, imports=imports,
+        exports=exports, push_after=push_after, progress=request.progress,
+        progress_stream=progress_stream,
+    )
+
+
+def _solve(
+    compiled: Any, *, builder: Builder, runner: Runner | None, spec: Any, kind: str,
+    exporter_attrs: dict[str, str], tag: str, ca_bundle: str | None, imports: list[Any],
+    exports: list[Any], push_after: bool, progress: str, progress_stream: Any,
+) -> BuildResult:
+    from envd_core.buildkit.client import BuildkitClient
+    from envd_core.buildkit.exporters import Exporter
+    from envd_core.buildkit.progress import ProgressPrinter
+    from envd_core.buildkit.session import AuthProvider, LocalDir, SecretSource, Session
+    from envd_core.buildkit.transport import connect_timeout
+
+    secrets = {CA_SECRET_ID: SecretSource.from_file(ca_bundle)} if ca_bundle else {}
+    local_dirs = {name: LocalDir(path) for name, path in compiled.local_dirs.items()}
+    result = BuildResult(tag=tag, output_type=kind, destination="")
+    connection = builder.connect(timeout=connect_timeout())
+    try:
+        with _export_target(kind, spec, runner) as (target, tarball):
+            session = Session(
+                shared_key=compiled.shared_key,
+                local_dirs=local_dirs,
+                secrets=secrets,
+                auth=AuthProvider.from_docker_config(),
+                export=target,
+            )
+            with ProgressPrinter(progress, progress_stream) as printer:
+                response = BuildkitClient(connection).solve(
+                    compiled.definition,
+                    exporters=[Exporter(kind, exporter_attrs)],
+                    session=session,
+                    cache_exports=[Exporter(c.type, c.attrs) for c in exports],
+                    cache_imports=[Exporter(c.type, c.attrs) for c in imports],
+                    entitlements=list(compiled.entitlements),
+                    on_status=printer,
+                )
+            result.exporter_response = response
+            result.digest = response.get("containerimage.digest")
+            if tarball is not None and runner is not None:
+                with open(tarball, "rb") as handle:
+                    runner.load_image(handle)
+                result.destination = f"runner `{runner.name}` (loaded as {tag})"
+    finally:
+        connection.close()
+    name = exporter_attrs.get("name", tag)
+    if kind == "moby":
+        if not builder.exporter_applies_config:
+            builder.apply_image_config(name, compiled.image_config)
+        result.destination = f"dockerd's image store as {name}"
+        if push_after:
+            push = getattr(builder, "push", None)
+            if push is None:
+                raise BuildError(f"builder `{builder.name}` cannot push `{name}`")
+            result.digest = push(name) or result.digest
+            result.pushed = True
+            result.destination = name
+    elif kind == "image":
+        result.pushed = _truthy(exporter_attrs.get("push"))
+        result.destination = name if result.pushed else f"the builder's image store as {name}"
+    elif kind in ("tar", "oci", "docker") and spec is not None:
+        result.destination = spec.dest if spec.dest_kind == "file" else "stdout"
+    elif kind == "local":
+        result.destination = str(spec.dest)
+    return result

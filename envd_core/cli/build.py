@@ -1,0 +1,83 @@
+"""``envd build``: build the environment described by build.envd on the context's builder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from envd_core.cli.render import dump_json, info
+
+
+@click.command("build")
+@click.option("--tag", "-t", default=None, help="Image name and tag (default: <dir>:dev).")
+@click.option("--from", "-f", "from_spec", default=None, metavar="FILE[:FUNC]",
+              help="Build file and function (default: build.envd:build).")
+@click.option("--path", "-p", default=".", show_default=True, type=click.Path(),
+              help="Build context directory.")
+@click.option("--output", "-o", default=None, metavar="SPEC",
+              help="type=image|docker|oci|tar|local|moby[,name=…][,push=true][,dest=…]")
+@click.option("--export-cache", "--ec", "export_cache", multiple=True, metavar="SPEC",
+              help="Export build cache, e.g. type=registry,ref=host/cache:tag.")
+@click.option("--import-cache", "--ic", "import_cache", multiple=True, metavar="SPEC",
+              help="Import build cache, e.g. type=registry,ref=host/cache:tag.")
+@click.option("--platform", default=None, metavar="OS/ARCH", help="Target platform.")
+@click.option("--force", "--no-cache", "no_cache", is_flag=True,
+              help="Rebuild every step, ignoring the cache.")
+@click.option("--progress", default=None, type=click.Choice(["auto", "tty", "plain", "json"]),
+              help="Progress output (default: auto; BUILDKIT_PROGRESS overrides auto).")
+@click.option("--use-proxy", "--proxy", "use_proxy", is_flag=True,
+              help="Pass HTTP_PROXY/HTTPS_PROXY/NO_PROXY to build steps.")
+@click.option("--ca-bundle", default=None, type=click.Path(),
+              help="Extra CA bundle mounted into networked steps (never stored in the image).")
+@click.option("--dump-llb", default=None, metavar="FILE|-",
+              help="Write the LLB definition (for `buildctl build`) instead of building.")
+@click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]),
+              help="How to report the result on stdout.")
+@click.pass_obj
+def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: str | None,
+          export_cache: tuple[str, ...], import_cache: tuple[str, ...], platform: str | None,
+          no_cache: bool, progress: str | None, use_proxy: bool, ca_bundle: str | None,
+          dump_llb: str | None, fmt: str) -> None:
+    """Build an environment image from build.envd."""
+    from envd_core.build.execute import BuildRequest, run_build
+
+    mode = progress or os.environ.get("BUILDKIT_PROGRESS") or ("plain" if app.debug else "auto")
+    request = BuildRequest(
+        path=Path(path), from_spec=from_spec, tag=tag, output=output,
+        export_cache=export_cache, import_cache=import_cache, platform=platform,
+        no_cache=no_cache, progress=mode, use_proxy=use_proxy, ca_bundle=ca_bundle,
+        dump_llb=dump_llb,
+    )
+    resolved = app.resolve()
+    builder = app.manager.builder_for(resolved.context)
+    runner = None
+    if output is None and dump_llb is None:
+        runner = app.manager.runner_for(resolved.context)
+    if dump_llb is None:
+        info(f"Building {path} on {builder.url} (context `{resolved.context.name}`, "
+             f"from {resolved.reason})")
+    result = run_build(
+        request, builder=builder, runner=runner,
+        extra_functions=app.plugins.build_functions(),
+    )
+    if fmt == "json":
+        click.echo(dump_json({
+            "tag": result.tag, "output": result.output_type, "destination": result.destination,
+            "pushed": result.pushed, "digest": result.digest,
+            "context": resolved.context.name,
+        }))
+        return
+    if result.output_type == "llb":
+        if dump_llb != "-":
+            info(f"LLB definition written to {dump_llb} (build it with `buildctl build < {dump_llb}`)")
+        return
+    if result.pushed:
+        info(f"Pushed {result.destination}" + (f" ({result.digest})" if result.digest else ""))
+        info(f"Run it: docker pull {result.destination} && docker run --rm -it {result.destination}")
+    else:
+        info(f"Built {result.tag}: {result.destination}")
+        if result.output_type in ("moby", "docker"):
+            info(f"Run it: docker run --rm -it {result.tag}")
