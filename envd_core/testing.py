@@ -1,0 +1,396 @@
+"""Test support for envd and its plugins: fixtures and contract tests (a pytest plugin).
+
+The repository's top-level ``conftest.py`` loads this module with
+``pytest_plugins = ["envd_core.testing"]``; an out-of-tree plugin package does the same in its own
+``conftest.py``. Importing it is cheap (no grpc, no docker): only pytest, click and the core.
+
+Fixtures
+    ``envd_config_dir``  a temporary ``ENVD_CONFIG_DIR``, every other ``ENVD_*`` variable removed,
+                         and an empty working directory (no stray ``.envd-context`` applies).
+    ``plugins``          a fresh :class:`~envd_core.plugins.Plugins` without entry points.
+    ``register_plugin``  registers a throwaway in-process plugin; always unregistered afterwards.
+    ``cli``              runs ``envd …`` in-process through :func:`envd_core.cli.run` around
+                         ``plugins`` and returns exit code, stdout and stderr.
+
+Contract tests
+    Subclass :class:`BuilderContract`, :class:`RunnerContract` or :class:`StoreContract` in a
+    ``test_*.py`` file and set the class under test::
+
+        from envd_core.testing import BuilderContract
+
+        class TestTcpBuilder(BuilderContract):
+            builder_cls = TcpBuilder
+            valid_address = "127.0.0.1:1234"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+
+from envd_core.builder import Builder
+from envd_core.contexts.model import DEFAULT_NAME, Context, default_context
+from envd_core.contexts.store import ContextStore
+from envd_core.errors import ValidationError
+from envd_core.hookspecs import hookimpl
+from envd_core.options import Option
+from envd_core.plugins import Plugins
+from envd_core.runner import Runner
+
+__all__ = [
+    "BuilderContract",
+    "CliResult",
+    "EnvdCli",
+    "RunnerContract",
+    "StoreContract",
+    "StubBuilder",
+    "StubRunner",
+    "clean_envd_environ",
+    "make_plugin",
+]
+
+
+# -- throwaway plugins -----------------------------------------------------------------------
+def make_plugin(
+    *,
+    builders: Sequence[Any] | None = None,
+    runners: Sequence[Any] | None = None,
+    stores: Sequence[Any] | None = None,
+    build_functions: Mapping[str, Callable[..., Any]] | None = None,
+) -> object:
+    """An in-process plugin object implementing the hooks for the given lists.
+
+    Only the hooks for arguments that are not ``None`` are implemented, and each returns its
+    argument as given, so a test can make a plugin return anything (even invalid values).
+    """
+    plugin = SimpleNamespace()
+    if builders is not None:
+        plugin.envd_builder_types = hookimpl(lambda: builders)
+    if runners is not None:
+        plugin.envd_runner_types = hookimpl(lambda: runners)
+    if stores is not None:
+        plugin.envd_context_stores = hookimpl(lambda: stores)
+    if build_functions is not None:
+        plugin.envd_build_functions = hookimpl(lambda: build_functions)
+    return plugin
+
+
+class StubBuilder(Builder):
+    """A builder type for tests that never connects (contracts pair it with a runner)."""
+
+    name = "envd-testing-builder"
+    summary = "test builder that cannot connect"
+    address_help = "any word"
+
+    def connect(self, *, timeout: float) -> Any:
+        from envd_core.errors import BuilderError
+
+        raise BuilderError(f"`{self.url}` is a test builder and cannot connect")
+
+
+class StubRunner(Runner):
+    """A runner type for tests (contracts pair it with the builder under test)."""
+
+    name = "envd-testing-runner"
+    summary = "test runner that runs nothing"
+
+
+# -- environment and CLI ---------------------------------------------------------------------
+def clean_envd_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove every ``ENVD_*`` variable (and the ones that move the config dir)."""
+    for key in list(os.environ):
+        if key.startswith("ENVD_") or key in ("XDG_CONFIG_HOME", "_ENVD_COMPLETE"):
+            monkeypatch.delenv(key, raising=False)
+
+
+@attrs.frozen
+class CliResult:
+    """What one in-process ``envd`` invocation produced."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return self.stderr.splitlines()
+
+    def __str__(self) -> str:  # shown by pytest when an assertion on the result fails
+        return f"exit {self.exit_code}\n--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+
+
+class EnvdCli:
+    """Runs ``envd`` in-process, exactly as the console script does, around given plugins."""
+
+    def __init__(self, plugins_factory: Callable[[], Plugins]) -> None:
+        from envd_core.cli import create_cli
+
+        self.command = create_cli(plugins_factory)
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        env: Mapping[str, str | None] | None = None,
+    ) -> CliResult:
+        """Run ``envd ARGS``; ``env`` sets (or, with ``None``, removes) variables for the call."""
+        from envd_core.cli import run
+
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with _patched_environ(env or {}), _patched_stdin(input or ""):
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                code = run(self.command, list(args))
+        return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def _patched_environ(changes: Mapping[str, str | None]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in changes}
+    try:
+        for key, value in changes.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _patched_stdin(text: str) -> Iterator[None]:
+    saved = sys.stdin
+    sys.stdin = io.StringIO(text)
+    try:
+        yield
+    finally:
+        sys.stdin = saved
+
+
+# -- fixtures --------------------------------------------------------------------------------
+@pytest.fixture
+def envd_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, not yet created ``ENVD_CONFIG_DIR``; clean ``ENVD_*`` env; an empty cwd."""
+    clean_envd_environ(monkeypatch)
+    config = tmp_path / "envd-config"
+    monkeypatch.setenv("ENVD_CONFIG_DIR", str(config))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return config
+
+
+@pytest.fixture
+def plugins(envd_config_dir: Path) -> Plugins:
+    """A fresh plugin manager with only the core plugin (entry points are not loaded)."""
+    return Plugins.create(entry_points=False)
+
+
+@pytest.fixture
+def register_plugin(plugins: Plugins) -> Iterator[Callable[..., str]]:
+    """``register_plugin(obj, name=None)`` registers a throwaway plugin on ``plugins``.
+
+    ``obj`` is a module, class or object with ``@hookimpl`` functions (see :func:`make_plugin`).
+    Returns the name it was registered under; every plugin is unregistered after the test.
+    """
+    names: list[str] = []
+
+    def register(plugin: object, name: str | None = None) -> str:
+        chosen = name or f"throwaway-{len(names) + 1}"
+        names.append(chosen)
+        plugins.register(plugin, name=chosen)
+        return chosen
+
+    yield register
+    for name in reversed(names):
+        plugins.unregister(name)
+
+
+@pytest.fixture
+def cli(plugins: Plugins) -> EnvdCli:
+    """Run ``envd`` in-process around the ``plugins`` fixture: ``cli("context", "ls")``."""
+    return EnvdCli(lambda: plugins)
+
+
+# -- contract tests --------------------------------------------------------------------------
+def _check_options(options: Sequence[Any], owner: str) -> None:
+    seen: set[str] = set()
+    for opt in options:
+        assert isinstance(opt, Option), f"{owner}: options must be Option objects, got {opt!r}"
+        assert opt.name and opt.name.strip() == opt.name, f"{owner}: bad option name {opt.name!r}"
+        assert "=" not in opt.name and "," not in opt.name, f"{owner}: bad option {opt.name!r}"
+        assert opt.name not in seen, f"{owner}: option `{opt.name}` declared twice"
+        seen.add(opt.name)
+        assert opt.help.strip(), f"{owner}: option `{opt.name}` has no help"
+        if opt.kind == "choice":
+            assert opt.choices, f"{owner}: choice option `{opt.name}` lists no choices"
+        if opt.default is not None and opt.kind != "path":
+            # a declared default must be a value the option itself accepts
+            assert opt.parse(opt.default) is not None
+
+
+def _check_type_name(cls: type, base: type) -> str:
+    assert isinstance(cls, type) and issubclass(cls, base)
+    name = getattr(cls, "name", None)
+    assert isinstance(name, str) and name, f"{cls.__qualname__} has no `name`"
+    assert name == name.strip() and not any(ch.isspace() for ch in name)
+    assert "://" not in name and "/" not in name
+    assert "\n" not in getattr(cls, "summary", ""), "summary must be one line"
+    return name
+
+
+class BuilderContract:
+    """Contract every builder type satisfies. Subclass as ``Test…`` and set ``builder_cls``."""
+
+    builder_cls: ClassVar[type[Builder]]
+    #: An address (without scheme) that :meth:`Builder.normalize_address` accepts.
+    valid_address: ClassVar[str] = "127.0.0.1:1234"
+
+    def test_name_is_a_plain_word(self) -> None:
+        _check_type_name(self.builder_cls, Builder)
+
+    def test_is_concrete(self) -> None:
+        assert not inspect.isabstract(self.builder_cls), self.builder_cls.__abstractmethods__
+
+    def test_options_declared_properly(self) -> None:
+        _check_options(self.builder_cls.options_declared(), f"builder `{self.builder_cls.name}`")
+
+    def test_exporters_are_names(self) -> None:
+        exporters = self.builder_cls.exporters
+        assert isinstance(exporters, frozenset) and all(isinstance(e, str) for e in exporters)
+
+    def test_normalize_address_is_idempotent(self) -> None:
+        once = self.builder_cls.normalize_address(self.valid_address)
+        assert self.builder_cls.normalize_address(once) == once
+
+    def test_scheme_is_optional_and_never_doubled(self) -> None:
+        cls = self.builder_cls
+        bare = cls.normalize_address(self.valid_address)
+        assert cls.normalize_address(f"{cls.name}://{bare}") == bare
+        url = cls(bare).url
+        assert url == f"{cls.name}://{bare}"
+        assert f"{cls.name}://{cls.name}://" not in url and "tcp://tcp://" not in url
+
+    def test_empty_address_refused(self) -> None:
+        with pytest.raises(ValidationError):
+            self.builder_cls.normalize_address("")
+
+    def test_default_address_is_valid(self) -> None:
+        default = self.builder_cls.default_address
+        if default is not None:
+            assert self.builder_cls.normalize_address(default)
+
+    def test_registers_through_the_hook(
+        self, plugins: Plugins, register_plugin: Callable[..., str]
+    ) -> None:
+        name = register_plugin(make_plugin(builders=[self.builder_cls]))
+        assert plugins.builder_type(self.builder_cls.name) is self.builder_cls
+        assert plugins.provider_of("builders", self.builder_cls.name) == name
+
+    def test_context_create_and_ls(self, cli: EnvdCli, register_plugin: Callable[..., str]) -> None:
+        import json
+
+        cls = self.builder_cls
+        register_plugin(make_plugin(builders=[cls], runners=[StubRunner]))
+        created = cli("context", "create", "--name", "contract", "--builder", cls.name,
+                      "--builder-address", f"{cls.name}://{self.valid_address}",
+                      "--runner", StubRunner.name)
+        assert created.exit_code == 0, created
+        rows = json.loads(cli("context", "ls", "--format", "json").stdout)
+        row = next(r for r in rows if r["context"] == "contract")
+        assert row["builder_addr"] == f"{cls.name}://{cls.normalize_address(self.valid_address)}"
+
+
+class RunnerContract:
+    """Contract every runner type satisfies. Subclass as ``Test…`` and set ``runner_cls``."""
+
+    runner_cls: ClassVar[type[Runner]]
+    #: An address the runner accepts, or ``None`` if it only works with its default.
+    valid_address: ClassVar[str | None] = None
+
+    def test_name_is_a_plain_word(self) -> None:
+        _check_type_name(self.runner_cls, Runner)
+
+    def test_options_declared_properly(self) -> None:
+        _check_options(self.runner_cls.options_declared(), f"runner `{self.runner_cls.name}`")
+
+    def test_empty_address_means_default(self) -> None:
+        assert self.runner_cls.normalize_address("") is None
+        assert self.runner_cls.normalize_address("   ") is None
+
+    def test_normalize_address_is_idempotent(self) -> None:
+        if self.valid_address is None:
+            pytest.skip("runner takes no address")
+        once = self.runner_cls.normalize_address(self.valid_address)
+        assert once is not None
+        assert self.runner_cls.normalize_address(once) == once
+        twice_schemed = f"{self.runner_cls.name}://{self.runner_cls.name}://"
+        assert not once.startswith(twice_schemed)
+
+    def test_registers_through_the_hook(
+        self, plugins: Plugins, register_plugin: Callable[..., str]
+    ) -> None:
+        name = register_plugin(make_plugin(runners=[self.runner_cls]))
+        assert plugins.runner_type(self.runner_cls.name) is self.runner_cls
+        assert plugins.provider_of("runners", self.runner_cls.name) == name
+
+    def test_context_create(self, cli: EnvdCli, register_plugin: Callable[..., str]) -> None:
+        register_plugin(make_plugin(builders=[StubBuilder], runners=[self.runner_cls]))
+        args = ["context", "create", "--name", "contract", "--builder", StubBuilder.name,
+                "--builder-address", "x", "--runner", self.runner_cls.name]
+        if self.valid_address is not None:
+            args += ["--runner-address", self.valid_address]
+        result = cli(*args)
+        assert result.exit_code == 0, result
+
+
+class StoreContract:
+    """Contract every context store satisfies. Set ``store_cls``; override :meth:`make_store`."""
+
+    store_cls: ClassVar[type[ContextStore]]
+
+    def make_store(self, directory: Path) -> ContextStore:
+        """A store writing under ``directory`` (override for stores that live elsewhere)."""
+        return self.store_cls(directory)
+
+    def test_name_is_a_plain_word(self) -> None:
+        _check_type_name(self.store_cls, ContextStore)
+
+    def test_first_load_creates_current_default(self, envd_config_dir: Path) -> None:
+        contexts = self.make_store(envd_config_dir).load()
+        assert contexts.current == DEFAULT_NAME
+        assert contexts.contexts[DEFAULT_NAME] == default_context()
+
+    def test_transaction_persists(self, envd_config_dir: Path) -> None:
+        store = self.make_store(envd_config_dir)
+        added = Context(name="persisted", builder="tcp", builder_address="h:1",
+                        builder_options={"k": "v"}, description="d")
+        with store.transaction() as contexts:
+            contexts.add(added)
+            contexts.use("persisted")
+        again = self.make_store(envd_config_dir).load()
+        assert again.contexts["persisted"] == added
+        assert again.current == "persisted"
+        assert list(again.contexts) == [DEFAULT_NAME, "persisted"]
+
+    def test_failed_transaction_changes_nothing(self, envd_config_dir: Path) -> None:
+        store = self.make_store(envd_config_dir)
+        store.load()
+        with pytest.raises(RuntimeError), store.transaction() as contexts:
+            contexts.add(Context(name="lost", builder="tcp", builder_address="h:1"))
+            raise RuntimeError("abort")
+        assert "lost" not in self.make_store(envd_config_dir).load().contexts
