@@ -46,13 +46,16 @@ def classify(exc: BaseException, *, tls: bool = False) -> str:
         return "refused"
     if code == "UNIMPLEMENTED":
         return "not-buildkit"
-    if "dns resolution failed" in low or "name or service not known" in low or "dns query" in low:
+    if any(s in low for s in ("dns resolution failed", "name or service not known", "dns query",
+                              "errors resolving", "domain name not found",
+                              "address lookup failed")):
         return "dns"
     if "connection refused" in low or "no such file or directory" in low:
         return "refused"
-    if "http1.x server" in low or "http/1" in low or "bad status line" in low:
+    if any(s in low for s in ("http1.x server", "http/1", "bad status line",
+                              "failed parsing http/2", "expected settings frame")):
         return "not-buildkit"
-    if any(s in low for s in ("ssl", "tls", "certificate", "handshake")):
+    if any(s in low for s in ("ssl", "tls", "certificate", "handshake", "tsi_", "unwrap failed")):
         return "tls"
     if code == "UNAVAILABLE" and tls and ("socket closed" in low or "connection reset" in low):
         # A TLS server that dislikes our (missing) client certificate just drops the connection
@@ -75,6 +78,8 @@ def _tls_side(details: str) -> str:
         or "alert_handshake_failure" in low
         or "bad_certificate" in low
         or "unknown_ca" in low
+        or "tsi_data_corrupted" in low
+        or "unwrap failed" in low
         or "socket closed" in low
         or "connection reset" in low
     ):
@@ -110,6 +115,11 @@ def connection_error(exc: BaseException, *, target: str, tls: bool = False) -> B
         msg = (
             f"`{target}` answers but is not a BuildKit daemon ({detail}); point the builder at "
             "buildkitd's socket or address"
+        )
+    elif not tls and "socket closed" in details.lower():
+        msg = (
+            f"BuildKit at `{target}` closed the connection without answering; if it requires "
+            "TLS, give the CA and client certificate"
         )
     else:
         msg = f"BuildKit at `{target}` is unavailable: {detail}"

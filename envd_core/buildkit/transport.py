@@ -44,6 +44,15 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+def load_grpc() -> Any:
+    """Import grpc with its C-core logging quiet unless the user asked for it: handshake
+    failures would otherwise print several ``E...`` lines besides our one-line error."""
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    import grpc
+
+    return grpc
+
+
 def parse_go_duration(text: str) -> float:
     """Parse a Go duration (``5s``, ``500ms``, ``1m30s``, ``0``) into seconds.
 
@@ -182,7 +191,7 @@ def wait_ready(conn: Connection, timeout: float) -> None:
             if code != grpc.StatusCode.UNAVAILABLE:
                 break
             err = connection_error(e, target=conn.target, tls=conn.tls)
-            if err.kind in ("tls", "not-buildkit", "dns"):
+            if err.kind in ("tls", "not-buildkit", "dns") or "socket closed" in (e.details() or "").lower():
                 break
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.5)
@@ -206,7 +215,7 @@ def _open(channel: grpc.Channel, target: str, *, tls: bool, timeout: float | Non
 def connect_unix(path: str | os.PathLike[str], *, timeout: float | None = None,
                  wait: bool = True) -> Connection:
     """Connect to buildkitd's unix socket and wait until it answers."""
-    import grpc
+    grpc = load_grpc()
 
     p = os.fspath(path)
     if p.startswith("unix://"):
@@ -218,7 +227,7 @@ def connect_unix(path: str | os.PathLike[str], *, timeout: float | None = None,
 def connect_tcp(host: str, port: int, *, tls: TLSConfig | None = None,
                 timeout: float | None = None, wait: bool = True) -> Connection:
     """Connect to buildkitd over TCP (plain, TLS or mTLS) and wait until it answers."""
-    import grpc
+    grpc = load_grpc()
 
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if tls is None:
@@ -384,7 +393,7 @@ def connect_bridge(dial: Callable[[], ByteStream], *, target: str,
                    timeout: float | None = None, wait: bool = True) -> Connection:
     """Open a channel whose every connection is a fresh ``dial()`` stream spliced through a
     private unix socket. ``target`` is only used in messages."""
-    import grpc
+    grpc = load_grpc()
 
     bridge = _Bridge(dial, target)
     channel = grpc.insecure_channel(f"unix:{bridge.path}", options=_CHANNEL_OPTIONS)
