@@ -1,0 +1,54 @@
+"""From `build.envd` to BuildKit: evaluation, the build graph, LLB compilation, build flags.
+
+Layout (data flows one way):
+
+- :mod:`envd_core.build.lang` — Starlark evaluation of build files into a graph
+- :mod:`envd_core.build.graph` — the graph (attrs IR) with a stable digest
+- :mod:`envd_core.build.options` — ``--output``/cache/``--from``/``--tag``/``--platform``
+- :mod:`envd_core.build.image_config` — OCI image config and ``ai.tensorchord.envd.*`` labels
+- :mod:`envd_core.build.compile` — graph → LLB definition + image config
+
+Importing this package is cheap: starlark and protobuf load only when used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from envd_core.build.graph import BuildGraph
+
+
+def load_build(
+    path: str | Path,
+    from_spec: str | None = None,
+    extra_functions: Mapping[str, Callable[..., Any]] | None = None,
+    *,
+    user_config: str | Path | None = None,
+    cwd: str | Path | None = None,
+) -> BuildGraph:
+    """Evaluate the build file of build context ``path`` (``--path``) and return its graph.
+
+    ``from_spec`` is ``--from`` (``file[:func]``, default ``build.envd:build``). The file is
+    ``<path>/<file>`` when that exists, else ``<file>`` relative to ``cwd`` (upstream's rule).
+    ``extra_functions`` are vendor built-ins (see :func:`envd_core.build.lang.evaluate`);
+    ``user_config`` is evaluated first (upstream's ``~/.config/envd/config.envd``).
+    """
+    from envd_core.build.lang import evaluate
+    from envd_core.build.options import locate_build_file, parse_from
+
+    spec = parse_from(from_spec)
+    context = Path(path)
+    file = locate_build_file(context, spec, Path(cwd) if cwd else None)
+    return evaluate(
+        file,
+        context_dir=context,
+        function=spec.function,
+        extra_functions=extra_functions,
+        user_config=Path(user_config) if user_config else None,
+    )
+
+
+__all__ = ["load_build"]

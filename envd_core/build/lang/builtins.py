@@ -1,0 +1,48 @@
+"""The table of every `build.envd` built-in: dotted name → Python function (graph first)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from envd_core.build.lang.install import INSTALL
+from envd_core.build.lang.modules import CONFIG, DATA, DATA_PATHS, IO, RUNTIME
+from envd_core.build.lang.universe import UNIVERSE
+from envd_core.errors import PluginError
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+#: Names a vendor may not replace: the sandbox and load() rely on them.
+_RESERVED = {"load", "struct", "_build_context_dir"}
+
+
+def standard_table() -> dict[str, Callable[..., Any]]:
+    """Upstream envd's built-ins, keyed ``name`` (universe) or ``module.name``."""
+    table: dict[str, Callable[..., Any]] = dict(UNIVERSE)
+    for module, funcs in (
+        ("install", INSTALL), ("config", CONFIG), ("io", IO), ("runtime", RUNTIME), ("data", DATA)
+    ):
+        table.update({f"{module}.{name}": func for name, func in funcs.items()})
+    return table
+
+
+def builtin_table(extra: Mapping[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """The standard table plus vendor functions; a vendor may add or override a name."""
+    table = standard_table()
+    for name, func in extra.items():
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name in _RESERVED:
+            raise PluginError(
+                f"build function name `{name}` is not valid; use `module.function` "
+                "or `function` (letters, digits, underscores)"
+            )
+        if name.startswith("data.path"):
+            raise PluginError(f"build function name `{name}` clashes with `data.path`")
+        if not callable(func):
+            raise PluginError(f"build function `{name}` is not callable (got {type(func)})")
+        table[name] = func
+    return table
+
+
+def data_paths() -> dict[str, str]:
+    """String members of ``data.path`` (well-known dataset cache directories)."""
+    return dict(DATA_PATHS)
