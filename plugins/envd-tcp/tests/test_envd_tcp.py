@@ -1,0 +1,119 @@
+"""Unit tests of the tcp and unix builder types (no daemon needed)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from envd_tcp import TcpBuilder, UnixBuilder, split_host_port
+from hypothesis import given
+from hypothesis import strategies as st
+
+from envd_core.errors import EnvdError, ValidationError
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("127.0.0.1:1234", "127.0.0.1:1234"),
+        ("tcp://127.0.0.1:1234", "127.0.0.1:1234"),
+        ("TCP://buildkit.corp:8888", "buildkit.corp:8888"),
+        ("tcp://[::1]:1234", "[::1]:1234"),
+        (" 10.0.0.5:8888/ ", "10.0.0.5:8888"),
+    ],
+)
+def test_tcp_address_accepted_with_or_without_scheme(raw: str, stored: str) -> None:
+    assert TcpBuilder.normalize_address(raw) == stored
+    # normalising what we stored changes nothing: never tcp://tcp://
+    assert TcpBuilder.normalize_address(stored) == stored
+    assert TcpBuilder(stored).url == f"tcp://{stored}"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["", "tcp://", "127.0.0.1", "tcp://tcp://h:1", "h:0", "h:65536", "h:port", "unix:///x.sock",
+     "::1:1234", "a b:1", "user@h:1", "h/x:1"],
+)
+def test_tcp_bad_addresses_refused(raw: str) -> None:
+    with pytest.raises(ValidationError):
+        TcpBuilder.normalize_address(raw)
+
+
+def test_split_host_port() -> None:
+    assert split_host_port("[fe80::1]:99") == ("fe80::1", 99)
+    with pytest.raises(ValidationError, match="expected"):
+        split_host_port("[fe80::1]")
+
+
+def test_mutual_tls_needs_cert_and_key() -> None:
+    with pytest.raises(ValidationError, match="cert"):
+        TcpBuilder.check_options({"cacert": "/ca", "cert": "/c"})
+    TcpBuilder.check_options({"cacert": "/ca", "cert": "/c", "key": "/k"})
+    TcpBuilder.check_options({"cacert": "/ca"})
+
+
+def test_declared_options_include_tls_and_common() -> None:
+    names = {o.name for o in TcpBuilder.options_declared()}
+    assert {"cacert", "cert", "key", "servername", "ca-bundle"} <= names
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [("/run/buildkit/buildkitd.sock", "/run/buildkit/buildkitd.sock"),
+     ("unix:///run/buildkit/buildkitd.sock", "/run/buildkit/buildkitd.sock"),
+     ("unix:///run//buildkit/./buildkitd.sock", "/run/buildkit/buildkitd.sock")],
+)
+def test_unix_address(raw: str, stored: str) -> None:
+    assert UnixBuilder.normalize_address(raw) == stored
+    assert UnixBuilder(stored).url == f"unix://{stored}"
+
+
+@pytest.mark.parametrize("raw", ["", "unix://", "relative.sock", "tcp://h:1", "unix://x\x00y"])
+def test_unix_bad_addresses(raw: str) -> None:
+    with pytest.raises(ValidationError):
+        UnixBuilder.normalize_address(raw)
+
+
+@given(st.text(max_size=60))
+def test_normalize_never_raises_anything_but_validation(raw: str) -> None:
+    for cls in (TcpBuilder, UnixBuilder):
+        try:
+            stored = cls.normalize_address(raw)
+        except ValidationError:
+            continue
+        assert "://" not in stored
+        assert cls.normalize_address(stored) == stored
+
+
+def test_refused_port_is_classified(tmp_path: object) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    status = TcpBuilder(f"127.0.0.1:{port}").status(timeout=2)
+    assert status.reachable is False
+    assert status.error_kind == "refused"
+    with pytest.raises(EnvdError):
+        TcpBuilder(f"127.0.0.1:{port}").connect(timeout=1)
+
+
+def test_plain_tcp_to_remote_host_warns_once(capsys: pytest.CaptureFixture[str]) -> None:
+    builder = TcpBuilder("192.0.2.1:1234")  # TEST-NET-1: never routed, never contacted
+    import envd_tcp
+
+    envd_tcp._warned.discard(builder.address)
+
+    def fake_connect(*args: object, **kwargs: object) -> None:
+        raise ValidationError("stop here")
+
+    import envd_core.buildkit.transport as transport
+
+    original = transport.connect_tcp
+    transport.connect_tcp = fake_connect  # type: ignore[assignment]
+    try:
+        for _ in range(2):
+            with pytest.raises(ValidationError):
+                builder.connect(timeout=0.1)
+    finally:
+        transport.connect_tcp = original  # type: ignore[assignment]
+    err = capsys.readouterr().err
+    assert err.count("plain TCP without TLS") == 1
