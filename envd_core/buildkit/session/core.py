@@ -88,7 +88,7 @@ class Session:
             self.exports = [export]
         else:
             self.exports = list(export)
-        #: Every FileSync transfer of this session, appended when the transfer ends.
+        #: Every FileSync transfer of this session, appended when it starts (updated live).
         self.transfers: list[TransferStats] = []
         self.error: BaseException | None = None
         self._lock = threading.Lock()

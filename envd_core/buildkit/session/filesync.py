@@ -66,7 +66,10 @@ class LocalDir:
 
 @dataclass
 class TransferStats:
-    """What one DiffCopy call sent: counted on the sender, for tests and benchmarks."""
+    """What one DiffCopy call sent: counted on the sender, for tests and benchmarks.
+
+    Reported when the call starts and updated live; ``finished`` turns true at the end.
+    """
 
     dir_name: str
     entries: int = 0
@@ -74,6 +77,7 @@ class TransferStats:
     data_packets: int = 0
     data_bytes: int = 0
     bytes_by_path: dict[str, int] = field(default_factory=dict)
+    finished: bool = False
 
 
 def _metadata_values(md: Mapping[str, list[str]], key: str) -> list[str]:
@@ -167,6 +171,8 @@ class FileSyncService:
                 incoming.put(("eof", exc))
 
         threading.Thread(target=read, name="envd-filesync-recv", daemon=True).start()
+        if self.on_transfer is not None:
+            self.on_transfer(stats)
         files: dict[int, Entry] = {}
 
         def serve(file_id: int) -> Iterator[Any]:
@@ -182,8 +188,8 @@ class FileSyncService:
                         break
                     sent += len(chunk)
                     stats.data_packets += 1
+                    stats.data_bytes += len(chunk)
                     yield Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk)
-            stats.data_bytes += sent
             stats.bytes_by_path[entry.path] = stats.bytes_by_path.get(entry.path, 0) + sent
             yield Packet(type=Packet.PACKET_DATA, ID=file_id)
 
@@ -234,8 +240,7 @@ class FileSyncService:
 
                 context.abort(grpc.StatusCode.INTERNAL, str(exc))
         finally:
-            if self.on_transfer is not None:
-                self.on_transfer(stats)
+            stats.finished = True
 
 
 class _Done(Exception):
