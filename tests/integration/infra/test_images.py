@@ -1,0 +1,63 @@
+"""Each base image runs; HTTPS works from a container only with the host CA bundle mounted."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from infra_helpers import PRIVILEGED_FLAGS, sh, unique
+
+pytestmark = pytest.mark.integration
+
+FETCH_PYPI = ("import urllib.request; "
+              "print(urllib.request.urlopen('https://pypi.org/simple/pip/', timeout=60).status)")
+
+
+def test_debian_image_runs(infra: dict[str, Any]) -> None:
+    out = sh("docker", "run", "--rm", infra["IMAGE_DEBIAN"], "cat", "/etc/os-release").stdout
+    assert 'VERSION_CODENAME=bookworm' in out
+
+
+def test_busybox_image_runs_with_relative_applets(infra: dict[str, Any]) -> None:
+    out = sh("docker", "run", "--rm", infra["IMAGE_BUSYBOX"], "sh", "-c",
+             "readlink /bin/ls; echo ok").stdout.split()
+    assert out == ["busybox", "ok"]
+
+
+def test_python_image_has_pip_and_venv(infra: dict[str, Any]) -> None:
+    out = sh("docker", "run", "--rm", infra["IMAGE_PYTHON"], "python3", "-c",
+             "import sys, venv, pip; print(sys.version_info[:2])").stdout
+    assert out.strip() == "(3, 11)"
+
+
+def test_https_from_container_needs_the_ca_bundle(infra: dict[str, Any]) -> None:
+    without = sh("docker", "run", "--rm", "--network", "host", infra["IMAGE_PYTHON"],
+                 "python3", "-c", FETCH_PYPI, check=False, timeout=120)
+    assert without.returncode != 0
+    assert "CERTIFICATE_VERIFY_FAILED" in without.stderr
+    bundle = infra["CA_BUNDLE"]
+    with_ca = sh("docker", "run", "--rm", "--network", "host", "-v",
+                 f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro", infra["IMAGE_PYTHON"],
+                 "python3", "-c", FETCH_PYPI, timeout=120)
+    assert with_ca.stdout.strip() == "200"
+
+
+def test_buildkit_image_serves_builds(infra: dict[str, Any]) -> None:
+    image = json.loads(sh("docker", "image", "inspect", infra["BUILDKIT_IMAGE"]).stdout)[0]
+    assert image["Config"]["Entrypoint"] == ["buildkitd"]
+    name = unique("envd-infra-smoke-buildkit")
+    sh("docker", "run", "-d", "--name", name, *PRIVILEGED_FLAGS, infra["BUILDKIT_IMAGE_REF"],
+       "--oci-worker-net=host")
+    try:
+        for _ in range(150):  # buildkitd needs a moment to listen inside the container
+            probe = sh("docker", "exec", name, "buildctl", "debug", "workers", check=False)
+            if probe.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert probe.returncode == 0, probe.stderr + sh("docker", "logs", name).stderr[-800:]
+        assert "linux/amd64" in probe.stdout
+    finally:
+        sh("docker", "rm", "-f", name, check=False)

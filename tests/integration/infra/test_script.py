@@ -1,0 +1,65 @@
+"""The infra script's own contract: status, env as shell and JSON, the key names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "infra"
+KEYS = {
+    "DOCKER_HOST", "REGISTRY", "AUTH_REGISTRY", "AUTH_REGISTRY_USER", "AUTH_REGISTRY_PASSWORD",
+    "AUTH_REGISTRY_CA", "BUILDKIT_UNIX", "BUILDKIT_TCP", "BUILDKIT_MTLS", "BUILDKIT_MTLS_CA",
+    "BUILDKIT_MTLS_CERT", "BUILDKIT_MTLS_KEY", "BUILDKIT_MTLS_SERVERNAME", "BUILDKIT_TLS_BAD_CA",
+    "IMAGE_DEBIAN", "IMAGE_BUSYBOX", "IMAGE_PYTHON", "BUILDKIT_IMAGE", "BUILDKIT_IMAGE_REF",
+    "BUILDCTL", "BUILDKITD", "UPSTREAM_ENVD", "CA_BUNDLE", "ROOTLESS_USER", "INFRA_DIR",
+    "BUILDKITD_PIDS",
+}
+
+
+def _infra(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["python3", str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_env_json_has_every_contract_key(infra: dict[str, Any]) -> None:
+    assert KEYS <= set(infra)
+    assert infra["DOCKER_HOST"] == "unix:///var/run/docker.sock"
+    assert infra["BUILDKIT_TCP"] == "tcp://127.0.0.1:1234"
+    assert set(infra["BUILDKITD_PIDS"]) == {"buildkitd", "buildkitd-mtls"}
+    for key in ("AUTH_REGISTRY_CA", "BUILDKIT_MTLS_CA", "BUILDKIT_MTLS_CERT",
+                "BUILDKIT_MTLS_KEY", "BUILDKIT_TLS_BAD_CA", "BUILDCTL", "BUILDKITD", "CA_BUNDLE"):
+        assert Path(infra[key]).is_file(), key
+
+
+def test_env_shell_form_round_trips(infra: dict[str, Any]) -> None:
+    script = _infra("env").stdout + '\nprintf "%s|%s" "$BUILDKIT_UNIX" "$IMAGE_PYTHON"'
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
+    assert out == f"{infra['BUILDKIT_UNIX']}|{infra['IMAGE_PYTHON']}"
+
+
+def test_status_reports_everything_up(infra: dict[str, Any]) -> None:
+    proc = _infra("status", "--json")
+    status = json.loads(proc.stdout)
+    assert proc.returncode == 0, status
+    assert status["images"] == "complete"
+    assert all(status[k].startswith("up") for k in ("dockerd", "registry", "buildkitd"))
+
+
+def test_rootless_user_has_subordinate_ids(infra: dict[str, Any]) -> None:
+    user = infra["ROOTLESS_USER"]
+    for kind in ("subuid", "subgid"):
+        lines = Path(f"/etc/{kind}").read_text().splitlines()
+        assert any(line.startswith(f"{user}:") for line in lines), kind
+
+
+def test_upstream_envd_runs(upstream_envd: str) -> None:
+    proc = subprocess.run([upstream_envd, "--version"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0
+    assert "1.3.4" in proc.stdout + proc.stderr
