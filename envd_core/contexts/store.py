@@ -204,7 +204,10 @@ def _decode(raw: bytes, *, where: str) -> ContextSet:
         )
     contexts = ContextSet()
     for entry in doc["contexts"]:
-        ctx = Context.from_json(entry, where=where)
+        try:
+            ctx = Context.from_json(entry, where=f"context store `{where}` is corrupt")
+        except StoreError as exc:
+            raise StoreError(exc.message, hint=fix) from None
         if ctx.name in contexts.contexts:
             raise StoreError(f"context store `{where}` lists `{ctx.name}` twice", hint=fix)
         contexts.contexts[ctx.name] = ctx
