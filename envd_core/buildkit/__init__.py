@@ -36,7 +36,7 @@ _LAZY: dict[str, str] = {
     "ProgressPrinter": "progress",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

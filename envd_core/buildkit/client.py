@@ -11,8 +11,9 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from envd_core.buildkit.errors import connection_error, rpc_error_text
 from envd_core.buildkit.exporters import Exporter
@@ -98,8 +99,14 @@ def _ts(t: Any) -> float | None:
 def _usage(r: Any) -> UsageRecord:
     parents = tuple(r.Parents) or ((r.Parent,) if r.Parent else ())
     return UsageRecord(
-        id=r.ID, size=r.Size, mutable=r.Mutable, in_use=r.InUse, shared=r.Shared,
-        description=r.Description, record_type=r.RecordType, usage_count=r.UsageCount,
+        id=r.ID,
+        size=r.Size,
+        mutable=r.Mutable,
+        in_use=r.InUse,
+        shared=r.Shared,
+        description=r.Description,
+        record_type=r.RecordType,
+        usage_count=r.UsageCount,
         parents=parents,
         created_at=_ts(r.CreatedAt) if r.HasField("CreatedAt") else None,
         last_used_at=_ts(r.LastUsedAt) if r.HasField("LastUsedAt") else None,
@@ -115,7 +122,9 @@ def new_ref() -> str:
 def _entries(items: Iterable[Exporter | Mapping[str, Any]]) -> list[Exporter]:
     out = []
     for it in items:
-        out.append(it if isinstance(it, Exporter) else Exporter(it["type"], dict(it.get("attrs", {}))))
+        out.append(
+            it if isinstance(it, Exporter) else Exporter(it["type"], dict(it.get("attrs", {})))
+        )
     return out
 
 
@@ -171,22 +180,31 @@ class BuildkitClient:
         v = resp.buildkitVersion
         return BuildkitVersion(package=v.package, version=v.version, revision=v.revision)
 
-    def disk_usage(self, filters: Sequence[str] = (), *, timeout: float | None = None) -> list[UsageRecord]:
+    def disk_usage(
+        self, filters: Sequence[str] = (), *, timeout: float | None = None
+    ) -> list[UsageRecord]:
         """Build-cache records, optionally filtered (buildctl ``--filter`` syntax)."""
         import grpc
 
         from envd_core.buildkit._pb import control_pb2
 
         try:
-            resp = self._stub.DiskUsage(control_pb2.DiskUsageRequest(filter=list(filters)),
-                                        timeout=timeout)
+            resp = self._stub.DiskUsage(
+                control_pb2.DiskUsageRequest(filter=list(filters)), timeout=timeout
+            )
         except grpc.RpcError as e:
             raise self._fail(e) from None
         return [_usage(r) for r in resp.record]
 
-    def prune(self, all: bool = False, keep_duration: float | None = None,
-              keep_bytes: int | None = None, filters: Sequence[str] = (),
-              *, timeout: float | None = None) -> list[UsageRecord]:
+    def prune(
+        self,
+        all: bool = False,
+        keep_duration: float | None = None,
+        keep_bytes: int | None = None,
+        filters: Sequence[str] = (),
+        *,
+        timeout: float | None = None,
+    ) -> list[UsageRecord]:
         """Prune build cache; returns the records the daemon reports as removed."""
         import grpc
 
@@ -260,8 +278,10 @@ class BuildkitClient:
             status_call = self._stub.Status(control_pb2.StatusRequest(Ref=ref))
             status_done = threading.Event()
             status_thread = threading.Thread(
-                target=_pump_status, args=(status_call, trace, on_status, status_done),
-                name="envd-bk-status", daemon=True,
+                target=_pump_status,
+                args=(status_call, trace, on_status, status_done),
+                name="envd-bk-status",
+                daemon=True,
             )
             status_thread.start()
             future = self._stub.Solve.future(req)
@@ -302,18 +322,19 @@ class BuildkitClient:
         return err
 
 
-def _pump_status(call: Any, trace: BuildTrace,
-                 on_status: Callable[[Any], None] | None, done: threading.Event) -> None:
+def _pump_status(
+    call: Any, trace: BuildTrace, on_status: Callable[[Any], None] | None, done: threading.Event
+) -> None:
     try:
         for resp in call:
             trace.update(resp)
             if on_status is not None:
                 try:
                     on_status(resp)
-                except Exception:  # a renderer bug must not kill the build
+                except Exception:  # noqa: BLE001, S110 - a renderer bug must not kill the build
                     pass
-    except Exception:
-        pass  # cancelled, or the daemon went away: Solve reports that
+    except Exception:  # noqa: BLE001, S110 - cancelled or daemon gone: Solve reports that
+        pass
     finally:
         done.set()
 
@@ -332,8 +353,15 @@ def probe(connection: Connection, timeout: float = 5.0) -> dict[str, Any]:
 
     Keys: reachable, version, platforms, workers, latency_ms, error, error_kind.
     """
-    out: dict[str, Any] = {"reachable": False, "version": None, "platforms": [], "workers": 0,
-                           "latency_ms": None, "error": None, "error_kind": None}
+    out: dict[str, Any] = {
+        "reachable": False,
+        "version": None,
+        "platforms": [],
+        "workers": 0,
+        "latency_ms": None,
+        "error": None,
+        "error_kind": None,
+    }
     client = BuildkitClient(connection)
     start = time.monotonic()
     try:
@@ -347,7 +375,7 @@ def probe(connection: Connection, timeout: float = 5.0) -> dict[str, Any]:
         out["platforms"] = plats
         v = client.info(timeout=timeout)
         out["version"] = v.version if v is not None else None
-    except Exception as e:  # probe reports; it never raises
+    except Exception as e:  # noqa: BLE001 - probe reports every failure; it never raises
         out["error"] = str(e)
         out["error_kind"] = getattr(e, "kind", "unavailable")
     return out

@@ -31,7 +31,7 @@ def _rpc_parts(exc: BaseException) -> tuple[str, str]:
         try:
             c = code()
             return (getattr(c, "name", str(c)) or "", details() or "")
-        except Exception:  # an RpcError that is not a Call: fall through
+        except Exception:  # noqa: BLE001, S110 - an RpcError that is not a Call: use str()
             pass
     return ("", str(exc))
 
@@ -42,18 +42,34 @@ def classify(exc: BaseException, *, tls: bool = False) -> str:
     low = details.lower()
     if isinstance(exc, TimeoutError) or code == "DEADLINE_EXCEEDED":
         return "timeout"
-    if isinstance(exc, ConnectionRefusedError) or isinstance(exc, FileNotFoundError):
+    if isinstance(exc, (ConnectionRefusedError, FileNotFoundError)):
         return "refused"
     if code == "UNIMPLEMENTED":
         return "not-buildkit"
-    if any(s in low for s in ("dns resolution failed", "name or service not known", "dns query",
-                              "errors resolving", "domain name not found",
-                              "address lookup failed")):
+    if any(
+        s in low
+        for s in (
+            "dns resolution failed",
+            "name or service not known",
+            "dns query",
+            "errors resolving",
+            "domain name not found",
+            "address lookup failed",
+        )
+    ):
         return "dns"
     if "connection refused" in low or "no such file or directory" in low:
         return "refused"
-    if any(s in low for s in ("http1.x server", "http/1", "bad status line",
-                              "failed parsing http/2", "expected settings frame")):
+    if any(
+        s in low
+        for s in (
+            "http1.x server",
+            "http/1",
+            "bad status line",
+            "failed parsing http/2",
+            "expected settings frame",
+        )
+    ):
         return "not-buildkit"
     if any(s in low for s in ("ssl", "tls", "certificate", "handshake", "tsi_", "unwrap failed")):
         return "tls"
@@ -89,7 +105,9 @@ def _tls_side(details: str) -> str:
     return "the TLS handshake failed"
 
 
-def connection_error(exc: BaseException, *, target: str, tls: bool = False) -> BuildkitConnectionError:
+def connection_error(
+    exc: BaseException, *, target: str, tls: bool = False
+) -> BuildkitConnectionError:
     """Build the one-line error for a failure to use the daemon at ``target``."""
     kind = classify(exc, tls=tls)
     code, details = _rpc_parts(exc)

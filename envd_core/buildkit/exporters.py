@@ -7,8 +7,8 @@ therefore need a session with an export target (``envd_core.buildkit.session``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from envd_core.errors import ValidationError
 
@@ -29,9 +29,16 @@ class Exporter:
 
     # -- constructors
     @classmethod
-    def image(cls, name: str | None = None, *, push: bool = False, insecure: bool = False,
-              unpack: bool | None = None, config: str | None = None,
-              **extra: str) -> Exporter:
+    def image(
+        cls,
+        name: str | None = None,
+        *,
+        push: bool = False,
+        insecure: bool = False,
+        unpack: bool | None = None,
+        config: str | None = None,
+        **extra: str,
+    ) -> Exporter:
         """The ``image`` exporter (buildkitd). ``config``: OCI image config JSON to set."""
         attrs: dict[str, str] = {}
         if name:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from envd_core.errors import ValidationError
 
@@ -39,7 +40,9 @@ def parse_platform(text: str) -> ops_pb2.Platform:
     """``os/arch[/variant]`` -> ``pb.Platform``."""
     parts = text.split("/")
     if len(parts) not in (2, 3) or not all(parts):
-        raise ValidationError(f"invalid platform `{text}`: use `os/arch[/variant]`, e.g. `linux/amd64`")
+        raise ValidationError(
+            f"invalid platform `{text}`: use `os/arch[/variant]`, e.g. `linux/amd64`"
+        )
     p = _pb().Platform(OS=parts[0], Architecture=parts[1])
     if len(parts) == 3:
         p.Variant = parts[2]
@@ -63,7 +66,9 @@ def normalize_image_ref(ref: str) -> str:
         path += ":latest"
     repo = path.rsplit(":", 1)[0] if ":" in last else path
     if repo != repo.lower():
-        raise ValidationError(f"invalid image reference `{ref}`: repository names must be lowercase")
+        raise ValidationError(
+            f"invalid image reference `{ref}`: repository names must be lowercase"
+        )
     return f"{domain}/{path}" + (f"@{digest}" if at else "")
 
 
@@ -73,8 +78,14 @@ def normalize_image_ref(ref: str) -> str:
 class Vertex:
     """One op of the graph: its inputs and a builder for the ``pb.Op`` body."""
 
-    def __init__(self, inputs: Sequence[Output], *, name: str | None = None,
-                 ignore_cache: bool = False, platform_ok: bool = False) -> None:
+    def __init__(
+        self,
+        inputs: Sequence[Output],
+        *,
+        name: str | None = None,
+        ignore_cache: bool = False,
+        platform_ok: bool = False,
+    ) -> None:
         self.inputs = list(inputs)
         self.name = name
         self.ignore_cache = ignore_cache
@@ -103,8 +114,14 @@ class Output:
 
 
 class _SourceVertex(Vertex):
-    def __init__(self, identifier: str, attrs: Mapping[str, str], *, platform_ok: bool,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        identifier: str,
+        attrs: Mapping[str, str],
+        *,
+        platform_ok: bool,
+        name: str | None = None,
+    ) -> None:
         super().__init__([], name=name, platform_ok=platform_ok)
         self.identifier = identifier
         self.attrs = dict(attrs)
@@ -151,17 +168,28 @@ class State:
         return posixpath.normpath(posixpath.join(self.cwd, path))
 
     # -- exec
-    def run(self, args: str | Sequence[str], *, env: Mapping[str, str] | None = None,
-            cwd: str | None = None, user: str | None = None, network: str = "sandbox",
-            security: str = "sandbox", mounts: Sequence[MountSpec] = (),
-            name: str | None = None, ignore_cache: bool = False,
-            hostname: str | None = None) -> ExecState:
+    def run(
+        self,
+        args: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        network: str = "sandbox",
+        security: str = "sandbox",
+        mounts: Sequence[MountSpec] = (),
+        name: str | None = None,
+        ignore_cache: bool = False,
+        hostname: str | None = None,
+    ) -> ExecState:
         """Run a command on this state; a string runs through ``/bin/sh -c``."""
         argv = ["/bin/sh", "-c", args] if isinstance(args, str) else list(args)
         if not argv:
             raise ValidationError("cannot run an empty command: give `args` a program to execute")
         if network not in NET_MODES:
-            raise ValidationError(f"invalid network mode `{network}`: use one of {sorted(NET_MODES)}")
+            raise ValidationError(
+                f"invalid network mode `{network}`: use one of {sorted(NET_MODES)}"
+            )
         if security not in SECURITY_MODES:
             raise ValidationError(
                 f"invalid security mode `{security}`: use one of {sorted(SECURITY_MODES)}"
@@ -173,10 +201,19 @@ class State:
             st = st.with_cwd(cwd)
         if user is not None:
             st = st.with_user(user)
-        vtx = _ExecVertex(st, argv, list(mounts), network=network, security=security,
-                          name=name, ignore_cache=ignore_cache, hostname=hostname)
-        return ExecState(output=Output(vtx, 0), env=st.env, cwd=st.cwd, user=st.user,
-                         platform=st.platform)
+        vtx = _ExecVertex(
+            st,
+            argv,
+            list(mounts),
+            network=network,
+            security=security,
+            name=name,
+            ignore_cache=ignore_cache,
+            hostname=hostname,
+        )
+        return ExecState(
+            output=Output(vtx, 0), env=st.env, cwd=st.cwd, user=st.user, platform=st.platform
+        )
 
     # -- file ops
     def file(self, *actions: FileAction, name: str | None = None) -> State:
@@ -224,8 +261,9 @@ class ExecState(State):
     """The root filesystem after an exec, plus access to its writable mounts."""
 
     def root(self) -> State:
-        return State(output=self.output, env=self.env, cwd=self.cwd, user=self.user,
-                     platform=self.platform)
+        return State(
+            output=self.output, env=self.env, cwd=self.cwd, user=self.user, platform=self.platform
+        )
 
     def get_mount(self, dest: str) -> State:
         """The state of the writable bind mount at ``dest`` after the command ran."""
@@ -234,8 +272,13 @@ class ExecState(State):
         assert isinstance(vtx, _ExecVertex)
         for m, out in vtx.mount_outputs():
             if m.dest == posixpath.normpath(dest) and out >= 0:
-                return State(output=Output(vtx, out), env=self.env, cwd=self.cwd, user=self.user,
-                             platform=self.platform)
+                return State(
+                    output=Output(vtx, out),
+                    env=self.env,
+                    cwd=self.cwd,
+                    user=self.user,
+                    platform=self.platform,
+                )
         raise ValidationError(
             f"no writable bind mount at `{dest}`: only writable bind mounts produce outputs"
         )
@@ -246,29 +289,40 @@ def scratch() -> State:
     return State()
 
 
-def image(ref: str, resolve_mode: str | None = None, platform: str | None = None,
-          name: str | None = None) -> State:
+def image(
+    ref: str, resolve_mode: str | None = None, platform: str | None = None, name: str | None = None
+) -> State:
     """A ``docker-image://`` source. ``resolve_mode``: default / pull / local."""
     if resolve_mode not in (None, "default", "pull", "local"):
         raise ValidationError(f"invalid resolve mode `{resolve_mode}`: use default, pull or local")
     attrs = {"image.resolvemode": resolve_mode} if resolve_mode else {}
-    vtx = _SourceVertex(f"docker-image://{normalize_image_ref(ref)}", attrs, platform_ok=True,
-                        name=name)
+    vtx = _SourceVertex(
+        f"docker-image://{normalize_image_ref(ref)}", attrs, platform_ok=True, name=name
+    )
     if platform:
         parse_platform(platform)
         vtx.platform = platform
     return State(output=Output(vtx, 0), platform=platform)
 
 
-def local(name: str, include: Iterable[str] = (), exclude: Iterable[str] = (),
-          follow_paths: Iterable[str] = (), shared_key_hint: str | None = None,
-          session_id: str | None = None, unique: str | None = None) -> State:
+def local(
+    name: str,
+    include: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    follow_paths: Iterable[str] = (),
+    shared_key_hint: str | None = None,
+    session_id: str | None = None,
+    unique: str | None = None,
+) -> State:
     """A ``local://NAME`` source, fetched from the client session's FileSync."""
     if not name:
         raise ValidationError("a local source needs a non-empty name")
     attrs: dict[str, str] = {}
-    for key, values in (("local.includepattern", include), ("local.excludepatterns", exclude),
-                        ("local.followpaths", follow_paths)):
+    for key, values in (
+        ("local.includepattern", include),
+        ("local.excludepatterns", exclude),
+        ("local.followpaths", follow_paths),
+    ):
         v = list(values)
         if v:
             attrs[key] = json.dumps(v)
@@ -312,16 +366,25 @@ def cache(dest: str, id: str, sharing: str = "shared", base: State | None = None
     return MountSpec(posixpath.normpath(dest), "cache", base, id=id or dest, sharing=sharing)
 
 
-def secret(dest: str, id: str, uid: int = 0, gid: int = 0, mode: int = 0o400,
-           optional: bool = False) -> MountSpec:
-    return MountSpec(posixpath.normpath(dest), "secret", id=id, uid=uid, gid=gid, mode=mode,
-                     optional=optional)
+def secret(
+    dest: str, id: str, uid: int = 0, gid: int = 0, mode: int = 0o400, optional: bool = False
+) -> MountSpec:
+    return MountSpec(
+        posixpath.normpath(dest), "secret", id=id, uid=uid, gid=gid, mode=mode, optional=optional
+    )
 
 
-def ssh(dest: str = "/run/buildkit/ssh_agent.0", id: str = "default", uid: int = 0,
-        gid: int = 0, mode: int = 0o600, optional: bool = False) -> MountSpec:
-    return MountSpec(posixpath.normpath(dest), "ssh", id=id, uid=uid, gid=gid, mode=mode,
-                     optional=optional)
+def ssh(
+    dest: str = "/run/buildkit/ssh_agent.0",
+    id: str = "default",
+    uid: int = 0,
+    gid: int = 0,
+    mode: int = 0o600,
+    optional: bool = False,
+) -> MountSpec:
+    return MountSpec(
+        posixpath.normpath(dest), "ssh", id=id, uid=uid, gid=gid, mode=mode, optional=optional
+    )
 
 
 def tmpfs(dest: str, size: int = 0) -> MountSpec:
@@ -329,9 +392,18 @@ def tmpfs(dest: str, size: int = 0) -> MountSpec:
 
 
 class _ExecVertex(Vertex):
-    def __init__(self, st: State, argv: list[str], mounts: list[MountSpec], *, network: str,
-                 security: str, name: str | None, ignore_cache: bool,
-                 hostname: str | None) -> None:
+    def __init__(
+        self,
+        st: State,
+        argv: list[str],
+        mounts: list[MountSpec],
+        *,
+        network: str,
+        security: str,
+        name: str | None,
+        ignore_cache: bool,
+        hostname: str | None,
+    ) -> None:
         self.root = st.output
         self.meta_env = [f"{k}={v}" for k, v in st.env]
         self.cwd, self.user, self.argv = st.cwd, st.user, argv
@@ -375,21 +447,33 @@ class _ExecVertex(Vertex):
         ex.network = NET_MODES[self.network]
         ex.security = SECURITY_MODES[self.security]
         ex.mounts.append(pb.Mount(input=self.root_input, dest="/", output=0))
-        types = {"bind": pb.BIND, "cache": pb.CACHE, "secret": pb.SECRET, "ssh": pb.SSH,
-                 "tmpfs": pb.TMPFS}
+        types = {
+            "bind": pb.BIND,
+            "cache": pb.CACHE,
+            "secret": pb.SECRET,
+            "ssh": pb.SSH,
+            "tmpfs": pb.TMPFS,
+        }
         for (m, out), inp in zip(self.mount_outputs(), self.mount_inputs):
-            pm = pb.Mount(dest=m.dest, output=out, mountType=types[m.kind], selector=m.selector,
-                          readonly=m.readonly)
+            pm = pb.Mount(
+                dest=m.dest,
+                output=out,
+                mountType=types[m.kind],
+                selector=m.selector,
+                readonly=m.readonly,
+            )
             pm.input = inp if m.kind in ("bind", "cache") else -1
             if m.kind == "cache":
                 pm.cacheOpt.ID = m.id
                 pm.cacheOpt.sharing = SHARING[m.sharing]
             elif m.kind == "secret":
-                pm.secretOpt.CopyFrom(pb.SecretOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode,
-                                                   optional=m.optional))
+                pm.secretOpt.CopyFrom(
+                    pb.SecretOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode, optional=m.optional)
+                )
             elif m.kind == "ssh":
-                pm.SSHOpt.CopyFrom(pb.SSHOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode,
-                                             optional=m.optional))
+                pm.SSHOpt.CopyFrom(
+                    pb.SSHOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode, optional=m.optional)
+                )
             elif m.kind == "tmpfs" and m.size:
                 pm.TmpfsOpt.size = m.size
             ex.mounts.append(pm)
@@ -407,37 +491,81 @@ class FileAction:
     source: State | None = None  # copy only
 
 
-def mkfile(path: str, data: bytes | str, mode: int = 0o644, *, owner: str | int | None = None,
-           timestamp_ns: int = UNSET_TIME) -> FileAction:
+def mkfile(
+    path: str,
+    data: bytes | str,
+    mode: int = 0o644,
+    *,
+    owner: str | int | None = None,
+    timestamp_ns: int = UNSET_TIME,
+) -> FileAction:
     raw = data.encode() if isinstance(data, str) else bytes(data)
-    return FileAction("mkfile", {"path": path, "data": raw, "mode": mode, "owner": owner,
-                                 "timestamp": timestamp_ns})
+    return FileAction(
+        "mkfile",
+        {"path": path, "data": raw, "mode": mode, "owner": owner, "timestamp": timestamp_ns},
+    )
 
 
-def mkdir(path: str, mode: int = 0o755, parents: bool = True, *, owner: str | int | None = None,
-          timestamp_ns: int = UNSET_TIME) -> FileAction:
-    return FileAction("mkdir", {"path": path, "mode": mode, "makeParents": parents,
-                                "owner": owner, "timestamp": timestamp_ns})
+def mkdir(
+    path: str,
+    mode: int = 0o755,
+    parents: bool = True,
+    *,
+    owner: str | int | None = None,
+    timestamp_ns: int = UNSET_TIME,
+) -> FileAction:
+    return FileAction(
+        "mkdir",
+        {
+            "path": path,
+            "mode": mode,
+            "makeParents": parents,
+            "owner": owner,
+            "timestamp": timestamp_ns,
+        },
+    )
 
 
 def rm(path: str, allow_not_found: bool = False, allow_wildcard: bool = False) -> FileAction:
-    return FileAction("rm", {"path": path, "allowNotFound": allow_not_found,
-                             "allowWildcard": allow_wildcard})
+    return FileAction(
+        "rm", {"path": path, "allowNotFound": allow_not_found, "allowWildcard": allow_wildcard}
+    )
 
 
-def copy(source: State, src: str, dest: str, *, follow_symlinks: bool = True,
-         dir_contents: bool = True, create_dest_path: bool = True, allow_wildcard: bool = True,
-         allow_empty_wildcard: bool = True, mode: int | None = None,
-         owner: str | int | None = None, include: Sequence[str] = (),
-         exclude: Sequence[str] = (), timestamp_ns: int = UNSET_TIME) -> FileAction:
-    return FileAction("copy", {
-        "src": src, "dest": dest, "followSymlink": follow_symlinks,
-        "dirCopyContents": dir_contents, "createDestPath": create_dest_path,
-        "allowWildcard": allow_wildcard, "allowEmptyWildcard": allow_empty_wildcard,
-        "mode": -1 if mode is None else mode, "owner": owner,
-        "include_patterns": list(include), "exclude_patterns": list(exclude),
-        "timestamp": timestamp_ns,
-    }, source)
+def copy(
+    source: State,
+    src: str,
+    dest: str,
+    *,
+    follow_symlinks: bool = True,
+    dir_contents: bool = True,
+    create_dest_path: bool = True,
+    allow_wildcard: bool = True,
+    allow_empty_wildcard: bool = True,
+    mode: int | None = None,
+    owner: str | int | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    timestamp_ns: int = UNSET_TIME,
+) -> FileAction:
+    return FileAction(
+        "copy",
+        {
+            "src": src,
+            "dest": dest,
+            "followSymlink": follow_symlinks,
+            "dirCopyContents": dir_contents,
+            "createDestPath": create_dest_path,
+            "allowWildcard": allow_wildcard,
+            "allowEmptyWildcard": allow_empty_wildcard,
+            "mode": -1 if mode is None else mode,
+            "owner": owner,
+            "include_patterns": list(include),
+            "exclude_patterns": list(exclude),
+            "timestamp": timestamp_ns,
+        },
+        source,
+    )
 
 
 def _chown(owner: str | int | None) -> ops_pb2.ChownOpt | None:
@@ -446,7 +574,11 @@ def _chown(owner: str | int | None) -> ops_pb2.ChownOpt | None:
     pb = _pb()
 
     def one(v: str) -> Any:
-        return pb.UserOpt(byID=int(v)) if v.isdigit() else pb.UserOpt(byName=pb.NamedUserOpt(name=v, input=-1))
+        return (
+            pb.UserOpt(byID=int(v))
+            if v.isdigit()
+            else pb.UserOpt(byName=pb.NamedUserOpt(name=v, input=-1))
+        )
 
     user, _, group = str(owner).partition(":")
     opt = pb.ChownOpt(user=one(user))
@@ -492,8 +624,11 @@ class _FileVertex(Vertex):
                 target = fa.copy
             else:
                 args["path"] = posixpath.normpath(posixpath.join(self.cwd, args["path"]))
-                body = {"mkfile": pb.FileActionMkFile, "mkdir": pb.FileActionMkDir,
-                        "rm": pb.FileActionRm}[a.kind](**args)
+                body = {
+                    "mkfile": pb.FileActionMkFile,
+                    "mkdir": pb.FileActionMkDir,
+                    "rm": pb.FileActionRm,
+                }[a.kind](**args)
                 target = getattr(fa, a.kind)
             if owner is not None:
                 body.owner.CopyFrom(owner)
@@ -545,8 +680,9 @@ def merge(states: Sequence[State]) -> State:
 
 def diff(lower: State, upper: State) -> State:
     """The changes from ``lower`` to ``upper`` (needs BuildKit >= 0.10)."""
-    return State(output=Output(_DiffVertex(lower, upper), 0), env=upper.env, cwd=upper.cwd,
-                 user=upper.user)
+    return State(
+        output=Output(_DiffVertex(lower, upper), 0), env=upper.env, cwd=upper.cwd, user=upper.user
+    )
 
 
 # ----------------------------------------------------------------------------- marshal

@@ -12,8 +12,9 @@ import json
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from envd_core.errors import ValidationError
 
@@ -159,21 +160,48 @@ class JsonRenderer:
 
     def __call__(self, resp: Any) -> None:
         for v in resp.vertexes:
-            self._emit({"type": "vertex", "digest": v.digest, "name": v.name,
-                        "inputs": list(v.inputs), "cached": v.cached,
-                        "started": _ts(v.started) if v.HasField("started") else None,
-                        "completed": _ts(v.completed) if v.HasField("completed") else None,
-                        "error": v.error or None})
+            self._emit(
+                {
+                    "type": "vertex",
+                    "digest": v.digest,
+                    "name": v.name,
+                    "inputs": list(v.inputs),
+                    "cached": v.cached,
+                    "started": _ts(v.started) if v.HasField("started") else None,
+                    "completed": _ts(v.completed) if v.HasField("completed") else None,
+                    "error": v.error or None,
+                }
+            )
         for st in resp.statuses:
-            self._emit({"type": "status", "vertex": st.vertex, "id": st.ID, "name": st.name,
-                        "current": st.current, "total": st.total,
-                        "completed": st.HasField("completed")})
+            self._emit(
+                {
+                    "type": "status",
+                    "vertex": st.vertex,
+                    "id": st.ID,
+                    "name": st.name,
+                    "current": st.current,
+                    "total": st.total,
+                    "completed": st.HasField("completed"),
+                }
+            )
         for log in resp.logs:
-            self._emit({"type": "log", "vertex": log.vertex, "stream": log.stream,
-                        "data": log.msg.decode("utf-8", "replace")})
+            self._emit(
+                {
+                    "type": "log",
+                    "vertex": log.vertex,
+                    "stream": log.stream,
+                    "data": log.msg.decode("utf-8", "replace"),
+                }
+            )
         for w in resp.warnings:
-            self._emit({"type": "warning", "vertex": w.vertex, "level": w.level,
-                        "message": w.short.decode("utf-8", "replace")})
+            self._emit(
+                {
+                    "type": "warning",
+                    "vertex": w.vertex,
+                    "level": w.level,
+                    "message": w.short.decode("utf-8", "replace"),
+                }
+            )
 
     def close(self) -> None:
         pass
@@ -192,8 +220,9 @@ class TTYRenderer:
         self.trace = BuildTrace()
         self.console = Console(file=stream, force_terminal=True)
         self._t0 = time.monotonic()
-        self._live = Live(self._render(), console=self.console, refresh_per_second=8,
-                          transient=False)
+        self._live = Live(
+            self._render(), console=self.console, refresh_per_second=8, transient=False
+        )
         self._live.start()
 
     def _render(self) -> Any:
@@ -256,7 +285,7 @@ class ProgressPrinter:
     def close(self) -> None:
         self._renderer.close()  # type: ignore[attr-defined]
 
-    def __enter__(self) -> ProgressPrinter:
+    def __enter__(self) -> ProgressPrinter:  # noqa: PYI034 - final in practice
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,8 +16,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from envd_core.buildkit.errors import BuildkitConnectionError, connection_error
 from envd_core.errors import BuilderError, ValidationError
@@ -41,7 +42,16 @@ _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
 
 
 def load_grpc() -> Any:
@@ -156,7 +166,7 @@ class Connection:
             for closer in reversed(self._closers):
                 closer()
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Connection:  # noqa: PYI034 - final in practice
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -191,7 +201,10 @@ def wait_ready(conn: Connection, timeout: float) -> None:
             if code != grpc.StatusCode.UNAVAILABLE:
                 break
             err = connection_error(e, target=conn.target, tls=conn.tls)
-            if err.kind in ("tls", "not-buildkit", "dns") or "socket closed" in (e.details() or "").lower():
+            if (
+                err.kind in ("tls", "not-buildkit", "dns")
+                or "socket closed" in (e.details() or "").lower()
+            ):
                 break
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.5)
@@ -200,8 +213,15 @@ def wait_ready(conn: Connection, timeout: float) -> None:
     raise connection_error(last, target=conn.target, tls=conn.tls)
 
 
-def _open(channel: grpc.Channel, target: str, *, tls: bool, timeout: float | None,
-          closers: list[Callable[[], None]] | None = None, wait: bool = True) -> Connection:
+def _open(
+    channel: grpc.Channel,
+    target: str,
+    *,
+    tls: bool,
+    timeout: float | None,
+    closers: list[Callable[[], None]] | None = None,
+    wait: bool = True,
+) -> Connection:
     conn = Connection(channel=channel, target=target, tls=tls, _closers=list(closers or []))
     if wait:
         try:
@@ -212,20 +232,26 @@ def _open(channel: grpc.Channel, target: str, *, tls: bool, timeout: float | Non
     return conn
 
 
-def connect_unix(path: str | os.PathLike[str], *, timeout: float | None = None,
-                 wait: bool = True) -> Connection:
+def connect_unix(
+    path: str | os.PathLike[str], *, timeout: float | None = None, wait: bool = True
+) -> Connection:
     """Connect to buildkitd's unix socket and wait until it answers."""
     grpc = load_grpc()
 
     p = os.fspath(path)
-    if p.startswith("unix://"):
-        p = p[len("unix://"):]
+    p = p.removeprefix("unix://")
     channel = grpc.insecure_channel(f"unix:{p}", options=_CHANNEL_OPTIONS)
     return _open(channel, f"unix://{p}", tls=False, timeout=timeout, wait=wait)
 
 
-def connect_tcp(host: str, port: int, *, tls: TLSConfig | None = None,
-                timeout: float | None = None, wait: bool = True) -> Connection:
+def connect_tcp(
+    host: str,
+    port: int,
+    *,
+    tls: TLSConfig | None = None,
+    timeout: float | None = None,
+    wait: bool = True,
+) -> Connection:
     """Connect to buildkitd over TCP (plain, TLS or mTLS) and wait until it answers."""
     grpc = load_grpc()
 
@@ -318,7 +344,7 @@ class _Bridge:
             self._streams.add(local)
         try:
             remote = self._dial()
-        except BaseException as e:  # report through the channel: close the local side
+        except BaseException as e:  # noqa: BLE001 - kept for the error; grpc sees the close
             self.last_error = e
             with self._lock:
                 self._streams.discard(local)
@@ -389,8 +415,9 @@ class _Bridge:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def connect_bridge(dial: Callable[[], ByteStream], *, target: str,
-                   timeout: float | None = None, wait: bool = True) -> Connection:
+def connect_bridge(
+    dial: Callable[[], ByteStream], *, target: str, timeout: float | None = None, wait: bool = True
+) -> Connection:
     """Open a channel whose every connection is a fresh ``dial()`` stream spliced through a
     private unix socket. ``target`` is only used in messages."""
     grpc = load_grpc()
@@ -452,9 +479,9 @@ def _docker_socket(docker_host: str, timeout: float) -> socket.socket:
     if docker_host.startswith("unix://"):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout)
-        s.connect(docker_host[len("unix://"):])
+        s.connect(docker_host[len("unix://") :])
     elif docker_host.startswith("tcp://"):
-        hostport = docker_host[len("tcp://"):].rstrip("/")
+        hostport = docker_host[len("tcp://") :].rstrip("/")
         host, _, port = hostport.rpartition(":")
         s = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     else:
@@ -464,9 +491,13 @@ def _docker_socket(docker_host: str, timeout: float) -> socket.socket:
     return s
 
 
-def dial_docker_upgrade(docker_host: str = "unix:///var/run/docker.sock", path: str = "/grpc",
-                        *, headers: dict[str, list[str]] | None = None,
-                        timeout: float = DEFAULT_TIMEOUT) -> Callable[[], ByteStream]:
+def dial_docker_upgrade(
+    docker_host: str = "unix:///var/run/docker.sock",
+    path: str = "/grpc",
+    *,
+    headers: dict[str, list[str]] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Callable[[], ByteStream]:
     """A ``dial()`` that opens ``docker_host`` and upgrades ``POST <path>`` to h2c.
 
     dockerd answers ``101 Switching Protocols``; afterwards the socket carries raw HTTP/2
@@ -515,8 +546,12 @@ class _ProcessStream:
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            bufsize=0, start_new_session=True,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            bufsize=0,
+            start_new_session=True,
         )
         self._closed = False
 

@@ -32,17 +32,24 @@ def open_endpoint(infra: dict[str, Any], name: str) -> Connection:
     if name == "tcp":
         return connect_tcp(*_hostport(infra["BUILDKIT_TCP"]))
     if name == "mtls":
-        tls = TLSConfig(infra["BUILDKIT_MTLS_CA"], infra["BUILDKIT_MTLS_CERT"],
-                        infra["BUILDKIT_MTLS_KEY"], infra["BUILDKIT_MTLS_SERVERNAME"])
+        tls = TLSConfig(
+            infra["BUILDKIT_MTLS_CA"],
+            infra["BUILDKIT_MTLS_CERT"],
+            infra["BUILDKIT_MTLS_KEY"],
+            infra["BUILDKIT_MTLS_SERVERNAME"],
+        )
         return connect_tcp(*_hostport(infra["BUILDKIT_MTLS"]), tls=tls)
     if name == "dockerd":
-        return connect_bridge(dial_docker_upgrade(infra["DOCKER_HOST"]),
-                              target=f"{infra['DOCKER_HOST']} (/grpc)")
+        return connect_bridge(
+            dial_docker_upgrade(infra["DOCKER_HOST"]), target=f"{infra['DOCKER_HOST']} (/grpc)"
+        )
     raise ValueError(name)
 
 
 @pytest.fixture(params=ENDPOINTS)
-def endpoint(request: pytest.FixtureRequest, infra: dict[str, Any]) -> Iterator[tuple[str, BuildkitClient]]:
+def endpoint(
+    request: pytest.FixtureRequest, infra: dict[str, Any]
+) -> Iterator[tuple[str, BuildkitClient]]:
     """(name, client) for each real endpoint in turn."""
     conn = open_endpoint(infra, request.param)
     try:

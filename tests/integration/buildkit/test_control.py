@@ -17,7 +17,6 @@ from envd_core.buildkit.transport import (
 )
 
 
-
 def _hostport(addr: str) -> tuple[str, int]:
     host, port = addr.removeprefix("tcp://").rsplit(":", 1)
     return host, int(port)
@@ -45,7 +44,7 @@ def test_info(endpoint: tuple[str, BuildkitClient]) -> None:
 
 
 def test_disk_usage_and_prune(endpoint: tuple[str, BuildkitClient]) -> None:
-    name, client = endpoint
+    _name, client = endpoint
     records = client.disk_usage()
     assert all(r.id and r.size >= 0 for r in records)
     # Prune only what is older than a day: exercises the stream without hurting other tests.
@@ -63,8 +62,12 @@ def test_probe_reports_everything(endpoint: tuple[str, BuildkitClient]) -> None:
 
 
 def test_mtls_wrong_ca_is_a_clear_tls_error(infra: dict[str, Any]) -> None:
-    tls = TLSConfig(infra["BUILDKIT_TLS_BAD_CA"], infra["BUILDKIT_MTLS_CERT"],
-                    infra["BUILDKIT_MTLS_KEY"], infra["BUILDKIT_MTLS_SERVERNAME"])
+    tls = TLSConfig(
+        infra["BUILDKIT_TLS_BAD_CA"],
+        infra["BUILDKIT_MTLS_CERT"],
+        infra["BUILDKIT_MTLS_KEY"],
+        infra["BUILDKIT_MTLS_SERVERNAME"],
+    )
     with pytest.raises(BuildkitConnectionError) as ei:
         connect_tcp(*_hostport(infra["BUILDKIT_MTLS"]), tls=tls, timeout=3)
     assert ei.value.kind == "tls"

@@ -17,14 +17,19 @@ from envd_core.buildkit.client import BuildkitClient
 from envd_core.buildkit.exporters import Exporter
 from envd_core.buildkit.progress import BuildTrace, ProgressPrinter
 from envd_core.buildkit.transport import connect_bridge, connect_unix, dial_process
-from envd_core.errors import BuildError, BuilderError
+from envd_core.errors import BuilderError, BuildError
 
 
 def _graph(infra: dict[str, Any], token: str) -> llb.State:
     base = llb.image(infra["IMAGE_BUSYBOX"])
     ex = base.run(f"echo built-{token} > /made && echo log-{token}", name=f"make {token}")
-    return (ex.root().mkdir("/data/sub").mkfile("/data/sub/f", token)
-            .copy(ex.root(), "/made", "/data/made").rm("/made"))
+    return (
+        ex.root()
+        .mkdir("/data/sub")
+        .mkfile("/data/sub/f", token)
+        .copy(ex.root(), "/made", "/data/made")
+        .rm("/made")
+    )
 
 
 def test_solve_exec_and_file_ops_streams_status(bk: BuildkitClient, infra: dict[str, Any]) -> None:
@@ -47,12 +52,14 @@ def test_second_solve_is_cached(bk: BuildkitClient, infra: dict[str, Any]) -> No
     assert execs and all(s.cached for s in execs)
 
 
-def test_failing_step_raises_build_error_with_log_tail(bk: BuildkitClient,
-                                                       infra: dict[str, Any]) -> None:
+def test_failing_step_raises_build_error_with_log_tail(
+    bk: BuildkitClient, infra: dict[str, Any]
+) -> None:
     token = secrets.token_hex(4)
     st = llb.image(infra["IMAGE_BUSYBOX"]).run(
         f"for i in $(seq 1 40); do echo line-$i; done; echo last-{token}; exit 3",
-        name=f"doomed {token}")
+        name=f"doomed {token}",
+    )
     with pytest.raises(BuildError) as ei:
         bk.solve(st.root().to_definition())
     err = ei.value
@@ -63,8 +70,9 @@ def test_failing_step_raises_build_error_with_log_tail(bk: BuildkitClient,
     assert err.hint is not None and f"last-{token}" in err.hint
 
 
-def test_plain_progress_during_real_solve(bk: BuildkitClient, infra: dict[str, Any],
-                                          tmp_path: Any) -> None:
+def test_plain_progress_during_real_solve(
+    bk: BuildkitClient, infra: dict[str, Any], tmp_path: Any
+) -> None:
     token = secrets.token_hex(6)
     out = tmp_path / "progress.txt"
     with out.open("w") as f, ProgressPrinter("plain", stream=f) as p:
@@ -79,31 +87,46 @@ def test_push_to_local_registry_and_docker_pull(bk: BuildkitClient, infra: dict[
     resp = bk.solve(st.to_definition(), exporters=[Exporter.image(tag, push=True)])
     assert resp["containerimage.digest"].startswith("sha256:")
     try:
-        pull = subprocess.run(["docker", "pull", tag], capture_output=True, text=True, timeout=120)
+        pull = subprocess.run(
+            ["docker", "pull", tag], check=False, capture_output=True, text=True, timeout=120
+        )
         assert pull.returncode == 0, pull.stderr
-        cat = subprocess.run(["docker", "run", "--rm", tag, "cat", "/pushed"],
-                             capture_output=True, text=True, timeout=120)
+        cat = subprocess.run(
+            ["docker", "run", "--rm", tag, "cat", "/pushed"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cat.stdout == "yes", cat.stderr
     finally:
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60)
+        subprocess.run(["docker", "rmi", "-f", tag], check=False, capture_output=True, timeout=60)
 
 
-def test_dockerd_solve_with_moby_exporter(dockerd_bk: BuildkitClient, infra: dict[str, Any]) -> None:
+def test_dockerd_solve_with_moby_exporter(
+    dockerd_bk: BuildkitClient, infra: dict[str, Any]
+) -> None:
     """BuildKit v0.8 inside dockerd 20.10: exporter fields 3/4 are what it reads."""
     token = secrets.token_hex(4)
     tag = f"envd-test/bkcore-moby:{token}"
     trace = BuildTrace()
     st = llb.image(infra["IMAGE_BUSYBOX"]).run(f"echo moby-{token} > /m", name="write").root()
-    resp = dockerd_bk.solve(st.to_definition(), exporters=[Exporter.moby(tag)],
-                            on_status=trace.update)
+    resp = dockerd_bk.solve(
+        st.to_definition(), exporters=[Exporter.moby(tag)], on_status=trace.update
+    )
     try:
         assert resp["containerimage.digest"].startswith("sha256:")
         assert any(s.name == "write" and s.completed for s in trace.steps.values())
-        cat = subprocess.run(["docker", "run", "--rm", tag, "cat", "/m"], capture_output=True,
-                             text=True, timeout=120)
+        cat = subprocess.run(
+            ["docker", "run", "--rm", tag, "cat", "/m"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cat.stdout.strip() == f"moby-{token}", cat.stderr
     finally:
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=60)
+        subprocess.run(["docker", "rmi", "-f", tag], check=False, capture_output=True, timeout=60)
 
 
 def test_dockerd_failing_step(dockerd_bk: BuildkitClient, infra: dict[str, Any]) -> None:
@@ -119,13 +142,15 @@ def _bridge_threads() -> list[threading.Thread]:
 
 @pytest.mark.parametrize("via", ["unix", "dial-stdio"])
 def test_daemon_killed_mid_build_fails_fast_without_leftovers(
-        disposable_buildkitd: Any, infra: dict[str, Any], via: str) -> None:
+    disposable_buildkitd: Any, infra: dict[str, Any], via: str
+) -> None:
     addr = disposable_buildkitd.address
     if via == "unix":
         conn = connect_unix(addr)
     else:
-        conn = connect_bridge(dial_process([infra["BUILDCTL"], "--addr", addr, "dial-stdio"]),
-                              target="dial-stdio")
+        conn = connect_bridge(
+            dial_process([infra["BUILDCTL"], "--addr", addr, "dial-stdio"]), target="dial-stdio"
+        )
     bridge = conn._closers[0].__self__ if conn._closers else None  # type: ignore[attr-defined]
     client = BuildkitClient(conn)
     started = threading.Event()
@@ -136,11 +161,14 @@ def test_daemon_killed_mid_build_fails_fast_without_leftovers(
             started.set()
 
     def run() -> None:
-        st = llb.image(infra["IMAGE_BUSYBOX"]).run(
-            f"sleep 300 # {secrets.token_hex(4)}", name="sleeper").root()
+        st = (
+            llb.image(infra["IMAGE_BUSYBOX"])
+            .run(f"sleep 300 # {secrets.token_hex(4)}", name="sleeper")
+            .root()
+        )
         try:
             client.solve(st.to_definition(), on_status=on_status)
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
             result["err"] = e
 
     t = threading.Thread(target=run, daemon=True)

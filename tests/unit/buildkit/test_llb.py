@@ -19,8 +19,10 @@ def ops(state: llb.State, platform: str | None = None) -> list[ops_pb2.Op]:
 
 def by_digest(state: llb.State) -> dict[str, ops_pb2.Op]:
     d = state.to_definition()
-    return {"sha256:" + hashlib.sha256(b).hexdigest(): ops_pb2.Op.FromString(b)
-            for b in getattr(d, "def")}
+    return {
+        "sha256:" + hashlib.sha256(b).hexdigest(): ops_pb2.Op.FromString(b)
+        for b in getattr(d, "def")
+    }
 
 
 def graph() -> llb.State:
@@ -64,16 +66,22 @@ def test_image_identifier_normalized_and_platform() -> None:
     assert src.source.identifier == "docker-image://docker.io/library/busybox:latest"
     assert src.source.attrs["image.resolvemode"] == "pull"
     assert (src.platform.OS, src.platform.Architecture, src.platform.Variant) == (
-        "linux", "arm64", "v8")
+        "linux",
+        "arm64",
+        "v8",
+    )
 
 
-@pytest.mark.parametrize("ref,want", [
-    ("busybox", "docker.io/library/busybox:latest"),
-    ("user/app:1", "docker.io/user/app:1"),
-    ("127.0.0.1:5000/busybox:latest", "127.0.0.1:5000/busybox:latest"),
-    ("localhost/x", "localhost/x:latest"),
-    ("ghcr.io/o/r@sha256:abc", "ghcr.io/o/r@sha256:abc"),
-])
+@pytest.mark.parametrize(
+    "ref,want",
+    [
+        ("busybox", "docker.io/library/busybox:latest"),
+        ("user/app:1", "docker.io/user/app:1"),
+        ("127.0.0.1:5000/busybox:latest", "127.0.0.1:5000/busybox:latest"),
+        ("localhost/x", "localhost/x:latest"),
+        ("ghcr.io/o/r@sha256:abc", "ghcr.io/o/r@sha256:abc"),
+    ],
+)
 def test_normalize_image_ref(ref: str, want: str) -> None:
     assert llb.normalize_image_ref(ref) == want
 
@@ -86,23 +94,30 @@ def test_bad_image_ref_is_a_clear_error() -> None:
 def test_exec_mounts_outputs_and_inputs() -> None:
     base = llb.image("busybox")
     data = llb.scratch().mkfile("/f", "x")
-    ex = base.run(["ls"], mounts=[
-        llb.bind("/data", data),
-        llb.bind("/ro", data, readonly=True),
-        llb.cache("/cache", "c1", sharing="locked"),
-        llb.secret("/run/secrets/s", "s"),
-        llb.ssh(),
-        llb.tmpfs("/tmp", size=1 << 20),
-        llb.bind("/out", llb.scratch()),
-    ])
+    ex = base.run(
+        ["ls"],
+        mounts=[
+            llb.bind("/data", data),
+            llb.bind("/ro", data, readonly=True),
+            llb.cache("/cache", "c1", sharing="locked"),
+            llb.secret("/run/secrets/s", "s"),
+            llb.ssh(),
+            llb.tmpfs("/tmp", size=1 << 20),
+            llb.bind("/out", llb.scratch()),
+        ],
+    )
     op = ops(ex)[-2]
     assert [i.digest for i in op.inputs] == [base.digest(), data.digest()]  # deduplicated
     m = {x.dest: x for x in op.exec.mounts}
     assert (m["/"].input, m["/"].output, m["/"].mountType) == (0, 0, ops_pb2.BIND)
     assert (m["/data"].input, m["/data"].output) == (1, 1)
     assert (m["/ro"].input, m["/ro"].output, m["/ro"].readonly) == (1, -1, True)
-    assert (m["/cache"].output, m["/cache"].mountType, m["/cache"].cacheOpt.ID,
-            m["/cache"].cacheOpt.sharing) == (-1, ops_pb2.CACHE, "c1", ops_pb2.LOCKED)
+    assert (
+        m["/cache"].output,
+        m["/cache"].mountType,
+        m["/cache"].cacheOpt.ID,
+        m["/cache"].cacheOpt.sharing,
+    ) == (-1, ops_pb2.CACHE, "c1", ops_pb2.LOCKED)
     assert (m["/run/secrets/s"].input, m["/run/secrets/s"].secretOpt.mode) == (-1, 0o400)
     assert m["/run/buildkit/ssh_agent.0"].SSHOpt.ID == "default"
     assert (m["/tmp"].input, m["/tmp"].output, m["/tmp"].TmpfsOpt.size) == (-1, -1, 1 << 20)
@@ -127,8 +142,11 @@ def test_file_action_indexes_chain_and_secondary_input() -> None:
     base = llb.image("busybox")
     other = llb.image("alpine").with_cwd("/src")
     st = base.with_cwd("/app").file(
-        llb.mkdir("d"), llb.mkfile("d/f", "x", 0o600), llb.copy(other, "a", "dst/"),
-        llb.rm("/tmp/x", allow_not_found=True))
+        llb.mkdir("d"),
+        llb.mkfile("d/f", "x", 0o600),
+        llb.copy(other, "a", "dst/"),
+        llb.rm("/tmp/x", allow_not_found=True),
+    )
     op = ops(st)[-2]
     acts = op.file.actions
     assert len(op.inputs) == 2

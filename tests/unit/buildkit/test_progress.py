@@ -25,8 +25,8 @@ def recorded(name: str) -> list[control_pb2.StatusResponse]:
     raw = (DATA / f"status_{name}.bin").read_bytes()
     out, pos = [], 0
     while pos < len(raw):
-        (n,) = struct.unpack(">I", raw[pos:pos + 4])
-        out.append(control_pb2.StatusResponse.FromString(raw[pos + 4:pos + 4 + n]))
+        (n,) = struct.unpack(">I", raw[pos : pos + 4])
+        out.append(control_pb2.StatusResponse.FromString(raw[pos + 4 : pos + 4 + n]))
         pos += 4 + n
     return out
 
@@ -78,8 +78,9 @@ def test_json_renderer_one_object_per_line() -> None:
     events = [json.loads(line) for line in replay("json", "fail").splitlines()]
     assert {e["type"] for e in events} >= {"vertex", "log"}
     assert any(e["type"] == "log" and "before-failure" in e["data"] for e in events)
-    assert any(e["type"] == "vertex" and e["error"] and "exit code: 7" in e["error"]
-               for e in events)
+    assert any(
+        e["type"] == "vertex" and e["error"] and "exit code: 7" in e["error"] for e in events
+    )
 
 
 def test_tty_renderer_shows_steps_cached_and_logs() -> None:

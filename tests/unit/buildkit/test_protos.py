@@ -16,22 +16,49 @@ def test_packages_and_service_paths_are_upstream_ones() -> None:
     svc = control_pb2.DESCRIPTOR.services_by_name["Control"]
     assert svc.full_name == "moby.buildkit.v1.Control"
     assert {m.name for m in svc.methods} >= {
-        "DiskUsage", "Prune", "Solve", "Status", "Session", "ListWorkers", "Info"}
+        "DiskUsage",
+        "Prune",
+        "Solve",
+        "Status",
+        "Session",
+        "ListWorkers",
+        "Info",
+    }
 
 
 def test_solve_request_field_numbers() -> None:
-    expected = {"Ref": 1, "Definition": 2, "ExporterDeprecated": 3, "ExporterAttrsDeprecated": 4,
-                "Session": 5, "Frontend": 6, "FrontendAttrs": 7, "Cache": 8, "Entitlements": 9,
-                "FrontendInputs": 10, "Internal": 11, "Exporters": 13}
+    expected = {
+        "Ref": 1,
+        "Definition": 2,
+        "ExporterDeprecated": 3,
+        "ExporterAttrsDeprecated": 4,
+        "Session": 5,
+        "Frontend": 6,
+        "FrontendAttrs": 7,
+        "Cache": 8,
+        "Entitlements": 9,
+        "FrontendInputs": 10,
+        "Internal": 11,
+        "Exporters": 13,
+    }
     for name, number in expected.items():
         assert _num(control_pb2.SolveRequest, name) == number
 
 
 def test_llb_field_numbers() -> None:
-    assert {f: _num(ops_pb2.Op, f) for f in ("inputs", "exec", "source", "file", "merge", "diff",
-                                              "platform", "constraints")} == {
-        "inputs": 1, "exec": 2, "source": 3, "file": 4, "merge": 6, "diff": 7, "platform": 10,
-        "constraints": 11}
+    assert {
+        f: _num(ops_pb2.Op, f)
+        for f in ("inputs", "exec", "source", "file", "merge", "diff", "platform", "constraints")
+    } == {
+        "inputs": 1,
+        "exec": 2,
+        "source": 3,
+        "file": 4,
+        "merge": 6,
+        "diff": 7,
+        "platform": 10,
+        "constraints": 11,
+    }
     assert _num(ops_pb2.Mount, "cacheOpt") == 20
     assert _num(ops_pb2.Mount, "secretOpt") == 21
     assert _num(ops_pb2.Mount, "TmpfsOpt") == 19
@@ -49,7 +76,8 @@ def test_solve_request_round_trip_and_known_bytes() -> None:
     assert control_pb2.SolveRequest.FromString(data) == req
     # field 1 (len) "r", then field 3 (len) "image": hand-checked wire bytes
     assert control_pb2.SolveRequest(Ref="r", ExporterDeprecated="image").SerializeToString() == (
-        b"\x0a\x01r\x1a\x05image")
+        b"\x0a\x01r\x1a\x05image"
+    )
 
 
 def test_status_response_round_trip() -> None:

@@ -26,10 +26,21 @@ from envd_core.buildkit.transport import (
 from envd_core.errors import BuilderError, ValidationError
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("5s", 5.0), ("500ms", 0.5), ("1m", 60.0), ("1m30s", 90.0), ("1.5h", 5400.0),
-    ("0", 0.0), ("250us", 0.00025), ("10ns", 1e-8), ("-2s", -2.0), (".5s", 0.5),
-])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("5s", 5.0),
+        ("500ms", 0.5),
+        ("1m", 60.0),
+        ("1m30s", 90.0),
+        ("1.5h", 5400.0),
+        ("0", 0.0),
+        ("250us", 0.00025),
+        ("10ns", 1e-8),
+        ("-2s", -2.0),
+        (".5s", 0.5),
+    ],
+)
 def test_go_durations(text: str, seconds: float) -> None:
     assert parse_go_duration(text) == pytest.approx(seconds)
 
@@ -111,8 +122,9 @@ def test_docker_upgrade_refused_by_plain_http_server(http1_server: int) -> None:
 
 
 def test_grpc_server_without_control_is_not_buildkit() -> None:
-    import grpc
     from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
 
     server = grpc.server(ThreadPoolExecutor(2))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -128,10 +140,27 @@ def test_grpc_server_without_control_is_not_buildkit() -> None:
 def _openssl_cert(dir: Path, stem: str) -> tuple[Path, Path]:
     key, cert = dir / f"{stem}.key", dir / f"{stem}.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-subj", "/CN=localhost", "-days", "1",
-         "-addext", "subjectAltName=DNS:localhost"],
-        check=True, capture_output=True)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -170,8 +199,9 @@ def test_tls_server_cert_rejected_by_us(tls_server: tuple[int, Path], tmp_path: 
     port, _ = tls_server
     other_ca, _ = _openssl_cert(tmp_path, "other-ca")
     with pytest.raises(BuildkitConnectionError) as ei:
-        connect_tcp("127.0.0.1", port, tls=TLSConfig(ca=other_ca, server_name="localhost"),
-                    timeout=2)
+        connect_tcp(
+            "127.0.0.1", port, tls=TLSConfig(ca=other_ca, server_name="localhost"), timeout=2
+        )
     assert ei.value.kind == "tls"
     assert "server's certificate was rejected by us" in str(ei.value)
 
@@ -209,8 +239,9 @@ def _bridge_threads() -> list[threading.Thread]:
 def test_bridge_cleans_up_after_failed_dial(http1_server: int) -> None:
     before = set(os.listdir("/tmp"))
     with pytest.raises(BuildkitConnectionError) as ei:
-        connect_bridge(dial_docker_upgrade(f"tcp://127.0.0.1:{http1_server}"), target="docker",
-                       timeout=2)
+        connect_bridge(
+            dial_docker_upgrade(f"tcp://127.0.0.1:{http1_server}"), target="docker", timeout=2
+        )
     assert ei.value.kind == "not-buildkit"
     assert _bridge_threads() == []
     leftovers = {p for p in set(os.listdir("/tmp")) - before if p.startswith("envd-bk-")}
@@ -219,8 +250,9 @@ def test_bridge_cleans_up_after_failed_dial(http1_server: int) -> None:
 
 def test_bridge_splices_to_real_grpc_server_and_closes() -> None:
     """The bridge carries a real gRPC exchange (a health server) and leaves nothing behind."""
-    import grpc
     from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
 
     from envd_core.buildkit._pb import control_pb2
 
@@ -228,12 +260,14 @@ def test_bridge_splices_to_real_grpc_server_and_closes() -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        conn = connect_bridge(lambda: socket.create_connection(("127.0.0.1", port)),
-                              target="bridge-test", wait=False)
+        conn = connect_bridge(
+            lambda: socket.create_connection(("127.0.0.1", port)), target="bridge-test", wait=False
+        )
         call = conn.channel.unary_unary(
             "/moby.buildkit.v1.Control/ListWorkers",
             request_serializer=control_pb2.ListWorkersRequest.SerializeToString,
-            response_deserializer=control_pb2.ListWorkersResponse.FromString)
+            response_deserializer=control_pb2.ListWorkersResponse.FromString,
+        )
         with pytest.raises(grpc.RpcError) as ei:
             call(control_pb2.ListWorkersRequest(), timeout=5)
         assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED  # it went all the way through
