@@ -118,9 +118,17 @@ def _want_debug(argv: list[str]) -> bool:
     return "--debug" in argv or bool(os.environ.get("ENVD_DEBUG"))
 
 
+#: Everything ``str.splitlines`` breaks on: a user value carrying one must not split an error.
+_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
 def _one_line(text: str) -> str:
     """Escape line breaks a user value may carry, so an error stays on one line."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    if not _LINE_BREAKS.intersection(text):
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if ch in _LINE_BREAKS else ch for ch in text
+    )
 
 
 def run(cli: click.Group, argv: list[str] | None = None) -> int:
