@@ -335,6 +335,57 @@ def local(
     return State(output=Output(_SourceVertex(f"local://{name}", attrs, platform_ok=False), 0))
 
 
+def source(
+    identifier: str, attrs: Mapping[str, str] | None = None, *, name: str | None = None
+) -> State:
+    """Any other source op, e.g. ``oci-layout://``; attrs per BuildKit's ``solver/pb/attr.go``."""
+    if "://" not in identifier:
+        raise ValidationError(f"invalid source identifier `{identifier}`: expected `scheme://...`")
+    return State(
+        output=Output(_SourceVertex(identifier, attrs or {}, platform_ok=False, name=name), 0)
+    )
+
+
+def http(
+    url: str,
+    *,
+    filename: str | None = None,
+    checksum: str | None = None,
+    perm: int | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+    name: str | None = None,
+) -> State:
+    """An ``http(s)://`` source: one downloaded file (named ``filename``) at the root."""
+    if not url.startswith(("http://", "https://")):
+        raise ValidationError(f"invalid URL `{url}`: an http source needs http:// or https://")
+    attrs: dict[str, str] = {}
+    if filename:
+        attrs["http.filename"] = filename
+    if checksum:
+        attrs["http.checksum"] = checksum
+    if perm is not None:
+        attrs["http.perm"] = f"0{perm:o}"
+    if uid is not None:
+        attrs["http.uid"] = str(uid)
+    if gid is not None:
+        attrs["http.gid"] = str(gid)
+    return source(url, attrs, name=name)
+
+
+def git(
+    remote: str, ref: str | None = None, *, keep_git_dir: bool = False, name: str | None = None
+) -> State:
+    """A ``git://`` source: ``remote`` like ``https://github.com/o/r.git``, ``ref`` a branch/tag."""
+    bare = remote.split("://", 1)[-1]
+    bare = bare.removesuffix(".git")
+    ident = f"git://{bare}" + (f"#{ref}" if ref else "")
+    attrs = {"git.fullurl": remote}
+    if keep_git_dir:
+        attrs["git.keepgitdir"] = "true"
+    return source(ident, attrs, name=name)
+
+
 # ----------------------------------------------------------------------------- exec
 
 

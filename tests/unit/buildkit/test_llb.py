@@ -207,3 +207,17 @@ def test_scratch_cannot_be_built_and_bad_values_are_clear() -> None:
         llb.image("busybox").run("true", network="bogus")
     with pytest.raises(ValidationError, match="`linux`"):
         llb.image("busybox").to_definition(platform="linux")
+
+
+def test_http_git_and_generic_sources() -> None:
+    op = ops(llb.http("https://example.com/a.tgz", filename="a.tgz", perm=0o755))[0]
+    assert op.source.identifier == "https://example.com/a.tgz"
+    assert op.source.attrs["http.filename"] == "a.tgz" and op.source.attrs["http.perm"] == "0755"
+    assert not op.HasField("platform")
+    g = ops(llb.git("https://github.com/o/r.git", "v1"))[0]
+    assert g.source.identifier == "git://github.com/o/r#v1"
+    assert g.source.attrs["git.fullurl"] == "https://github.com/o/r.git"
+    with pytest.raises(ValidationError, match="`nope`"):
+        llb.source("nope")
+    with pytest.raises(ValidationError, match="`ftp://x`"):
+        llb.http("ftp://x")
