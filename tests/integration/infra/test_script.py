@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,12 @@ def test_rootless_user_has_subordinate_ids(infra: dict[str, Any]) -> None:
         assert any(line.startswith(f"{user}:") for line in lines), kind
 
 
-def test_upstream_envd_runs(upstream_envd: str) -> None:
-    proc = subprocess.run([upstream_envd, "--version"], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0
-    assert "1.3.4" in proc.stdout + proc.stderr
+def test_upstream_envd_runs(upstream_envd: str, tmp_path: Path) -> None:
+    # Upstream envd writes ~/.config/envd and phones home unless told not to: keep it in a
+    # scratch HOME with analytics off (it must never talk to anything but 127.0.0.1 here).
+    env = {**os.environ, "HOME": str(tmp_path), "ENVD_ANALYTICS": "false"}
+    proc = subprocess.run([upstream_envd, "version"], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "envd: v1.3.4"
+    assert "3cac99fd121961eae2ce0bb634a026891b8e77df" in proc.stdout
