@@ -269,6 +269,8 @@ class BuildkitClient:
             req.Cache.Imports.add(Type=c.type, Attrs=dict(c.attrs))
         req.Entitlements.extend(entitlements)
 
+        if len(exps) > 1:
+            self._check_multi_export(exps)
         trace = BuildTrace()
         if session is not None:
             session.start(self.connection.channel)
@@ -300,6 +302,22 @@ class BuildkitClient:
             if session is not None:
                 session.close()
 
+    def _check_multi_export(self, exps: Sequence[Exporter]) -> None:
+        """Daemons before v0.13 read only fields 3/4: extra exporters would be dropped silently."""
+        info = self.info()
+        if info is None:
+            too_old = True  # no Info RPC at all: older than v0.11
+        else:
+            version = _version_tuple(info.version)
+            # v0.0.0 = a source build without version stamp: assume current.
+            too_old = version is not None and (0, 0, 0) < version < (0, 13, 0)
+        if too_old:
+            raise BuildError(
+                f"BuildKit at `{self.connection.target}` is older than v0.13 and runs one "
+                f"exporter per build, but {len(exps)} were given "
+                f"(`{', '.join(e.type for e in exps)}`); export once per build"
+            )
+
     def _solve_error(self, e: grpc.RpcError, trace: BuildTrace) -> BaseException:
         code = e.code().name if e.code() is not None else ""
         if code in _LINK_CODES:
@@ -320,6 +338,16 @@ class BuildkitClient:
         err.step = name  # type: ignore[attr-defined]
         err.log_tail = tail  # type: ignore[attr-defined]
         return err
+
+
+def _version_tuple(text: str) -> tuple[int, int, int] | None:
+    """``v0.18.2`` -> (0, 18, 2); None when unparsable (dev builds say ``v0.0.0+unknown``)."""
+    core = text.lstrip("v").split("+")[0].split("-")[0]
+    try:
+        major, minor, patch = (int(x) for x in core.split("."))
+    except ValueError:
+        return None
+    return (major, minor, patch)
 
 
 def _pump_status(

@@ -189,3 +189,11 @@ def test_daemon_killed_mid_build_fails_fast_without_leftovers(
     if sock_dir is not None:
         assert not os.path.exists(sock_dir)
     assert all(p.poll() is not None for p in procs)
+
+
+def test_two_exporters_on_v08_is_refused_before_building(
+    dockerd_bk: BuildkitClient, infra: dict[str, Any]
+) -> None:
+    st = llb.image(infra["IMAGE_BUSYBOX"]).mkfile("/x", "1")
+    with pytest.raises(BuildError, match="older than v0.13"):
+        dockerd_bk.solve(st.to_definition(), exporters=[Exporter.moby("a:1"), Exporter.tar()])

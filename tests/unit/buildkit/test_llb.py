@@ -221,3 +221,12 @@ def test_http_git_and_generic_sources() -> None:
         llb.source("nope")
     with pytest.raises(ValidationError, match="`ftp://x`"):
         llb.http("ftp://x")
+
+
+def test_version_tuple() -> None:
+    from envd_core.buildkit.client import _version_tuple
+
+    assert _version_tuple("v0.18.2") == (0, 18, 2)
+    assert _version_tuple("v0.13.0-rc1") == (0, 13, 0)
+    assert _version_tuple("v0.0.0+unknown") == (0, 0, 0)
+    assert _version_tuple("dev") is None
