@@ -54,6 +54,10 @@ class BuildArgumentError(BuildError):
     """
 
 
+class UnsupportedBuildError(BuildError):
+    """The build graph asks for something the compiler cannot build (yet)."""
+
+
 class BuildOptionError(ValidationError):
     """A build flag (``--output``, ``--tag``, ``--from``, ``--platform``, caches) is malformed.
 

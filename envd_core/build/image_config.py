@@ -8,7 +8,7 @@ shapes follow upstream envd exactly where upstream defines them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from envd_core.build.graph import JUPYTER_PORT, RSTUDIO_PORT, SSH_PORT, BuildGraph
@@ -107,13 +107,17 @@ def exposed_ports(graph: BuildGraph) -> dict[str, dict[str, Any]]:
     return {f"{p['port']}/tcp": {} for p in ports(graph)}
 
 
-def env_list(graph: BuildGraph, path_prefix: Sequence[str] = ()) -> list[str]:
+def env_list(
+    graph: BuildGraph, path_prefix: Sequence[str] = (), extra_env: Mapping[str, str] | None = None
+) -> list[str]:
     """``Env``: the user's variables (sorted, PATH excluded) and one PATH entry last.
 
     PATH = ``extra_path`` entries, then ``path_prefix`` (tool directories the compiler added,
-    e.g. the venv), then the standard system PATH.
+    e.g. the venv), then the standard system PATH. ``extra_env`` (the compiler's variables, e.g.
+    ``VIRTUAL_ENV``) is overridden by the user's ``runtime.environ``.
     """
-    env = [f"{k}={v}" for k, v in sorted(graph.runtime.environ.items()) if k != "PATH"]
+    merged = {**(extra_env or {}), **graph.runtime.environ}
+    env = [f"{k}={v}" for k, v in sorted(merged.items()) if k != "PATH"]
     parts: list[str] = []
     for entry in [*graph.runtime.env_paths, *path_prefix, *DEFAULT_PATH]:
         if entry and entry not in parts:
@@ -129,10 +133,11 @@ def image_config(
     environment_name: str = "",
     path_prefix: Sequence[str] = (),
     working_dir: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The OCI image config as a dict (serialise with :func:`go_json`)."""
     os_, arch, *rest = platform.split("/")
-    cfg: dict[str, Any] = {"Env": env_list(graph, path_prefix)}
+    cfg: dict[str, Any] = {"Env": env_list(graph, path_prefix, extra_env)}
     user = graph.user
     if graph.owner_uid is not None:
         user = f"{graph.owner_uid}:{graph.owner_gid}"

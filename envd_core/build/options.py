@@ -11,6 +11,7 @@ touches the file system except the ``dest`` checks upstream does.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -289,6 +290,21 @@ def normalize_tag(
     return tag
 
 
+_CONTAINER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+
+
+def environment_name(context_dir: Path) -> str:
+    """Upstream's environment name: legal container-name runs of the directory name, <= 30."""
+    base = Path(context_dir).absolute().name
+    name = "".join(_CONTAINER_NAME_RE.findall(base))[:30]
+    if not name:
+        raise BuildOptionError(
+            f"cannot create a legal environment name from the directory `{base}`; "
+            "rename it to start with a letter or digit"
+        )
+    return name
+
+
 # ------------------------------------------------------------------ --platform
 _ARCH_ALIASES = {
     "x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armel": "arm",
@@ -315,7 +331,7 @@ def parse_platforms(text: str | list[str] | tuple[str, ...] | None) -> list[str]
 
 
 def normalize_platform(text: str) -> str:
-    """``linux/x86_64`` → ``linux/amd64``; ``arm64`` → ``linux/arm64``; errors name the value."""
+    """``linux/x86_64`` → ``linux/amd64``; ``arm64`` → ``linux/arm64``; errors name the input."""
     parts = text.strip().lower().split("/")
     if len(parts) == 1:
         parts = ["linux", parts[0]]

@@ -42,7 +42,9 @@ def test_digest_is_stable_and_content_sensitive() -> None:
 def test_digest_is_a_known_value() -> None:
     # Pinned: a changed digest means every user's cached image is rebuilt; change on purpose.
     assert BuildGraph().to_json().startswith('{"apt_packages":[],"apt_sources":[]')
-    assert BuildGraph().digest() == "sha256:5b85b4caea4aea3023d7cfb9330e72f71965e7331e7d6f066fa543bc36240af4"
+    assert BuildGraph().digest() == (
+        "sha256:5b85b4caea4aea3023d7cfb9330e72f71965e7331e7d6f066fa543bc36240af4"
+    )
 
 
 def test_image_config_shape_and_labels() -> None:

@@ -1,0 +1,367 @@
+"""Compile a :class:`BuildGraph` into an LLB definition and an OCI image config.
+
+The chain of steps (each a BuildKit vertex, so each is cached on its own):
+
+1. base image (``nvidia/cuda:<v>-cudnn<n>-devel-ubuntu22.04`` with ``install.cuda``)
+2. ``config.apt_source`` → ``/etc/apt/sources.list``
+3. apt: every system package in one ``apt-get install`` with locked cache mounts on
+   ``/var/cache/apt`` and ``/var/lib/apt`` (nothing of them lands in the image)
+4. Python: a venv at ``/opt/envd/venv`` (Debian's Python refuses system-wide pip installs,
+   PEP 668), first on PATH; pip with a cache mount on ``/root/.cache/pip``; ``config.pip_index``
+   → ``PIP_INDEX_URL`` for that step only; requirements files and local wheels are bind-mounted
+   read-only from the ``build-context`` local source
+5. R packages, git config, ``io.copy``, ``io.http``, then ``run()`` steps in call order
+
+Network steps get the proxy variables and, with ``ca_bundle_secret``, the extra CA bundle as a
+SECRET mount (id ``envd-ca-bundle``) plus ``PIP_CERT``/``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE``:
+the CA is visible during that step only and never written into the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import attrs
+
+from envd_core.build.errors import UnsupportedBuildError
+from envd_core.build.graph import BuildGraph
+from envd_core.build.image_config import DEFAULT_PATH, image_config
+from envd_core.build.options import DEFAULT_PLATFORM, environment_name
+
+if TYPE_CHECKING:
+    from envd_core.buildkit import llb as llb_mod
+    from envd_core.buildkit._pb import ops_pb2
+
+CONTEXT_NAME = "build-context"
+VENV = "/opt/envd/venv"
+CA_SECRET_ID = "envd-ca-bundle"
+CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
+#: apt gets the CA elsewhere: installing `ca-certificates` rewrites CA_PATH, which must not be a
+#: read-only mount at that moment.
+APT_CA_PATH = "/run/envd/apt-ca-bundle.crt"
+PIP_CACHE = "/root/.cache/pip"
+DOWNLOAD_DIR = "/opt/envd/downloads"
+CONTEXT_MOUNT = "/run/envd/context"
+
+#: Languages installable from the distribution (the version argument is not honoured).
+APT_LANGUAGES = {
+    "python": ["python3", "python3-venv"],
+    "go": ["golang-go"],
+    "rust": ["rustc", "cargo"],
+    "nodejs": ["nodejs", "npm"],
+    "r": ["r-base"],
+}
+SHELL_PACKAGES = {"zsh": ["zsh"], "fish": ["fish"], "bash": [], "sh": []}
+
+
+@attrs.define
+class CompileOptions:
+    """How to compile: where the context is, for which platform, and which side-channels."""
+
+    context_dir: Path = attrs.field(factory=lambda: Path("."), converter=Path)
+    tag: str = ""
+    platform: str | None = None
+    #: Mount the extra CA bundle (session secret `envd-ca-bundle`) into network steps.
+    ca_bundle_secret: bool = False
+    #: Reserved: the chain is linear (like upstream with DisableMergeOp), merge is not used.
+    merge_op: bool = False
+    no_cache: bool = False
+    #: HTTP(S)_PROXY/NO_PROXY for network steps only (never in the image config).
+    proxy_env: Mapping[str, str] = attrs.field(factory=dict)
+    #: Exec network mode for steps that download: "sandbox" (daemon default) or "host".
+    network: str = "sandbox"
+
+
+@attrs.define
+class CompiledBuild:
+    """The result of :func:`compile_graph`.
+
+    ``definition`` is a ``pb.Definition`` (``SerializeToString()`` is what ``buildctl build``
+    reads on stdin); ``local_dirs`` maps local source names to host directories for the
+    session's FileSync; ``secrets_needed`` lists secret ids the session must serve.
+    """
+
+    state: Any
+    definition: ops_pb2.Definition
+    image_config: dict[str, Any]
+    local_dirs: dict[str, str]
+    secrets_needed: list[str]
+    entitlements: list[str]
+    shared_key: str
+    platform: str
+
+    def dump_llb(self) -> bytes:
+        """The serialized Definition (``--dump-llb``)."""
+        return self.definition.SerializeToString()
+
+
+class _Compiler:
+    def __init__(self, graph: BuildGraph, opts: CompileOptions) -> None:
+        from envd_core.buildkit import llb
+
+        self.llb = llb
+        self.graph = graph
+        self.opts = opts
+        self.platform = opts.platform or DEFAULT_PLATFORM
+        self.context_used = False
+        self.path_prefix: list[str] = []
+        self.image_env: dict[str, str] = {}
+        self.env: dict[str, str] = {"PATH": ":".join(DEFAULT_PATH)}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def context(self, include: list[str] | None = None) -> llb_mod.State:
+        """The build context as a local source (only ``include`` paths when given)."""
+        self.context_used = True
+        return self.llb.local(
+            CONTEXT_NAME,
+            include=include or (),
+            shared_key_hint=CONTEXT_NAME,
+        )
+
+    def network_extras(self, ca_path: str = CA_PATH) -> tuple[dict[str, str], list[Any]]:
+        """Env and mounts every step that talks to the network gets."""
+        env = dict(self.opts.proxy_env)
+        mounts: list[Any] = []
+        if self.opts.ca_bundle_secret:
+            mounts.append(self.llb.secret(ca_path, CA_SECRET_ID, mode=0o444))
+            env.update({"PIP_CERT": ca_path, "REQUESTS_CA_BUNDLE": ca_path,
+                        "SSL_CERT_FILE": ca_path, "CURL_CA_BUNDLE": ca_path,
+                        "NODE_EXTRA_CA_CERTS": ca_path})
+        return env, mounts
+
+    def run(self, state: llb_mod.State, script: str, *, name: str, network: bool = False,
+            env: Mapping[str, str] | None = None, mounts: list[Any] | None = None,
+            ca_path: str = CA_PATH) -> llb_mod.State:
+        """Run ``script`` with ``/bin/sh -ec``; step-only env and mounts do not persist."""
+        step_env = dict(env or {})
+        step_mounts = list(mounts or [])
+        net_mode = "sandbox"
+        if network:
+            extra_env, extra_mounts = self.network_extras(ca_path)
+            step_env = {**extra_env, **step_env}
+            step_mounts += extra_mounts
+            net_mode = self.opts.network
+        ex = state.run(["/bin/sh", "-ec", script], env=step_env, mounts=step_mounts,
+                       network=net_mode, name=name, ignore_cache=self.opts.no_cache)
+        # Keep the state's own env: step variables (CA paths, index URLs) stay in the step.
+        return self.llb.State(output=ex.output, env=state.env, cwd=state.cwd, user=state.user,
+                              platform=state.platform)
+
+    # -- steps -----------------------------------------------------------------------------
+    def base(self) -> llb_mod.State:
+        g = self.graph
+        ref = g.image
+        if g.cuda is not None and not g.image_set:
+            ref = f"nvidia/cuda:{g.cuda}-cudnn{g.cudnn or '8'}-devel-ubuntu22.04"
+        st = self.llb.image(ref, platform=self.platform)
+        for key, value in self.env.items():
+            st = st.with_env(key, value)
+        return st
+
+    def system_packages(self) -> list[str]:
+        """Packages always installed with apt (Python is decided inside the step, see apt())."""
+        g = self.graph
+        pkgs: list[str] = []
+        for lang in g.languages:
+            if lang.name != "python":
+                pkgs += APT_LANGUAGES.get(lang.name, [])
+        if g.r_packages and not g.language("r"):
+            pkgs += APT_LANGUAGES["r"]
+        if g.git is not None:
+            pkgs.append("git")
+        pkgs += SHELL_PACKAGES.get(g.shell, [])
+        pkgs += g.apt_packages
+        return list(dict.fromkeys(pkgs))
+
+    def apt(self, st: llb_mod.State) -> llb_mod.State:
+        g = self.graph
+        if g.apt_sources:
+            st = st.mkfile("/etc/apt/sources.list", "\n".join(g.apt_sources) + "\n")
+        pkgs = self.system_packages()
+        python = g.wants_python() or g.uv_python is not None
+        if not pkgs and not python:
+            return st
+        ca_opt = ""
+        if self.opts.ca_bundle_secret:
+            ca_opt = f" -o Acquire::https::CAInfo={APT_CA_PATH}"
+        lines = [f"pkgs={shlex.quote(' '.join(pkgs))}"]
+        if python:
+            # Images with a complete Python (official python images) need nothing; Debian and
+            # Ubuntu bases need python3 + python3-venv (ensurepip) for the venv step.
+            lines.append(
+                "if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then "
+                'pkgs="$pkgs ' + " ".join(APT_LANGUAGES["python"]) + '"; fi'
+            )
+        lines += [
+            'if [ -n "$pkgs" ]; then',
+            # Debian images delete downloaded .debs after install; keep them in the cache mount.
+            "rm -f /etc/apt/apt.conf.d/docker-clean",
+            "echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' "
+            "> /etc/apt/apt.conf.d/keep-cache",
+            f"apt-get{ca_opt} update",
+            f"DEBIAN_FRONTEND=noninteractive apt-get{ca_opt} install -y "
+            "--no-install-recommends $pkgs",
+            "fi",
+        ]
+        mounts = [
+            self.llb.cache("/var/cache/apt", f"envd-apt-cache-{self.platform}", sharing="locked"),
+            self.llb.cache("/var/lib/apt", f"envd-apt-lists-{self.platform}", sharing="locked"),
+        ]
+        shown = " ".join(pkgs + (["(python3 if missing)"] if python else []))
+        return self.run(st, "\n".join(lines), name=f"apt-get install {shown}", network=True,
+                        mounts=mounts, ca_path=APT_CA_PATH)
+
+    def python(self, st: llb_mod.State) -> llb_mod.State:
+        g = self.graph
+        if not g.wants_python() and g.uv_python is None:
+            return st
+        st = self.run(st, f"python3 -m venv {VENV}", name=f"create the Python venv {VENV}")
+        self.path_prefix.append(f"{VENV}/bin")
+        st = st.with_env("PATH", f"{VENV}/bin:" + st.get_env("PATH"))
+        st = st.with_env("VIRTUAL_ENV", VENV)
+        self.image_env["VIRTUAL_ENV"] = VENV
+        args: list[str] = []
+        mounts: list[Any] = [self.llb.cache(PIP_CACHE, f"envd-pip-cache-{self.platform}")]
+        files = g.requirements_files + g.local_wheels
+        if files:
+            mounts.append(self.llb.bind(CONTEXT_MOUNT, self.context(include=files),
+                                        readonly=True))
+        for req in g.requirements_files:
+            args += ["-r", f"{CONTEXT_MOUNT}/{req}"]
+        args += [f"{CONTEXT_MOUNT}/{w}" for w in g.local_wheels]
+        args += g.python_commands()
+        if g.jupyter is not None:
+            args.append("jupyter")
+        if g.uv_python is not None:
+            args.append("uv")
+        if not args:
+            return st
+        env: dict[str, str] = {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        if g.pip_index is not None:
+            env["PIP_INDEX_URL"] = g.pip_index.url
+            if g.pip_index.extra_url:
+                env["PIP_EXTRA_INDEX_URL"] = g.pip_index.extra_url
+            if g.pip_index.trust:
+                hosts = {urlparse(u).hostname for u in (g.pip_index.url, g.pip_index.extra_url)}
+                env["PIP_TRUSTED_HOST"] = " ".join(sorted(h for h in hosts if h))
+        script = f"{VENV}/bin/pip install " + " ".join(shlex.quote(a) for a in args)
+        return self.run(st, script, name="pip install " + " ".join(args), network=True,
+                        env=env, mounts=mounts)
+
+    def r_packages(self, st: llb_mod.State) -> llb_mod.State:
+        g = self.graph
+        if not g.r_packages:
+            return st
+        mirror = g.cran_mirror or "https://cloud.r-project.org"
+        pkgs = ", ".join(f'"{p}"' for p in g.r_packages)
+        script = f"Rscript -e {shlex.quote(f'install.packages(c({pkgs}), repos={mirror!r})')}"
+        return self.run(st, script, name="install R packages", network=True)
+
+    def files(self, st: llb_mod.State) -> llb_mod.State:
+        g = self.graph
+        llb = self.llb
+        if g.git is not None:
+            lines = ["[user]"]
+            if g.git.name:
+                lines.append(f"\tname = {g.git.name}")
+            if g.git.email:
+                lines.append(f"\temail = {g.git.email}")
+            if g.git.editor:
+                lines += ["[core]", f"\teditor = {g.git.editor}"]
+            st = st.mkfile("/etc/gitconfig", "\n".join(lines) + "\n")
+        for item in g.copies:
+            source = llb.image(item.image, platform=self.platform) if item.image else \
+                self.context(include=[item.source])
+            st = st.copy(source, item.source, item.target)
+        for dl in g.downloads:
+            st = st.copy(_http_source(llb, dl.url, dl.checksum, dl.filename), dl.filename,
+                         f"{DOWNLOAD_DIR}/{dl.filename}")
+        return st
+
+    def run_steps(self, st: llb_mod.State) -> llb_mod.State:
+        for step in self.graph.run_steps:
+            mounts: list[Any] = []
+            if step.mount_host:
+                mounts.append(self.llb.bind(CONTEXT_MOUNT, self.context(), readonly=True))
+            script = "\n".join(step.commands)
+            if step.mount_host:
+                script = f"cd {CONTEXT_MOUNT}\n" + script
+            st = self.run(st, script, name="run: " + "; ".join(step.commands), network=True,
+                          mounts=mounts)
+        return st
+
+    def workdir(self, st: llb_mod.State, name: str) -> tuple[llb_mod.State, str]:
+        g = self.graph
+        wd = g.working_dir or (f"/home/envd/{name}" if g.dev and name else "")
+        if wd:
+            st = st.mkdir(wd)
+        return st, wd
+
+
+def _http_source(llb: Any, url: str, checksum: str, filename: str) -> Any:
+    """An ``https://`` source op (BuildKit downloads it; ``http.checksum`` pins it)."""
+    attrs_ = {"http.filename": filename}
+    if checksum:
+        attrs_["http.checksum"] = checksum
+    # llb has no public http() yet: build the source vertex the same way image()/local() do.
+    vtx = llb._SourceVertex(url, attrs_, platform_ok=False)
+    return llb.State(output=llb.Output(vtx, 0))
+
+
+def check_supported(graph: BuildGraph) -> None:
+    """Refuse graph features this compiler cannot turn into steps yet (clear, not silent)."""
+    unsupported = []
+    if graph.conda is not None:
+        unsupported.append("install.conda / conda packages")
+    if graph.language("julia") or graph.julia_packages:
+        unsupported.append("install.julia")
+    if graph.vscode_extensions:
+        unsupported.append("install.vscode_extensions")
+    if "pixi" in graph.extensions:
+        unsupported.append("install.pixi")
+    if "code_agents" in graph.extensions:
+        unsupported.append("install.codex")
+    if graph.rstudio_server:
+        unsupported.append("config.rstudio_server")
+    if unsupported:
+        raise UnsupportedBuildError(
+            f"this envd cannot build {', '.join(f'`{u}`' for u in unsupported)} yet; "
+            "remove those calls or build with upstream envd"
+        )
+
+
+def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
+                  platform: str | None = None) -> CompiledBuild:
+    """Turn ``graph`` into LLB and an image config (see the module docstring for the steps)."""
+    opts = options or CompileOptions()
+    if platform is not None:
+        opts = attrs.evolve(opts, platform=platform)
+    check_supported(graph)
+    c = _Compiler(graph, opts)
+    st = c.base()
+    st = c.apt(st)
+    st = c.python(st)
+    st = c.r_packages(st)
+    st = c.files(st)
+    st = c.run_steps(st)
+    name = environment_name(opts.context_dir) if opts.context_dir else ""
+    st, wd = c.workdir(st, name)
+    definition = st.to_definition(c.platform)
+    config = image_config(graph, platform=c.platform, environment_name=name,
+                          path_prefix=c.path_prefix, working_dir=wd, extra_env=c.image_env)
+    context = str(opts.context_dir.absolute())
+    return CompiledBuild(
+        state=st,
+        definition=definition,
+        image_config=config,
+        local_dirs={CONTEXT_NAME: context} if c.context_used else {},
+        secrets_needed=[CA_SECRET_ID] if opts.ca_bundle_secret else [],
+        entitlements=["network.host"] if opts.network == "host" else [],
+        shared_key="envd-" + hashlib.sha256(context.encode()).hexdigest()[:32],
+        platform=c.platform,
+    )

@@ -1,0 +1,201 @@
+"""Graph → LLB: the ops, mounts and env each build.envd feature compiles to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from envd_core.build.compile import (
+    APT_CA_PATH,
+    CA_PATH,
+    CA_SECRET_ID,
+    CONTEXT_NAME,
+    VENV,
+    CompileOptions,
+    compile_graph,
+)
+from envd_core.build.errors import UnsupportedBuildError
+from envd_core.build.graph import BuildGraph
+from envd_core.build.lang import evaluate
+from envd_core.buildkit._pb import ops_pb2
+
+
+def ops(compiled) -> list[ops_pb2.Op]:
+    return [ops_pb2.Op.FromString(b) for b in getattr(compiled.definition, "def")]
+
+
+def execs(compiled) -> list[ops_pb2.ExecOp]:
+    return [o.exec for o in ops(compiled) if o.WhichOneof("op") == "exec"]
+
+
+def script(ex: ops_pb2.ExecOp) -> str:
+    return ex.meta.args[-1]
+
+
+def env(ex: ops_pb2.ExecOp) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in ex.meta.env)
+
+
+def graph_of(tmp_path: Path, body: str, **files: str) -> BuildGraph:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "build.envd").write_text("def build():\n" + "".join(
+        f"    {line}\n" for line in body.strip().splitlines()))
+    return evaluate(tmp_path / "build.envd", context_dir=tmp_path)
+
+
+def compile_(tmp_path: Path, body: str, **opts: object):
+    files = opts.pop("files", {})
+    g = graph_of(tmp_path, body, **files)  # type: ignore[arg-type]
+    return compile_graph(g, options=CompileOptions(context_dir=tmp_path, **opts))
+
+
+def test_base_image_only(tmp_path: Path) -> None:
+    c = compile_(tmp_path, 'base(image="127.0.0.1:5000/debian:bookworm")')
+    first = ops(c)[0]
+    assert first.source.identifier == "docker-image://127.0.0.1:5000/debian:bookworm"
+    assert first.platform.OS == "linux" and first.platform.Architecture == "amd64"
+    assert c.local_dirs == {} and c.secrets_needed == [] and c.entitlements == []
+    # The terminal op has no body; the Definition round-trips.
+    assert ops(c)[-1].WhichOneof("op") is None
+    assert ops_pb2.Definition.FromString(c.dump_llb()) == c.definition
+
+
+def test_apt_uses_locked_cache_mounts(tmp_path: Path) -> None:
+    c = compile_(tmp_path, 'install.apt_packages(name=["jq", "curl"])')
+    (apt,) = execs(c)
+    assert "apt-get install -y --no-install-recommends $pkgs" in script(apt)
+    assert "pkgs='jq curl'" in script(apt)
+    caches = {m.dest: m.cacheOpt for m in apt.mounts if m.mountType == ops_pb2.CACHE}
+    assert set(caches) == {"/var/cache/apt", "/var/lib/apt"}
+    assert all(o.sharing == ops_pb2.LOCKED for o in caches.values())
+
+
+def test_python_creates_a_venv_and_pip_uses_a_cache(tmp_path: Path) -> None:
+    c = compile_(tmp_path, '''
+install.python()
+install.python_packages(name=["six"], requirements="req.txt")
+config.pip_index(url="http://127.0.0.1:3141/simple", trust=True)
+''', files={"req.txt": "attrs\n"})
+    apt, venv, pip = execs(c)
+    assert "python3 python3-venv" in script(apt)
+    assert script(venv) == f"python3 -m venv {VENV}"
+    assert script(pip) == f"{VENV}/bin/pip install -r /run/envd/context/req.txt six"
+    e = env(pip)
+    assert e["PATH"].startswith(f"{VENV}/bin:")
+    assert e["PIP_INDEX_URL"] == "http://127.0.0.1:3141/simple"
+    assert e["PIP_TRUSTED_HOST"] == "127.0.0.1"
+    assert any(m.dest == "/root/.cache/pip" and m.mountType == ops_pb2.CACHE for m in pip.mounts)
+    ctx = [o for o in ops(c) if o.WhichOneof("op") == "source"
+           and o.source.identifier == f"local://{CONTEXT_NAME}"]
+    assert ctx and ctx[0].source.attrs["local.sharedkeyhint"] == CONTEXT_NAME
+    assert ctx[0].source.attrs["local.includepattern"] == '["req.txt"]'
+    assert c.local_dirs == {CONTEXT_NAME: str(tmp_path.absolute())}
+    config = c.image_config["config"]
+    assert f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        in config["Env"]
+    assert f"VIRTUAL_ENV={VENV}" in config["Env"]
+    # The index URL is a build-time setting, never part of the image.
+    assert not any("PIP_INDEX_URL" in e for e in config["Env"])
+
+
+def test_ca_bundle_is_a_secret_of_network_steps_only(tmp_path: Path) -> None:
+    c = compile_(tmp_path, '''
+install.python_packages(name=["six"])
+run(["echo hi"])
+''', ca_bundle_secret=True, proxy_env={"HTTPS_PROXY": "http://127.0.0.1:3128"})
+    apt, venv, pip, user_run = execs(c)
+    for ex, path in ((apt, APT_CA_PATH), (pip, CA_PATH), (user_run, CA_PATH)):
+        secrets = [m for m in ex.mounts if m.mountType == ops_pb2.SECRET]
+        assert [(m.dest, m.secretOpt.ID) for m in secrets] == [(path, CA_SECRET_ID)]
+        assert env(ex)["SSL_CERT_FILE"] == path and env(ex)["PIP_CERT"] == path
+        assert env(ex)["HTTPS_PROXY"] == "http://127.0.0.1:3128"
+    assert not any(m.mountType == ops_pb2.SECRET for m in venv.mounts)
+    assert "SSL_CERT_FILE" not in env(venv) and "HTTPS_PROXY" not in env(venv)
+    assert c.secrets_needed == [CA_SECRET_ID]
+    assert not any("SSL_CERT_FILE" in e or "PROXY" in e for e in c.image_config["config"]["Env"])
+
+
+def test_copy_from_context_and_image_and_http(tmp_path: Path) -> None:
+    c = compile_(tmp_path, '''
+io.copy("app/x.py", "/opt/x.py")
+io.copy("/bin/busybox", "/usr/local/bin/busybox", image="127.0.0.1:5000/busybox:latest")
+io.http(url="https://example.com/data.bin", checksum="''' + "b" * 64 + '''")
+''', files={"app/x.py": "print(1)\n"})
+    file_ops = [o.file for o in ops(c) if o.WhichOneof("op") == "file"]
+    copies = [a.copy for f in file_ops for a in f.actions if a.WhichOneof("action") == "copy"]
+    assert [(cp.src, cp.dest) for cp in copies] == [
+        ("/app/x.py", "/opt/x.py"), ("/bin/busybox", "/usr/local/bin/busybox"),
+        ("/data.bin", "/opt/envd/downloads/data.bin")]
+    sources = {o.source.identifier: o.source.attrs for o in ops(c)
+               if o.WhichOneof("op") == "source"}
+    assert sources["https://example.com/data.bin"]["http.checksum"] == "sha256:" + "b" * 64
+    assert "docker-image://127.0.0.1:5000/busybox:latest" in sources
+
+
+def test_run_steps_in_order_with_mount_host(tmp_path: Path) -> None:
+    c = compile_(tmp_path, '''
+run(["echo one", "echo two"])
+run("ls", mount_host=True)
+''', no_cache=True)
+    first, second = execs(c)
+    assert script(first) == "echo one\necho two" and first.meta.args[:2] == ["/bin/sh", "-ec"]
+    assert script(second).startswith("cd /run/envd/context\n")
+    assert any(m.dest == "/run/envd/context" and m.readonly for m in second.mounts)
+    ignore = [md.ignore_cache for md in c.definition.metadata.values()]
+    assert ignore.count(True) == 2
+
+
+def test_git_config_and_dev_workdir(tmp_path: Path) -> None:
+    ctx = tmp_path / "My Project!"
+    ctx.mkdir()
+    c = compile_(ctx, 'base(dev=True)\ngit_config(name="A", email="a@b.c", editor="vim")')
+    mk = [a for o in ops(c) if o.WhichOneof("op") == "file" for a in o.file.actions]
+    gitconfig = [a.mkfile for a in mk if a.WhichOneof("action") == "mkfile"]
+    assert gitconfig[0].path == "/etc/gitconfig"
+    assert b"email = a@b.c" in gitconfig[0].data and b"editor = vim" in gitconfig[0].data
+    assert c.image_config["config"]["WorkingDir"] == "/home/envd/MyProject"
+    labels = c.image_config["config"]["Labels"]
+    assert labels["ai.tensorchord.envd.container.name"] == "MyProject"
+
+
+def test_platform_and_cuda_base(tmp_path: Path) -> None:
+    g = BuildGraph(cuda="12.2.0", cudnn="8")
+    c = compile_graph(g, options=CompileOptions(context_dir=tmp_path), platform="linux/arm64")
+    first = ops(c)[0]
+    assert first.source.identifier == \
+        "docker-image://docker.io/nvidia/cuda:12.2.0-cudnn8-devel-ubuntu22.04"
+    assert first.platform.Architecture == "arm64"
+    assert c.image_config["architecture"] == "arm64"
+
+
+def test_digests_are_deterministic(tmp_path: Path) -> None:
+    body = 'install.python_packages(name=["six"])\nrun(["echo hi"])'
+    a = compile_(tmp_path, body).dump_llb()
+    b = compile_(tmp_path, body).dump_llb()
+    assert a == b
+
+
+@pytest.mark.parametrize("call", [
+    "install.conda()", "install.julia()", 'install.vscode_extensions(name=["a.b"])',
+    "config.rstudio_server()", "install.pixi()",
+])
+def test_unsupported_features_fail_clearly(tmp_path: Path, call: str) -> None:
+    with pytest.raises(UnsupportedBuildError) as info:
+        compile_(tmp_path, call)
+    assert "cannot build" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_example_environment_compiles() -> None:
+    from envd_core.build import load_build
+
+    example = Path(__file__).parents[3] / "examples" / "python-basic"
+    g = load_build(example)
+    c = compile_graph(g, options=CompileOptions(context_dir=example, ca_bundle_secret=True))
+    assert g.apt_packages == ["jq"] and g.requirements_files == ["requirements.txt"]
+    assert c.image_config["config"]["Entrypoint"] == ["python3", "/opt/app/hello.py"]
+    assert "GREETING=hello from envd" in c.image_config["config"]["Env"]
+    serving = load_build(example, "build.envd:serving")
+    assert serving.runtime.expose[0].envd_port == 8000
