@@ -76,3 +76,23 @@ def test_disposable_buildkitd_can_be_killed(infra: dict[str, Any],
     os.waitpid(disposable_buildkitd.pid, 0)
     proc = sh(infra["BUILDCTL"], "--addr", addr, "debug", "workers", check=False, timeout=60)
     assert proc.returncode != 0
+
+
+def test_https_in_build_step_with_ca_bundle_secret(infra: dict[str, Any], tmp_path: Path) -> None:
+    # The intercepting proxy's CA reaches the step as a secret mount over the image's bundle;
+    # the same step without it fails verification (checked first, in the same build context).
+    fetch = ("python3 -c \"import urllib.request; urllib.request.urlopen("
+             "'https://pypi.org/simple/pip/', timeout=60); open('/ok', 'w').write('ok')\"")
+    ctx = write_dockerfile(tmp_path / "ctx", (
+        f"FROM {infra['IMAGE_PYTHON']}\n"
+        f"RUN ! {fetch} 2> /err && grep -q CERTIFICATE_VERIFY_FAILED /err\n"
+        "RUN --mount=type=secret,id=cabundle,target=/etc/ssl/certs/ca-certificates.crt "
+        f"{fetch}\n"
+        "FROM scratch\nCOPY --from=0 /ok /err /\n"))
+    out = tmp_path / "out"
+    sh(infra["BUILDCTL"], "--addr", infra["BUILDKIT_UNIX"], "build", "--frontend",
+       "dockerfile.v0", "--local", f"context={ctx}", "--local", f"dockerfile={ctx}",
+       "--secret", f"id=cabundle,src={infra['CA_BUNDLE']}",
+       "--output", f"type=local,dest={out}")
+    assert (out / "ok").read_text() == "ok"
+    assert "CERTIFICATE_VERIFY_FAILED" in (out / "err").read_text()
