@@ -764,9 +764,12 @@ def _marshal(result: Output, platform: str | None) -> ops_pb2.Definition:
         if dg not in seen:  # identical ops built twice are one vertex
             seen.add(dg)
             getattr(definition, "def").append(data)
+            # Every op gets a metadata entry, even an empty one: frontends turn inputs back
+            # into LLB with NewDefinitionOp, which rejects a definition without metadata.
+            entry = definition.metadata[dg]
             md = vtx.metadata()
             if md is not None:
-                definition.metadata[dg].CopyFrom(md)
+                entry.CopyFrom(md)
         digests[key] = dg
         return dg
 
@@ -774,5 +777,7 @@ def _marshal(result: Output, platform: str | None) -> ops_pb2.Definition:
     dg = visit(result.vertex)
     terminal = pb.Op()
     terminal.inputs.add(digest=dg, index=result.index)
-    getattr(definition, "def").append(terminal.SerializeToString(deterministic=True))
+    data = terminal.SerializeToString(deterministic=True)
+    getattr(definition, "def").append(data)
+    definition.metadata["sha256:" + hashlib.sha256(data).hexdigest()].SetInParent()
     return definition

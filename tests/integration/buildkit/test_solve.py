@@ -197,3 +197,25 @@ def test_two_exporters_on_v08_is_refused_before_building(
     st = llb.image(infra["IMAGE_BUSYBOX"]).mkfile("/x", "1")
     with pytest.raises(BuildError, match="older than v0.13"):
         dockerd_bk.solve(st.to_definition(), exporters=[Exporter.moby("a:1"), Exporter.tar()])
+
+
+@pytest.mark.parametrize("daemon", ["buildkitd", "dockerd"])
+def test_dockerfile_frontend_with_llb_inputs(
+    daemon: str, bk: BuildkitClient, dockerd_bk: BuildkitClient, infra: dict[str, Any]
+) -> None:
+    """frontend + frontend_inputs: the Dockerfile and context come as LLB, no session needed."""
+    client = bk if daemon == "buildkitd" else dockerd_bk
+    token = secrets.token_hex(4)
+    dockerfile = f"FROM {infra['IMAGE_BUSYBOX']}\nCOPY hello /hello\nRUN cat /hello\n"
+    df = llb.scratch().mkfile("/Dockerfile", dockerfile)
+    ctx = llb.scratch().mkfile("/hello", f"from-context-{token}\n")
+    trace = BuildTrace()
+    client.solve(
+        None,
+        frontend="dockerfile.v0",
+        frontend_attrs={"filename": "Dockerfile"},
+        frontend_inputs={"dockerfile": df.to_definition(), "context": ctx.to_definition()},
+        on_status=trace.update,
+    )
+    logs = [line for s in trace.steps.values() for line in s.logs]
+    assert f"from-context-{token}" in logs

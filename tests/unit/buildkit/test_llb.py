@@ -54,6 +54,13 @@ def test_dependencies_first_and_terminal_op_last() -> None:
     assert not terminal.HasField("platform")
 
 
+def test_every_op_has_metadata_keyed_by_its_digest() -> None:
+    # Frontends rebuild inputs with NewDefinitionOp, which rejects definitions without metadata.
+    d = graph().to_definition()
+    digests = {"sha256:" + hashlib.sha256(b).hexdigest() for b in getattr(d, "def")}
+    assert set(d.metadata) == digests
+
+
 def test_metadata_keyed_by_digest_with_custom_name() -> None:
     d = graph().to_definition()
     names = {k: v.description.get("llb.customname") for k, v in d.metadata.items()}
