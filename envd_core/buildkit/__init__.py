@@ -32,6 +32,10 @@ _LAZY: dict[str, str] = {
     "scratch": "llb",
     "merge": "llb",
     "diff": "llb",
+    "source": "llb",
+    "http": "llb",
+    "git": "llb",
+    "BuildTrace": "progress",
     "Exporter": "exporters",
     "ProgressPrinter": "progress",
 }
