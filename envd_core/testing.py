@@ -147,9 +147,13 @@ class EnvdCli:
         from envd_core.cli import run
 
         stdout, stderr = io.StringIO(), io.StringIO()
-        with _patched_environ(env or {}), _patched_stdin(input or ""):
-            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                code = run(self.command, list(args))
+        with (
+            _patched_environ(env or {}),
+            _patched_stdin(input or ""),
+            contextlib.redirect_stdout(stdout),
+            contextlib.redirect_stderr(stderr),
+        ):
+            code = run(self.command, list(args))
         return CliResult(code, stdout.getvalue(), stderr.getvalue())
 
 

@@ -61,7 +61,8 @@ def ls_json(cli: EnvdCli) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("name", ["a/b", "a b", " a", "a\tb", ".hidden", "..", "-x", "x" * 64,
                                   "tab\t", "ünï", "a:b", "a\nb"])
 def test_bad_names_rejected(ctx, name):
-    result = ctx("context", "create", "--name", name, "--builder", "tcp", "--builder-address", "h:1")
+    result = ctx("context", "create", "--name", name, "--builder", "tcp",
+                 "--builder-address", "h:1")
     stderr = assert_one_error(result, code=2)
     assert stderr.startswith("envd: failed to create context: ")
     assert "context name" in stderr
@@ -396,12 +397,13 @@ def test_complete_context_names_function(ctx):
 def test_bash_completion_protocol_in_a_real_process(ctx, envd_script, envd_config_dir):
     create(ctx, "remote-a")
     create(ctx, "remote-b")
-    env = {**os.environ, "_ENVD_COMPLETE": "bash_complete", "COMP_WORDS": "envd context use --name re",
-           "COMP_CWORD": "4"}
-    done = subprocess.run([envd_script], env=env, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "_ENVD_COMPLETE": "bash_complete",
+           "COMP_WORDS": "envd context use --name re", "COMP_CWORD": "4"}
+    done = subprocess.run([envd_script], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["plain,remote-a", "plain,remote-b"]
     script = subprocess.run([envd_script, "completion", "bash"], capture_output=True, text=True,
-                            timeout=60, env=env | {"_ENVD_COMPLETE": ""})
+                            timeout=60, env=env | {"_ENVD_COMPLETE": ""}, check=False)
     assert script.returncode == 0, script.stderr
     assert "_ENVD_COMPLETE=bash_complete" in script.stdout

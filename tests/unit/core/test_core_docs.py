@@ -87,7 +87,7 @@ def test_guide_hook_reference_is_generated_from_the_hookspecs():
 
 
 def test_every_hook_has_a_heading_in_the_guide():
-    headings = set(re.findall(r"^### `(envd_\w+)`", GUIDE.read_text(), flags=re.M))
+    headings = set(re.findall(r"^### `(envd_\w+)`", GUIDE.read_text(), flags=re.MULTILINE))
     assert headings == set(hook_names())
 
 
@@ -105,7 +105,7 @@ def test_contexts_guide_covers_every_context_command_and_flag():
 
     text = CONTEXTS.read_text()
     for name, command in context.commands.items():
-        assert re.search(rf"^#+ .*`envd context {name}\b", text, flags=re.M), name
+        assert re.search(rf"^#+ .*`envd context {name}\b", text, flags=re.MULTILINE), name
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.opts[0] in text, f"{name} {param.opts[0]}"

@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import tomllib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import tomllib
 from _core_support import assert_one_error
 
 from envd_core.plugins import Plugins

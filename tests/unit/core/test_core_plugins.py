@@ -87,7 +87,7 @@ def test_duplicate_type_names_name_both_plugins(cli, plugins, register_plugin):
     register_plugin(make_plugin(builders=[CloudBuilder]), name="first-cloud")
     register_plugin(make_plugin(builders=[OtherCloudBuilder]), name="second-cloud")
     with pytest.raises(PluginError) as caught:
-        plugins.builder_types
+        _ = plugins.builder_types
     assert "`first-cloud`" in caught.value.message and "`second-cloud`" in caught.value.message
     assert "`cloud`" in caught.value.message
     result = cli("context", "create", "--name", "x", "--builder", "cloud", "--builder-address", "a")
@@ -109,7 +109,7 @@ def test_duplicate_type_names_name_both_plugins(cli, plugins, register_plugin):
 def test_bad_builder_types_name_the_plugin(cli, plugins, register_plugin, returned, expected):
     register_plugin(make_plugin(builders=returned), name="shoddy")
     with pytest.raises(PluginError) as caught:
-        plugins.builder_types
+        _ = plugins.builder_types
     assert "plugin `shoddy`" in caught.value.message
     assert expected in caught.value.message
     result = cli("context", "create", "--name", "x", "--builder", "cloud", "--builder-address", "a")
@@ -154,7 +154,7 @@ def test_same_plugin_name_twice_is_refused(plugins, register_plugin):
 def test_hook_envd_runner_types_validated_and_used(cli, plugins, register_plugin):
     register_plugin(make_plugin(runners=[StubRunner, CloudBuilder]), name="mixed")
     with pytest.raises(PluginError, match="plugin `mixed` returned .*runner type"):
-        plugins.runner_types
+        _ = plugins.runner_types
     plugins.unregister("mixed")
     register_plugin(make_plugin(builders=[StubBuilder], runners=[StubRunner]), name="stub")
     assert plugins.runner_type(StubRunner.name) is StubRunner
@@ -289,7 +289,7 @@ def test_broken_entry_point_in_a_real_process(entry_point_site, envd_script, env
     site = entry_point_site("broken", BROKEN_PLUGIN, dist="envd-broken")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
     done = subprocess.run([envd_script, "context", "ls"], env=env, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "CONTEXT" in done.stdout
     warnings = [line for line in done.stderr.splitlines() if "plugin `broken`" in line]
@@ -303,8 +303,9 @@ def test_plugins_ls_json_and_table(cli, register_plugin):
     as_json = cli("plugins", "ls", "--format", "json")
     assert as_json.exit_code == 0, as_json
     listed = json.loads(as_json.stdout)
-    assert listed[0] == {"name": "core", "distribution": "envd-core", "version": listed[0]["version"],
-                         "builders": [], "runners": [], "stores": ["file"], "error": None}
+    assert listed[0] == {"name": "core", "distribution": "envd-core",
+                         "version": listed[0]["version"], "builders": [], "runners": [],
+                         "stores": ["file"], "error": None}
     assert {"name": "cloudy", "distribution": None, "version": None, "builders": ["cloud"],
             "runners": [StubRunner.name], "stores": [], "error": None} in listed
 

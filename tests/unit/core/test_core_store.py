@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from _core_support import assert_one_error
@@ -145,7 +144,7 @@ def test_lock_held_elsewhere_gives_a_clear_error(stub_cli, envd_config_dir, monk
 
 
 # -- many processes at once ------------------------------------------------------------------
-PLUGIN = f"""
+PLUGIN = """
     from envd_core import hookimpl
     from envd_core.testing import StubBuilder, StubRunner
 
@@ -169,7 +168,7 @@ def test_twenty_processes_create_at_once(entry_point_site, envd_script, envd_con
         for i in range(20)
     ]
     for i, proc in enumerate(procs):
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert err == f"Context proc-{i:02d} is created\n"
     doc = json.loads((envd_config_dir / "contexts.json").read_text())

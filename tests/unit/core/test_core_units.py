@@ -65,7 +65,8 @@ def test_parse_pairs_and_options():
             parse_pairs([bad], flag="--x")
     declared = [Option("mode", "m", kind="choice", choices=("a", "b"))]
     assert parse_options(declared, {"mode": "a"}, owner="builder `t`") == {"mode": "a"}
-    with pytest.raises(ValidationError, match=r"builder `t` has no option `x` \(known options: mode\)"):
+    unknown = r"builder `t` has no option `x` \(known options: mode\)"
+    with pytest.raises(ValidationError, match=unknown):
         parse_options(declared, {"x": "1"}, owner="builder `t`")
     with pytest.raises(ValidationError, match=r"known options: none"):
         parse_options([], {"x": "1"}, owner="runner `r`")

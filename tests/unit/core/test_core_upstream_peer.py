@@ -43,11 +43,11 @@ def test_side_by_side_with_upstream(upstream_envd, envd_script, entry_point_site
 
     def upstream(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([upstream_envd, *args], env=base, capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, check=False)
 
     def ours(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([envd_script, *args], env=ours_env, capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, check=False)
 
     assert upstream("context", "create", "--name", "up", "--builder", "tcp",
                     "--builder-address", "127.0.0.1:1234").returncode == 0
@@ -101,8 +101,9 @@ def test_upstream_doubles_the_scheme_and_we_do_not(upstream_envd, tmp_path):
     subprocess.run([upstream_envd, "context", "create", "--name", "u", "--builder", "tcp",
                     "--builder-address", "tcp://127.0.0.1:1234"], env=env, check=True,
                    capture_output=True, timeout=60)
-    rows = json.loads(subprocess.run([upstream_envd, "context", "ls", "--format", "json"],
-                                     env=env, capture_output=True, text=True, timeout=60).stdout)
+    listed = subprocess.run([upstream_envd, "context", "ls", "--format", "json"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    rows = json.loads(listed.stdout)
     (row,) = [r for r in rows if r["context"] == "u"]
     assert row["builder_addr"] == "tcp://tcp://127.0.0.1:1234"
     assert Path(tmp_path / ".config" / "envd" / "contexts").exists()
