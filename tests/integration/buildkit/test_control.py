@@ -101,3 +101,20 @@ def test_dial_stdio_bridge_and_no_leftovers(infra: dict[str, Any]) -> None:
     conn.close()
     assert all(p.poll() is not None for p in procs)
     assert not [t for t in threading.enumerate() if t.name.startswith("envd-bk-bridge")]
+
+
+def test_solve_with_status_on_every_endpoint(
+    endpoint: tuple[str, BuildkitClient], infra: dict[str, Any]
+) -> None:
+    import secrets
+
+    from envd_core.buildkit import llb
+    from envd_core.buildkit.progress import BuildTrace
+
+    name, client = endpoint
+    token = secrets.token_hex(6)
+    st = llb.image(infra["IMAGE_BUSYBOX"]).run(f"echo via-{name}-{token}", name="echo").root()
+    trace = BuildTrace()
+    client.solve(st.mkfile("/f", token).to_definition(), on_status=trace.update)
+    step = next(s for s in trace.steps.values() if s.name == "echo")
+    assert f"via-{name}-{token}" in step.logs
