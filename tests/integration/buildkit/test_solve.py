@@ -219,3 +219,70 @@ def test_dockerfile_frontend_with_llb_inputs(
     )
     logs = [line for s in trace.steps.values() for line in s.logs]
     assert f"from-context-{token}" in logs
+
+
+_CTRL_C_CHILD = """
+import sys
+from envd_core.buildkit import llb
+from envd_core.buildkit.client import BuildkitClient
+from envd_core.buildkit.transport import connect_unix
+
+conn = connect_unix(sys.argv[1])
+def on_status(resp):
+    if any(v.name == "sleeper" and v.HasField("started") for v in resp.vertexes):
+        print("STARTED", flush=True)
+st = llb.image(sys.argv[2]).run("sleep " + sys.argv[3], name="sleeper").root()
+try:
+    BuildkitClient(conn).solve(st.to_definition(), on_status=on_status)
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+    conn.close()
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_cancels_the_build_on_the_daemon(infra: dict[str, Any]) -> None:
+    import sys
+
+    # A unique duration makes the step's process findable with ps (sh execs sleep directly).
+    token = str(300000 + secrets.randbelow(600000))
+
+    def sleeper_running() -> bool:
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+        return any(line.strip().endswith(f"sleep {token}") for line in ps.stdout.splitlines())
+
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _CTRL_C_CHILD,
+            infra["BUILDKIT_UNIX"],
+            infra["IMAGE_BUSYBOX"],
+            token,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "STARTED", (
+            child.stderr.read() if child.stderr else ""
+        )
+        deadline = time.monotonic() + 15
+        while not sleeper_running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sleeper_running(), "the step never started on the daemon"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=10)
+        assert child.returncode == 130, err
+        assert "INTERRUPTED" in out
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+    deadline = time.monotonic() + 15
+    while sleeper_running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not sleeper_running(), "the daemon kept running the cancelled step"
