@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import click
@@ -93,6 +92,9 @@ def create(app: Any, name_flag: str | None, name_arg: str | None, builder: str,
 
 def _probe_all(app: Any, contexts: list[Any], timeout: float) -> dict[str, dict[str, Any]]:
     """Probe every context's builder concurrently; never raises."""
+    # imported here: only --status and inspect probe, and `envd context ls` must start fast
+    from concurrent.futures import ThreadPoolExecutor
+
     from envd_core.builder import BuilderStatus
     from envd_core.errors import EnvdError
 
