@@ -301,18 +301,76 @@ def _dial_failure(exc: BaseException, target: str) -> BuilderError:
     return connection_error(exc, target=target)
 
 
+_CONTAINER_SCHEMES = {
+    "docker-container": "docker",
+    "podman-container": "podman",
+    "nerdctl-container": "nerdctl",
+}
+
+
+def dial_stdio_argv(address: str) -> list[str]:
+    """The command buildctl would spawn for a ``*-container://`` or ``kube-pod://`` address."""
+    from urllib.parse import parse_qs, urlsplit
+
+    u = urlsplit(address)
+    q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+    name = u.netloc
+    if not name:
+        raise ValidationError(
+            f"invalid BuildKit address `{address}`: the container name is missing"
+        )
+    if u.scheme in _CONTAINER_SCHEMES:
+        tool = _CONTAINER_SCHEMES[u.scheme]
+        argv = [tool]
+        if tool == "docker" and q.get("context"):
+            argv += ["--context", q["context"]]
+        if tool == "nerdctl" and q.get("namespace"):
+            argv += ["--namespace", q["namespace"]]
+        return [*argv, "exec", "-i", name, "buildctl", "dial-stdio"]
+    if u.scheme == "kube-pod":
+        argv = ["kubectl"]
+        for key in ("context", "namespace"):
+            if q.get(key):
+                argv.append(f"--{key}={q[key]}")
+        argv += ["exec"]
+        if q.get("container"):
+            argv.append(f"--container={q['container']}")
+        return [*argv, "-i", name, "--", "buildctl", "dial-stdio"]
+    raise ValidationError(
+        f"unsupported BuildKit address `{address}`: use unix://, tcp://, docker-container://, "
+        "podman-container://, nerdctl-container:// or kube-pod://"
+    )
+
+
+def connect_address(
+    address: str, *, tls: TLSConfig | None = None, timeout: float | None = None
+) -> Connection:
+    """Connect to a buildctl-style address (what ``BUILDKIT_HOST`` holds)."""
+    if address.startswith("unix://"):
+        return connect_unix(address, timeout=timeout)
+    if address.startswith("tcp://"):
+        hostport = address[len("tcp://") :].rstrip("/")
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValidationError(f"invalid BuildKit address `{address}`: use tcp://host:port")
+        return connect_tcp(host.strip("[]"), int(port), tls=tls, timeout=timeout)
+    return connect_bridge(dial_process(dial_stdio_argv(address)), target=address, timeout=timeout)
+
+
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_MESSAGE",
     "ByteStream",
     "Connection",
     "TLSConfig",
+    "connect_address",
     "connect_bridge",
     "connect_tcp",
     "connect_timeout",
     "connect_unix",
     "dial_docker_upgrade",
     "dial_process",
+    "dial_stdio_argv",
     "load_grpc",
     "parse_go_duration",
     "wait_ready",

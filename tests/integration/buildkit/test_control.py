@@ -118,3 +118,46 @@ def test_solve_with_status_on_every_endpoint(
     client.solve(st.mkfile("/f", token).to_definition(), on_status=trace.update)
     step = next(s for s in trace.steps.values() if s.name == "echo")
     assert f"via-{name}-{token}" in step.logs
+
+
+def test_docker_container_address(infra: dict[str, Any]) -> None:
+    """``docker-container://NAME``: buildctl dial-stdio through ``docker exec -i``."""
+    import secrets
+    import subprocess
+
+    from envd_core.buildkit.transport import connect_address
+
+    name = f"envd-bkcore-{secrets.token_hex(4)}"
+    # --privileged is refused on this VM; these flags give buildkitd what it needs.
+    run = subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--cap-add",
+            "ALL",
+            "--cap-drop",
+            "SYS_RESOURCE",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "--security-opt",
+            "systempaths=unconfined",
+            infra["BUILDKIT_IMAGE"],
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    try:
+        with connect_address(f"docker-container://{name}", timeout=30) as conn:
+            workers = BuildkitClient(conn).list_workers()
+            assert any("linux/amd64" in w.platforms for w in workers)
+        assert not [t for t in threading.enumerate() if t.name.startswith("envd-bk-bridge")]
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False, timeout=60)

@@ -278,3 +278,57 @@ def test_bridge_splices_to_real_grpc_server_and_closes() -> None:
         assert _bridge_threads() == []
     finally:
         server.stop(None)
+
+
+@pytest.mark.parametrize(
+    "address,argv",
+    [
+        ("docker-container://bk", ["docker", "exec", "-i", "bk", "buildctl", "dial-stdio"]),
+        (
+            "docker-container://bk?context=remote",
+            ["docker", "--context", "remote", "exec", "-i", "bk", "buildctl", "dial-stdio"],
+        ),
+        ("podman-container://p", ["podman", "exec", "-i", "p", "buildctl", "dial-stdio"]),
+        (
+            "nerdctl-container://n?namespace=k8s.io",
+            ["nerdctl", "--namespace", "k8s.io", "exec", "-i", "n", "buildctl", "dial-stdio"],
+        ),
+        (
+            "kube-pod://pod?namespace=ns&container=c",
+            [
+                "kubectl",
+                "--namespace=ns",
+                "exec",
+                "--container=c",
+                "-i",
+                "pod",
+                "--",
+                "buildctl",
+                "dial-stdio",
+            ],
+        ),
+    ],
+)
+def test_dial_stdio_argv(address: str, argv: list[str]) -> None:
+    from envd_core.buildkit.transport import dial_stdio_argv
+
+    assert dial_stdio_argv(address) == argv
+
+
+def test_bad_addresses_are_clear() -> None:
+    from envd_core.buildkit.transport import connect_address, dial_stdio_argv
+
+    with pytest.raises(ValidationError, match="`ftp://x`"):
+        dial_stdio_argv("ftp://x")
+    with pytest.raises(ValidationError, match="container name is missing"):
+        dial_stdio_argv("docker-container://")
+    with pytest.raises(ValidationError, match="`tcp://host`"):
+        connect_address("tcp://host")
+
+
+def test_connect_address_refused_tcp() -> None:
+    from envd_core.buildkit.transport import connect_address
+
+    with pytest.raises(BuildkitConnectionError) as ei:
+        connect_address(f"tcp://127.0.0.1:{_free_port()}", timeout=0.3)
+    assert ei.value.kind == "refused"
