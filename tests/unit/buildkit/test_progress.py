@@ -98,3 +98,24 @@ def test_auto_mode_picks_plain_for_non_tty() -> None:
 def test_bad_mode() -> None:
     with pytest.raises(ValidationError, match="`fancy`"):
         ProgressPrinter("fancy")
+
+
+def test_log_lines_split_across_messages_and_running_step() -> None:
+    trace = BuildTrace()
+    first = control_pb2.StatusResponse()
+    v = first.vertexes.add(digest="sha256:a", name="compile")
+    v.started.seconds = 100
+    first.logs.add(vertex="sha256:a", stream=1, msg=b"hel")
+    first.logs.add(vertex="sha256:a", stream=2, msg=b"warn: x\r\n")
+    trace.update(first)
+    assert trace.running_step() == "compile"
+    assert trace.log_tail("sha256:a", 5) == ["warn: x", "hel"]  # partial line shown last
+    second = control_pb2.StatusResponse()
+    second.logs.add(vertex="sha256:a", stream=1, msg=b"lo\nworld\n")
+    done = second.vertexes.add(digest="sha256:a", name="compile")
+    done.completed.seconds = 102
+    trace.update(second)
+    assert trace.log_tail("sha256:a", 5) == ["warn: x", "hello", "world"]
+    assert trace.running_step() is None
+    assert trace.steps["sha256:a"].duration == 2.0
+    assert trace.log_tail("sha256:unknown", 5) == []
