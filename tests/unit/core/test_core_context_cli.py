@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from _core_support import assert_one_error
 
-from envd_core.builder import Builder
+from envd_core.builder import Builder, BuilderStatus
 from envd_core.options import Option
 from envd_core.runner import Runner
 from envd_core.testing import EnvdCli, make_plugin
@@ -407,3 +407,69 @@ def test_bash_completion_protocol_in_a_real_process(ctx, envd_script, envd_confi
                             timeout=60, env=env | {"_ENVD_COMPLETE": ""}, check=False)
     assert script.returncode == 0, script.stderr
     assert "_ENVD_COMPLETE=bash_complete" in script.stdout
+
+
+# -- probing ---------------------------------------------------------------------------------
+class HealthyBuilder(TcpLike):
+    """Reports a running daemon without touching the network."""
+
+    name = "healthy"
+
+    def status(self, *, timeout: float = 3.0) -> BuilderStatus:
+        return BuilderStatus(True, version="v0.18.2", platforms=["linux/amd64"], workers=1,
+                             latency_ms=1.5)
+
+
+class CrashingBuilder(TcpLike):
+    """A plugin bug in status() must not break the listing."""
+
+    name = "crashing"
+
+    def status(self, *, timeout: float = 3.0) -> BuilderStatus:
+        raise RuntimeError("plugin bug")
+
+
+def test_ls_status_probes_every_builder(ctx, register_plugin):
+    register_plugin(make_plugin(builders=[HealthyBuilder, CrashingBuilder]), name="probes")
+    for name, builder in (("up", "healthy"), ("broken", "crashing")):
+        assert ctx("context", "create", "--name", name, "--builder", builder,
+                   "--builder-address", "h:1").exit_code == 0
+    table_out = ctx("context", "ls", "--status")
+    assert table_out.exit_code == 0, table_out
+    header, *rows = table_out.stdout.splitlines()
+    assert header.split()[-1] == "STATUS"
+    by_name = {row.split()[0]: row for row in rows}
+    assert by_name["up"].endswith("running (v0.18.2, 1.5 ms)")
+    assert by_name["broken"].endswith("error: RuntimeError: plugin bug")
+    assert "plugin-missing" in by_name["default"]  # moby-worker is not installed here
+    rows_json = {r["context"]: r for r in json.loads(
+        ctx("context", "ls", "--status", "-f", "json").stdout)}
+    assert rows_json["up"]["status"]["reachable"] is True
+    assert rows_json["up"]["status"]["workers"] == 1
+    assert rows_json["broken"]["status"]["error_kind"] == "error"
+    inspected = json.loads(ctx("context", "inspect", "up").stdout)
+    assert inspected["status"]["version"] == "v0.18.2"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(cli, shell):
+    result = cli("completion", shell)
+    assert result.exit_code == 0, result
+    assert "_ENVD_COMPLETE" in result.stdout
+    bad = cli("completion", "powershell")
+    assert "powershell" in assert_one_error(bad, code=2)
+
+
+def test_trace_hooks_through_the_cli(monkeypatch, envd_config_dir):
+    from envd_core.plugins import Plugins
+
+    monkeypatch.setenv("ENVD_TRACE_HOOKS", "1")
+    traced = Plugins.create(entry_points=False)
+    traced.register(make_plugin(builders=[TcpLike], runners=[DockerLike]), name="fake-tcp")
+    result = EnvdCli(lambda: traced)("context", "create", "--name", "t", "--builder", "tcp",
+                                     "--builder-address", "h:1")
+    assert result.exit_code == 0, result
+    trace = [line for line in result.stderr_lines if line.startswith("envd: trace: ")]
+    assert any("envd_builder_types [fake-tcp] -> " in line for line in trace)
+    assert any("envd_runner_types [fake-tcp] -> " in line for line in trace)
+    assert result.stderr_lines[-1] == "Context t is created"
