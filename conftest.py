@@ -72,7 +72,7 @@ def _load_infra() -> dict[str, Any]:
         pytest.skip(f"infra script missing at `{INFRA_SCRIPT}`")
     python = shutil.which("python3") or sys.executable
     proc = subprocess.run([python, str(INFRA_SCRIPT), "env", "--json"], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, check=False)
     if proc.returncode != 0:
         pytest.skip(f"`scripts/infra env --json` failed: {proc.stderr.strip()[-300:]}")
     env: dict[str, Any] = json.loads(proc.stdout)
@@ -235,7 +235,7 @@ def disposable_buildkitd(infra: dict[str, Any]) -> Iterator[DisposableBuildkitd]
         deadline = time.monotonic() + 60
         while True:
             probe = subprocess.run([infra["BUILDCTL"], "--addr", f"unix://{sock}", "debug",
-                                    "workers"], capture_output=True, timeout=20)
+                                    "workers"], capture_output=True, timeout=20, check=False)
             if probe.returncode == 0:
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -261,4 +261,4 @@ def _unmount_under(root: Path) -> None:
     prefix = str(root) + "/"
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], capture_output=True)
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False)

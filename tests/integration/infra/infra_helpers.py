@@ -16,7 +16,8 @@ PRIVILEGED_FLAGS = ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
 def sh(*argv: str, check: bool = True, timeout: float = 300,
        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command, capturing text output; on ``check`` failure show its output."""
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env,
+                          check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"{argv} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from infra_helpers import sh, write_dockerfile
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import pytest
-
 from infra_helpers import PRIVILEGED_FLAGS, sh, unique
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from infra_helpers import sh, unique
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from infra_helpers import sh
 
 pytestmark = pytest.mark.integration

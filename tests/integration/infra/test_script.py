@@ -25,7 +25,7 @@ KEYS = {
 
 def _infra(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["python3", str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 def test_env_json_has_every_contract_key(infra: dict[str, Any]) -> None:
@@ -40,7 +40,7 @@ def test_env_json_has_every_contract_key(infra: dict[str, Any]) -> None:
 
 def test_env_shell_form_round_trips(infra: dict[str, Any]) -> None:
     script = _infra("env").stdout + '\nprintf "%s|%s" "$BUILDKIT_UNIX" "$IMAGE_PYTHON"'
-    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False).stdout
     assert out == f"{infra['BUILDKIT_UNIX']}|{infra['IMAGE_PYTHON']}"
 
 
@@ -64,7 +64,7 @@ def test_upstream_envd_runs(upstream_envd: str, tmp_path: Path) -> None:
     # scratch HOME with analytics off (it must never talk to anything but 127.0.0.1 here).
     env = {**os.environ, "HOME": str(tmp_path), "ENVD_ANALYTICS": "false"}
     proc = subprocess.run([upstream_envd, "version"], capture_output=True, text=True,
-                          timeout=60, env=env)
+                          timeout=60, env=env, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "envd: v1.3.4"
     assert "3cac99fd121961eae2ce0bb634a026891b8e77df" in proc.stdout

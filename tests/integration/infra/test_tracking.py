@@ -12,9 +12,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import pytest
 
@@ -74,6 +74,6 @@ def test_daemon_that_never_gets_ready_is_killed(infra_mod: ModuleType) -> None:
 
 def test_usage_error_exit_code() -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), "frobnicate"], capture_output=True,
-                          text=True, env={**os.environ})
+                          text=True, env={**os.environ}, check=False)
     assert proc.returncode == 2
     assert "up" in proc.stderr
