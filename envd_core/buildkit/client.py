@@ -271,6 +271,8 @@ class BuildkitClient:
 
         if len(exps) > 1:
             self._check_multi_export(exps)
+        if definition is not None:
+            self._check_ops_supported(definition)
         trace = BuildTrace()
         if session is not None:
             session.start(self.connection.channel)
@@ -316,6 +318,18 @@ class BuildkitClient:
                 f"BuildKit at `{self.connection.target}` is older than v0.13 and runs one "
                 f"exporter per build, but {len(exps)} were given "
                 f"(`{', '.join(e.type for e in exps)}`); export once per build"
+            )
+
+    def _check_ops_supported(self, definition: ops_pb2.Definition) -> None:
+        """merge/diff ops exist from v0.10; older daemons would fail with an obscure error."""
+        from envd_core.buildkit._pb import ops_pb2 as pb
+
+        kinds = {pb.Op.FromString(raw).WhichOneof("op") for raw in getattr(definition, "def")}
+        used = sorted(kinds & {"merge", "diff"})
+        if used and self.info() is None:
+            raise BuildError(
+                f"BuildKit at `{self.connection.target}` is older than v0.10 and has no "
+                f"`{'`/`'.join(used)}` operation; use a newer buildkitd or build without it"
             )
 
     def _solve_error(self, e: grpc.RpcError, trace: BuildTrace) -> BaseException:

@@ -286,3 +286,21 @@ def test_ctrl_c_cancels_the_build_on_the_daemon(infra: dict[str, Any]) -> None:
     while sleeper_running() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not sleeper_running(), "the daemon kept running the cancelled step"
+
+
+def test_merge_and_diff_on_buildkitd_and_refused_on_v08(
+    bk: BuildkitClient, dockerd_bk: BuildkitClient, infra: dict[str, Any], tmp_path: Any
+) -> None:
+    from envd_core.buildkit.session import ExportTarget, Session
+
+    base = llb.image(infra["IMAGE_BUSYBOX"])
+    a = llb.scratch().mkfile("/a", "1")
+    b = llb.scratch().mkfile("/b", "2")
+    changed = base.mkfile("/new", "3")
+    st = llb.merge([a, b, llb.diff(base, changed)])
+    dest = tmp_path / "out"
+    with Session(shared_key="merge-diff", export=ExportTarget.directory(dest)) as session:
+        bk.solve(st.to_definition(), exporters=[Exporter.local()], session=session)
+    assert sorted(p.name for p in dest.iterdir()) == ["a", "b", "new"]
+    with pytest.raises(BuildError, match="older than v0.10"):
+        dockerd_bk.solve(st.to_definition())
