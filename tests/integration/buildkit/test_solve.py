@@ -304,3 +304,44 @@ def test_merge_and_diff_on_buildkitd_and_refused_on_v08(
     assert sorted(p.name for p in dest.iterdir()) == ["a", "b", "new"]
     with pytest.raises(BuildError, match="older than v0.10"):
         dockerd_bk.solve(st.to_definition())
+
+
+def test_image_config_through_exporter_attrs(bk: BuildkitClient, infra: dict[str, Any]) -> None:
+    """Raw LLB has no image config; ``containerimage.config`` supplies ENV/CMD/labels."""
+    import json
+
+    tag = f"{infra['REGISTRY']}/envd-test/bkcore-config:{secrets.token_hex(4)}"
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "Env": ["PATH=/bin:/usr/bin", "GREETING=hi"],
+            "Cmd": ["sh", "-c", "echo $GREETING from-cmd"],
+            "Labels": {"org.example.test": "yes"},
+        },
+        "rootfs": {"type": "layers"},
+    }
+    st = llb.image(infra["IMAGE_BUSYBOX"]).mkfile("/marker", "m")
+    bk.solve(
+        st.to_definition(),
+        exporters=[Exporter.image(tag, push=True, config=json.dumps(config))],
+    )
+    try:
+        pull = subprocess.run(
+            ["docker", "pull", tag], check=False, capture_output=True, text=True, timeout=120
+        )
+        assert pull.returncode == 0, pull.stderr
+        run = subprocess.run(
+            ["docker", "run", "--rm", tag], check=False, capture_output=True, text=True, timeout=120
+        )
+        assert run.stdout.strip() == "hi from-cmd", run.stderr
+        labels = subprocess.run(
+            ["docker", "inspect", "-f", "{{json .Config.Labels}}", tag],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert json.loads(labels.stdout) == {"org.example.test": "yes"}
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], check=False, capture_output=True, timeout=60)
