@@ -1,16 +1,16 @@
 """The BuildKit session: our gRPC services, carried inside ``Control.Session``.
 
-On a session the daemon is the HTTP/2 *client* and we are the server, but grpcio cannot serve
-on an arbitrary byte stream. So each session runs a private ``grpc.server`` on a unix socket in
-a private temp dir, opens one connection to it, and splices bytes between that connection and
-the ``Control.Session`` stream (each message one chunk of raw HTTP/2).
+On a session the daemon is the HTTP/2 *client* and we are the server. We serve HTTP/2 ourselves
+(`h2serve`) directly on the ``Control.Session`` stream: bytes from the daemon are fed to the
+HTTP/2 connection, and everything it writes is coalesced into ``BytesMessage`` chunks. The same
+server can also listen on a private unix socket (`Session.serve_local`), which tests use to talk
+to the services with an ordinary gRPC client.
 """
 
 from __future__ import annotations
 
 import os
 import secrets as _random
-import select
 import shutil
 import socket
 import tempfile
@@ -23,6 +23,7 @@ from envd_core.buildkit.session.filesend import DIFFCOPY_METHOD as FILESEND_METH
 from envd_core.buildkit.session.filesend import ExportTarget, FileSendService
 from envd_core.buildkit.session.filesync import DIFFCOPY_METHOD as FILESYNC_METHOD
 from envd_core.buildkit.session.filesync import FileSyncService, LocalDir, TransferStats
+from envd_core.buildkit.session.h2serve import H2GrpcConnection, Method
 from envd_core.buildkit.session.secrets import GET_SECRET_METHOD, SecretSource, SecretsService
 from envd_core.errors import BuilderError
 
@@ -32,10 +33,13 @@ if TYPE_CHECKING:
 SESSION_METHOD = "/moby.buildkit.v1.Control/Session"
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 MAX_MESSAGE = 16 << 20
-# One bridge read; sent as one BytesMessage. Well under the daemon's 16 MiB limit.
-BRIDGE_CHUNK = 1 << 20
-# Many threads: every streaming call holds one for its whole life, and Health must never wait.
-SERVER_THREADS = 64
+# Largest BytesMessage we send: many HTTP/2 frames coalesced, well under the 16 MiB limit.
+SESSION_CHUNK = 4 << 20
+# Bytes written by the HTTP/2 side but not yet handed to grpc; producers pause above this.
+MAX_BACKLOG = 16 << 20
+# Small writes wait this long for company before going out as one BytesMessage.
+COALESCE_BYTES = 256 << 10
+COALESCE_SECONDS = 0.0005
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
@@ -95,24 +99,24 @@ class Session:
         self._started = False
         self._closed = False
         self._tmpdir: str | None = None
-        self._server: Any = None
-        self._sock: socket.socket | None = None
-        self._wake_r: int | None = None
-        self._wake_w: int | None = None
+        self._listener: socket.socket | None = None
+        self._local_conns: list[tuple[socket.socket, H2GrpcConnection]] = []
+        self._conn: H2GrpcConnection | None = None
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._out_cond = threading.Condition()
+        self._out_done = False
         self._call: Any = None
         self._pump: threading.Thread | None = None
+        #: Session-stream messages sent to / received from the daemon (for benchmarks).
+        self.messages_out = 0
+        self.messages_in = 0
 
     # -- services -----------------------------------------------------------------------------
 
     def methods(self) -> list[str]:
         """The gRPC methods this session serves (advertised to the daemon)."""
-        methods = [HEALTH_METHOD, FILESYNC_METHOD]
-        if self.exports:
-            methods.append(FILESEND_METHOD)
-        if self.auth is not None:
-            methods.append(CREDENTIALS_METHOD)
-        methods.append(GET_SECRET_METHOD)
-        return methods
+        return list(self._methods())
 
     def metadata(self) -> list[tuple[str, str]]:
         """The ``Control.Session`` call metadata that describes this session to the daemon."""
@@ -124,125 +128,129 @@ class Session:
         md += [("x-docker-expose-session-grpc-method", m) for m in self.methods()]
         return md
 
-    def _handlers(self) -> list[Any]:
-        import grpc
-
+    def _methods(self) -> dict[str, Method]:
         from envd_core.buildkit._pb import auth_pb2, fsutil_types_pb2, health_pb2, secrets_pb2
 
-        def check(request: Any, context: grpc.ServicerContext) -> Any:
-            return health_pb2.HealthCheckResponse(
-                status=health_pb2.HealthCheckResponse.SERVING
-            )
+        serving = health_pb2.HealthCheckResponse(
+            status=health_pb2.HealthCheckResponse.SERVING
+        )
+
+        def check(request: Any, context: Any) -> Any:
+            return serving
 
         filesync = FileSyncService(self.local_dirs, on_transfer=self.transfers.append)
-        handlers = [
-            grpc.method_handlers_generic_handler(
-                "grpc.health.v1.Health",
-                {
-                    "Check": grpc.unary_unary_rpc_method_handler(
-                        check,
-                        request_deserializer=health_pb2.HealthCheckRequest.FromString,
-                        response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
-                    )
-                },
+        methods = {
+            HEALTH_METHOD: Method(
+                check,
+                stream_requests=False,
+                stream_responses=False,
+                deserialize=health_pb2.HealthCheckRequest.FromString,
+                serialize=health_pb2.HealthCheckResponse.SerializeToString,
             ),
-            grpc.method_handlers_generic_handler(
-                "moby.filesync.v1.FileSync",
-                {
-                    "DiffCopy": grpc.stream_stream_rpc_method_handler(
-                        filesync.diff_copy,
-                        request_deserializer=fsutil_types_pb2.Packet.FromString,
-                        response_serializer=fsutil_types_pb2.Packet.SerializeToString,
-                    )
-                },
+            FILESYNC_METHOD: Method(
+                filesync.diff_copy,
+                stream_requests=True,
+                stream_responses=True,
+                deserialize=fsutil_types_pb2.Packet.FromString,
+                serialize=fsutil_types_pb2.Packet.SerializeToString,
             ),
-            grpc.method_handlers_generic_handler(
-                "moby.buildkit.secrets.v1.Secrets",
-                {
-                    "GetSecret": grpc.unary_unary_rpc_method_handler(
-                        SecretsService(self.secrets).get_secret,
-                        request_deserializer=secrets_pb2.GetSecretRequest.FromString,
-                        response_serializer=secrets_pb2.GetSecretResponse.SerializeToString,
-                    )
-                },
-            ),
-        ]
+        }
         if self.exports:
             # Raw bytes both ways: the payload type depends on the exporter.
-            handlers.append(
-                grpc.method_handlers_generic_handler(
-                    "moby.filesync.v1.FileSend",
-                    {
-                        "DiffCopy": grpc.stream_stream_rpc_method_handler(
-                            FileSendService(self.exports).diff_copy
-                        )
-                    },
-                )
+            methods[FILESEND_METHOD] = Method(
+                FileSendService(self.exports).diff_copy,
+                stream_requests=True,
+                stream_responses=True,
             )
         if self.auth is not None:
-            handlers.append(
-                grpc.method_handlers_generic_handler(
-                    "moby.filesync.v1.Auth",
-                    {
-                        "Credentials": grpc.unary_unary_rpc_method_handler(
-                            self.auth.credentials,
-                            request_deserializer=auth_pb2.CredentialsRequest.FromString,
-                            response_serializer=auth_pb2.CredentialsResponse.SerializeToString,
-                        )
-                    },
-                )
+            methods[CREDENTIALS_METHOD] = Method(
+                self.auth.credentials,
+                stream_requests=False,
+                stream_responses=False,
+                deserialize=auth_pb2.CredentialsRequest.FromString,
+                serialize=auth_pb2.CredentialsResponse.SerializeToString,
             )
-        return handlers
+        methods[GET_SECRET_METHOD] = Method(
+            SecretsService(self.secrets).get_secret,
+            stream_requests=False,
+            stream_responses=False,
+            deserialize=secrets_pb2.GetSecretRequest.FromString,
+            serialize=secrets_pb2.GetSecretResponse.SerializeToString,
+        )
+        return methods
 
-    # -- lifecycle ----------------------------------------------------------------------------
+    # -- a local listener (tests, tools) -------------------------------------------------------
 
     def serve_local(self) -> str:
-        """Start only the private gRPC server and return its ``unix:`` address.
+        """Also serve the session's services on a private unix socket; return ``unix:PATH``.
 
-        `start` calls this; tests may also connect to the address directly, playing the
-        daemon's side of the session.
+        Tests use it to call the services with an ordinary gRPC client, playing the daemon.
         """
-        import grpc
-        from concurrent.futures import ThreadPoolExecutor
-
         with self._lock:
-            if self._server is not None:
-                assert self._tmpdir is not None
-                return "unix:" + os.path.join(self._tmpdir, "s.sock")
             if self._closed:
                 raise BuilderError(f"session `{self.id}` is closed; create a new session")
+            if self._listener is not None:
+                assert self._tmpdir is not None
+                return "unix:" + os.path.join(self._tmpdir, "s.sock")
             base = os.environ.get("XDG_RUNTIME_DIR")
             if not base or not os.path.isdir(base) or len(base) > 60:
                 base = None  # unix socket paths are limited to ~107 bytes
             self._tmpdir = tempfile.mkdtemp(prefix="envd-session-", dir=base)
             path = os.path.join(self._tmpdir, "s.sock")
-            server = grpc.server(
-                ThreadPoolExecutor(max_workers=SERVER_THREADS, thread_name_prefix="envd-session"),
-                handlers=self._handlers(),
-                options=[
-                    ("grpc.max_receive_message_length", MAX_MESSAGE),
-                    ("grpc.max_send_message_length", MAX_MESSAGE),
-                    ("grpc.http2.max_ping_strikes", 0),
-                ],
-            )
-            server.add_insecure_port("unix:" + path)
-            server.start()
-            self._server = server
-            return "unix:" + path
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(path)
+            listener.listen(16)
+            self._listener = listener
+        threading.Thread(target=self._accept, name="envd-session-accept", daemon=True).start()
+        return "unix:" + path
+
+    def _accept(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        methods = self._methods()
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            conn = H2GrpcConnection(methods, sock.sendall)
+            with self._lock:
+                if self._closed:
+                    sock.close()
+                    return
+                self._local_conns.append((sock, conn))
+            threading.Thread(
+                target=self._read_local, args=(sock, conn), name="envd-session-local", daemon=True
+            ).start()
+
+    @staticmethod
+    def _read_local(sock: socket.socket, conn: H2GrpcConnection) -> None:
+        try:
+            while True:
+                data = sock.recv(1 << 20)
+                if not data:
+                    break
+                conn.feed(data)
+        except Exception:
+            pass
+        finally:
+            conn.close()
+
+    # -- the session stream --------------------------------------------------------------------
 
     def start(self, channel: grpc.Channel) -> None:
-        """Attach to the daemon: open ``Control.Session`` on ``channel`` and bridge it."""
+        """Attach to the daemon: open ``Control.Session`` on ``channel`` and serve on it."""
         with self._lock:
+            if self._closed:
+                raise BuilderError(f"session `{self.id}` is closed; create a new session")
             if self._started:
                 return
             self._started = True
-        address = self.serve_local()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(address[len("unix:") :])
-        self._sock = sock
-        self._wake_r, self._wake_w = os.pipe()
         from envd_core.buildkit._pb import filesync_pb2
 
+        self._conn = H2GrpcConnection(
+            self._methods(), self._enqueue, backlog=lambda: self._out_bytes, max_backlog=MAX_BACKLOG
+        )
         open_session = channel.stream_stream(
             SESSION_METHOD,
             request_serializer=None,
@@ -252,65 +260,83 @@ class Session:
         self._pump = threading.Thread(target=self._incoming, name="envd-session-in", daemon=True)
         self._pump.start()
 
+    def _enqueue(self, data: bytes) -> None:
+        """Called by the HTTP/2 side (in order, under its lock) with bytes for the daemon."""
+        with self._out_cond:
+            self._out.append(data)
+            self._out_bytes += len(data)
+            if len(self._out) == 1:  # the sender only ever waits on an empty queue
+                self._out_cond.notify()
+
     def _outgoing(self) -> Iterator[bytes]:
-        """Bytes from our server to the daemon; returning half-closes the session stream."""
-        sock, wake = self._sock, self._wake_r
-        assert sock is not None and wake is not None
+        """Coalesced HTTP/2 bytes for the daemon; returning half-closes the session stream."""
         while True:
-            try:
-                ready, _, _ = select.select([sock, wake], [], [])
-            except (OSError, ValueError):
-                return
-            if wake in ready:
-                return
-            try:
-                data = sock.recv(BRIDGE_CHUNK)
-            except OSError:
-                return
-            if not data:
-                return
-            yield _encode_bytes_message(data)
+            with self._out_cond:
+                while not self._out and not self._out_done:
+                    self._out_cond.wait()
+                if not self._out:
+                    return
+                if self._out_bytes < COALESCE_BYTES and not self._out_done:
+                    # Give producers a moment to add more: one BytesMessage per tiny HTTP/2
+                    # frame would cost a gRPC write each.
+                    self._out_cond.wait(COALESCE_SECONDS)
+                backlogged = self._out_bytes > MAX_BACKLOG
+                take, size = 0, 0
+                while take < len(self._out) and (take == 0 or size + len(self._out[take]) <= SESSION_CHUNK):
+                    size += len(self._out[take])
+                    take += 1
+                chunks = self._out[:take]
+                del self._out[:take]
+                self._out_bytes -= size
+            conn = self._conn
+            if conn is not None and backlogged:
+                conn.notify()
+            self.messages_out += 1
+            yield _encode_bytes_message(chunks[0] if take == 1 else b"".join(chunks))
 
     def _incoming(self) -> None:
-        """Bytes from the daemon into our server, until the daemon ends the stream."""
-        sock = self._sock
-        assert sock is not None
+        """Bytes from the daemon into the HTTP/2 side, until the daemon ends the stream."""
+        conn = self._conn
+        assert conn is not None
         try:
             for message in self._call:
-                sock.sendall(message.data)
+                self.messages_in += 1
+                conn.feed(message.data)
         except Exception as exc:
             if not self._closed:
                 self.error = exc
         finally:
-            try:
-                sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            conn.close()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Half-close the stream, let the daemon finish, stop the server, remove temp files."""
+        """Half-close the stream, let the daemon finish, stop serving, remove temp files."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if self._wake_w is not None:
-            os.write(self._wake_w, b"x")
+        with self._out_cond:
+            self._out_done = True
+            self._out_cond.notify_all()
         if self._pump is not None:
             self._pump.join(timeout)
             if self._pump.is_alive() and self._call is not None:
                 self._call.cancel()
                 self._pump.join(timeout)
-        if self._server is not None:
-            self._server.stop(grace=1.0).wait(timeout)
-        if self._sock is not None:
-            self._sock.close()
-        for fd in (self._wake_r, self._wake_w):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = None
+        if self._conn is not None:
+            self._conn.close()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+        for sock, conn in self._local_conns:
+            conn.close()
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 

@@ -1,0 +1,358 @@
+"""A small gRPC server speaking HTTP/2 (via ``h2``) over any byte stream.
+
+On a BuildKit session the daemon is the HTTP/2 client and we are the server, and the bytes
+travel inside ``Control.Session`` messages. grpcio's server can only listen on sockets and costs
+hundreds of microseconds per streamed message, which made uploads of many small files several
+times slower than buildctl. Serving HTTP/2 ourselves lets us write straight into the session
+stream and coalesce many small gRPC messages into one ``BytesMessage``.
+
+Handlers keep grpcio's shapes: ``fn(request, context)`` for unary methods and
+``fn(request_iterator, context)`` returning an iterator for streaming ones; ``context`` offers
+``invocation_metadata()`` and ``abort(code, details)``.
+"""
+
+from __future__ import annotations
+
+import queue
+import struct
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Our receive windows: big enough that an export streamed to us is never throttled by us.
+STREAM_WINDOW = 8 << 20
+CONNECTION_WINDOW = 32 << 20
+MAX_MESSAGE = 16 << 20
+_END = object()
+# Events after which writers waiting for flow-control window should look again.
+_WAKE_EVENTS: tuple[type, ...] = ()
+
+
+@dataclass(frozen=True)
+class Method:
+    """One served method: handler, streaming flags and (de)serializers (None = raw bytes)."""
+
+    handler: Callable[..., Any]
+    stream_requests: bool
+    stream_responses: bool
+    deserialize: Callable[[bytes], Any] | None = None
+    serialize: Callable[[Any], bytes] | None = None
+
+
+class RpcAbort(Exception):
+    """Raised by ``context.abort``; ends the call with that status."""
+
+    def __init__(self, code: int, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class _Cancelled(Exception):
+    """The peer reset the stream or the connection went away."""
+
+
+def _status_int(code: Any) -> int:
+    value = getattr(code, "value", code)
+    return int(value[0] if isinstance(value, tuple) else value)
+
+
+class _Context:
+    """The per-call context handed to handlers (the subset of grpc.ServicerContext we use)."""
+
+    def __init__(self, stream: _Stream) -> None:
+        self._stream = stream
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return list(self._stream.metadata)
+
+    def abort(self, code: Any, details: str) -> None:
+        raise RpcAbort(_status_int(code), details)
+
+    def is_active(self) -> bool:
+        return not self._stream.cancelled
+
+
+class _Stream:
+    def __init__(self, stream_id: int, path: str, metadata: list[tuple[str, str]]) -> None:
+        self.id = stream_id
+        self.path = path
+        self.metadata = metadata
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.buffer = bytearray()
+        self.headers_sent = False
+        self.cancelled = False
+        self.closed = False
+
+    def messages(self) -> Iterator[bytes]:
+        while True:
+            item = self.inbox.get()
+            if item is _END:
+                return
+            yield item
+
+
+class H2GrpcConnection:
+    """Serves gRPC on one HTTP/2 connection whose bytes we are fed and whose output we write.
+
+    ``write(data)`` is called in order, under the connection lock; ``backlog()`` tells writers
+    how many written bytes are not yet delivered, so producers pause above ``max_backlog``.
+    """
+
+    def __init__(
+        self,
+        methods: Mapping[str, Method],
+        write: Callable[[bytes], None],
+        *,
+        backlog: Callable[[], int] | None = None,
+        max_backlog: int = 8 << 20,
+    ) -> None:
+        import h2.config
+        import h2.connection
+        import h2.settings
+
+        self.methods = dict(methods)
+        self._write = write
+        self._backlog = backlog
+        self._max_backlog = max_backlog
+        self._cond = threading.Condition(threading.RLock())
+        self._streams: dict[int, _Stream] = {}
+        self.closed = False
+        global _WAKE_EVENTS
+        if not _WAKE_EVENTS:
+            _WAKE_EVENTS = _wake_events()
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        self._h2 = h2.connection.H2Connection(config=config)
+        with self._cond:
+            self._h2.initiate_connection()
+            self._h2.update_settings(
+                {
+                    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+                    h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1000,
+                    h2.settings.SettingCodes.MAX_FRAME_SIZE: 1 << 20,
+                }
+            )
+            self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+            self._flush()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data:
+            self._write(data)
+
+    def notify(self) -> None:
+        """Wake writers waiting for backlog space (the transport drained some bytes)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _wait_backlog(self, stream: _Stream) -> None:
+        if self._backlog is None:
+            return
+        while self._backlog() > self._max_backlog and not (stream.cancelled or self.closed):
+            self._cond.wait(1.0)
+
+    def feed(self, data: bytes) -> None:
+        """Process bytes from the peer."""
+        import h2.events
+        import h2.exceptions
+
+        started: list[_Stream] = []
+        wake = False
+        with self._cond:
+            if self.closed:
+                return
+            try:
+                events = self._h2.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                self._terminate()
+                raise
+            for event in events:
+                if isinstance(event, h2.events.RequestReceived):
+                    headers = dict(event.headers)
+                    metadata = [(k, v) for k, v in event.headers if not k.startswith(":")]
+                    stream = _Stream(event.stream_id, headers.get(":path", ""), metadata)
+                    self._streams[event.stream_id] = stream
+                    started.append(stream)
+                elif isinstance(event, h2.events.DataReceived):
+                    stream = self._streams.get(event.stream_id)
+                    self._h2.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                    if stream is not None:
+                        stream.buffer += event.data
+                        self._deliver(stream)
+                elif isinstance(event, h2.events.StreamEnded):
+                    stream = self._streams.get(event.stream_id)
+                    if stream is not None:
+                        stream.inbox.put(_END)
+                elif isinstance(event, h2.events.StreamReset):
+                    stream = self._streams.pop(event.stream_id, None)
+                    if stream is not None:
+                        stream.cancelled = True
+                        stream.inbox.put(_END)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    self._terminate()
+                if isinstance(event, _WAKE_EVENTS):
+                    wake = True
+            if wake:
+                self._cond.notify_all()
+            self._flush()
+        for stream in started:
+            threading.Thread(
+                target=self._run, args=(stream,), name="envd-session-rpc", daemon=True
+            ).start()
+
+    def _deliver(self, stream: _Stream) -> None:
+        buf = stream.buffer
+        while len(buf) >= 5:
+            compressed, length = struct.unpack_from(">BI", buf, 0)
+            if len(buf) < 5 + length:
+                break
+            if compressed:
+                stream.cancelled = True
+                stream.inbox.put(_END)
+                return
+            stream.inbox.put(bytes(buf[5 : 5 + length]))
+            del buf[: 5 + length]
+
+    def _terminate(self) -> None:
+        self.closed = True
+        for stream in self._streams.values():
+            stream.cancelled = True
+            stream.inbox.put(_END)
+        self._streams.clear()
+        self._cond.notify_all()
+
+    def close(self) -> None:
+        """Tell the peer we are going away and fail every open call."""
+        with self._cond:
+            if self.closed:
+                return
+            try:
+                self._h2.close_connection()
+                self._flush()
+            except Exception:
+                pass
+            self._terminate()
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def _run(self, stream: _Stream) -> None:
+        method = self.methods.get(stream.path)
+        if method is None:
+            self._finish(stream, 12, f"unknown method {stream.path}")  # UNIMPLEMENTED
+            return
+        context = _Context(stream)
+        raw = stream.messages()
+        requests: Iterator[Any] = (
+            raw if method.deserialize is None else (method.deserialize(m) for m in raw)
+        )
+        try:
+            if method.stream_requests:
+                result = method.handler(requests, context)
+            else:
+                request = next(requests, None)
+                if request is None:
+                    raise RpcAbort(13, "missing request message")  # INTERNAL
+                result = method.handler(request, context)
+            responses = result if method.stream_responses else [result]
+            for response in responses:
+                payload = response if method.serialize is None else method.serialize(response)
+                self._send_message(stream, payload)
+            self._finish(stream, 0, "")
+        except RpcAbort as exc:
+            self._finish(stream, exc.code, exc.details)
+        except _Cancelled:
+            pass
+        except Exception as exc:
+            self._finish(stream, 2, f"{type(exc).__name__}: {exc}")  # UNKNOWN
+
+    def _send_headers_once(self, stream: _Stream) -> None:
+        if not stream.headers_sent:
+            self._h2.send_headers(
+                stream.id, [(":status", "200"), ("content-type", "application/grpc")]
+            )
+            stream.headers_sent = True
+
+    def _send_message(self, stream: _Stream, payload: bytes) -> None:
+        """Send one length-prefixed gRPC message as DATA frames, honouring flow control.
+
+        DATA frames are framed here rather than by ``h2`` (whose per-frame cost dominated
+        uploads); ``h2`` still owns headers, trailers and state, and its window counters are
+        debited so its bookkeeping stays exact.
+        """
+        import h2.exceptions
+
+        data = memoryview(struct.pack(">BI", 0, len(payload)) + payload)
+        sid = stream.id.to_bytes(4, "big")
+        with self._cond:
+            while data:
+                if stream.cancelled or self.closed:
+                    raise _Cancelled
+                try:
+                    self._send_headers_once(stream)
+                except h2.exceptions.StreamClosedError:
+                    raise _Cancelled from None
+                h2stream = self._h2.streams.get(stream.id)
+                if h2stream is None or h2stream.closed:
+                    raise _Cancelled
+                window = min(
+                    self._h2.outbound_flow_control_window, h2stream.outbound_flow_control_window
+                )
+                if window <= 0:
+                    self._cond.wait(1.0)
+                    continue
+                n = min(window, len(data))
+                frame_size = self._h2.max_outbound_frame_size
+                parts: list[bytes | memoryview] = [self._h2.data_to_send()]
+                for off in range(0, n, frame_size):
+                    k = min(frame_size, n - off)
+                    # 3-byte length, type 0 (DATA), no flags, stream id.
+                    parts.append(k.to_bytes(3, "big") + b"\x00\x00" + sid)
+                    parts.append(data[off : off + k])
+                self._h2.outbound_flow_control_window -= n
+                h2stream.outbound_flow_control_window -= n
+                self._write(b"".join(parts))
+                data = data[n:]
+            self._wait_backlog(stream)
+
+    def _finish(self, stream: _Stream, code: int, details: str) -> None:
+        import h2.exceptions
+
+        trailers = [("grpc-status", str(code))]
+        if details:
+            trailers.append(("grpc-message", urllib.parse.quote(details, safe=_SAFE)))
+        with self._cond:
+            self._streams.pop(stream.id, None)
+            if stream.cancelled or self.closed:
+                return
+            try:
+                if not stream.headers_sent:
+                    # Trailers-only response.
+                    trailers = [(":status", "200"), ("content-type", "application/grpc"), *trailers]
+                    stream.headers_sent = True
+                self._h2.send_headers(stream.id, trailers, end_stream=True)
+                self._flush()
+            except h2.exceptions.StreamClosedError:
+                return
+            except h2.exceptions.ProtocolError:
+                return
+
+
+def _wake_events() -> tuple[type, ...]:
+    import h2.events
+
+    return (
+        h2.events.WindowUpdated,
+        h2.events.RemoteSettingsChanged,
+        h2.events.StreamReset,
+        h2.events.ConnectionTerminated,
+    )
+
+
+# Printable ASCII except "%" stays as is in grpc-message (gRPC's percent-encoding rule).
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
