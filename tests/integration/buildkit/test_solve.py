@@ -345,3 +345,25 @@ def test_image_config_through_exporter_attrs(bk: BuildkitClient, infra: dict[str
         assert json.loads(labels.stdout) == {"org.example.test": "yes"}
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], check=False, capture_output=True, timeout=60)
+
+
+def test_registry_cache_export_then_import_on_a_fresh_daemon(
+    bk: BuildkitClient, disposable_buildkitd: Any, infra: dict[str, Any]
+) -> None:
+    """cache_exports/cache_imports reach the daemon: a fresh buildkitd reuses the exec."""
+    token = secrets.token_hex(6)
+    ref = f"{infra['REGISTRY']}/envd-test/bkcore-cache:{token}"
+    st = llb.image(infra["IMAGE_BUSYBOX"]).run(f"echo {token} > /t", name="cached-exec").root()
+    bk.solve(
+        st.to_definition(),
+        cache_exports=[{"type": "registry", "attrs": {"ref": ref, "mode": "max"}}],
+    )
+    with connect_unix(disposable_buildkitd.address) as conn:
+        trace = BuildTrace()
+        BuildkitClient(conn).solve(
+            st.to_definition(),
+            cache_imports=[{"type": "registry", "attrs": {"ref": ref}}],
+            on_status=trace.update,
+        )
+    step = next(s for s in trace.steps.values() if s.name == "cached-exec")
+    assert step.cached
