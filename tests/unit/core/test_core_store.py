@@ -231,9 +231,9 @@ LOOP_WRITER = """
     from envd_core.contexts.model import Context
 
     store = FileStore(Path(sys.argv[1]))
-    store.load()
+    start = sum(1 for name in store.load().contexts if name.startswith("loop-"))
     print("ready", flush=True)
-    for i in range(100000):
+    for i in range(start, 100000):
         with store.transaction() as contexts:
             contexts.add(Context(name=f"loop-{i}", builder="tcp", builder_address=f"h:{i}"))
 """
@@ -243,6 +243,7 @@ def test_sigkill_at_random_points_leaves_old_or_new_state(envd_config_dir, tmp_p
     script = tmp_path / "loop_writer.py"
     script.write_text(textwrap.dedent(LOOP_WRITER))
     rng = random.Random(7)
+    written: list[int] = []
     for _ in range(5):
         proc = subprocess.Popen([sys.executable, str(script), str(envd_config_dir)],
                                 stdout=subprocess.PIPE, text=True)
@@ -255,10 +256,12 @@ def test_sigkill_at_random_points_leaves_old_or_new_state(envd_config_dir, tmp_p
         proc.wait(timeout=30)
         contexts = FileStore(envd_config_dir).load()  # parses: never torn
         loop = [n for n in contexts.contexts if n.startswith("loop-")]
-        # each run restarts at loop-0, which then already exists: the first write of a later
-        # run fails cleanly, so the state is always default + a gap-free prefix
+        # every run continues where the last one was killed: the file always holds default
+        # plus a gap-free run of loop-N, whatever instant the kill hit
         assert loop == [f"loop-{i}" for i in range(len(loop))]
         assert contexts.contexts["default"].builder == "moby-worker"
+        written.append(len(loop))
+    assert written == sorted(written)  # no kill ever lost what an earlier run had committed
     assert isinstance(FileStore(envd_config_dir).load().contexts["default"], Context)
 
 
