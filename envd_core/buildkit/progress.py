@@ -207,6 +207,10 @@ class JsonRenderer:
         pass
 
 
+def _start_key(s: Step) -> tuple[float, int]:
+    return (s.started if s.started is not None else float("inf"), s.number)
+
+
 class TTYRenderer:
     """A live rich view: one line per step with its time or CACHED, and the running step's
     last log lines underneath."""
@@ -235,7 +239,8 @@ class TTYRenderer:
         table.add_column()
         table.add_column(justify="right")
         table.add_row("", Text(f"Building {elapsed:.1f}s", style="bold"), "")
-        for s in self.trace.steps.values():
+        # In start order (the daemon announces vertices in graph order, not run order).
+        for s in sorted(self.trace.steps.values(), key=_start_key):
             if not (s.started or s.cached):
                 continue
             if s.cached:
