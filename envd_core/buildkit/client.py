@@ -341,14 +341,16 @@ class BuildkitClient:
                 err.args = (f"{err.message} (during step `{step}`)",)
                 err.message = err.args[0]
             return err
-        text = rpc_error_text(e).strip()
+        # The message stays one line; any further lines of the daemon's text go to the hint.
+        first, *rest = rpc_error_text(e).strip().splitlines() or [""]
         if code == "CANCELLED":
-            return BuildError(f"build was cancelled: {text}")
+            return BuildError(f"build was cancelled: {first}")
         failed = trace.failed_vertex()
         name = failed.name if failed is not None else None
         tail = trace.log_tail(failed.digest, _LOG_TAIL) if failed is not None else []
-        msg = f"build failed at step `{name}`: {text}" if name else f"build failed: {text}"
-        err = BuildError(msg, hint="\n".join(tail) if tail else None)
+        msg = f"build failed at step `{name}`: {first}" if name else f"build failed: {first}"
+        hint_lines = [line for line in rest if line.strip()] + tail
+        err = BuildError(msg, hint="\n".join(hint_lines) if hint_lines else None)
         err.step = name  # type: ignore[attr-defined]
         err.log_tail = tail  # type: ignore[attr-defined]
         return err
