@@ -116,3 +116,15 @@ def test_disk_usage_and_prune_on_context_in_force(envd, buildkit_unix) -> None: 
     assert "Total reclaimed" in proc.stdout
     # the moby-worker default context has a cache too
     assert "Total:" in envd("disk-usage").stdout
+
+
+def test_not_buildkit_and_dns_are_classified(envd, registry) -> None:  # type: ignore[no-untyped-def]
+    # the plain registry is an HTTP/1 server: it answers, but it is not BuildKit
+    envd("context", "create", "--name", "registry", "--builder", "tcp",
+         "--builder-address", registry)
+    envd("context", "create", "--name", "nxdomain", "--builder", "tcp",
+         "--builder-address", "no-such-host.invalid:1234")
+    rows = json.loads(envd("context", "ls", "--status", "--timeout", "3", "-f", "json").stdout)
+    status = {row["context"]: row["status"] for row in rows}
+    assert status["registry"]["error_kind"] == "not-buildkit", status["registry"]
+    assert status["nxdomain"]["error_kind"] == "dns", status["nxdomain"]
