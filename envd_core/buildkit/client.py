@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from envd_core.buildkit.errors import connection_error, rpc_error_text
-from envd_core.buildkit.exporters import Exporter
+from envd_core.buildkit.exporters import DOCKERD_EXPORTERS, Exporter
 from envd_core.buildkit.progress import BuildTrace
 from envd_core.errors import BuildError
 
@@ -350,6 +350,11 @@ class BuildkitClient:
         tail = trace.log_tail(failed.digest, _LOG_TAIL) if failed is not None else []
         msg = f"build failed at step `{name}`: {first}" if name else f"build failed: {first}"
         hint_lines = [line for line in rest if line.strip()] + tail
+        if "exporter" in first and "could not be found" in first:
+            hint_lines.append(
+                "dockerd's built-in BuildKit (graphdriver store) offers only the "
+                f"`{'`, `'.join(DOCKERD_EXPORTERS)}` exporters; use `moby` there, or a buildkitd"
+            )
         err = BuildError(msg, hint="\n".join(hint_lines) if hint_lines else None)
         err.step = name  # type: ignore[attr-defined]
         err.log_tail = tail  # type: ignore[attr-defined]

@@ -367,3 +367,12 @@ def test_registry_cache_export_then_import_on_a_fresh_daemon(
         )
     step = next(s for s in trace.steps.values() if s.name == "cached-exec")
     assert step.cached
+
+
+def test_unknown_exporter_on_dockerd_hints_at_moby(
+    dockerd_bk: BuildkitClient, infra: dict[str, Any]
+) -> None:
+    st = llb.scratch().mkfile("/x", "y")
+    with pytest.raises(BuildError, match='exporter "image" could not be found') as ei:
+        dockerd_bk.solve(st.to_definition(), exporters=[Exporter.image("127.0.0.1:5000/x:y")])
+    assert "`moby`" in (ei.value.hint or "")
