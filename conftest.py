@@ -223,7 +223,9 @@ def disposable_buildkitd(infra: dict[str, Any]) -> Iterator[DisposableBuildkitd]
     root = Path(tempfile.mkdtemp(prefix="bk-", dir=scratch))
     sock = root / "bk.sock"
     config = root / "buildkitd.toml"
-    config.write_text(f'[registry."{infra["REGISTRY"]}"]\n  http = true\n  insecure = true\n')
+    config.write_text(f'[registry."{infra["REGISTRY"]}"]\n  http = true\n  insecure = true\n'
+                      f'[registry."{infra["AUTH_REGISTRY"]}"]\n  http = false\n'
+                      f'  ca = ["{infra["AUTH_REGISTRY_CA"]}"]\n')
     argv = [infra["BUILDKITD"], "--root", str(root / "state"), "--addr", f"unix://{sock}",
             "--config", str(config), "--otel-socket-path", str(root / "otel.sock"),
             "--oci-worker=true", "--containerd-worker=false", "--oci-worker-net=host",

@@ -95,3 +95,30 @@ def test_https_in_build_step_with_ca_bundle_secret(infra: dict[str, Any], tmp_pa
        "--output", f"type=local,dest={out}")
     assert (out / "ok").read_text() == "ok"
     assert "CERTIFICATE_VERIFY_FAILED" in (out / "err").read_text()
+
+
+def test_build_from_auth_registry_needs_credentials(infra: dict[str, Any], auth_registry: Any,
+                                                    tmp_path: Path) -> None:
+    # buildkitd trusts the auth registry's CA via buildkitd.toml (and uses https for it even
+    # though it is on localhost); credentials come from the client's docker config.
+    import os
+
+    cfg = tmp_path / "docker-config"
+    env = {**os.environ, "DOCKER_CONFIG": str(cfg)}
+    ref = f"{auth_registry.address}/smoke/base:latest"
+    sh("sh", "-c", f'printf %s "$PW" | docker login -u {auth_registry.user} --password-stdin '
+       f"{auth_registry.address}", env={**env, "PW": auth_registry.password})
+    sh("docker", "tag", infra["IMAGE_BUSYBOX"], ref)
+    sh("docker", "push", ref, env=env)
+    sh("docker", "rmi", ref)
+    ctx = write_dockerfile(tmp_path / "ctx", f"FROM {ref}\nRUN echo from-auth > /a\n"
+                           "FROM scratch\nCOPY --from=0 /a /\n")
+    argv = [infra["BUILDCTL"], "--addr", infra["BUILDKIT_UNIX"], "build", "--frontend",
+            "dockerfile.v0", "--local", f"context={ctx}", "--local", f"dockerfile={ctx}",
+            "--no-cache", "--output", f"type=local,dest={tmp_path / 'out'}"]
+    sh(*argv, env=env)
+    assert (tmp_path / "out" / "a").read_text() == "from-auth\n"
+    anonymous = sh(*argv, check=False,
+                   env={**os.environ, "DOCKER_CONFIG": str(tmp_path / "empty")})
+    assert anonymous.returncode != 0
+    assert "401 Unauthorized" in anonymous.stderr or "authoriz" in anonymous.stderr.lower()

@@ -26,10 +26,22 @@ def test_busybox_image_runs_with_relative_applets(infra: dict[str, Any]) -> None
     assert out == ["busybox", "ok"]
 
 
-def test_python_image_has_pip_and_venv(infra: dict[str, Any]) -> None:
-    out = sh("docker", "run", "--rm", infra["IMAGE_PYTHON"], "python3", "-c",
-             "import sys, venv, pip; print(sys.version_info[:2])").stdout
-    assert out.strip() == "(3, 11)"
+def test_python_image_behaves_like_docker_hubs(infra: dict[str, Any]) -> None:
+    # `python` exists and pip may install system-wide (no PEP 668 marker), as in
+    # python:3.11-bookworm, so tools that run `python -m pip install` work unchanged.
+    out = sh("docker", "run", "--rm", infra["IMAGE_PYTHON"], "sh", "-c",
+             "python -c 'import sys, venv, pip; print(sys.version_info[:2])' && "
+             "ls /usr/lib/python3.11/EXTERNALLY-MANAGED 2>/dev/null || echo unmanaged").stdout
+    assert out.split("\n")[:2] == ["(3, 11)", "unmanaged"]
+
+
+@pytest.mark.parametrize("key", ["IMAGE_DEBIAN", "IMAGE_BUSYBOX", "IMAGE_PYTHON",
+                                 "BUILDKIT_IMAGE"])
+def test_images_carry_their_recipe_label(infra: dict[str, Any], key: str) -> None:
+    # The label lets `infra up` notice an image made by an older recipe and rebuild it.
+    labels = json.loads(sh("docker", "image", "inspect", "--format",
+                           "{{json .Config.Labels}}", infra[key]).stdout)
+    assert len(labels["org.envd-infra.recipe"]) == 16
 
 
 def test_https_from_container_needs_the_ca_bundle(infra: dict[str, Any]) -> None:
