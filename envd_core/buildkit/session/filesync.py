@@ -151,26 +151,63 @@ class FileSyncService:
         fs: Any,
     ) -> Iterator[Any]:
         Packet = fs.Packet
-        # Incoming REQ/FIN/ERR arrive on their own thread so a blocked write never stops us
-        # from noticing them, and they can be served while the listing is still going.
+
+        def convert(packet: Any) -> tuple[str, Any]:
+            if packet.type == Packet.PACKET_REQ:
+                return ("req", packet.ID)
+            if packet.type == Packet.PACKET_FIN:
+                return ("fin", None)
+            if packet.type == Packet.PACKET_ERR:
+                return ("err", packet.data.decode("utf-8", "replace"))
+            return ("skip", None)
+
+        poll = getattr(request_iterator, "poll", None)
         incoming: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        if poll is None:
+            # A server without `poll` (e.g. grpcio): read REQ/FIN/ERR on a thread of our own
+            # so they can be served while the listing is still going.
+            def read() -> None:
+                try:
+                    for packet in request_iterator:
+                        kind, value = convert(packet)
+                        if kind != "skip":
+                            incoming.put((kind, value))
+                        if kind in ("fin", "err"):
+                            return
+                    incoming.put(("eof", None))
+                except Exception as exc:  # the call was cancelled or broke
+                    incoming.put(("eof", exc))
 
-        def read() -> None:
-            try:
-                for packet in request_iterator:
-                    if packet.type == Packet.PACKET_REQ:
-                        incoming.put(("req", packet.ID))
-                    elif packet.type == Packet.PACKET_FIN:
-                        incoming.put(("fin", None))
-                        return
-                    elif packet.type == Packet.PACKET_ERR:
-                        incoming.put(("err", packet.data.decode("utf-8", "replace")))
-                        return
-                incoming.put(("eof", None))
-            except Exception as exc:  # the call was cancelled or broke
-                incoming.put(("eof", exc))
+            threading.Thread(target=read, name="envd-filesync-recv", daemon=True).start()
 
-        threading.Thread(target=read, name="envd-filesync-recv", daemon=True).start()
+        def pending() -> tuple[str, Any] | None:
+            """A waiting request, without blocking."""
+            if poll is None:
+                try:
+                    return incoming.get_nowait()
+                except queue.Empty:
+                    return None
+            while True:
+                try:
+                    packet = poll()
+                except StopIteration:
+                    return ("eof", None)
+                if packet is None:
+                    return None
+                kind, value = convert(packet)
+                if kind != "skip":
+                    return kind, value
+
+        def wait() -> tuple[str, Any]:
+            """The next request, blocking."""
+            if poll is None:
+                return incoming.get()
+            for packet in request_iterator:
+                kind, value = convert(packet)
+                if kind != "skip":
+                    return kind, value
+            return ("eof", None)
+
         if self.on_transfer is not None:
             self.on_transfer(stats)
         files: dict[int, Entry] = {}
@@ -181,15 +218,21 @@ class FileSyncService:
                 raise _ProtocolError(f"invalid file request {file_id}")
             stats.files_requested += 1
             sent = 0
-            with open(entry.abspath, "rb") as fh:
+            # os-level calls: every syscall releases the GIL and waits to get it back, so
+            # fewer calls per file (no fstat/ioctl of open(), no extra read for EOF) matter.
+            fd = os.open(entry.abspath, os.O_RDONLY | os.O_CLOEXEC)
+            try:
                 while True:
-                    chunk = fh.read(CHUNK_SIZE)
-                    if not chunk:
-                        break
-                    sent += len(chunk)
-                    stats.data_packets += 1
-                    stats.data_bytes += len(chunk)
-                    yield Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk)
+                    chunk = os.read(fd, CHUNK_SIZE)
+                    if chunk:
+                        sent += len(chunk)
+                        stats.data_packets += 1
+                        stats.data_bytes += len(chunk)
+                        yield Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk)
+                    if len(chunk) < CHUNK_SIZE:
+                        break  # a short read of a regular file means end of file
+            finally:
+                os.close(fd)
             stats.bytes_by_path[entry.path] = stats.bytes_by_path.get(entry.path, 0) + sent
             yield Packet(type=Packet.PACKET_DATA, ID=file_id)
 
@@ -222,16 +265,11 @@ class FileSyncService:
                             devminor=entry.devminor,
                         ),
                     )
-                    while True:
-                        try:
-                            kind, value = incoming.get_nowait()
-                        except queue.Empty:
-                            break
-                        yield from handle(kind, value)
+                    while (request := pending()) is not None:
+                        yield from handle(*request)
                 yield Packet(type=Packet.PACKET_STAT)
                 while True:
-                    kind, value = incoming.get()
-                    yield from handle(kind, value)
+                    yield from handle(*wait())
             except _Done:
                 return
             except (_ProtocolError, OSError) as exc:

@@ -86,12 +86,43 @@ class _Stream:
         self.cancelled = False
         self.closed = False
 
-    def messages(self) -> Iterator[bytes]:
-        while True:
-            item = self.inbox.get()
-            if item is _END:
-                return
-            yield item
+
+
+class RequestStream:
+    """The incoming messages of a streaming call: an iterator, plus a non-blocking `poll`.
+
+    `poll` lets a handler that is busy producing (the FileSync sender) pick up requests between
+    writes without a reader thread of its own.
+    """
+
+    def __init__(self, stream: _Stream, deserialize: Callable[[bytes], Any] | None) -> None:
+        self._stream = stream
+        self._deserialize = deserialize
+        self.ended = False
+
+    def __iter__(self) -> RequestStream:
+        return self
+
+    def _convert(self, item: Any) -> Any:
+        if item is _END:
+            self.ended = True
+            raise StopIteration
+        return item if self._deserialize is None else self._deserialize(item)
+
+    def __next__(self) -> Any:
+        if self.ended:
+            raise StopIteration
+        return self._convert(self._stream.inbox.get())
+
+    def poll(self) -> Any:
+        """The next message if one is waiting, else None; raises StopIteration at the end."""
+        if self.ended:
+            raise StopIteration
+        try:
+            item = self._stream.inbox.get_nowait()
+        except queue.Empty:
+            return None
+        return self._convert(item)
 
 
 class H2GrpcConnection:
@@ -247,10 +278,7 @@ class H2GrpcConnection:
             self._finish(stream, 12, f"unknown method {stream.path}")  # UNIMPLEMENTED
             return
         context = _Context(stream)
-        raw = stream.messages()
-        requests: Iterator[Any] = (
-            raw if method.deserialize is None else (method.deserialize(m) for m in raw)
-        )
+        requests = RequestStream(stream, method.deserialize)
         try:
             if method.stream_requests:
                 result = method.handler(requests, context)
