@@ -72,3 +72,9 @@ def test_buildkit_image_serves_builds(infra: dict[str, Any]) -> None:
         assert "linux/amd64" in probe.stdout
     finally:
         sh("docker", "rm", "-f", name, check=False)
+
+
+def test_hostca_python_image_reaches_pypi_without_a_mount(infra: dict[str, Any]) -> None:
+    out = sh("docker", "run", "--rm", "--network", "host", infra["IMAGE_PYTHON_HOSTCA"],
+             "python3", "-c", FETCH_PYPI, timeout=120).stdout
+    assert out.strip() == "200"

@@ -19,7 +19,7 @@ KEYS = {
     "BUILDKIT_MTLS_CERT", "BUILDKIT_MTLS_KEY", "BUILDKIT_MTLS_SERVERNAME", "BUILDKIT_TLS_BAD_CA",
     "IMAGE_DEBIAN", "IMAGE_BUSYBOX", "IMAGE_PYTHON", "BUILDKIT_IMAGE", "BUILDKIT_IMAGE_REF",
     "BUILDCTL", "BUILDKITD", "UPSTREAM_ENVD", "CA_BUNDLE", "ROOTLESS_USER", "INFRA_DIR",
-    "BUILDKITD_PIDS",
+    "BUILDKITD_PIDS", "IMAGE_PYTHON_HOSTCA", "UPSTREAM_ENVD_REGISTRIES_CONF",
 }
 
 
@@ -68,3 +68,33 @@ def test_upstream_envd_runs(upstream_envd: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "envd: v1.3.4"
     assert "3cac99fd121961eae2ce0bb634a026891b8e77df" in proc.stdout
+
+
+def test_upstream_envd_builds_against_the_infra(infra: dict[str, Any], upstream_envd: str,
+                                                tmp_path: Path) -> None:
+    # The recipe docs/infra.md gives for using upstream envd as a peer: scratch HOME with the
+    # registries.conf, a tcp context on the shared buildkitd, the CA-carrying python image.
+    home = tmp_path / "home"
+    (home / ".config" / "containers").mkdir(parents=True)
+    (home / ".config" / "containers" / "registries.conf").write_text(
+        Path(infra["UPSTREAM_ENVD_REGISTRIES_CONF"]).read_text())
+    env = {**os.environ, "HOME": str(home), "ENVD_ANALYTICS": "false"}
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "build.envd").write_text(
+        "def build():\n"
+        f'    base(image="{infra["IMAGE_PYTHON_HOSTCA"]}", dev=False)\n'
+        '    install.python_packages(name=["six"])\n')
+    addr = infra["BUILDKIT_TCP"].removeprefix("tcp://")
+    for argv in (["context", "create", "--name", "infra", "--builder", "tcp",
+                  "--builder-address", addr, "--use"],
+                 ["build", "--output",
+                  f"type=image,name={infra['REGISTRY']}/smoke/upstream:1,push=true"]):
+        proc = subprocess.run([upstream_envd, *argv], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=proj, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    out = subprocess.run(["docker", "run", "--rm", "--pull", "always",
+                          f"{infra['REGISTRY']}/smoke/upstream:1", "python", "-c",
+                          "import six; print(six.__name__)"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.stdout.strip() == "six", out.stderr
