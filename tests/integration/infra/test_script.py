@@ -31,7 +31,9 @@ def _infra(*args: str) -> subprocess.CompletedProcess[str]:
 def test_env_json_has_every_contract_key(infra: dict[str, Any]) -> None:
     assert KEYS <= set(infra)
     assert infra["DOCKER_HOST"] == "unix:///var/run/docker.sock"
-    assert infra["BUILDKIT_TCP"] == "tcp://127.0.0.1:1234"
+    offset = int(os.environ.get("ENVD_INFRA_PORT_OFFSET", "0"))  # isolated second instance
+    assert infra["BUILDKIT_TCP"] == f"tcp://127.0.0.1:{1234 + offset}"
+    assert infra["REGISTRY"] == f"127.0.0.1:{5000 + offset}"
     assert set(infra["BUILDKITD_PIDS"]) == {"buildkitd", "buildkitd-mtls"}
     for key in ("AUTH_REGISTRY_CA", "BUILDKIT_MTLS_CA", "BUILDKIT_MTLS_CERT",
                 "BUILDKIT_MTLS_KEY", "BUILDKIT_TLS_BAD_CA", "BUILDCTL", "BUILDKITD", "CA_BUNDLE"):
