@@ -95,9 +95,15 @@ class RequestStream:
     writes without a reader thread of its own.
     """
 
-    def __init__(self, stream: _Stream, deserialize: Callable[[bytes], Any] | None) -> None:
+    def __init__(
+        self,
+        stream: _Stream,
+        deserialize: Callable[[bytes], Any] | None,
+        ack: Callable[[int, int], None],
+    ) -> None:
         self._stream = stream
         self._deserialize = deserialize
+        self._ack = ack
         self.ended = False
 
     def __iter__(self) -> RequestStream:
@@ -107,6 +113,7 @@ class RequestStream:
         if item is _END:
             self.ended = True
             raise StopIteration
+        self._ack(self._stream.id, 5 + len(item))
         return item if self._deserialize is None else self._deserialize(item)
 
     def __next__(self) -> Any:
@@ -210,9 +217,14 @@ class H2GrpcConnection:
                     started.append(stream)
                 elif isinstance(event, h2.events.DataReceived):
                     stream = self._streams.get(event.stream_id)
-                    self._h2.acknowledge_received_data(
-                        event.flow_controlled_length, event.stream_id
-                    )
+                    # Message bytes are acknowledged when the handler consumes them, so a slow
+                    # consumer (an export written to a slow disk) throttles the daemon instead
+                    # of filling our memory; padding and orphaned data are acknowledged now.
+                    unconsumed = len(event.data) if stream is not None else 0
+                    if event.flow_controlled_length > unconsumed:
+                        self._h2.acknowledge_received_data(
+                            event.flow_controlled_length - unconsumed, event.stream_id
+                        )
                     if stream is not None:
                         stream.buffer += event.data
                         self._deliver(stream)
@@ -250,6 +262,17 @@ class H2GrpcConnection:
             stream.inbox.put(bytes(buf[5 : 5 + length]))
             del buf[: 5 + length]
 
+    def _acknowledge(self, stream_id: int, size: int) -> None:
+        """Give the daemon back flow-control window for consumed message bytes."""
+        with self._cond:
+            if self.closed:
+                return
+            try:
+                self._h2.acknowledge_received_data(size, stream_id)
+            except Exception:
+                return  # the connection is going away
+            self._flush()
+
     def _terminate(self) -> None:
         self.closed = True
         for stream in self._streams.values():
@@ -278,7 +301,7 @@ class H2GrpcConnection:
             self._finish(stream, 12, f"unknown method {stream.path}")  # UNIMPLEMENTED
             return
         context = _Context(stream)
-        requests = RequestStream(stream, method.deserialize)
+        requests = RequestStream(stream, method.deserialize, self._acknowledge)
         try:
             if method.stream_requests:
                 result = method.handler(requests, context)
@@ -290,7 +313,9 @@ class H2GrpcConnection:
             responses = result if method.stream_responses else [result]
             for response in responses:
                 payload = response if method.serialize is None else method.serialize(response)
-                self._send_message(stream, payload)
+                # Only streams wait for backlog room: health checks must never queue behind
+                # an upload.
+                self._send_message(stream, payload, wait=method.stream_responses)
             self._finish(stream, 0, "")
         except RpcAbort as exc:
             self._finish(stream, exc.code, exc.details)
@@ -306,7 +331,7 @@ class H2GrpcConnection:
             )
             stream.headers_sent = True
 
-    def _send_message(self, stream: _Stream, payload: bytes) -> None:
+    def _send_message(self, stream: _Stream, payload: bytes, *, wait: bool = True) -> None:
         """Send one length-prefixed gRPC message as DATA frames, honouring flow control.
 
         DATA frames are framed here rather than by ``h2`` (whose per-frame cost dominated
@@ -346,7 +371,8 @@ class H2GrpcConnection:
                 h2stream.outbound_flow_control_window -= n
                 self._write(b"".join(parts))
                 data = data[n:]
-            self._wait_backlog(stream)
+            if wait:
+                self._wait_backlog(stream)
 
     def _finish(self, stream: _Stream, code: int, details: str) -> None:
         import h2.exceptions
@@ -356,7 +382,22 @@ class H2GrpcConnection:
             trailers.append(("grpc-message", urllib.parse.quote(details, safe=_SAFE)))
         with self._cond:
             self._streams.pop(stream.id, None)
+            # Requests the handler never read still hold connection window: give it back.
+            leftover = len(stream.buffer)
+            while True:
+                try:
+                    item = stream.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _END:
+                    leftover += 5 + len(item)
+            if leftover and not self.closed:
+                try:
+                    self._h2.acknowledge_received_data(leftover, stream.id)
+                except Exception:
+                    pass
             if stream.cancelled or self.closed:
+                self._flush()
                 return
             try:
                 if not stream.headers_sent:

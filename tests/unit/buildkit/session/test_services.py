@@ -235,3 +235,35 @@ def test_close_is_idempotent_and_removes_socket_dir(tree: Path) -> None:
     session.close()
     session.close()
     assert not os.path.exists(os.path.dirname(path))
+
+
+def test_cancelled_download_does_not_wedge_the_session(tmp_path: Path, daemon_side: Any) -> None:
+    """The daemon may drop a transfer midway; other calls on the session keep working."""
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "blob").write_bytes(b"\0" * (64 << 20))
+    with Session(shared_key="k", local_dirs={"context": LocalDir(root)}) as session:
+        channel = daemon_side(session.serve_local()).channel
+        call = channel.stream_stream(
+            "/moby.filesync.v1.FileSync/DiffCopy",
+            request_serializer=fs.Packet.SerializeToString,
+            response_deserializer=fs.Packet.FromString,
+        )(
+            iter([fs.Packet(type=fs.Packet.PACKET_REQ, ID=0)]),
+            metadata=[("dir-name", "context")],
+        )
+        got = 0
+        for packet in call:
+            got += len(packet.data)
+            if got > (4 << 20):
+                call.cancel()
+                break
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        for _ in range(3):
+            assert check(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+        _, data = daemon_side(session.serve_local()).fetch_dir("context")
+        assert len(data["blob"]) == 64 << 20
