@@ -9,8 +9,6 @@ FIN and end the call. Files are read in chunks while streaming, never held whole
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,8 @@ from envd_core.errors import ValidationError
 
 if TYPE_CHECKING:
     import grpc
+
+    from envd_core.buildkit.session.h2serve import RequestStream
 
 DIFFCOPY_METHOD = "/moby.filesync.v1.FileSync/DiffCopy"
 # Bigger than Go's 32 KiB: each packet costs a Python-level gRPC write, and the daemon accepts
@@ -122,8 +122,8 @@ class FileSyncService:
             includes += follow + resolve_follow_paths(root, follow)
         return Filter.build(includes, excludes)
 
-    def diff_copy(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
-        """The gRPC handler: a generator of outgoing packets."""
+    def diff_copy(self, request_iterator: RequestStream, context: grpc.ServicerContext) -> Any:
+        """The gRPC handler (served by `h2serve`): a generator of outgoing packets."""
         import grpc
 
         from envd_core.buildkit._pb import fsutil_types_pb2 as fs
@@ -145,7 +145,7 @@ class FileSyncService:
         self,
         root: str,
         flt: Filter,
-        request_iterator: Iterator[Any],
+        request_iterator: RequestStream,
         context: grpc.ServicerContext,
         stats: TransferStats,
         fs: Any,
@@ -161,32 +161,12 @@ class FileSyncService:
                 return ("err", packet.data.decode("utf-8", "replace"))
             return ("skip", None)
 
-        poll = getattr(request_iterator, "poll", None)
-        incoming: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        if poll is None:
-            # A server without `poll` (e.g. grpcio): read REQ/FIN/ERR on a thread of our own
-            # so they can be served while the listing is still going.
-            def read() -> None:
-                try:
-                    for packet in request_iterator:
-                        kind, value = convert(packet)
-                        if kind != "skip":
-                            incoming.put((kind, value))
-                        if kind in ("fin", "err"):
-                            return
-                    incoming.put(("eof", None))
-                except Exception as exc:  # the call was cancelled or broke
-                    incoming.put(("eof", exc))
-
-            threading.Thread(target=read, name="envd-filesync-recv", daemon=True).start()
+        # The h2serve request stream can be polled: requests are picked up between writes, so
+        # files are served while the listing is still going, without a reader thread.
+        poll = request_iterator.poll
 
         def pending() -> tuple[str, Any] | None:
             """A waiting request, without blocking."""
-            if poll is None:
-                try:
-                    return incoming.get_nowait()
-                except queue.Empty:
-                    return None
             while True:
                 try:
                     packet = poll()
@@ -200,8 +180,6 @@ class FileSyncService:
 
         def wait() -> tuple[str, Any]:
             """The next request, blocking."""
-            if poll is None:
-                return incoming.get()
             for packet in request_iterator:
                 kind, value = convert(packet)
                 if kind != "skip":

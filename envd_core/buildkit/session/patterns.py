@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from envd_core.errors import ValidationError
@@ -185,7 +185,3 @@ def parse_ignore_file(text: str) -> list[str]:
         patterns.append(("!" + line) if invert else line)
     return patterns
 
-
-def split_patterns(values: Sequence[str]) -> list[str]:
-    """Flatten metadata values; each value may be one pattern (as sent by the daemon)."""
-    return [v for v in values if v]
