@@ -8,7 +8,8 @@ Runs, each as a fresh process after warm-up runs, with a throwaway config direct
 - upstream envd's ``context ls`` (Go), when the infra installed it (``UPSTREAM_ENVD`` in
   ``/work/briefs/INFRA_READY`` or ``$UPSTREAM_ENVD``), with ``HOME`` set to a temporary directory.
 
-Prints wall-time median / min / p90 and the median CPU time per command, and the ratios. The target is a median under 150 ms.
+Prints wall-time median / min / p90 and the median CPU time per command, and the ratios.
+The target is a median under 150 ms.
 
     .venv/bin/python bench/bench_context_ls.py [--runs 30] [--warmup 3] [--json]
 
