@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from envd_core.buildkit.session.h2serve import Batch
 from envd_core.buildkit.session.patterns import parse_ignore_file
 from envd_core.buildkit.session.walk import Entry, Filter, is_regular, resolve_follow_paths, walk
 from envd_core.errors import ValidationError
@@ -27,6 +28,8 @@ DIFFCOPY_METHOD = "/moby.filesync.v1.FileSync/DiffCopy"
 # Bigger than Go's 32 KiB: each packet costs a Python-level gRPC write, and the daemon accepts
 # any size below its 16 MiB limit.
 CHUNK_SIZE = 1 << 20
+# Packets per write batch while listing or serving small files.
+BATCH_PACKETS = 128
 
 
 @dataclass(frozen=True)
@@ -189,8 +192,18 @@ class FileSyncService:
         if self.on_transfer is not None:
             self.on_transfer(stats)
         files: dict[int, Entry] = {}
+        # Packets are sent in batches (one lock round and one write per batch, not per packet):
+        # small files cost a STAT, a DATA and an empty DATA each.
+        out = Batch()
+        size = 0
 
-        def serve(file_id: int) -> Iterator[Any]:
+        def take() -> Batch:
+            nonlocal out, size
+            batch, out, size = out, Batch(), 0
+            return batch
+
+        def serve(file_id: int) -> Iterator[Batch]:
+            nonlocal size
             entry = files.pop(file_id, None)
             if entry is None:
                 raise _ProtocolError(f"invalid file request {file_id}")
@@ -206,19 +219,25 @@ class FileSyncService:
                         sent += len(chunk)
                         stats.data_packets += 1
                         stats.data_bytes += len(chunk)
-                        yield Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk)
+                        out.append(Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk))
+                        size += len(chunk)
+                        if size >= CHUNK_SIZE:
+                            yield take()
                     if len(chunk) < CHUNK_SIZE:
                         break  # a short read of a regular file means end of file
             finally:
                 os.close(fd)
             stats.bytes_by_path[entry.path] = stats.bytes_by_path.get(entry.path, 0) + sent
-            yield Packet(type=Packet.PACKET_DATA, ID=file_id)
+            out.append(Packet(type=Packet.PACKET_DATA, ID=file_id))
+            if len(out) >= BATCH_PACKETS:
+                yield take()
 
-        def handle(kind: str, value: Any) -> Iterator[Any]:
+        def handle(kind: str, value: Any) -> Iterator[Batch]:
             if kind == "req":
                 yield from serve(value)
             elif kind == "fin":
-                yield Packet(type=Packet.PACKET_FIN)
+                out.append(Packet(type=Packet.PACKET_FIN))
+                yield take()
                 raise _Done
             elif kind == "err":
                 raise _ProtocolError(f"error from receiver: {value}")
@@ -231,27 +250,38 @@ class FileSyncService:
                     if is_regular(entry.mode):
                         files[index] = entry
                     stats.entries += 1
-                    yield Packet(
-                        type=Packet.PACKET_STAT,
-                        stat=fs.Stat(
-                            path=entry.path,
-                            mode=entry.mode,
-                            size=entry.size,
-                            mod_time=entry.mtime_ns,
-                            linkname=entry.linkname,
-                            devmajor=entry.devmajor,
-                            devminor=entry.devminor,
-                        ),
+                    out.append(
+                        Packet(
+                            type=Packet.PACKET_STAT,
+                            stat=fs.Stat(
+                                path=entry.path,
+                                mode=entry.mode,
+                                size=entry.size,
+                                mod_time=entry.mtime_ns,
+                                linkname=entry.linkname,
+                                devmajor=entry.devmajor,
+                                devminor=entry.devminor,
+                            ),
+                        )
                     )
+                    if len(out) >= BATCH_PACKETS:
+                        yield take()
                     while (request := pending()) is not None:
                         yield from handle(*request)
-                yield Packet(type=Packet.PACKET_STAT)
+                out.append(Packet(type=Packet.PACKET_STAT))
+                yield take()
                 while True:
-                    yield from handle(*wait())
+                    request = pending()
+                    if request is None:
+                        if out:
+                            yield take()  # never block on the daemon with packets held back
+                        request = wait()
+                    yield from handle(*request)
             except _Done:
                 return
             except (_ProtocolError, OSError) as exc:
-                yield Packet(type=Packet.PACKET_ERR, data=str(exc).encode())
+                out.append(Packet(type=Packet.PACKET_ERR, data=str(exc).encode()))
+                yield take()
                 import grpc
 
                 context.abort(grpc.StatusCode.INTERNAL, str(exc))

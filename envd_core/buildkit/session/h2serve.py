@@ -41,6 +41,10 @@ class Method:
     serialize: Callable[[Any], bytes] | None = None
 
 
+class Batch(list):  # type: ignore[type-arg]
+    """Several response messages a streaming handler yields at once: sent in one write."""
+
+
 class RpcAbort(Exception):
     """Raised by ``context.abort``; ends the call with that status."""
 
@@ -311,11 +315,15 @@ class H2GrpcConnection:
                     raise RpcAbort(13, "missing request message")  # INTERNAL
                 result = method.handler(request, context)
             responses = result if method.stream_responses else [result]
+            serialize = method.serialize or (lambda m: m)
             for response in responses:
-                payload = response if method.serialize is None else method.serialize(response)
+                items = response if isinstance(response, Batch) else (response,)
+                framed = b"".join(
+                    struct.pack(">BI", 0, len(p)) + p for p in map(serialize, items)
+                )
                 # Only streams wait for backlog room: health checks must never queue behind
                 # an upload.
-                self._send_message(stream, payload, wait=method.stream_responses)
+                self._send_framed(stream, framed, wait=method.stream_responses)
             self._finish(stream, 0, "")
         except RpcAbort as exc:
             self._finish(stream, exc.code, exc.details)
@@ -331,8 +339,8 @@ class H2GrpcConnection:
             )
             stream.headers_sent = True
 
-    def _send_message(self, stream: _Stream, payload: bytes, *, wait: bool = True) -> None:
-        """Send one length-prefixed gRPC message as DATA frames, honouring flow control.
+    def _send_framed(self, stream: _Stream, framed: bytes, *, wait: bool = True) -> None:
+        """Send length-prefixed gRPC message bytes as DATA frames, honouring flow control.
 
         DATA frames are framed here rather than by ``h2`` (whose per-frame cost dominated
         uploads); ``h2`` still owns headers, trailers and state, and its window counters are
@@ -340,7 +348,7 @@ class H2GrpcConnection:
         """
         import h2.exceptions
 
-        data = memoryview(struct.pack(">BI", 0, len(payload)) + payload)
+        data = memoryview(framed)
         sid = stream.id.to_bytes(4, "big")
         with self._cond:
             while data:
