@@ -35,6 +35,12 @@ def builtin_table(extra: Mapping[str, Callable[..., Any]]) -> dict[str, Callable
                 f"build function name `{name}` is not valid; use `module.function` "
                 "or `function` (letters, digits, underscores)"
             )
+        modules = {n.split(".", 1)[0] for n in table if "." in n}
+        if "." not in name and name in modules:
+            raise PluginError(
+                f"build function name `{name}` would hide the module `{name}`; "
+                f"use `{name}.<function>` to add to it"
+            )
         if name.startswith("data.path"):
             raise PluginError(f"build function name `{name}` clashes with `data.path`")
         if not callable(func):

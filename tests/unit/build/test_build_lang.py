@@ -360,7 +360,7 @@ def test_vendor_function_crash_is_one_line_error(tmp_path: Path) -> None:
     assert "`vendor_broken` failed: KeyError" in str(err)
 
 
-@pytest.mark.parametrize("name", ["", "a.b.c", "load", "1x", "data.path"])
+@pytest.mark.parametrize("name", ["", "a.b.c", "load", "1x", "data.path", "install"])
 def test_bad_vendor_names_are_plugin_errors(tmp_path: Path, name: str) -> None:
     with pytest.raises(EnvdError) as info:
         run(tmp_path, "def build():\n    pass\n", extra_functions={name: tensorrt})
@@ -380,3 +380,17 @@ def test_vendor_functions_through_a_pluggy_plugin(tmp_path: Path) -> None:
     write(tmp_path, "build.envd", "def build():\n    install.tensorrt()\n")
     g = load_build(tmp_path, extra_functions=plugins.build_functions())
     assert g.apt_packages == ["tensorrt-10"]
+
+
+def test_importing_the_build_package_stays_cheap() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, envd_core.build, envd_core.build.options, envd_core.build.graph, "
+        "envd_core.build.image_config, envd_core.build.lang\n"
+        "heavy = [m for m in ('starlark', 'grpc', 'google.protobuf') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
