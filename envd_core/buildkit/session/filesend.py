@@ -133,6 +133,8 @@ def receive_directory(
 
     def receive() -> None:
         files: dict[int, tuple[str, int, int]] = {}
+        # Hardlinks name an earlier entry whose data may still be on its way: link when it lands.
+        pending_links: dict[str, list[str]] = {}
         open_files: dict[int, IO[bytes]] = {}
         dir_times: list[tuple[str, int, int]] = []
         index = -1
@@ -146,9 +148,13 @@ def receive_directory(
                         listing_done = True
                     else:
                         index += 1
-                        _create_entry(dest, packet.stat, index, files, dir_times, out, fs)
+                        _create_entry(
+                            dest, packet.stat, index, files, dir_times, out, fs, pending_links
+                        )
                 elif packet.type == Packet.PACKET_DATA:
-                    _write_data(dest, packet, files, open_files)
+                    done = _write_data(dest, packet, files, open_files)
+                    for link in pending_links.pop(done or "", ()):
+                        os.link(done, link)
                 elif packet.type == Packet.PACKET_FIN:
                     continue  # the sender's reply to our FIN; drain until EOF
                 elif packet.type == Packet.PACKET_ERR:
@@ -191,6 +197,7 @@ def _create_entry(
     dir_times: list[tuple[str, int, int]],
     out: queue.SimpleQueue[bytes | None],
     fs: Any,
+    pending_links: dict[str, list[str]],
 ) -> None:
     if not relpath_ok(stat.path):
         raise BuildError(f"export sent an unsafe path `{stat.path}`; refusing to write it")
@@ -212,7 +219,11 @@ def _create_entry(
         if stat.linkname:
             if not relpath_ok(stat.linkname):
                 raise BuildError(f"export sent an unsafe hardlink `{stat.linkname}`")
-            os.link(os.path.join(dest, *stat.linkname.split("/")), target)
+            source = os.path.join(dest, *stat.linkname.split("/"))
+            if any(info[0] == source for info in files.values()):
+                pending_links.setdefault(source, []).append(target)
+            else:
+                os.link(source, target)
             return
         files[index] = (target, posix_mode(mode) & 0o7777, stat.mod_time)
         out.put(fs.Packet(type=fs.Packet.PACKET_REQ, ID=index).SerializeToString())
@@ -229,7 +240,8 @@ def _write_data(
     packet: Any,
     files: dict[int, tuple[str, int, int]],
     open_files: dict[int, IO[bytes]],
-) -> None:
+) -> str | None:
+    """Write one DATA packet; return the file's path once it is complete."""
     info = files.get(packet.ID)
     if info is None:
         raise BuildError(f"export sent data for unknown file id {packet.ID}")
@@ -240,9 +252,10 @@ def _write_data(
         open_files[packet.ID] = fh
     if packet.data:
         fh.write(packet.data)
-        return
+        return None
     fh.close()
     del open_files[packet.ID]
     del files[packet.ID]
     os.chmod(path, mode)
     os.utime(path, ns=(mtime, mtime))
+    return path
