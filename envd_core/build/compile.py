@@ -56,6 +56,12 @@ APT_LANGUAGES = {
     "nodejs": ["nodejs", "npm"],
     "r": ["r-base"],
 }
+#: `run()` steps: bash like upstream when the image has it, POSIX sh otherwise ($1 = script).
+RUN_WRAPPER = [
+    "/bin/sh", "-c",
+    'if [ -x /bin/bash ]; then exec /bin/bash -euo pipefail -c "$1"; fi; set -eu; eval "$1"',
+    "envd-run",
+]
 SHELL_PACKAGES = {"zsh": ["zsh"], "fish": ["fish"], "bash": [], "sh": []}
 
 
@@ -136,8 +142,9 @@ class _Compiler:
 
     def run(self, state: llb_mod.State, script: str, *, name: str, network: bool = False,
             env: Mapping[str, str] | None = None, mounts: list[Any] | None = None,
-            ca_path: str = CA_PATH) -> llb_mod.State:
-        """Run ``script`` with ``/bin/sh -ec``; step-only env and mounts do not persist."""
+            ca_path: str = CA_PATH, argv: list[str] | None = None,
+            cwd: str | None = None) -> llb_mod.State:
+        """Run ``script`` with ``/bin/sh -ec`` (or ``argv``); step env and mounts do not persist."""
         step_env = dict(env or {})
         step_mounts = list(mounts or [])
         net_mode = "sandbox"
@@ -146,8 +153,8 @@ class _Compiler:
             step_env = {**extra_env, **step_env}
             step_mounts += extra_mounts
             net_mode = self.opts.network
-        ex = state.run(["/bin/sh", "-ec", script], env=step_env, mounts=step_mounts,
-                       network=net_mode, name=name, ignore_cache=self.opts.no_cache)
+        ex = state.run(argv or ["/bin/sh", "-ec", script], env=step_env, mounts=step_mounts,
+                       network=net_mode, name=name, ignore_cache=self.opts.no_cache, cwd=cwd)
         # Keep the state's own env: step variables (CA paths, index URLs) stay in the step.
         return self.llb.State(output=ex.output, env=state.env, cwd=state.cwd, user=state.user,
                               platform=state.platform)
@@ -283,19 +290,27 @@ class _Compiler:
                          f"{DOWNLOAD_DIR}/{dl.filename}")
         return st
 
-    def run_steps(self, st: llb_mod.State) -> llb_mod.State:
+    def run_steps(self, st: llb_mod.State, wd: str) -> llb_mod.State:
+        """User `run()` steps, like upstream: bash with ``set -euo pipefail`` in the working dir.
+
+        Images without bash (busybox) fall back to ``sh`` with ``set -eu``. ``mount_host``
+        bind-mounts the build context read-only at the working dir (or /run/envd/context).
+        """
+        cwd = wd or "/"
         for step in self.graph.run_steps:
             mounts: list[Any] = []
             if step.mount_host:
-                mounts.append(self.llb.bind(CONTEXT_MOUNT, self.context(), readonly=True))
+                target = wd or CONTEXT_MOUNT
+                cwd = target
+                mounts.append(self.llb.bind(target, self.context(), readonly=True))
             script = "\n".join(step.commands)
-            if step.mount_host:
-                script = f"cd {CONTEXT_MOUNT}\n" + script
             st = self.run(st, script, name="run: " + "; ".join(step.commands), network=True,
-                          mounts=mounts)
+                          mounts=mounts, argv=[*RUN_WRAPPER, script], cwd=cwd)
+            cwd = wd or "/"
         return st
 
     def workdir(self, st: llb_mod.State, name: str) -> tuple[llb_mod.State, str]:
+        """Dev images work in ``/home/envd/<name>`` (upstream's working dir)."""
         g = self.graph
         wd = g.working_dir or (f"/home/envd/{name}" if g.dev and name else "")
         if wd:
@@ -348,9 +363,9 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
     st = c.python(st)
     st = c.r_packages(st)
     st = c.files(st)
-    st = c.run_steps(st)
     name = environment_name(opts.context_dir) if opts.context_dir else ""
     st, wd = c.workdir(st, name)
+    st = c.run_steps(st, wd)
     definition = st.to_definition(c.platform)
     config = image_config(graph, platform=c.platform, environment_name=name,
                           path_prefix=c.path_prefix, working_dir=wd, extra_env=c.image_env)

@@ -134,6 +134,7 @@ def build():
     git_config(name="Envd Test", email="envd@example.com", editor="vi")
     run(["python3 -c 'import sys; print(sys.version)' > /opt/pyversion"])
     run(["cp marker.txt /opt/marker.txt"], mount_host=True)
+    run(["[[ -o pipefail ]] && echo bash-pipefail > /opt/shell"])
 """)
     (ctx / "marker.txt").write_text("from the host\n")
     compiled = compile_graph(
@@ -144,6 +145,7 @@ def build():
     assert out.text("opt/marker.txt") == "from the host\n"
     assert "email = envd@example.com" in out.text("etc/gitconfig")
     assert out.exists("opt/envd/venv/bin/python3")
+    assert out.text("opt/shell") == "bash-pipefail\n"  # upstream runs steps with bash
 
 
 def test_failing_run_step_names_the_step(

@@ -11,6 +11,7 @@ from envd_core.build.compile import (
     CA_PATH,
     CA_SECRET_ID,
     CONTEXT_NAME,
+    RUN_WRAPPER,
     VENV,
     CompileOptions,
     compile_graph,
@@ -141,8 +142,9 @@ run(["echo one", "echo two"])
 run("ls", mount_host=True)
 ''', no_cache=True)
     first, second = execs(c)
-    assert script(first) == "echo one\necho two" and first.meta.args[:2] == ["/bin/sh", "-ec"]
-    assert script(second).startswith("cd /run/envd/context\n")
+    assert script(first) == "echo one\necho two"
+    assert list(first.meta.args[:-1]) == RUN_WRAPPER and first.meta.cwd == "/"
+    assert second.meta.cwd == "/run/envd/context"
     assert any(m.dest == "/run/envd/context" and m.readonly for m in second.mounts)
     ignore = [md.ignore_cache for md in c.definition.metadata.values()]
     assert ignore.count(True) == 2
@@ -151,7 +153,11 @@ run("ls", mount_host=True)
 def test_git_config_and_dev_workdir(tmp_path: Path) -> None:
     ctx = tmp_path / "My Project!"
     ctx.mkdir()
-    c = compile_(ctx, 'base(dev=True)\ngit_config(name="A", email="a@b.c", editor="vim")')
+    c = compile_(ctx, 'base(dev=True)\ngit_config(name="A", email="a@b.c", editor="vim")\n'
+                      'run("pwd", mount_host=True)')
+    (_, run_step) = execs(c)  # apt (git), then the run step in the working dir
+    assert run_step.meta.cwd == "/home/envd/MyProject"
+    assert any(m.dest == "/home/envd/MyProject" and m.readonly for m in run_step.mounts)
     mk = [a for o in ops(c) if o.WhichOneof("op") == "file" for a in o.file.actions]
     gitconfig = [a.mkfile for a in mk if a.WhichOneof("action") == "mkfile"]
     assert gitconfig[0].path == "/etc/gitconfig"
