@@ -100,6 +100,8 @@ class CompiledBuild:
     entitlements: list[str]
     shared_key: str
     platform: str
+    #: Graph features left out on purpose, one line each, for the CLI to show.
+    warnings: list[str] = attrs.field(factory=list)
 
     def dump_llb(self) -> bytes:
         """The serialized Definition (``--dump-llb``)."""
@@ -328,26 +330,41 @@ def _http_source(llb: Any, url: str, checksum: str, filename: str) -> Any:
     return llb.State(output=llb.Output(vtx, 0))
 
 
-def check_supported(graph: BuildGraph) -> None:
-    """Refuse graph features this compiler cannot turn into steps yet (clear, not silent)."""
+def check_supported(graph: BuildGraph) -> list[str]:
+    """Refuse what cannot be built; return warnings for what is left out on purpose.
+
+    Refused (the environment would be wrong without it): conda packages / env files / channel
+    config, Julia, pixi. Left out with a warning (editor and agent extras; the environment
+    still works): VS Code extensions, codex, RStudio Server, and a bare ``install.conda()``,
+    whose Python comes from the venv instead.
+    """
     unsupported = []
-    if graph.conda is not None:
-        unsupported.append("install.conda / conda packages")
+    warnings: list[str] = []
+    conda = graph.conda
+    if conda is not None and (conda.packages or conda.env_file or conda.channel_config
+                              or conda.channels):
+        unsupported.append("install.conda_packages / conda env files / conda channels")
+    elif conda is not None:
+        warnings.append(
+            f"install.conda(): conda is not installed; Python packages go into the venv "
+            f"{VENV} instead"
+        )
     if graph.language("julia") or graph.julia_packages:
         unsupported.append("install.julia")
-    if graph.vscode_extensions:
-        unsupported.append("install.vscode_extensions")
     if "pixi" in graph.extensions:
         unsupported.append("install.pixi")
-    if "code_agents" in graph.extensions:
-        unsupported.append("install.codex")
-    if graph.rstudio_server:
-        unsupported.append("config.rstudio_server")
     if unsupported:
         raise UnsupportedBuildError(
             f"this envd cannot build {', '.join(f'`{u}`' for u in unsupported)} yet; "
             "remove those calls or build with upstream envd"
         )
+    if graph.vscode_extensions:
+        warnings.append("install.vscode_extensions(): skipped (the marketplace is not used)")
+    if "code_agents" in graph.extensions:
+        warnings.append("install.codex(): skipped (not installable by this envd yet)")
+    if graph.rstudio_server:
+        warnings.append("config.rstudio_server(): RStudio Server is not installed")
+    return warnings
 
 
 def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
@@ -356,7 +373,7 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
     opts = options or CompileOptions()
     if platform is not None:
         opts = attrs.evolve(opts, platform=platform)
-    check_supported(graph)
+    warnings = check_supported(graph)
     c = _Compiler(graph, opts)
     st = c.base()
     st = c.apt(st)
@@ -378,5 +395,6 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
         secrets_needed=[CA_SECRET_ID] if opts.ca_bundle_secret else [],
         entitlements=["network.host"] if opts.network == "host" else [],
         shared_key="envd-" + hashlib.sha256(context.encode()).hexdigest()[:32],
+        warnings=warnings,
         platform=c.platform,
     )

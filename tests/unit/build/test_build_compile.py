@@ -185,13 +185,32 @@ def test_digests_are_deterministic(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("call", [
-    "install.conda()", "install.julia()", 'install.vscode_extensions(name=["a.b"])',
-    "config.rstudio_server()", "install.pixi()",
+    'install.conda_packages(name=["numpy"])', 'config.conda_channel(channel="x")',
+    "install.julia()", "install.pixi()",
 ])
 def test_unsupported_features_fail_clearly(tmp_path: Path, call: str) -> None:
     with pytest.raises(UnsupportedBuildError) as info:
         compile_(tmp_path, call)
     assert "cannot build" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_extras_are_left_out_with_warnings(tmp_path: Path) -> None:
+    c = compile_(tmp_path, '''
+install.conda()
+install.python_packages(name=["six"])
+install.vscode_extensions(name=["ms-python.python"])
+install.codex()
+config.rstudio_server()
+''')
+    assert [w.split("(")[0] for w in c.warnings] == [
+        "install.conda", "install.vscode_extensions", "install.codex", "config.rstudio_server"]
+    assert any(script(e).startswith(f"{VENV}/bin/pip install six") for e in execs(c))
+
+
+def test_bare_conda_still_gets_python(tmp_path: Path) -> None:
+    c = compile_(tmp_path, "install.conda()")
+    assert any(script(e) == f"python3 -m venv {VENV}" for e in execs(c))
+    assert c.warnings and "conda is not installed" in c.warnings[0]
 
 
 def test_example_environment_compiles() -> None:
