@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from envd_core.build import load_build
 from envd_core.build.errors import (
@@ -394,3 +396,24 @@ def test_importing_the_build_package_stays_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+_FRAGMENTS = [
+    "def build():\n", "    ", "install.", "config.", "io.", "runtime.", "data.", "base(",
+    "python_packages(", "apt_packages(", "name=", "[", "]", "(", ")", '"x"', "1", "True",
+    "None", ",", "\n", "load(", '"//a.envd"', "struct(", "lambda x: x", "{", "}", ":", "=",
+    "run(", "shell(", "copy(", "expose(", "envd_port=", "-1", "99999", "pass\n", "return ",
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=25).map("".join))
+def test_any_build_file_gives_a_graph_or_an_envd_error(tmp_path_factory, text: str) -> None:
+    ctx = tmp_path_factory.mktemp("fuzz")
+    (ctx / "build.envd").write_text("def build():\n    pass\n" + text)
+    try:
+        graph = evaluate(ctx / "build.envd", context_dir=ctx)
+    except EnvdError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    else:
+        assert graph.digest().startswith("sha256:")
