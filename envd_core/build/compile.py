@@ -210,11 +210,11 @@ class _Compiler:
             'if [ -n "$pkgs" ]; then',
             # Debian images delete downloaded .debs after install; keep them in the cache mount.
             "rm -f /etc/apt/apt.conf.d/docker-clean",
-            "echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' "
-            "> /etc/apt/apt.conf.d/keep-cache",
+            ("echo 'Binary::apt::APT::Keep-Downloaded-Packages \"true\";' "
+             "> /etc/apt/apt.conf.d/keep-cache"),
             f"apt-get{ca_opt} update",
-            f"DEBIAN_FRONTEND=noninteractive apt-get{ca_opt} install -y "
-            "--no-install-recommends $pkgs",
+            (f"DEBIAN_FRONTEND=noninteractive apt-get{ca_opt} install -y "
+             "--no-install-recommends $pkgs"),
             "fi",
         ]
         mounts = [

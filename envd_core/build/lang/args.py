@@ -111,12 +111,11 @@ def bind(
     user_params = params[leading:]
     accepted = ", ".join(p.name for p in user_params if p.kind is not p.VAR_KEYWORD) or "none"
     placeholders = [None] * leading
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    ours = {p.name for p in params[:leading]}
     for key in kwargs:
-        if key not in sig.parameters or key in {p.name for p in params[:leading]}:
-            if not any(p.kind is p.VAR_KEYWORD for p in params):
-                raise BuildArgumentError(
-                    f"`{name}` has no argument `{key}`; it accepts: {accepted}"
-                )
+        if (key not in sig.parameters or key in ours) and not takes_any:
+            raise BuildArgumentError(f"`{name}` has no argument `{key}`; it accepts: {accepted}")
     try:
         bound = sig.bind(*placeholders, *args, **kwargs)
     except TypeError as exc:

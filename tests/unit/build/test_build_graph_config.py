@@ -55,8 +55,8 @@ def test_image_config_shape_and_labels() -> None:
     c = cfg["config"]
     assert c["Env"] == [
         "A=1", "B=2",
-        "PATH=/opt/tools/bin:/opt/envd/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
-        "/usr/bin:/sbin:/bin",
+        ("PATH=/opt/tools/bin:/opt/envd/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+         "/usr/bin:/sbin:/bin"),
     ]
     assert c["WorkingDir"] == "/work"
     assert c["ExposedPorts"] == {"2222/tcp": {}, "8888/tcp": {}, "8000/tcp": {}}
