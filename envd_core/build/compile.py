@@ -31,6 +31,7 @@ import attrs
 from envd_core.build.errors import UnsupportedBuildError
 from envd_core.build.graph import BuildGraph
 from envd_core.build.image_config import DEFAULT_PATH, image_config
+from envd_core.build.lang.install import PYTHON_VERSION_DEFAULT as PYTHON_DEFAULT
 from envd_core.build.options import DEFAULT_PLATFORM, environment_name
 
 if TYPE_CHECKING:
@@ -358,6 +359,12 @@ def check_supported(graph: BuildGraph) -> list[str]:
             f"this envd cannot build {', '.join(f'`{u}`' for u in unsupported)} yet; "
             "remove those calls or build with upstream envd"
         )
+    for lang in graph.languages:
+        if lang.version and (lang.name != "python" or lang.version != PYTHON_DEFAULT):
+            warnings.append(
+                f"install.{lang.name}(version={lang.version!r}): the version is not enforced; "
+                "the base image's or the distribution's package is used"
+            )
     if graph.vscode_extensions:
         warnings.append("install.vscode_extensions(): skipped (the marketplace is not used)")
     if "code_agents" in graph.extensions:
