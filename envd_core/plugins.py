@@ -22,13 +22,13 @@ import inspect
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from importlib import metadata
 from typing import Any
 
 import attrs
 import pluggy
 
 from envd_core import hookspecs
+from envd_core._entrypoints import entry_points
 from envd_core.builder import Builder
 from envd_core.contexts.store import ContextStore
 from envd_core.errors import ContextError, PluginError
@@ -112,15 +112,10 @@ class Plugins:
     def _load_entry_points(self) -> None:
         only = _split_env(os.environ.get("ENVD_PLUGINS"))
         blocked = _split_env(os.environ.get("ENVD_DISABLE_PLUGINS")) or set()
-        eps = sorted(metadata.entry_points(group=GROUP), key=lambda ep: ep.name)
-        seen: set[str] = set()
-        for ep in eps:
-            if ep.name in seen or ep.name in blocked or (only is not None and ep.name not in only):
+        for ep in entry_points(GROUP):
+            if ep.name in blocked or (only is not None and ep.name not in only):
                 continue
-            seen.add(ep.name)
-            dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else None
-            version = dist.version if dist is not None else None
+            dist_name, version = ep.distribution, ep.version
             try:
                 module = ep.load()
             except Exception as exc:  # any import-time failure of third-party code
