@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 SESSION_METHOD = "/moby.buildkit.v1.Control/Session"
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 MAX_MESSAGE = 16 << 20
-# Largest BytesMessage we send: many HTTP/2 frames coalesced, well under the 16 MiB limit.
-SESSION_CHUNK = 4 << 20
+# Coalesce small HTTP/2 writes up to this size per BytesMessage (a bigger single write goes
+# out whole); well under the 16 MiB limit.
+SESSION_CHUNK = 1 << 20
 # Bytes written by the HTTP/2 side but not yet handed to grpc; producers pause above this.
 MAX_BACKLOG = 16 << 20
 # Small writes wait this long for company before going out as one BytesMessage.
