@@ -106,6 +106,7 @@ class FileStore(ContextStore):
     def transaction(self) -> Iterator[ContextSet]:
         self._ensure_directory()
         with self._locked():
+            self._remove_stale_temp_files()
             contexts = self._read()
             if contexts is None:
                 contexts = ContextSet()
@@ -123,6 +124,13 @@ class FileStore(ContextStore):
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create `{self.directory}`: {exc.strerror}") from None
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files left by a writer killed before its rename (writes hold the lock, so any
+        temp file seen while holding it is stale)."""
+        for stale in self.directory.glob(f".{FILE_NAME}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

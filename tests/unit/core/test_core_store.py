@@ -222,6 +222,8 @@ def test_sigkill_between_write_and_rename_keeps_the_old_file(stub_cli, envd_conf
     assert listed.exit_code == 0, listed
     assert [r["context"] for r in json.loads(listed.stdout)] == ["default", "old"]
     assert stub_cli(*create_args("after")).exit_code == 0
+    # ... and the next write cleans the stray temp file up
+    assert not list(envd_config_dir.glob(".contexts.json.*.tmp"))
 
 
 LOOP_WRITER = """
