@@ -39,3 +39,11 @@ def test_registry_host() -> None:
     assert registry_host("user/img:1") == "docker.io"
     assert registry_host("127.0.0.1:5000/u/i") == "127.0.0.1:5000"
     assert registry_host("localhost/i") == "localhost"
+
+
+from envd_core.testing import RunnerContract  # noqa: E402
+
+
+class TestDockerRunnerContract(RunnerContract):
+    runner_cls = DockerRunner
+    valid_address = "unix:///var/run/docker.sock"

@@ -33,3 +33,11 @@ def test_missing_docker_socket_is_refused(tmp_path: object) -> None:
     status = builder.status(timeout=2)
     assert status.reachable is False
     assert status.error_kind in ("refused", "unavailable")
+
+
+from envd_core.testing import BuilderContract  # noqa: E402
+
+
+class TestMobyContract(BuilderContract):
+    builder_cls = MobyWorkerBuilder
+    valid_address = "envd_buildkitd"

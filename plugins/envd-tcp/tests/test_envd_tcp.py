@@ -117,3 +117,16 @@ def test_plain_tcp_to_remote_host_warns_once(capsys: pytest.CaptureFixture[str])
         transport.connect_tcp = original  # type: ignore[assignment]
     err = capsys.readouterr().err
     assert err.count("plain TCP without TLS") == 1
+
+
+from envd_core.testing import BuilderContract  # noqa: E402
+
+
+class TestTcpContract(BuilderContract):
+    builder_cls = TcpBuilder
+    valid_address = "127.0.0.1:1234"
+
+
+class TestUnixContract(BuilderContract):
+    builder_cls = UnixBuilder
+    valid_address = "/run/buildkit/buildkitd.sock"
