@@ -323,12 +323,7 @@ class _Compiler:
 
 def _http_source(llb: Any, url: str, checksum: str, filename: str) -> Any:
     """An ``https://`` source op (BuildKit downloads it; ``http.checksum`` pins it)."""
-    attrs_ = {"http.filename": filename}
-    if checksum:
-        attrs_["http.checksum"] = checksum
-    # llb has no public http() yet: build the source vertex the same way image()/local() do.
-    vtx = llb._SourceVertex(url, attrs_, platform_ok=False)
-    return llb.State(output=llb.Output(vtx, 0))
+    return llb.http(url, filename=filename, checksum=checksum or None)
 
 
 def check_supported(graph: BuildGraph) -> list[str]:

@@ -126,8 +126,14 @@ def run_build(
     runner: Runner | None,
     extra_functions: Mapping[str, Callable[..., Any]] | None = None,
     progress_stream: Any = None,
+    warn: Callable[[str], None] | None = None,
+    announce: Callable[[], None] | None = None,
 ) -> BuildResult:
-    """Evaluate, compile and solve ``request`` on ``builder``; deliver the output."""
+    """Evaluate, compile and solve ``request`` on ``builder``; deliver the output.
+
+    ``warn`` receives what the compiler left out; ``announce`` is called once the build file
+    evaluated and compiled, right before the builder is contacted.
+    """
     from envd_core.build import load_build
     from envd_core.build.compile import CompileOptions, compile_graph
     from envd_core.build.options import (
@@ -165,6 +171,9 @@ def run_build(
             proxy_env=_proxy_env() if request.use_proxy else {},
         ),
     )
+    for warning in getattr(compiled, "warnings", ()):
+        if warn is not None:
+            warn(warning)
     if request.dump_llb:
         data = compiled.definition.SerializeToString()
         if request.dump_llb == "-":
@@ -175,6 +184,8 @@ def run_build(
         return BuildResult(tag=tag, output_type="llb", destination=request.dump_llb)
 
     kind, exporter_attrs = plan_exporter(spec, tag=tag, builder=builder)
+    if announce is not None:
+        announce()
     config_json = json.dumps(compiled.image_config, separators=(",", ":"))
     if builder.exporter_applies_config and kind in ("image", "docker", "oci", "moby"):
         exporter_attrs["containerimage.config"] = config_json

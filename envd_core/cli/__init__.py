@@ -147,6 +147,9 @@ def run(cli: click.Group, argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+            excerpt = getattr(exc, "excerpt", None)  # e.g. the caret view of a build file
+            if excerpt:
+                click.echo(excerpt, err=True)
         click.echo(f"envd: {_one_line(exc.message)}", err=True)
         if exc.hint:
             click.echo(f"hint: {_one_line(exc.hint)}", err=True)

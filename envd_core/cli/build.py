@@ -56,12 +56,15 @@ def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: s
     runner = None
     if output is None and dump_llb is None:
         runner = app.manager.runner_for(resolved.context)
-    if dump_llb is None:
+    def announce() -> None:
         info(f"Building {path} on {builder.url} (context `{resolved.context.name}`, "
              f"from {resolved.reason})")
+
     result = run_build(
         request, builder=builder, runner=runner,
         extra_functions=app.plugins.build_functions(),
+        warn=lambda message: info(f"warning: {message}"),
+        announce=announce,
     )
     if fmt == "json":
         click.echo(dump_json({

@@ -162,7 +162,7 @@ class _Evaluator:
                     sl.FileLoader(lambda module_id: self.load(module_id, path)),
                 )
             except sl.StarlarkError as exc:
-                raise self.translate(exc) from None
+                raise _relocate_parse_error(self.translate(exc), source) from None
             frozen = module.freeze()
         finally:
             self.loading.pop()
@@ -288,6 +288,32 @@ class _Evaluator:
                 hint = f"; did you mean {_quote_list(close, prefix=mod + '.')}?" if close else ""
                 return f"`{mod}` has no function `{name}`{hint}"
         return message
+
+
+def _relocate_parse_error(error: EnvdError, source: str) -> EnvdError:
+    """starlark-rust places some parse errors at the end of input (an unclosed bracket) at 1:1;
+    Python's parser, whose grammar Starlark's is a subset of, finds the unclosed bracket."""
+    if not isinstance(error, BuildFileError) or (error.line, error.column) != (1, 1):
+        return error
+    if "syntax error" not in error.message.lower() and "parse error" not in error.message.lower():
+        return error
+    try:
+        compile(source, error.file or "build.envd", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        if exc.lineno:
+            lines = source.splitlines()
+            column = exc.offset or 1
+            shown = lines[exc.lineno - 1] if exc.lineno <= len(lines) else ""
+            excerpt = f"{exc.lineno} | {shown}\n  | {' ' * (column - 1)}^"
+            return BuildFileError(
+                f"{exc.msg} (Starlark: {error.message.split(': ', 1)[-1]})"
+                if exc.msg else error.message,
+                file=error.file, line=exc.lineno, column=column, excerpt=excerpt,
+                hint=error.hint,
+            )
+    except (ValueError, RecursionError):
+        pass
+    return error
 
 
 def check_syntax_line(source: str, name: str) -> None:
