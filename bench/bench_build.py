@@ -1,0 +1,260 @@
+"""``envd build`` of the example environment vs ``buildctl build`` of its LLB vs upstream envd.
+
+Not a test. Needs ``scripts/infra up`` (buildkitd/buildctl binaries, the registry, the CA
+bundle; upstream envd v1.3.4 when it could be built)::
+
+    .venv/bin/python bench/bench_build.py [--example examples/python-basic] [--cold 2]
+        [--cached 5] [--skip-upstream]
+
+Everything runs on one private buildkitd this script starts (unix socket + a 127.0.0.1 TCP
+port, its own root under the infra scratch dir) and stops at the end, so the shared daemons'
+caches neither help nor suffer.
+
+- cold: ``buildctl prune --all`` right before each run (cache mounts included: apt and pip
+  download again), so every step runs; the base image layers are pulled again as well.
+- cached: the same build repeated with nothing changed (one warm-up first).
+
+Contenders, each a fresh process per build with an image pushed to the local registry:
+- ``envd``: ``envd build --output type=image,name=…,push=true --ca-bundle …`` (tcp context);
+- ``buildctl``: the definition from ``envd build --dump-llb`` built by ``buildctl build`` with the
+  same local dir and CA secret. It gets no image config, so it measures the solve alone;
+- ``upstream``: upstream envd v1.3.4 on the same daemon, building the same environment with the
+  changes it needs here: base ``python-hostca`` (it cannot mount a CA into steps), ``load``
+  inlined, no ``install.python()`` (upstream fetches micromamba from ghcr.io for it; the base
+  image's Python serves instead). Skipped with the reason when not installed or when it fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVD = str(Path(sys.executable).with_name("envd"))
+
+
+def infra_env() -> dict[str, str]:
+    """``scripts/infra env --json`` (endpoints and binary paths)."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "infra"), "env", "--json"],
+                         capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def private_buildkitd(infra: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """Start a buildkitd of our own; yields (unix address, tcp address); stops it after."""
+    scratch = Path(infra["INFRA_DIR"]) / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="bench-", dir=scratch))
+    sock, port = root / "bk.sock", free_port()
+    (root / "buildkitd.toml").write_text(
+        f'[registry."{infra["REGISTRY"]}"]\n  http = true\n  insecure = true\n')
+    argv = [infra["BUILDKITD"], "--root", str(root / "state"), "--addr", f"unix://{sock}",
+            "--addr", f"tcp://127.0.0.1:{port}", "--config", str(root / "buildkitd.toml"),
+            "--otel-socket-path", str(root / "otel.sock"), "--oci-worker=true",
+            "--containerd-worker=false", "--oci-worker-net=host"]
+    with (root / "buildkitd.log").open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while subprocess.run([infra["BUILDCTL"], "--addr", f"unix://{sock}", "debug",
+                                  "workers"], capture_output=True, check=False).returncode:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("buildkitd did not start: "
+                                     + (root / "buildkitd.log").read_text()[-600:])
+                time.sleep(0.2)
+            yield f"unix://{sock}", f"127.0.0.1:{port}"
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+            for target in sorted((m for m in mounts if m.startswith(f"{root}/")), key=len,
+                                 reverse=True):
+                subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def timed(argv: list[str], *, cwd: Path, env: dict[str, str], stdin_path: Path | None = None,
+          ) -> float:
+    """Wall time of one process; raises with its stderr tail when it fails."""
+    stdin = stdin_path.open("rb") if stdin_path else subprocess.DEVNULL
+    try:
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, cwd=cwd, env=env, stdin=stdin, capture_output=True,
+                              check=False, timeout=1800)
+        elapsed = time.perf_counter() - t0
+    finally:
+        if stdin_path:
+            stdin.close()  # type: ignore[union-attr]
+    if proc.returncode:
+        raise RuntimeError(f"`{' '.join(argv[:3])} …` exited {proc.returncode}: "
+                           + proc.stderr.decode(errors="replace").strip()[-600:])
+    return elapsed
+
+
+def upstream_copy(example: Path, dest: Path, hostca_image: str) -> Path:
+    """The example rewritten for upstream envd: CA-carrying base image, ``load`` inlined,
+    no ``install.python()``."""
+    shutil.copytree(example, dest)
+    text = (dest / "build.envd").read_text()
+    for match in re.finditer(r'load\("//([^"]+)",[^)]*\)\n', text):
+        text = text.replace(match.group(0), (dest / match.group(1)).read_text())
+    text = re.sub(r'base\(image="[^"]+"', f'base(image="{hostca_image}"', text)
+    # Upstream's install.python() pulls micromamba from ghcr.io (unreachable here); the base
+    # image already has Python, which upstream then uses for pip as it is.
+    text = re.sub(r"\n\s*install\.python\(\)", "", text)
+    (dest / "build.envd").write_text(text)
+    return dest
+
+
+def measure(contenders: dict[str, Callable[[], float]], prune: Callable[[], None], cold: int,
+            cached: int) -> dict[str, dict[str, list[float]]]:
+    """Cold rounds (prune before each run), then a warm-up and ``cached`` rounds.
+
+    Contenders alternate inside every round, so load from anything else on the machine hits
+    them alike instead of whichever happened to run first.
+    """
+    result = {name: {"cold": [], "cached": []} for name in contenders}
+    for i in range(cold):
+        for name, run in contenders.items():
+            prune()
+            result[name]["cold"].append(run())
+            print(f"  cold #{i + 1} {name:9} {result[name]['cold'][-1]:7.2f} s", flush=True)
+    for run in contenders.values():
+        run()
+    for _ in range(cached):
+        for name, run in contenders.items():
+            result[name]["cached"].append(run())
+    for name in contenders:
+        print(f"  cached {name:9} " + " ".join(f"{t:.2f}" for t in result[name]["cached"]),
+              flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--example", default=str(ROOT / "examples" / "python-basic"))
+    parser.add_argument("--cold", type=int, default=2)
+    parser.add_argument("--cached", type=int, default=5)
+    parser.add_argument("--skip-upstream", action="store_true")
+    args = parser.parse_args()
+    infra = infra_env()
+    registry, buildctl, ca = infra["REGISTRY"], infra["BUILDCTL"], infra["CA_BUNDLE"]
+    work = Path(tempfile.mkdtemp(prefix="envd-bench-build-"))
+    example = Path(shutil.copytree(args.example, work / Path(args.example).name))
+    env = {k: v for k, v in os.environ.items() if k not in ("BUILDKIT_PROGRESS", "ENVD_CONTEXT")}
+    env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"])
+    skipped: dict[str, str] = {}
+    with private_buildkitd(infra) as (unix_addr, tcp_addr):
+        print(f"private buildkitd: {unix_addr} and tcp://{tcp_addr}; example {args.example}")
+        subprocess.run([ENVD, "context", "create", "--name", "bench", "--builder", "tcp",
+                        "--builder-address", tcp_addr, "--use"], env=env, check=True,
+                       capture_output=True)
+
+        def prune() -> None:
+            subprocess.run([buildctl, "--addr", unix_addr, "prune", "--all"], check=True,
+                           capture_output=True)
+
+        def envd_build() -> float:
+            return timed([ENVD, "build", "--progress", "plain", "--ca-bundle", ca, "--output",
+                          f"type=image,name={registry}/bench/envd:latest,push=true"],
+                         cwd=example, env=env)
+
+        llb_file = work / "example.llb"
+        subprocess.run([ENVD, "build", "--ca-bundle", ca, "--dump-llb", str(llb_file)],
+                       cwd=example, env=env, check=True, capture_output=True)
+
+        def buildctl_build() -> float:
+            return timed([buildctl, "--addr", f"tcp://{tcp_addr}", "build", "--progress",
+                          "plain", "--local", f"build-context={example}", "--secret",
+                          f"id=envd-ca-bundle,src={ca}", "--output",
+                          f"type=image,name={registry}/bench/buildctl:latest,push=true"],
+                         cwd=example, env=env, stdin_path=llb_file)
+
+        contenders: dict[str, Callable[[], float]] = {"envd": envd_build,
+                                                      "buildctl": buildctl_build}
+        upstream = infra.get("UPSTREAM_ENVD", "")
+        if args.skip_upstream:
+            skipped["upstream"] = "--skip-upstream"
+        elif not upstream:
+            skipped["upstream"] = "UPSTREAM_ENVD is empty (scripts/infra could not build it)"
+        else:
+            try:
+                contenders["upstream"] = upstream_build(infra, upstream, example, work, tcp_addr)
+                prune()
+                contenders["upstream"]()  # proves it can build here before it is timed
+            except (RuntimeError, subprocess.CalledProcessError) as exc:
+                contenders.pop("upstream", None)
+                skipped["upstream"] = f"failed here: {exc}"
+        results = measure(contenders, prune, args.cold, args.cached)
+    report(results, skipped)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def upstream_build(infra: dict[str, str], upstream: str, example: Path, work: Path,
+                   tcp_addr: str) -> Callable[[], float]:
+    """Upstream envd v1.3.4 with a scratch HOME (docs/infra.md, "Upstream envd as a peer")."""
+    home = work / "upstream-home"
+    (home / ".config" / "containers").mkdir(parents=True)
+    shutil.copy(infra["UPSTREAM_ENVD_REGISTRIES_CONF"],
+                home / ".config" / "containers" / "registries.conf")
+    env = {**os.environ, "HOME": str(home), "ENVD_ANALYTICS": "false"}
+    proj = upstream_copy(example, work / "upstream-example", infra["IMAGE_PYTHON_HOSTCA"]
+                         if "IMAGE_PYTHON_HOSTCA" in infra
+                         else f"{infra['REGISTRY']}/python-hostca:3.11-bookworm")
+    timed([upstream, "context", "create", "--name", "bench", "--builder", "tcp",
+           "--builder-address", tcp_addr, "--use"], cwd=proj, env=env)
+
+    def build() -> float:
+        return timed([upstream, "build", "--output",
+                      f"type=image,name={infra['REGISTRY']}/bench/upstream:latest,push=true"],
+                     cwd=proj, env=env)
+
+    return build
+
+
+def report(results: dict[str, dict[str, list[float]]], skipped: dict[str, str]) -> None:
+    """Medians side by side, each as a ratio to ``envd``."""
+    print("\nmedian wall time per build (s); ratio = contender / envd")
+    print(f"{'':10}{'cold':>10}{'ratio':>8}{'cached':>10}{'ratio':>8}   runs (cold/cached)")
+    base = {k: statistics.median(v) for k, v in results["envd"].items() if v}
+    for name, res in results.items():
+        med = {k: statistics.median(v) for k, v in res.items() if v}
+        cells = []
+        for kind in ("cold", "cached"):
+            value = med.get(kind)
+            ratio = value / base[kind] if value is not None and base.get(kind) else None
+            cells += [f"{value:10.2f}" if value is not None else f"{'-':>10}",
+                      f"{ratio:8.2f}" if ratio is not None else f"{'-':>8}"]
+        print(f"{name:10}{''.join(cells)}   {len(res['cold'])}/{len(res['cached'])}")
+    for name, why in skipped.items():
+        print(f"{name:10}not available: {why}")
+
+
+if __name__ == "__main__":
+    main()
