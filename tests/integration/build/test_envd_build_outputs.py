@@ -170,3 +170,34 @@ def test_help_lists_output_flag() -> None:
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "--output" in proc.stdout and "--ca-bundle" in proc.stdout
+
+
+@pytest.fixture
+def moby_envd(tmp_path: Path, docker_host: str, ca_bundle: str) -> Envd:
+    """The CLI on the default context: moby-worker (dockerd's BuildKit v0.8)."""
+    return Envd(tmp_path / "config-moby", docker_host, ca_bundle)
+
+
+def test_moby_worker_tar_and_local_outputs(moby_envd: Envd, environment: tuple[Path, str],
+                                           tmp_path: Path) -> None:
+    """dockerd's BuildKit has `tar` and `local`: both give the root filesystem."""
+    context, mark = environment
+    tarball, directory = tmp_path / "m.tar", tmp_path / "m-rootfs"
+    moby_envd.build(context, "--output", f"type=tar,dest={tarball}")
+    with tarfile.open(tarball) as tar:
+        copied = tar.extractfile("opt/e2e/marker.txt")
+        assert copied is not None and copied.read().decode() == f"copied {mark}\n"
+    moby_envd.build(context, "--output", f"type=local,dest={directory}", timeout=240)
+    assert (directory / "opt/e2e/marker.txt").read_text() == f"copied {mark}\n"
+    assert (directory / "usr/bin/jq").is_file()
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+def test_moby_worker_refuses_exporters_it_lacks(moby_envd: Envd, environment: tuple[Path, str],
+                                                tmp_path: Path, kind: str) -> None:
+    """`oci`/`docker` files need buildkitd: one line naming what moby-worker supports."""
+    context, _ = environment
+    proc = moby_envd.build(context, "--output", f"type={kind},dest={tmp_path / 'x.tar'}",
+                           check=False)
+    assert_one_error_line(proc, "moby-worker", f"type={kind}", "local, moby, tar")
+    assert not (tmp_path / "x.tar").exists()

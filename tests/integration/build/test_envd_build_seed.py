@@ -44,7 +44,8 @@ def _push_pull_run(envd: Envd, tmp_path: Path, registry: str, docker_host: str,
         # Prove it came from the registry, not from a local store.
         remove_images(docker_host, image)
         docker("pull", "-q", image, docker_host=docker_host)
-        check_image_contents(image, mark, docker_host=docker_host)
+        check_image_contents(image, mark, docker_host=docker_host,
+                             base_image=f"{registry}/python:3.11-bookworm")
         config = check_image_config(image, mark, docker_host=docker_host)
         labels = config["Labels"]
         assert json.loads(labels["ai.tensorchord.envd.graph.runtime"])["environ"] == {
@@ -71,7 +72,8 @@ def test_seed_scenario_on_tcp_context(envd: Envd, tmp_path: Path, registry: str,
                  f"type=image,name={image},push=true", cwd=context)
         remove_images(docker_host, image)
         docker("pull", "-q", image, docker_host=docker_host)
-        check_image_contents(image, mark, docker_host=docker_host)
+        check_image_contents(image, mark, docker_host=docker_host,
+                             base_image=f"{registry}/python:3.11-bookworm")
         check_image_config(image, mark, docker_host=docker_host)
     finally:
         remove_images(docker_host, image)

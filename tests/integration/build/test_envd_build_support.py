@@ -170,8 +170,13 @@ def assert_one_error_line(proc: subprocess.CompletedProcess[str], *needles: str)
     return lines[0]
 
 
-def check_image_contents(image: str, mark: str, *, docker_host: str) -> None:
-    """Run ``image`` and check what the environment declared is really there."""
+def check_image_contents(image: str, mark: str, *, docker_host: str,
+                         base_image: str | None = None) -> None:
+    """Run ``image`` and check what the environment declared is really there.
+
+    With ``base_image``, also check that the CA bundle pip used during the build (the host's,
+    served as a secret) did not end up in the image: its bundle is still the base image's.
+    """
     # The entrypoint: imports the pip package and prints the declared env.
     out = docker("run", "--rm", image, docker_host=docker_host).stdout
     assert f"E2E_MARK={mark}" in out, out
@@ -185,6 +190,18 @@ def check_image_contents(image: str, mark: str, *, docker_host: str) -> None:
     assert f"copied {mark}" in out, out
     assert "six-ok /opt/envd/venv/" in out, out
     assert "second=two words" in out, out
+    if base_image is not None:
+        show = ["run", "--rm", "--entrypoint", "/bin/cat"]
+        bundle = ["/etc/ssl/certs/ca-certificates.crt"]
+        built = docker(*show, image, *bundle, docker_host=docker_host).stdout
+        base = docker(*show, base_image, *bundle, docker_host=docker_host).stdout
+        assert built == base, "the CA bundle in the image is not the base image's"
+        # Mount points may stay behind as empty directories (dockerd's BuildKit v0.8 leaves
+        # /run/envd), but no file from a secret or bind mount may.
+        left = docker("run", "--rm", "--entrypoint", "/bin/sh", image, "-c",
+                      "find /run/envd ! -type d 2>/dev/null; true",
+                      docker_host=docker_host).stdout
+        assert left.strip() == "", left
 
 
 def check_image_config(image: str, mark: str, *, docker_host: str) -> dict[str, Any]:
