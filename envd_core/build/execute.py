@@ -119,6 +119,18 @@ def _export_target(kind: str, spec: Any, runner: Runner | None) -> Iterator[tupl
         yield None, None
 
 
+@contextlib.contextmanager
+def _explain(session: Any) -> Iterator[None]:
+    """Add this side's reason to a failed export (the daemon only says EOF)."""
+    try:
+        yield
+    except BuildError as exc:
+        local = session.export_errors
+        if not local:
+            raise
+        raise BuildError(f"{exc.message} ({'; '.join(local)})", hint=exc.hint) from None
+
+
 def run_build(
     request: BuildRequest,
     *,
@@ -224,7 +236,7 @@ def _solve(
                 auth=AuthProvider.from_docker_config(),
                 export=target,
             )
-            with ProgressPrinter(progress, progress_stream) as printer:
+            with ProgressPrinter(progress, progress_stream) as printer, _explain(session):
                 response = BuildkitClient(connection).solve(
                     compiled.definition,
                     exporters=[Exporter(kind, exporter_attrs)],

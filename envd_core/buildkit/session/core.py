@@ -93,6 +93,7 @@ class Session:
             self.exports = [export]
         else:
             self.exports = list(export)
+        self._filesend = FileSendService(self.exports)
         #: Every FileSync transfer of this session, appended when it starts (updated live).
         self.transfers: list[TransferStats] = []
         self.error: BaseException | None = None
@@ -114,6 +115,11 @@ class Session:
         self.messages_in = 0
 
     # -- services -----------------------------------------------------------------------------
+
+    @property
+    def export_errors(self) -> list[str]:
+        """Why receiving an export failed on this side (the daemon only reports EOF)."""
+        return list(self._filesend.errors)
 
     def methods(self) -> list[str]:
         """The gRPC methods this session serves (advertised to the daemon)."""
@@ -159,7 +165,7 @@ class Session:
         if self.exports:
             # Raw bytes both ways: the payload type depends on the exporter.
             methods[FILESEND_METHOD] = Method(
-                FileSendService(self.exports).diff_copy,
+                self._filesend.diff_copy,
                 stream_requests=True,
                 stream_responses=True,
             )

@@ -8,11 +8,12 @@ regular files, write their DATA, then exchange FIN.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -65,6 +66,8 @@ class FileSendService:
 
     def __init__(self, targets: Sequence[ExportTarget]) -> None:
         self.targets = list(targets)
+        #: Why receiving an export failed on this side; the daemon only ever sees EOF.
+        self.errors: list[str] = []
 
     def diff_copy(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Any:
         """The gRPC handler (raw bytes in, raw bytes out)."""
@@ -81,7 +84,9 @@ class FileSendService:
         target = self.targets[index]
         if target.kind == "file":
             return self._receive_file(target, request_iterator, context)
-        return receive_directory(target.path or ".", request_iterator, context)
+        return receive_directory(
+            target.path or ".", request_iterator, context, on_error=self.errors.append
+        )
 
     def _receive_file(
         self, target: ExportTarget, request_iterator: Iterator[bytes], context: grpc.ServicerContext
@@ -113,13 +118,17 @@ class FileSendService:
                 assert target.path is not None
                 os.replace(target.path + ".partial", target.path)
         except OSError as exc:
+            self.errors.append(f"writing `{target.path or 'the export stream'}`: {exc}")
             context.abort(grpc.StatusCode.INTERNAL, f"writing export: {exc}")
         return
         yield  # pragma: no cover - makes this a generator that sends nothing
 
 
 def receive_directory(
-    dest: str, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+    dest: str,
+    request_iterator: Iterator[bytes],
+    context: grpc.ServicerContext,
+    on_error: Callable[[str], None] | None = None,
 ) -> Iterator[bytes]:
     """Act as the fsutil receiver writing into ``dest``; yields serialized outgoing packets."""
     import grpc
@@ -170,9 +179,14 @@ def receive_directory(
                     fin_sent = True
         except Exception as exc:  # report on the stream instead of losing it in a thread
             failure.append(str(exc) or type(exc).__name__)
+            if on_error is not None:
+                on_error(f"writing into `{dest}`: {failure[0]}")
         finally:
+            # Always wake the sender side, even if closing a file fails too (disk full):
+            # a receiver that dies silently leaves the daemon and the build waiting forever.
             for fh in open_files.values():
-                fh.close()
+                with contextlib.suppress(OSError):
+                    fh.close()
             out.put(None)
 
     threading.Thread(target=receive, name="envd-filesend-recv", daemon=True).start()
