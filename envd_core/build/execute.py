@@ -121,11 +121,19 @@ def _export_target(kind: str, spec: Any, runner: Runner | None) -> Iterator[tupl
 
 @contextlib.contextmanager
 def _explain(session: Any) -> Iterator[None]:
-    """Add this side's reason to a failed export (the daemon only says EOF)."""
+    """Add this side's reason to a failed export (the daemon only says EOF), and a hint to
+    failed registry logins."""
     try:
         yield
     except BuildError as exc:
         local = session.export_errors
+        text = exc.message.lower()
+        if not local and ("401 unauthorized" in text or "no basic auth credentials" in text):
+            raise BuildError(
+                exc.message,
+                hint="log in to the registry (`docker login <registry>`) or set DOCKER_CONFIG; "
+                "envd reads credentials from the docker config",
+            ) from None
         if not local:
             raise
         raise BuildError(f"{exc.message} ({'; '.join(local)})", hint=exc.hint) from None
@@ -187,7 +195,7 @@ def run_build(
         if warn is not None:
             warn(warning)
     if request.dump_llb:
-        data = compiled.definition.SerializeToString()
+        data = compiled.definition.SerializeToString(deterministic=True)
         if request.dump_llb == "-":
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()

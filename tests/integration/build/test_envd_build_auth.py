@@ -83,3 +83,4 @@ def test_push_without_credentials_is_one_clear_line(envd: _EnvdWithDockerConfig,
                       f"type=image,name={address}/e2e-{mark}/auth:1,push=true", check=False)
     line = assert_one_error_line(proc)
     assert any(word in line.lower() for word in ("401", "unauthorized", "authoriz")), line
+    assert "docker login" in proc.stderr, proc.stderr
