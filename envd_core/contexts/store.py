@@ -19,7 +19,6 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -168,6 +167,8 @@ class FileStore(ContextStore):
         return _decode(raw, where=str(self.path))
 
     def _write(self, data: bytes) -> None:
+        import tempfile  # only writers pay for it (random, shutil…): `ls` stays lean
+
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{FILE_NAME}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -15,7 +15,6 @@ that is not loopback works but warns once per process: anyone on the path can us
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 import threading
@@ -61,6 +60,8 @@ def split_host_port(address: str) -> tuple[str, int]:
 
 
 def _is_loopback(host: str) -> bool:
+    import ipaddress
+
     if host == "localhost":
         return True
     try:
