@@ -147,15 +147,16 @@ def run_build(
     extra_functions: Mapping[str, Callable[..., Any]] | None = None,
     progress_stream: Any = None,
     warn: Callable[[str], None] | None = None,
-    announce: Callable[[], None] | None = None,
-) -> BuildResult:
+    announce: Callable[[str], None] | None = None,
+) -> list[BuildResult]:
     """Evaluate, compile and solve ``request`` on ``builder``; deliver the output.
 
-    ``warn`` receives what the compiler left out; ``announce`` is called once the build file
-    evaluated and compiled, right before the builder is contacted.
+    One result per platform: with several (``--platform linux/amd64,linux/386``) they are built
+    one after another and each tag gets a ``-os-arch`` suffix, as upstream envd does.
+    ``warn`` receives what the compiler left out; ``announce`` is called with the platform once
+    the build file evaluated and compiled, right before the builder is contacted.
     """
     from envd_core.build import load_build
-    from envd_core.build.compile import CompileOptions, compile_graph
     from envd_core.build.options import (
         default_tag,
         normalize_tag,
@@ -163,6 +164,7 @@ def run_build(
         parse_import_cache,
         parse_output,
         parse_platforms,
+        platform_tag,
     )
 
     context_dir = request.path.resolve()
@@ -171,18 +173,41 @@ def run_build(
     spec = parse_output(request.output)
     tag = normalize_tag(request.tag or default_tag(context_dir))
     platforms = parse_platforms(request.platform)
-    if len(platforms) > 1:
-        raise ValidationError("building several platforms at once is not supported yet")
-    platform = platforms[0] if platforms else None
+    multi = len(platforms) > 1
+    if multi and (request.dump_llb or (spec is not None and spec.dest_kind is not None)):
+        raise ValidationError(
+            "several --platform values write several results: not into one file, directory "
+            "or --dump-llb; build one platform at a time"
+        )
     exports = parse_export_cache(list(request.export_cache))
     imports = parse_import_cache(list(request.import_cache))
     ca_bundle = resolve_ca_bundle(request, builder)
 
     graph = load_build(context_dir, request.from_spec, extra_functions)
+    results = []
+    for platform in platforms:
+        results.append(_build_one(
+            graph, request, platform=platform, tag=platform_tag(tag, platform, multi=multi),
+            spec=spec, builder=builder, runner=runner, ca_bundle=ca_bundle, imports=imports,
+            exports=exports, progress_stream=progress_stream, multi=multi,
+            warn=warn if platform == platforms[0] else None, announce=announce,
+        ))
+    return results
+
+
+def _build_one(
+    graph: Any, request: BuildRequest, *, platform: str, tag: str, spec: Any, builder: Builder,
+    runner: Runner | None, ca_bundle: str | None, imports: list[Any], exports: list[Any],
+    progress_stream: Any, multi: bool, warn: Callable[[str], None] | None,
+    announce: Callable[[str], None] | None,
+) -> BuildResult:
+    from envd_core.build.compile import CompileOptions, compile_graph
+    from envd_core.build.options import platform_tag
+
     compiled = compile_graph(
         graph,
         options=CompileOptions(
-            context_dir=context_dir,
+            context_dir=request.path.resolve(),
             tag=tag,
             platform=platform,
             ca_bundle_secret=ca_bundle is not None,
@@ -204,8 +229,11 @@ def run_build(
         return BuildResult(tag=tag, output_type="llb", destination=request.dump_llb)
 
     kind, exporter_attrs = plan_exporter(spec, tag=tag, builder=builder)
+    if multi and spec is not None and "name" in spec.attrs:
+        # several platforms: each result gets its own -os-arch name, as the tag does
+        exporter_attrs["name"] = platform_tag(spec.attrs["name"], platform, multi=True)
     if announce is not None:
-        announce()
+        announce(platform)
     config_json = json.dumps(compiled.image_config, separators=(",", ":"))
     if builder.exporter_applies_config and kind in ("image", "docker", "oci", "moby"):
         exporter_attrs["containerimage.config"] = config_json

@@ -56,23 +56,29 @@ def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: s
     runner = None
     if output is None and dump_llb is None:
         runner = app.manager.runner_for(resolved.context)
-    def announce() -> None:
-        info(f"Building {path} on {builder.url} (context `{resolved.context.name}`, "
-             f"from {resolved.reason})")
 
-    result = run_build(
+    def announce(platform: str) -> None:
+        info(f"Building {path} for {platform} on {builder.url} (context "
+             f"`{resolved.context.name}`, from {resolved.reason})")
+
+    results = run_build(
         request, builder=builder, runner=runner,
         extra_functions=app.plugins.build_functions(),
         warn=lambda message: info(f"warning: {message}"),
         announce=announce,
     )
     if fmt == "json":
-        click.echo(dump_json({
-            "tag": result.tag, "output": result.output_type, "destination": result.destination,
-            "pushed": result.pushed, "digest": result.digest,
-            "context": resolved.context.name,
-        }))
+        rows = [{
+            "tag": r.tag, "output": r.output_type, "destination": r.destination,
+            "pushed": r.pushed, "digest": r.digest, "context": resolved.context.name,
+        } for r in results]
+        click.echo(dump_json(rows[0] if len(rows) == 1 else rows))
         return
+    for result in results:
+        _report(result, dump_llb)
+
+
+def _report(result: Any, dump_llb: str | None) -> None:
     if result.output_type == "llb":
         if dump_llb != "-":
             info(f"LLB definition written to {dump_llb} (build it with `buildctl build < {dump_llb}`)")
