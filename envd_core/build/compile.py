@@ -386,9 +386,10 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
     st, wd = c.workdir(st, name)
     st = c.run_steps(st, wd)
     definition = st.to_definition(c.platform)
-    config = image_config(graph, platform=c.platform, environment_name=name,
-                          path_prefix=c.path_prefix, working_dir=wd, extra_env=c.image_env)
     context = str(opts.context_dir.absolute())
+    config = image_config(graph, platform=c.platform, environment_name=name,
+                          path_prefix=c.path_prefix, working_dir=wd, extra_env=c.image_env,
+                          context_dir=context)
     return CompiledBuild(
         state=st,
         definition=definition,

@@ -92,8 +92,11 @@ def shm_size(graph: BuildGraph, size: int | str) -> None:
 
 
 def entrypoint(graph: BuildGraph, args: list[str]) -> None:
-    """Set the image entrypoint (non-dev images)."""
-    graph.entrypoint = list(args)
+    """Add to the image entrypoint (non-dev images).
+
+    Like upstream v1.3.4, a second call appends its arguments to the first call's.
+    """
+    graph.entrypoint.extend(args)
 
 
 def repo(graph: BuildGraph, url: str, description: str = "") -> None:
@@ -165,10 +168,21 @@ def expose(
     envd_port: int,
     host_port: int = 0,
     service: str = "",
-    listen_addr: str = "",
+    listen_addr: str = "127.0.0.1",
 ) -> None:
-    """Publish ``envd_port`` of the environment (on ``host_port``, 0 = random)."""
+    """Publish ``envd_port`` of the environment (on ``host_port``, 0 = random).
+
+    ``listen_addr`` defaults to loopback, as upstream's does.
+    """
+    import ipaddress  # only build files that expose ports pay for it
+
     _check_port("runtime.expose", "envd_port", envd_port)
+    try:
+        ipaddress.ip_address(listen_addr)
+    except ValueError:
+        raise BuildArgumentError(
+            f"`runtime.expose` listen_addr `{listen_addr}` is not an IP address; "
+            "give one such as `127.0.0.1` or `0.0.0.0`") from None
     if host_port:
         _check_port("runtime.expose", "host_port", host_port)
     graph.runtime.expose.append(ExposeItem(envd_port, host_port, service, listen_addr))

@@ -8,7 +8,9 @@ from envd_core.build.graph import BuildGraph, ExposeItem, JupyterConfig, RepoInf
 from envd_core.build.image_config import (
     LABEL_APT,
     LABEL_CONTAINER_NAME,
+    LABEL_CONTEXT,
     LABEL_DIGEST,
+    LABEL_GENERAL_GRAPH,
     LABEL_PORTS,
     LABEL_PYPI,
     LABEL_REPO,
@@ -50,13 +52,16 @@ def test_digest_is_a_known_value() -> None:
 def test_image_config_shape_and_labels() -> None:
     g = sample()
     cfg = image_config(g, platform="linux/arm64/v8", environment_name="demo",
-                       path_prefix=["/opt/envd/venv/bin"], working_dir="/work")
+                       path_prefix=["/opt/envd/venv/bin"], working_dir="/work",
+                       context_dir="/src/demo")
     assert (cfg["architecture"], cfg["os"], cfg["variant"]) == ("arm64", "linux", "v8")
     c = cfg["config"]
     assert c["Env"] == [
         "A=1", "B=2",
-        ("PATH=/opt/tools/bin:/opt/envd/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
-         "/usr/bin:/sbin:/bin"),
+        # Upstream order: system PATH, then extra_path; our venv goes first (see env_paths).
+        ("PATH=/opt/envd/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:"
+         "/usr/bin:/sbin:/bin:/opt/tools/bin"),
+        "LC_ALL=C.UTF-8", "LANG=C.UTF-8",
     ]
     assert c["WorkingDir"] == "/work"
     assert c["ExposedPorts"] == {"2222/tcp": {}, "8888/tcp": {}, "8000/tcp": {}}
@@ -70,8 +75,10 @@ def test_image_config_shape_and_labels() -> None:
         {"name": "ssh", "port": 2222}, {"name": "jupyter", "port": 8888},
         {"name": "web", "port": 8000}]
     assert json.loads(labels[LABEL_REPO]) == {"url": "https://github.com/a/b"}
+    assert labels[LABEL_CONTEXT] == "/src/demo"
     runtime = json.loads(labels[LABEL_RUNTIME_GRAPH])
-    assert runtime["environ"]["A"] == "1"
+    assert runtime["environ"] == {"B": "2", "A": "1"}
+    assert runtime["env_paths"] == c["Env"][2].removeprefix("PATH=").split(":")
     assert runtime["expose"][0] == {"EnvdPort": 8000, "HostPort": 0, "ServiceName": "web",
                                     "ListeningAddr": ""}
     assert "Entrypoint" not in c and "User" not in c
@@ -99,3 +106,30 @@ def test_gpu_labels() -> None:
 
 def test_go_json_escapes_like_go() -> None:
     assert go_json({"a": "<b>&"}) == '{"a":"\\u003cb\\u003e\\u0026"}'
+
+
+def test_general_graph_label_has_upstreams_go_field_names() -> None:
+    g = sample()
+    g.entrypoint = ["python"]
+    labels = image_config(g, environment_name="demo", context_dir="/src/demo")["config"]["Labels"]
+    general = json.loads(labels[LABEL_GENERAL_GRAPH])
+    # Go's declaration order of generalGraph, embedded JupyterConfig flattened after Repo.
+    keys = list(general)
+    assert keys[:4] == ["Languages", "CodeAgents", "EnvdSyntaxVersion", "Image"]
+    assert keys[keys.index("Repo") + 1:keys.index("Repo") + 3] == ["Token", "Port"]
+    assert keys[-1] == "Platform"
+    assert general["SystemPackages"] == ["git"]
+    assert general["PyPIPackages"] == [["numpy"], ["rich", "attrs"]]
+    assert general["Entrypoint"] == ["python"]
+    assert (general["EnvironmentName"], general["EnvironmentPath"]) == ("demo", "/src/demo")
+    assert general["Platform"] == {"architecture": "amd64", "os": "linux"}
+    assert general["env_paths"] == json.loads(labels[LABEL_RUNTIME_GRAPH])["env_paths"]
+    assert general["CUDA"] is None and general["CUDNN"] == "8"
+
+
+def test_a_users_locale_wins_over_upstreams_default() -> None:
+    g = BuildGraph()
+    g.runtime.environ["LANG"] = "de_DE.UTF-8"
+    env = image_config(g)["config"]["Env"]
+    assert "LANG=de_DE.UTF-8" in env and "LANG=C.UTF-8" not in env
+    assert env[-1] == "LC_ALL=C.UTF-8"

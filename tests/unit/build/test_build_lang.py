@@ -118,6 +118,26 @@ def test_defaults_match_upstream(tmp_path: Path) -> None:
     assert g.language("python").version == "3.11"
 
 
+def test_entrypoint_appends_and_expose_listens_on_loopback_like_upstream(
+        tmp_path: Path) -> None:
+    g = run(tmp_path, """
+        def build():
+            config.entrypoint(["python"])
+            config.entrypoint(["-m", "app"])
+            runtime.expose(envd_port=8000)
+    """)
+    assert g.entrypoint == ["python", "-m", "app"]
+    assert g.runtime.expose[0].listen_addr == "127.0.0.1"
+
+
+def test_expose_refuses_a_listen_addr_that_is_not_an_ip(tmp_path: Path) -> None:
+    err = fails(tmp_path, """
+        def build():
+            runtime.expose(envd_port=8000, listen_addr="localhost")
+    """)
+    assert "`localhost`" in str(err) and "listen_addr" in str(err)
+
+
 def test_several_entry_functions_and_from(tmp_path: Path) -> None:
     write(tmp_path, "build.envd", """
         def build():
