@@ -20,6 +20,7 @@ the CA is visible during that step only and never written into the image.
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -226,11 +227,24 @@ class _Compiler:
         return self.run(st, "\n".join(lines), name=f"apt-get install {shown}", network=True,
                         mounts=mounts, ca_path=APT_CA_PATH)
 
+    def python_version_required(self) -> str | None:
+        """The Python version build.envd asked for explicitly (the default is not enforced)."""
+        lang = self.graph.language("python")
+        if lang is None or not lang.version or lang.version == PYTHON_DEFAULT:
+            return None
+        return lang.version
+
     def python(self, st: llb_mod.State) -> llb_mod.State:
         g = self.graph
         if not g.wants_python() and g.uv_python is None:
             return st
-        st = self.run(st, f"python3 -m venv {VENV}", name=f"create the Python venv {VENV}")
+        wanted = self.python_version_required()
+        venv = f"python3 -m venv {VENV}"
+        name = f"create the Python venv {VENV}"
+        if wanted:
+            venv = _python_version_check(wanted) + "\n" + venv
+            name += f" (Python {wanted})"
+        st = self.run(st, venv, name=name)
         self.path_prefix.append(f"{VENV}/bin")
         st = st.with_env("PATH", f"{VENV}/bin:" + st.get_env("PATH"))
         st = st.with_env("VIRTUAL_ENV", VENV)
@@ -326,6 +340,26 @@ def _http_source(llb: Any, url: str, checksum: str, filename: str) -> Any:
     return llb.http(url, filename=filename, checksum=checksum or None)
 
 
+def _python_version_check(wanted: str) -> str:
+    """Shell that fails the step, saying why, when the image's Python is not ``wanted``.
+
+    Python comes from the base image or the distribution's packages; a build.envd that asks for
+    another version gets a clear error instead of a silently different interpreter.
+    """
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+){0,2}", wanted):
+        raise UnsupportedBuildError(
+            f"install.python(version={wanted!r}): give a version such as '3.11'"
+        )
+    message = (
+        f"install.python(version='{wanted}'): this image provides Python $have; use a base "
+        f"image whose Python (or distribution package) is {wanted}"
+    )
+    return (
+        "have=$(python3 -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])') && "
+        f'case "$have" in {wanted}|{wanted}.*) ;; *) echo "{message}" >&2; exit 1;; esac'
+    )
+
+
 def check_supported(graph: BuildGraph) -> list[str]:
     """Refuse what cannot be built; return warnings for what is left out on purpose.
 
@@ -355,7 +389,8 @@ def check_supported(graph: BuildGraph) -> list[str]:
             "remove those calls or build with upstream envd"
         )
     for lang in graph.languages:
-        if lang.version and (lang.name != "python" or lang.version != PYTHON_DEFAULT):
+        # An explicit Python version is checked at build time (see _python_version_check).
+        if lang.version and lang.name != "python":
             warnings.append(
                 f"install.{lang.name}(version={lang.version!r}): the version is not enforced; "
                 "the base image's or the distribution's package is used"
