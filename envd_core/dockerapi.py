@@ -46,7 +46,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class DockerClient:
-    """Just enough of the Engine API: ping, version, image load/push/inspect/tag."""
+    """Just enough of the Engine API: version, image load and push, commit (commit_config)."""
 
     def __init__(self, host: str | None = None, *, timeout: float | None = 600.0) -> None:
         self.host = host or docker_host()
@@ -154,19 +154,8 @@ class DockerClient:
                     yield message
 
     # -- API -------------------------------------------------------------------------------
-    def ping(self, *, timeout: float = 3.0) -> bool:
-        return self.request("GET", "/_ping", timeout=timeout).read() == b"OK"
-
     def version(self, *, timeout: float = 3.0) -> dict[str, Any]:
         return self._json("GET", "/version", timeout=timeout)  # type: ignore[no-any-return]
-
-    def image_inspect(self, name: str) -> dict[str, Any] | None:
-        try:
-            return self._json("GET", f"/images/{quote(name, safe='')}/json")  # type: ignore[no-any-return]
-        except DockerError as exc:
-            if "No such image" in exc.message or "404" in exc.message:
-                return None
-            raise
 
     def image_load(self, tarball: IO[bytes]) -> list[str]:
         """``docker load`` of a docker-format tarball; returns the loaded image names."""

@@ -52,7 +52,6 @@ class BuildResult:
     pushed: bool = False
     digest: str | None = None
     exporter_response: dict[str, str] = attrs.field(factory=dict)
-    messages: list[str] = attrs.field(factory=list)
 
 
 def _proxy_env() -> dict[str, str]:
@@ -187,7 +186,7 @@ def run_build(
     results = []
     for platform in platforms:
         results.append(_build_one(
-            graph, request, platform=platform, tag=platform_tag(tag, platform, multi=multi),
+            graph, request, context_dir=context_dir, platform=platform, tag=platform_tag(tag, platform, multi=multi),
             spec=spec, builder=builder, runner=runner, ca_bundle=ca_bundle, imports=imports,
             exports=exports, progress_stream=progress_stream, multi=multi,
             warn=warn if platform == platforms[0] else None, announce=announce,
@@ -196,7 +195,7 @@ def run_build(
 
 
 def _build_one(
-    graph: Any, request: BuildRequest, *, platform: str, tag: str, spec: Any, builder: Builder,
+    graph: Any, request: BuildRequest, *, context_dir: Path, platform: str, tag: str, spec: Any, builder: Builder,
     runner: Runner | None, ca_bundle: str | None, imports: list[Any], exports: list[Any],
     progress_stream: Any, multi: bool, warn: Callable[[str], None] | None,
     announce: Callable[[str], None] | None,
@@ -207,7 +206,7 @@ def _build_one(
     compiled = compile_graph(
         graph,
         options=CompileOptions(
-            context_dir=request.path.resolve(),
+            context_dir=context_dir,
             tag=tag,
             platform=platform,
             ca_bundle_secret=ca_bundle is not None,

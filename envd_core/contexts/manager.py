@@ -62,26 +62,24 @@ class ContextManager:
 
     def builder_for(self, context: Context) -> Builder:
         """An instance of the context's builder type, or an error naming the missing package."""
-        try:
-            cls = self.plugins.builder_type(context.builder)
-        except ContextError as exc:
-            raise ContextError(
-                f"context `{context.name}` uses builder type `{context.builder}`, which no "
-                "installed plugin provides",
-                hint=exc.hint,
-            ) from None
-        return cls(context.builder_address, context.builder_options)
+        cls = self._type_for(context, "builder", context.builder, self.plugins.builder_type)
+        return cls(context.builder_address, context.builder_options)  # type: ignore[no-any-return]
 
     def runner_for(self, context: Context) -> Runner:
+        """An instance of the context's runner type, or an error naming the missing package."""
+        cls = self._type_for(context, "runner", context.runner, self.plugins.runner_type)
+        return cls(context.runner_address, context.runner_options)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _type_for(context: Context, noun: str, type_name: str, lookup: Any) -> Any:
         try:
-            cls = self.plugins.runner_type(context.runner)
+            return lookup(type_name)
         except ContextError as exc:
             raise ContextError(
-                f"context `{context.name}` uses runner type `{context.runner}`, which no "
+                f"context `{context.name}` uses {noun} type `{type_name}`, which no "
                 "installed plugin provides",
                 hint=exc.hint,
             ) from None
-        return cls(context.runner_address, context.runner_options)
 
     # -- changing --------------------------------------------------------------------------
     def build_context(
