@@ -42,7 +42,7 @@ def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: s
           no_cache: bool, progress: str | None, use_proxy: bool, ca_bundle: str | None,
           dump_llb: str | None, fmt: str) -> None:
     """Build an environment image from build.envd."""
-    from envd_core.build.execute import BuildRequest, run_build
+    from envd_core.pipeline.execute import BuildRequest, run_build
 
     mode = progress or os.environ.get("BUILDKIT_PROGRESS") or ("plain" if app.debug else "auto")
     request = BuildRequest(

@@ -10,7 +10,7 @@ import re
 
 import attrs
 
-from envd_core.build.errors import BuildOptionError
+from envd_core.envdfile.errors import BuildOptionError
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|[-]+)"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import posixpath
 import re
 
-from envd_core.build.errors import BuildArgumentError
-from envd_core.build.graph import (
+from envd_core.envdfile.errors import BuildArgumentError
+from envd_core.envdfile.graph import (
     BuildGraph,
     CopyInfo,
     ExposeItem,
@@ -39,7 +39,7 @@ def pip_index(graph: BuildGraph, url: str, extra_url: str = "", trust: bool = Fa
 
 def conda_channel(graph: BuildGraph, channel: str = "") -> None:
     """Write ``channel`` (a .condarc YAML text) as conda's channel configuration."""
-    from envd_core.build.graph import CondaConfig
+    from envd_core.envdfile.graph import CondaConfig
 
     if graph.conda is None:
         graph.conda = CondaConfig()

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from envd_core.build import load_build
-from envd_core.build.compile import CA_SECRET_ID, CompiledBuild, CompileOptions, compile_graph
-from envd_core.build.graph import BuildGraph
+from envd_core.envdfile import load_build
+from envd_core.envdfile.compile import CA_SECRET_ID, CompiledBuild, CompileOptions, compile_graph
+from envd_core.envdfile.graph import BuildGraph
 
 pytestmark = pytest.mark.integration
 

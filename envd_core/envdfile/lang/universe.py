@@ -6,8 +6,8 @@ defaults. They only record intent in the graph; nothing here touches files or th
 
 from __future__ import annotations
 
-from envd_core.build.errors import BuildArgumentError
-from envd_core.build.graph import BuildGraph, GitConfig, RunStep
+from envd_core.envdfile.errors import BuildArgumentError
+from envd_core.envdfile.graph import BuildGraph, GitConfig, RunStep
 
 SHELLS = ("bash", "zsh", "fish", "sh")
 

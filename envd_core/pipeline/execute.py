@@ -155,8 +155,8 @@ def run_build(
     ``warn`` receives what the compiler left out; ``announce`` is called with the platform once
     the build file evaluated and compiled, right before the builder is contacted.
     """
-    from envd_core.build import load_build
-    from envd_core.build.options import (
+    from envd_core.envdfile import load_build
+    from envd_core.envdfile.buildflags import (
         default_tag,
         normalize_tag,
         parse_export_cache,
@@ -200,8 +200,8 @@ def _build_one(
     progress_stream: Any, multi: bool, warn: Callable[[str], None] | None,
     announce: Callable[[str], None] | None,
 ) -> BuildResult:
-    from envd_core.build.compile import CompileOptions, compile_graph
-    from envd_core.build.options import platform_tag
+    from envd_core.envdfile.compile import CompileOptions, compile_graph
+    from envd_core.envdfile.buildflags import platform_tag
 
     compiled = compile_graph(
         graph,

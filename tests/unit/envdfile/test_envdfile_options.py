@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envd_core.build.errors import BuildOptionError
-from envd_core.build.options import (
+from envd_core.envdfile.errors import BuildOptionError
+from envd_core.envdfile.buildflags import (
     CacheSpec,
     FromSpec,
     OutputSpec,
@@ -24,7 +24,7 @@ from envd_core.build.options import (
     platform_tag,
     read_csv_record,
 )
-from envd_core.build.reference import parse_reference
+from envd_core.imageref import parse_reference
 from envd_core.errors import EnvdError, ValidationError
 
 

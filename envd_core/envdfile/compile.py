@@ -29,11 +29,11 @@ from urllib.parse import urlparse
 
 import attrs
 
-from envd_core.build.errors import UnsupportedBuildError
-from envd_core.build.graph import BuildGraph
-from envd_core.build.image_config import DEFAULT_PATH, image_config
-from envd_core.build.lang.install import PYTHON_VERSION_DEFAULT as PYTHON_DEFAULT
-from envd_core.build.options import DEFAULT_PLATFORM, environment_name
+from envd_core.envdfile.errors import UnsupportedBuildError
+from envd_core.envdfile.graph import BuildGraph
+from envd_core.envdfile.image_config import DEFAULT_PATH, image_config
+from envd_core.envdfile.lang.install import PYTHON_VERSION_DEFAULT as PYTHON_DEFAULT
+from envd_core.envdfile.buildflags import DEFAULT_PLATFORM, environment_name
 
 if TYPE_CHECKING:
     from envd_core.buildkit import llb as llb_mod

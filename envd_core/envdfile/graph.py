@@ -136,7 +136,7 @@ class RuntimeGraph:
 class BuildGraph:
     """Everything one `build.envd` entry function asked for, in call order where order matters.
 
-    Vendor functions (see :func:`envd_core.build.lang.evaluate`) receive this object and may
+    Vendor functions (see :func:`envd_core.envdfile.lang.evaluate`) receive this object and may
     change any field; ``extensions`` is a free-form, JSON-serialisable place for their own data.
     """
 

@@ -4,7 +4,7 @@
 - ``--export-cache`` / ``--import-cache``: CSV with ``type``, or a bare ref (deprecated registry).
 - ``--from file[:func]``, ``--tag`` normalisation, ``--platform`` lists.
 
-Every failure is a :class:`~envd_core.build.errors.BuildOptionError` (exit code 2); nothing here
+Every failure is a :class:`~envd_core.envdfile.errors.BuildOptionError` (exit code 2); nothing here
 touches the file system except the ``dest`` checks upstream does.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import attrs
 
-from envd_core.build.errors import BuildOptionError
-from envd_core.build.reference import is_hex64, reference_problem
+from envd_core.envdfile.errors import BuildOptionError
+from envd_core.imageref import is_hex64, reference_problem
 
 DEFAULT_FILE = "build.envd"
 DEFAULT_FUNCTION = "build"

@@ -2,11 +2,11 @@
 
 Layout (data flows one way):
 
-- :mod:`envd_core.build.lang` — Starlark evaluation of build files into a graph
-- :mod:`envd_core.build.graph` — the graph (attrs IR) with a stable digest
-- :mod:`envd_core.build.options` — ``--output``/cache/``--from``/``--tag``/``--platform``
-- :mod:`envd_core.build.image_config` — OCI image config and ``ai.tensorchord.envd.*`` labels
-- :mod:`envd_core.build.compile` — graph → LLB definition + image config
+- :mod:`envd_core.envdfile.lang` — Starlark evaluation of build files into a graph
+- :mod:`envd_core.envdfile.graph` — the graph (attrs IR) with a stable digest
+- :mod:`envd_core.envdfile.buildflags` — ``--output``/cache/``--from``/``--tag``/``--platform``
+- :mod:`envd_core.envdfile.image_config` — OCI image config and ``ai.tensorchord.envd.*`` labels
+- :mod:`envd_core.envdfile.compile` — graph → LLB definition + image config
 
 Importing this package is cheap: starlark and protobuf load only when used.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from envd_core.build.graph import BuildGraph
+    from envd_core.envdfile.graph import BuildGraph
 
 
 def load_build(
@@ -33,11 +33,11 @@ def load_build(
 
     ``from_spec`` is ``--from`` (``file[:func]``, default ``build.envd:build``). The file is
     ``<path>/<file>`` when that exists, else ``<file>`` relative to ``cwd`` (upstream's rule).
-    ``extra_functions`` are vendor built-ins (see :func:`envd_core.build.lang.evaluate`);
+    ``extra_functions`` are vendor built-ins (see :func:`envd_core.envdfile.lang.evaluate`);
     ``user_config`` is evaluated first (upstream's ``~/.config/envd/config.envd``).
     """
-    from envd_core.build.lang import evaluate
-    from envd_core.build.options import locate_build_file, parse_from
+    from envd_core.envdfile.lang import evaluate
+    from envd_core.envdfile.buildflags import locate_build_file, parse_from
 
     spec = parse_from(from_spec)
     context = Path(path)

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from envd_core.build.errors import BuildArgumentError
+from envd_core.envdfile.errors import BuildArgumentError
 
 _SIMPLE_NAMES: dict[type, str] = {
     str: "a string",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from envd_core.build import load_build
-from envd_core.build.errors import BuildFileError
+from envd_core.envdfile import load_build
+from envd_core.envdfile.errors import BuildFileError
 
 
 @pytest.mark.parametrize(

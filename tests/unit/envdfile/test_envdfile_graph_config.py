@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from envd_core.build.graph import BuildGraph, ExposeItem, JupyterConfig, RepoInfo
-from envd_core.build.image_config import (
+from envd_core.envdfile.graph import BuildGraph, ExposeItem, JupyterConfig, RepoInfo
+from envd_core.envdfile.image_config import (
     LABEL_APT,
     LABEL_CONTAINER_NAME,
     LABEL_CONTEXT,

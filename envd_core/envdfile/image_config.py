@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from envd_core.build.graph import JUPYTER_PORT, RSTUDIO_PORT, SSH_PORT, BuildGraph
+from envd_core.envdfile.graph import JUPYTER_PORT, RSTUDIO_PORT, SSH_PORT, BuildGraph
 
 DEFAULT_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 SYNTAX_VERSION = "v1"

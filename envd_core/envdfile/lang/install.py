@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from envd_core.build.errors import BuildArgumentError
-from envd_core.build.graph import BuildGraph, CondaConfig
+from envd_core.envdfile.errors import BuildArgumentError
+from envd_core.envdfile.graph import BuildGraph, CondaConfig
 
 PYTHON_VERSION_DEFAULT = "3.11"
 

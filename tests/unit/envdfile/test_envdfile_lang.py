@@ -9,14 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envd_core.build import load_build
-from envd_core.build.errors import (
+from envd_core.envdfile import load_build
+from envd_core.envdfile.errors import (
     BuildFileError,
     BuildFileNotFoundError,
     BuildFunctionError,
 )
-from envd_core.build.graph import DEFAULT_IMAGE, BuildGraph
-from envd_core.build.lang import evaluate
+from envd_core.envdfile.graph import DEFAULT_IMAGE, BuildGraph
+from envd_core.envdfile.lang import evaluate
 from envd_core.errors import BuildError, EnvdError
 
 
@@ -409,8 +409,8 @@ def test_importing_the_build_package_stays_cheap() -> None:
     import sys
 
     code = (
-        "import sys, envd_core.build, envd_core.build.options, envd_core.build.graph, "
-        "envd_core.build.image_config, envd_core.build.lang\n"
+        "import sys, envd_core.envdfile, envd_core.envdfile.buildflags, envd_core.envdfile.graph, "
+        "envd_core.envdfile.image_config, envd_core.envdfile.lang\n"
         "heavy = [m for m in ('starlark', 'grpc', 'google.protobuf') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )

@@ -6,9 +6,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from envd_core.build.lang.install import INSTALL
-from envd_core.build.lang.modules import CONFIG, DATA, DATA_PATHS, IO, RUNTIME
-from envd_core.build.lang.universe import UNIVERSE
+from envd_core.envdfile.lang.install import INSTALL
+from envd_core.envdfile.lang.modules import CONFIG, DATA, DATA_PATHS, IO, RUNTIME
+from envd_core.envdfile.lang.universe import UNIVERSE
 from envd_core.errors import PluginError
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")

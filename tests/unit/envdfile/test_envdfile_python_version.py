@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from envd_core.build import load_build
-from envd_core.build.compile import CompileOptions, compile_graph
+from envd_core.envdfile import load_build
+from envd_core.envdfile.compile import CompileOptions, compile_graph
 from envd_core.errors import EnvdError
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from envd_core.build.compile import (
+from envd_core.envdfile.compile import (
     APT_CA_PATH,
     CA_PATH,
     CA_SECRET_ID,
@@ -16,9 +16,9 @@ from envd_core.build.compile import (
     CompileOptions,
     compile_graph,
 )
-from envd_core.build.errors import UnsupportedBuildError
-from envd_core.build.graph import BuildGraph
-from envd_core.build.lang import evaluate
+from envd_core.envdfile.errors import UnsupportedBuildError
+from envd_core.envdfile.graph import BuildGraph
+from envd_core.envdfile.lang import evaluate
 from envd_core.buildkit._pb import ops_pb2
 
 
@@ -214,7 +214,7 @@ def test_bare_conda_still_gets_python(tmp_path: Path) -> None:
 
 
 def test_example_environment_compiles() -> None:
-    from envd_core.build import load_build
+    from envd_core.envdfile import load_build
 
     example = Path(__file__).parents[3] / "examples" / "python-basic"
     g = load_build(example)
@@ -229,7 +229,7 @@ def test_example_environment_compiles() -> None:
 def test_other_language_versions_are_reported_as_not_enforced(tmp_path: Path) -> None:
     c = compile_(tmp_path, 'install.python()\ninstall.go(version="1.22")\n'
                            'install.python(version="3.12")')
-    # an explicit Python version is checked at build time instead (test_build_python_version)
+    # an explicit Python version is checked at build time instead (test_envdfile_python_version)
     assert [w.split("(")[0] for w in c.warnings] == ["install.go"]
     assert "not enforced" in c.warnings[0]
     assert compile_(tmp_path, "install.python()").warnings == []

@@ -21,15 +21,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from envd_core.build.errors import (
+from envd_core.envdfile.errors import (
     BuildArgumentError,
     BuildFileError,
     BuildFileNotFoundError,
     BuildFunctionError,
 )
-from envd_core.build.graph import BuildGraph
-from envd_core.build.lang import args as _args
-from envd_core.build.lang.builtins import builtin_table, data_paths
+from envd_core.envdfile.graph import BuildGraph
+from envd_core.envdfile.lang import args as _args
+from envd_core.envdfile.lang.builtins import builtin_table, data_paths
 from envd_core.errors import EnvdError
 
 if TYPE_CHECKING:
