@@ -63,7 +63,7 @@ class App:
     def __init__(self, plugins_factory: Callable[[], Any], *, context: str | None, debug: bool):
         self._plugins_factory = plugins_factory
         self._plugins: Any = None
-        self._manager: Any = None
+        self._contexts: Any = None
         self.context_flag = context
         self.debug = debug
 
@@ -76,16 +76,16 @@ class App:
         return self._plugins
 
     @property
-    def manager(self) -> Any:
-        if self._manager is None:
-            from envd_core.contexts.manager import ContextManager
+    def contexts(self) -> Any:
+        if self._contexts is None:
+            from envd_core.contexts.operations import ContextOperations
 
-            self._manager = ContextManager(self.plugins)
-        return self._manager
+            self._contexts = ContextOperations(self.plugins)
+        return self._contexts
 
     def resolve(self) -> Any:
         """The context in force (flag, env, project file, current) and why."""
-        return self.manager.resolve(flag=self.context_flag)
+        return self.contexts.resolve(flag=self.context_flag)
 
 
 def _default_plugins() -> Any:

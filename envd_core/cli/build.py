@@ -52,10 +52,10 @@ def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: s
         dump_llb=dump_llb,
     )
     resolved = app.resolve()
-    builder = app.manager.builder_for(resolved.context)
+    builder = app.contexts.builder_for(resolved.context)
     runner = None
     if output is None and dump_llb is None:
-        runner = app.manager.runner_for(resolved.context)
+        runner = app.contexts.runner_for(resolved.context)
 
     def announce(platform: str) -> None:
         info(f"Building {path} for {platform} on {builder.url} (context "

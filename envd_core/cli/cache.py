@@ -18,7 +18,7 @@ def builder_client(app: Any) -> Iterator[Any]:
     from envd_core.buildkit.transport import connect_timeout
 
     resolved = app.resolve()
-    builder = app.manager.builder_for(resolved.context)
+    builder = app.contexts.builder_for(resolved.context)
     connection = builder.connect(timeout=connect_timeout())
     try:
         yield BuildkitClient(connection)

@@ -74,7 +74,7 @@ def create(app: Any, name_flag: str | None, name_arg: str | None, builder: str,
     from envd_core.options import parse_pairs
 
     name = _name(name_flag, name_arg, "create")
-    ctx = app.manager.create(
+    ctx = app.contexts.create(
         name=name,
         builder=builder,
         builder_address=builder_address,
@@ -100,7 +100,7 @@ def _probe_all(app: Any, contexts: list[Any], timeout: float) -> dict[str, dict[
 
     def one(ctx: Any) -> dict[str, Any]:
         try:
-            builder = app.manager.builder_for(ctx)
+            builder = app.contexts.builder_for(ctx)
         except EnvdError as exc:
             # keep the hint: it names the package that provides the missing type
             error = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
@@ -133,16 +133,16 @@ def _status_cell(status: dict[str, Any]) -> str:
 @click.pass_obj
 def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
     """List envd contexts."""
-    from envd_core.contexts.manager import context_row
+    from envd_core.contexts.operations import context_row
 
-    contexts = app.manager.load()
+    contexts = app.contexts.load()
     items = list(contexts.contexts.values())
     statuses = _probe_all(app, items, timeout) if with_status else {}
     if fmt == "json":
         rows = []
         for ctx in items:
             row = context_row(ctx, contexts.current)
-            builder_ok, runner_ok = app.manager.is_installed(ctx)
+            builder_ok, runner_ok = app.contexts.is_installed(ctx)
             row["installed"] = builder_ok and runner_ok
             if with_status:
                 row["status"] = statuses[ctx.name]
@@ -154,7 +154,7 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
         headers.append("status")
     table_rows = []
     for ctx in items:
-        builder_ok, runner_ok = app.manager.is_installed(ctx)
+        builder_ok, runner_ok = app.contexts.is_installed(ctx)
         name = ctx.name + (" (current)" if ctx.name == contexts.current else "")
         row = [
             name,
@@ -176,7 +176,7 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
 def use(app: Any, name_flag: str | None, name_arg: str | None) -> None:
     """Use the specified envd context."""
     name = _name(name_flag, name_arg, "use")
-    app.manager.use(name)
+    app.contexts.use(name)
     info(f'Current context is "{name}"')
     if os.environ.get("ENVD_CONTEXT") and os.environ["ENVD_CONTEXT"] != name:
         info(f"warning: ENVD_CONTEXT={os.environ['ENVD_CONTEXT']} overrides the current context")
@@ -189,7 +189,7 @@ def use(app: Any, name_flag: str | None, name_arg: str | None) -> None:
 def rm(app: Any, name_flag: str | None, name_arg: str | None) -> None:
     """Remove envd context (never the current one)."""
     name = _name(name_flag, name_arg, "rm")
-    app.manager.remove(name)
+    app.contexts.remove(name)
     info(f"Context {name} is removed")
 
 
@@ -214,13 +214,13 @@ def show(app: Any, fmt: str) -> None:
 @click.pass_obj
 def inspect_(app: Any, name: str | None, no_status: bool, timeout: float) -> None:
     """Show one context as JSON (default: the context in force), with its builder's status."""
-    from envd_core.contexts.manager import context_details
+    from envd_core.contexts.operations import context_details
 
-    contexts = app.manager.load()
+    contexts = app.contexts.load()
     ctx = contexts.get(name) if name else app.resolve().context
     data = context_details(ctx)
     data["current"] = ctx.name == contexts.current
-    builder_ok, runner_ok = app.manager.is_installed(ctx)
+    builder_ok, runner_ok = app.contexts.is_installed(ctx)
     data["installed"] = {"builder": builder_ok, "runner": runner_ok}
     if not no_status:
         data["status"] = _probe_all(app, [ctx], timeout)[ctx.name]
@@ -245,7 +245,7 @@ def update(app: Any, name: str, builder_address: str | None, runner: str | None,
     """Change an existing context; what is not given stays as it is."""
     from envd_core.options import parse_pairs
 
-    app.manager.update(
+    app.contexts.update(
         name,
         builder_address=builder_address,
         runner=runner,
@@ -264,7 +264,7 @@ def update(app: Any, name: str, builder_address: str | None, runner: str | None,
 @click.pass_obj
 def export(app: Any, name: str, dest: str) -> None:
     """Write a context to FILE (or stdout) as JSON; key and certificate files travel as paths."""
-    document = dump_json(app.manager.export(name), pretty=True) + "\n"
+    document = dump_json(app.contexts.export(name), pretty=True) + "\n"
     if dest == "-":
         sys.stdout.write(document)
         return
@@ -287,9 +287,9 @@ def export(app: Any, name: str, dest: str) -> None:
 @click.pass_obj
 def import_(app: Any, name: str, source: str, use: bool) -> None:
     """Create context NAME from an export written by `envd context export`."""
-    from envd_core.contexts.manager import read_document
+    from envd_core.contexts.operations import read_document
 
-    ctx = app.manager.import_(name, read_document(source), use=use)
+    ctx = app.contexts.import_(name, read_document(source), use=use)
     info(f"Context {ctx.name} is created")
     if use:
         info(f'Current context is "{ctx.name}"')

@@ -39,7 +39,7 @@ def _wrap(prefix: str, exc: EnvdError) -> EnvdError:
     return wrapped
 
 
-class ContextManager:
+class ContextOperations:
     """Create, change, list and resolve contexts through a store, validated by plugins."""
 
     def __init__(self, plugins: Plugins, store: ContextStore | None = None) -> None:
