@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from envd_core.buildkit.errors import BuildkitConnectionError, connection_error
-from envd_core.errors import ValidationError
+from envd_core.errors import ErrorKind, ValidationError
 
 DEFAULT_DIAL_TIMEOUT = 5.0
 
@@ -257,7 +257,7 @@ def dial_docker_upgrade(
             raise BuildkitConnectionError(
                 f"dockerd at `{docker_host}` refused the BuildKit upgrade on `{path}` "
                 f"(`{status or 'no answer'}`); is it a Docker Engine with BuildKit (>= 18.09)?",
-                kind="not-buildkit",
+                kind=ErrorKind.NOT_BUILDKIT,
             )
         s.settimeout(None)
         return _PrefixedSocket(s, rest)
@@ -324,7 +324,7 @@ def dial_process(argv: list[str]) -> Callable[[], ByteStream]:
         except OSError as e:
             raise BuildkitConnectionError(
                 f"cannot start `{argv[0]}` to reach BuildKit: {e.strerror}; is it installed?",
-                kind="unavailable",
+                kind=ErrorKind.UNAVAILABLE,
             ) from None
 
     return dial

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from envd_core.buildkit.errors import connection_error, rpc_error_text
+from envd_core.buildkit.errors import classify, connection_error, rpc_error_text
 from envd_core.buildkit.exporters import DOCKERD_EXPORTERS, Exporter
 from envd_core.buildkit.progress import BuildTrace
-from envd_core.errors import BuildError
+from envd_core.errors import BuildError, EnvdError
 
 if TYPE_CHECKING:
     import grpc
@@ -426,5 +426,5 @@ def probe(connection: Connection, timeout: float = 5.0) -> dict[str, Any]:
         out["version"] = v.version if v is not None else None
     except Exception as e:  # noqa: BLE001 - probe reports every failure; it never raises
         out["error"] = str(e)
-        out["error_kind"] = getattr(e, "kind", "unavailable")
+        out["error_kind"] = e.kind if isinstance(e, EnvdError) else classify(e)
     return out

@@ -23,7 +23,7 @@ from envd_core.buildkit.bridge import (  # re-exported: callers import them from
     dial_process,
 )
 from envd_core.buildkit.errors import BuildkitConnectionError, connection_error
-from envd_core.errors import BuilderError, ValidationError
+from envd_core.errors import BuilderError, ErrorKind, ValidationError
 
 if TYPE_CHECKING:
     import grpc
@@ -204,7 +204,7 @@ def wait_ready(conn: Connection, timeout: float) -> None:
                 break
             err = connection_error(e, target=conn.target, tls=conn.tls)
             if (
-                err.kind in ("tls", "not-buildkit", "dns")
+                err.kind in (ErrorKind.TLS, ErrorKind.NOT_BUILDKIT, ErrorKind.DNS)
                 or "socket closed" in (e.details() or "").lower()
             ):
                 break
