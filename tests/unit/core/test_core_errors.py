@@ -9,8 +9,8 @@ import pytest
 from envd_core.buildkit.errors import KINDS, BuildkitConnectionError, classify
 from envd_core.envdfile.errors import BuildFileError, BuildOptionError
 from envd_core.errors import (
-    BuildError,
     BuilderError,
+    BuildError,
     ContextError,
     EnvdError,
     ErrorKind,
