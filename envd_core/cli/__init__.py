@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "context": "envd_core.cli.context:context",
     "plugins": "envd_core.cli.plugins_cmd:plugins",
     "build": "envd_core.cli.build:build",
+    "bootstrap": "envd_core.cli.bootstrap:bootstrap",
+    "builder": "envd_core.cli.builder_cmd:builder",
     "prune": "envd_core.cli.cache:prune",
     "disk-usage": "envd_core.cli.cache:disk_usage",
     "completion": "envd_core.cli.completion:completion",

@@ -34,13 +34,15 @@ from envd_core.cli.render import dump_json, info
               help="Extra CA bundle mounted into networked steps (never stored in the image).")
 @click.option("--dump-llb", default=None, metavar="FILE|-",
               help="Write the LLB definition (for `buildctl build`) instead of building.")
+@click.option("--no-bootstrap", is_flag=True,
+              help="Fail instead of starting the builder's daemon when it is not running.")
 @click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]),
               help="How to report the result on stdout.")
 @click.pass_obj
 def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: str | None,
           export_cache: tuple[str, ...], import_cache: tuple[str, ...], platform: str | None,
           no_cache: bool, progress: str | None, use_proxy: bool, ca_bundle: str | None,
-          dump_llb: str | None, fmt: str) -> None:
+          dump_llb: str | None, no_bootstrap: bool, fmt: str) -> None:
     """Build an environment image from build.envd."""
     from envd_core.pipeline.execute import BuildRequest, run_build
 
@@ -49,7 +51,7 @@ def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: s
         path=Path(path), from_spec=from_spec, tag=tag, output=output,
         export_cache=export_cache, import_cache=import_cache, platform=platform,
         no_cache=no_cache, progress=mode, use_proxy=use_proxy, ca_bundle=ca_bundle,
-        dump_llb=dump_llb,
+        dump_llb=dump_llb, auto_bootstrap=not no_bootstrap,
     )
     resolved = app.resolve()
     builder = app.contexts.builder_for(resolved.context)
@@ -66,6 +68,7 @@ def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: s
         extra_functions=app.plugins.build_functions(),
         warn=lambda message: info(f"warning: {message}"),
         announce=announce,
+        report=info,
     )
     if fmt == "json":
         rows = [{

@@ -35,6 +35,7 @@ class MobyWorkerBuilder(Builder):
         Option("host", "Docker daemon to use instead of DOCKER_HOST, e.g. unix:///var/run/docker.sock"),
     )
     exporters = frozenset({"moby", "local", "tar"})
+    can_push = True
     supports_merge_op = False
     exporter_applies_config = False
 
