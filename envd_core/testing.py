@@ -57,6 +57,7 @@ __all__ = [
     "StoreContract",
     "StubBuilder",
     "StubRunner",
+    "builder_capability_problems",
     "clean_envd_environ",
     "make_plugin",
 ]
@@ -259,6 +260,35 @@ def _check_type_name(cls: type, base: type) -> str:
     return name
 
 
+def builder_capability_problems(cls: type[Builder]) -> list[str]:
+    """What is inconsistent between ``cls``'s capability flags and the methods it overrides.
+
+    A flag promises a method: ``can_push`` → ``push``; ``can_bootstrap`` → ``needs_bootstrap``,
+    ``bootstrap`` and ``remove``; ``exporter_applies_config = False`` → ``apply_image_config``.
+    Flags must be real bools and ``exporters`` a frozenset of names. Empty means consistent.
+    """
+    problems: list[str] = []
+    for flag in ("can_push", "can_bootstrap", "supports_merge_op", "exporter_applies_config"):
+        if not isinstance(getattr(cls, flag), bool):
+            problems.append(f"`{flag}` must be True or False")
+    exporters = cls.exporters
+    if not isinstance(exporters, frozenset) or not all(isinstance(e, str) and e for e in exporters):
+        problems.append("`exporters` must be a frozenset of exporter names")
+    promised = {
+        "push": cls.can_push,
+        "needs_bootstrap": cls.can_bootstrap,
+        "bootstrap": cls.can_bootstrap,
+        "remove": cls.can_bootstrap,
+        "apply_image_config": not cls.exporter_applies_config,
+    }
+    for method, needed in promised.items():
+        if needed and getattr(cls, method) is getattr(Builder, method):
+            flag = {"push": "can_push = True", "apply_image_config":
+                    "exporter_applies_config = False"}.get(method, "can_bootstrap = True")
+            problems.append(f"`{flag}` but `{method}` is not overridden")
+    return problems
+
+
 class BuilderContract:
     """Contract every builder type satisfies. Subclass as ``Test…`` and set ``builder_cls``."""
 
@@ -278,6 +308,29 @@ class BuilderContract:
     def test_exporters_are_names(self) -> None:
         exporters = self.builder_cls.exporters
         assert isinstance(exporters, frozenset) and all(isinstance(e, str) for e in exporters)
+
+    def test_capabilities_are_consistent(self) -> None:
+        assert builder_capability_problems(self.builder_cls) == []
+
+    def test_status_never_raises(self) -> None:
+        from envd_core.builder import BuilderStatus
+
+        cls = self.builder_cls
+        status = cls(cls.normalize_address(self.valid_address)).status(timeout=0.5)
+        assert isinstance(status, BuilderStatus)
+        assert status.reachable or (status.error and status.error_kind is not None), status
+        assert isinstance(status.to_json()["error_kind"], (str, type(None)))
+
+    def test_unmanaged_daemon_is_left_alone(self) -> None:
+        from envd_core.builder import DaemonAction
+
+        cls = self.builder_cls
+        if cls.can_bootstrap:
+            pytest.skip("the builder manages its daemon; bootstrap is tested against a real one")
+        builder = cls(cls.normalize_address(self.valid_address))
+        assert builder.needs_bootstrap() is False
+        assert builder.bootstrap().action is DaemonAction.NONE
+        assert builder.remove(keep_state=True).action is DaemonAction.NONE
 
     def test_normalize_address_is_idempotent(self) -> None:
         once = self.builder_cls.normalize_address(self.valid_address)
