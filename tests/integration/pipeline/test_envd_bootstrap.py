@@ -53,8 +53,8 @@ def test_bootstrap_of_a_dead_address_is_one_line(envd: Envd) -> None:
     done = envd.run("--context", "dead", "bootstrap", "--timeout", "1s", check=False)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("envd: ")]
-    assert errors == ["envd: cannot connect to BuildKit at `tcp://127.0.0.1:9`: connection "
-                      "refused or socket missing; start buildkitd or fix the address"]
+    assert errors == [("envd: cannot connect to BuildKit at `tcp://127.0.0.1:9`: connection "
+                       "refused or socket missing; start buildkitd or fix the address")]
 
 
 class ManagedTcp(envd_tcp.TcpBuilder):  # type: ignore[misc,name-defined]
