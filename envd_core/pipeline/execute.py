@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from envd_core.builder import Builder
+from envd_core.builder import Builder, silent
 from envd_core.errors import BuildError, ValidationError
 from envd_core.runner import Runner
 
@@ -189,15 +189,16 @@ def run_build(
 
     graph = load_build(context_dir, request.from_spec, extra_functions)
     results = []
-    ready: list[bool] = []  # whether ensure_running already ran in this build
+    ready = False  # ensure_running runs once per build, before the first platform's solve
 
     def prepare() -> None:
+        nonlocal ready
         if not ready:
             from envd_core.pipeline.bootstrap import ensure_running
 
             ensure_running(builder, auto_bootstrap=request.auto_bootstrap,
-                           report=report or (lambda line: None))
-            ready.append(True)
+                           report=report or silent)
+            ready = True
 
     for platform in platforms:
         results.append(_build_one(
