@@ -35,9 +35,9 @@ from envd_core.buildkit.llb_ops import (
     _MergeVertex,
     _SourceVertex,
     bind,
-    definition_ops,
     cache,
     copy,
+    definition_ops,
     mkdir,
     mkfile,
     normalize_image_ref,
@@ -99,7 +99,7 @@ class State:
     # -- metadata
     def with_env(self, key: str, value: str) -> State:
         """Set an environment variable for later ``run`` calls."""
-        env = tuple((k, v) for k, v in self.env if k != key) + ((key, value),)
+        env = (*((k, v) for k, v in self.env if k != key), (key, value))
         return _replace(self, env=env)
 
     def get_env(self, key: str) -> str | None:

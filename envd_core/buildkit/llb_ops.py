@@ -237,6 +237,7 @@ class _ExecVertex(Vertex):
 
     def fill(self, op: ops_pb2.Op) -> None:
         from envd_core.buildkit._pb import ops_pb2 as pb
+
         ex = op.exec
         ex.meta.args.extend(self.argv)
         ex.meta.env.extend(self.meta_env)
@@ -254,7 +255,7 @@ class _ExecVertex(Vertex):
             "ssh": pb.SSH,
             "tmpfs": pb.TMPFS,
         }
-        for (m, out), inp in zip(self.mount_outputs(), self.mount_inputs):
+        for (m, out), inp in zip(self.mount_outputs(), self.mount_inputs, strict=True):
             pm = pb.Mount(
                 dest=m.dest,
                 output=out,
@@ -284,7 +285,8 @@ class _ExecVertex(Vertex):
 
 @dataclass(frozen=True)
 class FileAction:
-    """One action of a FileOp; build with :func:`mkfile`, :func:`mkdir`, :func:`rm`, :func:`copy`."""
+    """One action of a FileOp; build with :func:`mkfile`, :func:`mkdir`, :func:`rm` or :func:`copy`.
+    """
 
     kind: str
     args: Mapping[str, Any] = field(default_factory=dict)
@@ -407,6 +409,7 @@ class _FileVertex(Vertex):
 
     def fill(self, op: ops_pb2.Op) -> None:
         from envd_core.buildkit._pb import ops_pb2 as pb
+
         n_inputs = len(self.inputs)
         for k, a in enumerate(self.actions):
             fa = op.file.actions.add()
