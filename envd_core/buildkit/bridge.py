@@ -8,6 +8,7 @@ opens to the private socket gets a fresh ``dial()`` stream; two threads copy byt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -32,7 +33,7 @@ class ByteStream(Protocol):
     def close(self) -> None: ...
 
 
-def _half_close(stream: Any) -> None:
+def _half_close(stream: ByteStream) -> None:
     """Signal end-of-input to ``stream`` without closing its read side."""
     try:
         if hasattr(stream, "shutdown_write"):
@@ -43,13 +44,11 @@ def _half_close(stream: Any) -> None:
         pass
 
 
-def _force_close(stream: Any) -> None:
+def _force_close(stream: ByteStream) -> None:
     try:
         if isinstance(stream, socket.socket):
-            try:
+            with contextlib.suppress(OSError):
                 stream.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         stream.close()
     except OSError:
         pass
@@ -68,7 +67,7 @@ class _Bridge:
         self._listener.bind(self.path)
         self._listener.listen(16)
         self._lock = threading.Lock()
-        self._streams: set[Any] = set()
+        self._streams: set[ByteStream] = set()
         self._threads: list[threading.Thread] = []
         self._stopped = False
         self.last_error: BaseException | None = None
@@ -123,7 +122,7 @@ class _Bridge:
         _force_close(local)
 
     @staticmethod
-    def _pump(src: Any, dst: Any, done: threading.Event | None) -> None:
+    def _pump(src: ByteStream, dst: ByteStream, done: threading.Event | None) -> None:
         """Copy ``src`` to ``dst`` until EOF; ``done`` marks the daemon -> grpc direction."""
         try:
             while True:
@@ -143,10 +142,9 @@ class _Bridge:
             else:
                 # Upstream ended (or died): grpc must see EOF now, and our reader of the grpc
                 # side must wake up, so shut the local socket both ways.
-                try:
-                    dst.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                if isinstance(dst, socket.socket):  # always, in this direction
+                    with contextlib.suppress(OSError):
+                        dst.shutdown(socket.SHUT_RDWR)
                 done.set()
 
     def stop(self) -> None:
@@ -156,10 +154,8 @@ class _Bridge:
                 return
             self._stopped = True
             streams = list(self._streams)
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._listener.close()
         for s in streams:
             _force_close(s)
@@ -193,10 +189,8 @@ class _PrefixedSocket:
         self._sock.shutdown(how)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
 
 

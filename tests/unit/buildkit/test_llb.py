@@ -43,7 +43,7 @@ def test_dependencies_first_and_terminal_op_last() -> None:
     raw = list(getattr(d, "def"))
     digests = ["sha256:" + hashlib.sha256(b).hexdigest() for b in raw]
     seen: set[str] = set()
-    for data, dg in zip(raw[:-1], digests):
+    for data, dg in zip(raw[:-1], digests[:-1], strict=True):
         for inp in ops_pb2.Op.FromString(data).inputs:
             assert inp.digest in seen  # every input defined earlier
         seen.add(dg)
