@@ -17,11 +17,25 @@ from envd_core.errors import UsageError
 def complete_context_names(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
-    """Shell completion of stored context names (reads the store, never a plugin)."""
-    try:
-        from envd_core.contexts.store import FileStore
+    """Shell completion of stored context names.
 
-        names = list(FileStore().load().contexts)
+    Reads the store selected by ``ENVD_CONTEXT_STORE`` without writing it: pressing Tab on a
+    fresh machine must not create ``contexts.json`` (a missing store completes ``default``).
+    Plugins are loaded only when a store other than the embedded file store is selected.
+    """
+    try:
+        from envd_core.contexts.store import ContextStore, FileStore
+
+        store: ContextStore
+        wanted = os.environ.get("ENVD_CONTEXT_STORE") or FileStore.name
+        if wanted == FileStore.name:
+            store = FileStore()
+        else:
+            from envd_core.contexts.operations import open_store
+            from envd_core.plugins import Plugins
+
+            store = open_store(Plugins.create(), wanted)
+        names = list(store.peek().contexts)
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
@@ -139,7 +153,7 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
     items = list(contexts.contexts.values())
     statuses = _probe_all(app, items, timeout) if with_status else {}
     if fmt == "json":
-        rows = []
+        rows: list[dict[str, Any]] = []
         for ctx in items:
             row = context_row(ctx, contexts.current)
             builder_ok, runner_ok = app.contexts.is_installed(ctx)
@@ -156,7 +170,7 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
     for ctx in items:
         builder_ok, runner_ok = app.contexts.is_installed(ctx)
         name = ctx.name + (" (current)" if ctx.name == contexts.current else "")
-        row = [
+        cells = [
             name,
             ctx.builder + ("" if builder_ok else " (not installed)"),
             ctx.builder_url,
@@ -164,8 +178,8 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
             ctx.runner_address or "",
         ]
         if with_status:
-            row.append(_status_cell(statuses[ctx.name]))
-        table_rows.append(row)
+            cells.append(_status_cell(statuses[ctx.name]))
+        table_rows.append(cells)
     click.echo(table(headers, table_rows))
 
 
