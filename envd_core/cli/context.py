@@ -59,9 +59,55 @@ name_argument = click.argument(
 )
 
 
-@click.group()
-def context() -> None:
+class ContextGroup(click.Group):
+    """``envd context``: remembers the subcommand's arguments for the first-run hint.
+
+    ``resolve_command`` is the one public point that sees them before the group callback runs.
+    """
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        ctx.meta["envd.context.args"] = list(args)
+        return super().resolve_command(ctx, args)
+
+
+def _wants_json(args: list[str]) -> bool:
+    for i, arg in enumerate(args):
+        if arg in ("--format=json", "-fjson"):
+            return True
+        if arg in ("--format", "-f") and args[i + 1 : i + 2] == ["json"]:
+            return True
+    return False
+
+
+def _first_run_hint(args: list[str]) -> None:
+    """One stderr line, once, when upstream envd's contexts exist and ours hold only default.
+
+    Never under ``--format json`` (scripts parse that), never for the import itself, never an
+    error: a hint must not stand in the way of the command.
+    """
+    if not args or args[0] == "import" or _wants_json(args) or os.environ.get("_ENVD_COMPLETE"):
+        return
+    try:
+        from envd_core.contexts.store import FileStore
+        from envd_core.contexts.upstream import first_run_hint
+
+        if (os.environ.get("ENVD_CONTEXT_STORE") or FileStore.name) != FileStore.name:
+            return
+        store = FileStore()
+        line = first_run_hint(store.peek(), store.directory)
+    except Exception:  # a broken store is the command's to report, not the hint's
+        return
+    if line:
+        info(line)
+
+
+@click.group(cls=ContextGroup)
+@click.pass_context
+def context(ctx: click.Context) -> None:
     """Manage envd contexts (which builder builds, which runner runs)."""
+    _first_run_hint(ctx.meta.get("envd.context.args", []))
 
 
 @context.command("create")
@@ -295,15 +341,68 @@ def export(app: Any, name: str, dest: str) -> None:
 
 
 @context.command("import")
-@click.argument("name")
-@click.argument("source", metavar="FILE|-")
-@click.option("--use", is_flag=True, help="Make it the current context.")
+@click.argument("name", required=False)
+@click.argument("source", metavar="FILE|-", required=False)
+@click.option("--from-upstream", is_flag=True,
+              help="Import every context of upstream envd (~/.config/envd/contexts).")
+@click.option("--dry-run", is_flag=True, help="With --from-upstream: report, change nothing.")
+@click.option("--use", is_flag=True,
+              help="Make it the current context (with --from-upstream: upstream's current one).")
+@format_option
 @click.pass_obj
-def import_(app: Any, name: str, source: str, use: bool) -> None:
-    """Create context NAME from an export written by `envd context export`."""
+def import_(app: Any, name: str | None, source: str | None, from_upstream: bool, dry_run: bool,
+            use: bool, fmt: str) -> None:
+    """Create context NAME from an export written by `envd context export`, or, with
+    --from-upstream, import every context upstream envd (Go) has stored.
+
+    \b
+    envd context import remote ./remote.json
+    envd context import --from-upstream --dry-run
+    envd context import --from-upstream --use
+    """
+    if from_upstream:
+        if name or source:
+            raise UsageError("--from-upstream takes no NAME or FILE (it reads upstream's store)")
+        plan = app.contexts.import_upstream(use=use, dry_run=dry_run)
+        _render_upstream_import(plan, fmt=fmt, dry_run=dry_run)
+        return
+    if dry_run:
+        raise UsageError("--dry-run applies to --from-upstream only")
+    if not name or not source:
+        raise UsageError("give NAME and FILE (usage: envd context import NAME FILE|-), "
+                         "or --from-upstream")
     from envd_core.contexts.operations import read_document
 
     ctx = app.contexts.import_(name, read_document(source), use=use)
     info(f"Context {ctx.name} is created")
     if use:
         info(f'Current context is "{ctx.name}"')
+
+
+def _render_upstream_import(plan: Any, *, fmt: str, dry_run: bool) -> None:
+    """The report of an upstream import: a row per context, then a summary on stderr."""
+    if fmt == "json":
+        click.echo(dump_json({**plan.to_json(), "dry_run": dry_run}))
+        return
+    rows = []
+    for item in plan.items:
+        data = item.to_json()
+        note = "; ".join(filter(None, [data.get("reason", ""), *data["notes"]]))
+        action = f"would be {item.action}" if dry_run and item.action == "imported" else item.action
+        rows.append([data["context"], action, data["builder_addr"], data["runner"],
+                     data.get("runner_addr", ""), note])
+    click.echo(table(["context", "action", "builder addr", "runner", "runner addr", "note"], rows))
+    counts = plan.counts()
+    verb = "Would import" if dry_run else "Imported"
+    info(f"{verb} {counts['imported']} context(s) from {plan.source} "
+         f"({counts['unchanged']} unchanged, {counts['skipped']} skipped)"
+         + ("; dry run: nothing was written" if dry_run else ""))
+    current = plan.upstream_current
+    if plan.current_action == "switched":
+        info(f'Current context {"would be" if dry_run else "is"} "{current}"')
+    elif plan.current_action == "not-switched":
+        info(f"Current context not changed: {plan.current_reason}")
+    elif plan.current_action == "not-requested":
+        info(f'Upstream\'s current context is "{current}"; add --use to make it current here')
+    for file_name, why in plan.to_json()["not_imported"].items():
+        info(f"Not imported yet: {file_name}, {why}")

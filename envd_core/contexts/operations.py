@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -19,6 +19,9 @@ from envd_core.errors import ContextError, EnvdError, ValidationError
 from envd_core.options import parse_options
 from envd_core.plugins import KNOWN_PROVIDERS, Plugins
 from envd_core.runner import Runner
+
+if TYPE_CHECKING:
+    from envd_core.contexts.upstream import ImportPlan
 
 EXPORT_FORMAT = "envd-context/v1"
 
@@ -223,6 +226,41 @@ class ContextOperations:
             runner_options=stored.runner_options,
             description=stored.description,
         )
+
+    # -- upstream envd ---------------------------------------------------------------------
+    def import_upstream(
+        self, *, path: Path | None = None, use: bool = False, dry_run: bool = False
+    ) -> ImportPlan:
+        """Import upstream envd's contexts (``~/.config/envd/contexts``); idempotent.
+
+        Reads upstream's gob file (never writes it), plans against our store and, unless
+        ``dry_run``, stores the plan in one transaction: either every planned context is
+        stored or, on any error, none.
+        """
+        from envd_core.contexts.upstream import (
+            apply_plan,
+            plan_import,
+            read_upstream,
+            upstream_file,
+        )
+
+        source = read_upstream(path or upstream_file())
+
+        def plan(contexts: ContextSet) -> ImportPlan:
+            return plan_import(
+                source,
+                contexts,
+                builder_types=self.plugins.builder_types,
+                runner_types=self.plugins.runner_types,
+                use=use,
+            )
+
+        if dry_run:
+            return plan(self.store.peek())
+        with self.store.transaction() as contexts:
+            result = plan(contexts)
+            apply_plan(result, contexts)
+        return result
 
 
 def missing_type_message(
