@@ -82,6 +82,10 @@ class UpstreamContext:
         return f"{self.builder}://{self.builder_address}"
 
 
+#: The context upstream's reader starts from (``home.defaultContext``).
+_DEFAULT = UpstreamContext(DEFAULT_NAME, "moby-worker", "envd_buildkitd", "docker")
+
+
 @attrs.frozen
 class UpstreamContexts:
     """Everything upstream's context file holds, and where it was read from."""
@@ -126,21 +130,26 @@ def _interpret(stream: gob.GobStream) -> tuple[str, tuple[UpstreamContext, ...]]
     value: Mapping[str, Any] = top.value
     current = value.get("Current") or DEFAULT_NAME
     if "Contexts" not in value:
-        return current, (UpstreamContext(DEFAULT_NAME, "moby-worker", "envd_buildkitd", "docker"),)
+        return current, (_DEFAULT,)
     slice_type = stream.types[envd_context.fields[_field_index(envd_context, "Contexts")][1]]
     assert isinstance(slice_type, gob.SliceType)  # checked by _check_struct
     _check_struct(stream, slice_type.elem, dict.fromkeys(_CONTEXT_FIELDS, "string"), "Context")
-    contexts = tuple(
-        UpstreamContext(
-            name=entry.get("Name", ""),
-            builder=entry.get("Builder", ""),
-            builder_address=entry.get("BuilderAddress", ""),
-            runner=entry.get("Runner", ""),
-            runner_address=entry.get("RunnerAddress"),
+    contexts = []
+    for index, entry in enumerate(value["Contexts"]):
+        # Upstream decodes into a list already holding its default context, and gob reuses
+        # that element: fields absent from the first entry keep the default's values (upstream
+        # itself lists a first context created with an empty address as `envd_buildkitd`).
+        base = _DEFAULT if index == 0 else UpstreamContext("", "", "", "")
+        contexts.append(
+            UpstreamContext(
+                name=entry.get("Name", base.name),
+                builder=entry.get("Builder", base.builder),
+                builder_address=entry.get("BuilderAddress", base.builder_address),
+                runner=entry.get("Runner", base.runner),
+                runner_address=entry.get("RunnerAddress", base.runner_address),
+            )
         )
-        for entry in value["Contexts"]
-    )
-    return current, contexts
+    return current, tuple(contexts)
 
 
 def _field_index(struct: gob.StructType, name: str) -> int:
@@ -152,7 +161,9 @@ def _check_struct(
 ) -> gob.StructType:
     """``type_id`` is a struct whose fields are among ``expected``, each of the expected kind."""
     wire = stream.types.get(type_id)
-    if not isinstance(wire, gob.StructType):
+    if not isinstance(wire, gob.StructType) or wire.name != what:
+        # gob names a struct type by its Go name: another file of upstream's (`auth` holds an
+        # EnvdAuth) or any other program's gob is refused here, before its fields are read
         raise gob.GobError(f"the value is a {stream.name_of(type_id)}, not {what}")
     for field, field_type in wire.fields:
         kind = expected.get(field)
@@ -343,8 +354,6 @@ def _same(a: Context, b: Context) -> bool:
 def _plan_current(
     name: str, items: list[ImportItem], ours: ContextSet, use: bool
 ) -> tuple[str, str]:
-    if not use:
-        return "not-requested", "pass --use to make it current here too"
     item = next((i for i in items if i.upstream.name == name), None)
     if item is None:
         return "not-switched", f"upstream's current context `{name}` is not in its list"
@@ -352,6 +361,8 @@ def _plan_current(
         return "not-switched", f"`{name}` was skipped"
     if ours.current == name:
         return "unchanged", ""
+    if not use:
+        return "not-requested", "pass --use to make it current here too"
     return "switched", ""
 
 
