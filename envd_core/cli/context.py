@@ -96,7 +96,7 @@ def _first_run_hint(args: list[str]) -> None:
         if (os.environ.get("ENVD_CONTEXT_STORE") or FileStore.name) != FileStore.name:
             return
         store = FileStore()
-        line = first_run_hint(store.peek(), store.directory)
+        line = first_run_hint(store.peek, store.directory)
     except Exception:  # a broken store is the command's to report, not the hint's
         return
     if line:

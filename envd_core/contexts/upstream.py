@@ -27,7 +27,7 @@ report.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -379,18 +379,20 @@ def apply_plan(plan: ImportPlan, contexts: ContextSet) -> None:
 HINT_MARKER = ".upstream-import-hint"
 
 
-def first_run_hint(ours: ContextSet, config_dir: Path, home: Path | None = None) -> str | None:
+def first_run_hint(
+    peek: Callable[[], ContextSet], config_dir: Path, home: Path | None = None
+) -> str | None:
     """The line suggesting an import, once: upstream's file exists and ours holds only default.
 
-    Returns ``None`` when the hint does not apply or was already shown. Showing it is recorded
-    by creating an empty marker in our config directory; if that cannot be written the hint is
-    not shown at all, so it can never repeat on every command.
+    ``peek`` reads our contexts without writing; it is called only when upstream's file exists
+    and the hint was not shown yet, so the common case costs two ``stat`` calls. Returns
+    ``None`` when the hint does not apply or was already shown. Showing it is recorded by
+    creating an empty marker in our config directory; if that cannot be written the hint is not
+    shown at all, so it can never repeat on every command.
     """
     source = upstream_file(home)
-    if list(ours.contexts) != [DEFAULT_NAME] or not source.is_file():
-        return None
     marker = config_dir / HINT_MARKER
-    if marker.exists():
+    if not source.is_file() or marker.exists() or list(peek().contexts) != [DEFAULT_NAME]:
         return None
     try:
         config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
