@@ -89,6 +89,13 @@ def _first_run_hint(args: list[str]) -> None:
     """
     if not args or args[0] == "import" or _wants_json(args) or os.environ.get("_ENVD_COMPLETE"):
         return
+    from pathlib import Path
+
+    # upstream's store is always $HOME/.config/envd/contexts (contexts.upstream.upstream_file);
+    # checked here first so that every `envd context` command without it skips the import of
+    # the gob reader (~8 ms measured on this machine)
+    if not (Path.home() / ".config" / "envd" / "contexts").is_file():
+        return
     try:
         from envd_core.contexts.store import FileStore
         from envd_core.contexts.upstream import first_run_hint

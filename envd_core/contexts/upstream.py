@@ -29,15 +29,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from envd_core.contexts import gob
 from envd_core.contexts.model import DEFAULT_NAME, Context, ContextSet
 from envd_core.contexts.validate import validate_name
 from envd_core.errors import EnvdError, StoreError
 from envd_core.plugins import KNOWN_PROVIDERS
+
+if TYPE_CHECKING:
+    from envd_core.contexts import gob
 
 FILE_NAME = "contexts"
 
@@ -101,6 +103,8 @@ def read_upstream(path: Path) -> UpstreamContexts:
     Raises :class:`UpstreamStoreError` (one line naming the file) when it is missing,
     unreadable, corrupt, truncated, empty, or holds anything upstream envd does not write.
     """
+    from envd_core.contexts import gob  # only an import pays for the reader
+
     where = f"upstream envd's context file `{path}`"
     try:
         data = path.read_bytes()
@@ -123,6 +127,8 @@ def read_upstream(path: Path) -> UpstreamContexts:
 
 
 def _interpret(stream: gob.GobStream) -> tuple[str, tuple[UpstreamContext, ...]]:
+    from envd_core.contexts import gob
+
     if len(stream.values) != 1:
         raise gob.GobError(f"{len(stream.values)} values; upstream writes one")
     (top,) = stream.values
@@ -160,6 +166,8 @@ def _check_struct(
     stream: gob.GobStream, type_id: int, expected: Mapping[str, str], what: str
 ) -> gob.StructType:
     """``type_id`` is a struct whose fields are among ``expected``, each of the expected kind."""
+    from envd_core.contexts import gob
+
     wire = stream.types.get(type_id)
     if not isinstance(wire, gob.StructType) or wire.name != what:
         # gob names a struct type by its Go name: another file of upstream's (`auth` holds an

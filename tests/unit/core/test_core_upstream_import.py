@@ -281,3 +281,34 @@ def test_hint_never_stops_a_command_on_a_corrupt_store(up, home, envd_config_dir
     result = up("context", "ls")
     stderr = assert_one_error(result)
     assert "is corrupt" in stderr and HINT not in stderr
+
+
+PROBE = """
+import json, sys
+from envd_core.cli import create_cli, run
+
+code = run(create_cli(), ["context", "ls"])
+print(json.dumps({"code": code, "loaded": [m for m in ("envd_core.contexts.upstream",
+      "envd_core.contexts.gob") if m in sys.modules]}))
+"""
+
+
+@pytest.mark.parametrize("with_upstream", [False, True])
+def test_context_ls_pays_for_the_gob_reader_only_when_importing(tmp_path, with_upstream):
+    """`envd context ls` runs often: the hint check must not load the reader."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    (home / ".config" / "envd").mkdir(parents=True)
+    if with_upstream:
+        put_upstream(home, "every-type.gob")
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "ENVD_CONFIG_DIR": str(tmp_path / "cfg")}
+    for _ in range(2):  # the second run is after the hint was shown
+        done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout.splitlines()[-1])
+        assert report["code"] == 0
+        expected = ["envd_core.contexts.upstream"] if with_upstream else []
+        assert report["loaded"] == expected
