@@ -57,12 +57,16 @@ class StructType:
 
 @attrs.frozen
 class SliceType:
+    """A slice: its Go name and the type id of its elements."""
+
     name: str
     elem: int
 
 
 @attrs.frozen
 class ArrayType:
+    """An array: its Go name, element type id and fixed length."""
+
     name: str
     elem: int
     length: int
@@ -70,11 +74,14 @@ class ArrayType:
 
 @attrs.frozen
 class MapType:
+    """A map: its Go name and the type ids of its keys and values."""
+
     name: str
     key: int
     elem: int
 
 
+#: A type a stream defined (gob's ``wireType`` without the encoder kinds, which are refused).
 WireType = StructType | SliceType | ArrayType | MapType
 
 

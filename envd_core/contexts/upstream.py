@@ -141,11 +141,14 @@ def _interpret(stream: gob.GobStream) -> tuple[str, tuple[UpstreamContext, ...]]
     assert isinstance(slice_type, gob.SliceType)  # checked by _check_struct
     _check_struct(stream, slice_type.elem, dict.fromkeys(_CONTEXT_FIELDS, "string"), "Context")
     contexts = []
-    for index, entry in enumerate(value["Contexts"]):
-        # Upstream decodes into a list already holding its default context, and gob reuses
-        # that element: fields absent from the first entry keep the default's values (upstream
-        # itself lists a first context created with an empty address as `envd_buildkitd`).
-        base = _DEFAULT if index == 0 else UpstreamContext("", "", "", "")
+    entries = value["Contexts"]
+    for entry in entries:
+        # Upstream decodes into a list already holding its default context. Go's gob reuses
+        # that element when the stored list fits in it (one entry): fields absent from that
+        # entry keep the default's values. A longer list is decoded into a fresh, zeroed one.
+        # (Upstream's own `ls` shows both: tcp://envd_buildkitd for a lone context created
+        # with an empty address, tcp:// for the same context followed by another.)
+        base = _DEFAULT if len(entries) == 1 else UpstreamContext("", "", "", "")
         contexts.append(
             UpstreamContext(
                 name=entry.get("Name", base.name),

@@ -11,6 +11,8 @@ The files in ``data/upstream/`` were written once by upstream envd v1.3.4 (built
   ``context ls --format json`` of it.
 - ``empty-first-address.gob``: a context created with ``--builder-address ""``, then
   ``default`` removed, so the first entry lacks its address.
+- ``empty-first-address-of-two.gob``: the same, with a second context after it;
+  ``empty-first-address-of-two.ls.json`` is upstream's ``context ls --format json`` of it.
 - ``auth.gob``: the (empty) login file upstream writes next to ``contexts``.
 """
 
