@@ -349,7 +349,7 @@ def export(app: Any, name: str, dest: str) -> None:
 
 @context.command("import")
 @click.argument("name", required=False)
-@click.argument("source", metavar="FILE|-", required=False)
+@click.argument("source", metavar="[FILE|-]", required=False)
 @click.option("--from-upstream", is_flag=True,
               help="Import every context of upstream envd (~/.config/envd/contexts).")
 @click.option("--dry-run", is_flag=True, help="With --from-upstream: report, change nothing.")
