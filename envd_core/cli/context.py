@@ -96,15 +96,16 @@ def _first_run_hint(args: list[str]) -> None:
     # the gob reader (~8 ms measured on this machine)
     if not (Path.home() / ".config" / "envd" / "contexts").is_file():
         return
-    try:
-        from envd_core.contexts.store import FileStore
-        from envd_core.contexts.upstream import first_run_hint
+    from envd_core.contexts.store import FileStore
+    from envd_core.contexts.upstream import first_run_hint
+    from envd_core.errors import EnvdError
 
-        if (os.environ.get("ENVD_CONTEXT_STORE") or FileStore.name) != FileStore.name:
-            return
-        store = FileStore()
+    if (os.environ.get("ENVD_CONTEXT_STORE") or FileStore.name) != FileStore.name:
+        return
+    store = FileStore()
+    try:
         line = first_run_hint(store.peek, store.directory)
-    except Exception:  # a broken store is the command's to report, not the hint's
+    except (EnvdError, OSError):  # a broken store is the command's to report, not the hint's
         return
     if line:
         info(line)
