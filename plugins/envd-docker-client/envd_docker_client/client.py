@@ -61,7 +61,7 @@ def open_client(host: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
             f"unsupported Docker host `{address}`",
             hint="use unix:///path/docker.sock or tcp://host:port",
         )
-    kwargs: dict[str, Any] = kwargs_from_env()
+    kwargs: dict[str, Any] = dict(kwargs_from_env())
     kwargs["base_url"] = address
     if address.startswith("unix://"):
         kwargs.pop("tls", None)

@@ -11,7 +11,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 from envd_core.errors import EnvdError, RunnerError
 from envd_core.imageref import parse_reference
-
 from envd_docker_client.client import docker_errors
 
 if TYPE_CHECKING:
@@ -74,7 +73,8 @@ def load_image(client: docker.DockerClient, host: str, tarball: IO[bytes], *,
     """``docker load`` of a docker-format tarball; returns the loaded image names."""
     loaded: list[str] = []
     with docker_errors(host, "load the image", error=error):
-        stream = client.api.load_image(iter(_ChunkedReader(tarball)), quiet=True)
+        api: Any = client.api  # APIClient.load_image has no annotations in types-docker
+        stream = api.load_image(iter(_ChunkedReader(tarball)), quiet=True)
         for message in _messages(stream, host, "load the image", error):
             text = str(message.get("stream", ""))
             for prefix in ("Loaded image: ", "Loaded image ID: "):

@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from envd_docker_client.client import docker_errors, docker_host, open_client
+
 from envd_core.environment import (
     Environment,
     EnvironmentSpec,
@@ -16,8 +18,6 @@ from envd_core.environment import (
 )
 from envd_core.errors import EnvdError, RunnerError, ValidationError
 from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
-from envd_docker_client.client import docker_errors, docker_host, open_client
-
 from envd_docker_runner.mapping import LABEL_NAME, container_config, host_config, to_environment
 
 if TYPE_CHECKING:
