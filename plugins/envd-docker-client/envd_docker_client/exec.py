@@ -94,6 +94,11 @@ class ExecStream:
             pass
 
     def close(self) -> None:
+        # shutdown first: close() alone does not wake a thread blocked in recv() on Linux
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         finally:
