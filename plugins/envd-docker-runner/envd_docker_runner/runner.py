@@ -154,14 +154,12 @@ class DockerRunner(Runner):
         import docker.errors
 
         api = self.client().api
-        try:
-            with docker_errors(self.host, f"start `{name}`"):
+        with docker_errors(self.host, f"start `{name}`"):
+            try:
                 api.start(container_id)
-        except RunnerError as exc:
-            raise self._explain_start_failure(name, exc) from None
-        except docker.errors.NotFound as exc:
-            # dockerd answers 404 for a start whose device driver or mount source is missing
-            raise self._explain_start_failure(name, exc) from None
+            except docker.errors.APIError as exc:
+                # includes a 404 for a start whose device driver or mount source is missing
+                raise self._explain_start_failure(name, exc) from None
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             attrs = api.inspect_container(container_id)
@@ -181,22 +179,21 @@ class DockerRunner(Runner):
             time.sleep(0.1)
 
     def _explain_start_failure(self, name: str, exc: BaseException) -> RunnerError:
-        text = str(getattr(exc, "explanation", None) or exc)
+        lines = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
+        text = lines[0] if lines else type(exc).__name__
         lowered = text.lower()
-        if "could not select device driver" in lowered or "nvidia" in lowered:
+        if "could not select device driver" in lowered:
             return RunnerError(
                 f"environment `{name}` asks for GPUs, but the Docker daemon at `{self.host}` has "
-                f"no GPU runtime: {text.strip().splitlines()[0]}",
+                f"no GPU runtime: {text}",
                 hint="install the NVIDIA Container Toolkit on that host, or drop the GPU request",
             )
         if "port is already allocated" in lowered or "address already in use" in lowered:
             return RunnerError(
-                f"environment `{name}`: a requested host port is already allocated on the host",
+                f"environment `{name}`: a requested host port is already in use: {text}",
                 hint="choose another host port, or leave it empty for a free one",
             )
-        if isinstance(exc, RunnerError):
-            return exc
-        return RunnerError(f"environment `{name}` failed to start: {text.strip()}")
+        return RunnerError(f"environment `{name}` failed to start: {text}")
 
     def list_environments(self) -> list[Environment]:
         import docker.errors
