@@ -50,6 +50,10 @@ class DockerRunner(Runner):
     supports_mounts = True
     supports_gpus = True
 
+    def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(address, options)
+        self._client: docker.DockerClient | None = None
+
     @classmethod
     def normalize_address(cls, address: str) -> str | None:
         value = super().normalize_address(address)
@@ -66,12 +70,13 @@ class DockerRunner(Runner):
         return docker_host(self.address)
 
     def client(self) -> docker.DockerClient:
-        """A docker SDK client for :attr:`host` (one line :class:`RunnerError` if unreachable)."""
-        cached: docker.DockerClient | None = getattr(self, "_client", None)
-        if cached is None:
-            cached = open_client(self.address)
-            self._client = cached
-        return cached
+        """A docker SDK client for :attr:`host` (one line :class:`RunnerError` if unreachable).
+
+        Opened on first use and kept: it negotiates the API version with one request.
+        """
+        if self._client is None:
+            self._client = open_client(self.address)
+        return self._client
 
     def _inspect_raw(self, name: str) -> dict[str, Any]:
         import docker.errors
