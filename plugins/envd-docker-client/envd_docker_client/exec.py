@@ -162,7 +162,9 @@ def run_exec(
         finally:
             stream.close()
             if pump is not None:
-                pump.join(timeout=5)
+                # the command has ended; a pump still blocked reading an interactive stdin
+                # (a terminal) must not hold the caller, and it is a daemon thread
+                pump.join(timeout=0.1)
         code = api.exec_inspect(exec_id).get("ExitCode")
     return int(code) if code is not None else -1
 

@@ -102,3 +102,25 @@ def test_host_port_in_use_is_one_line_and_leaves_nothing(runner: DockerRunner) -
     assert f"`{name}`: a requested host port is already in use" in str(info.value)
     assert str(port) in str(info.value) and "\n" not in str(info.value)
     assert not runner.client().api.containers(all=True, filters={"name": name})
+
+
+def test_exec_returns_when_the_command_ends_even_if_stdin_stays_open(
+    runner: DockerRunner,
+) -> None:
+    """Like a terminal that never sends EOF: the exit code comes back as soon as it exits."""
+    import os
+    import time
+
+    name = f"envd-stdin-{uuid.uuid4().hex[:8]}"
+    runner.create(EnvironmentSpec(name=name, image=BUSYBOX, command=("sleep", "60")))
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(read_end, "rb", buffering=0) as never_ending:
+            started = time.monotonic()
+            code = runner.exec(name, ["sh", "-c", "exit 7"], stdin=never_ending,
+                               stdout=io.BytesIO(), stderr=io.BytesIO())
+            elapsed = time.monotonic() - started
+        assert code == 7 and elapsed < 3, elapsed
+    finally:
+        os.close(write_end)
+        runner.remove(name, force=True)
