@@ -43,7 +43,6 @@ _LAZY: dict[str, str] = {
     "connect_tcp": "transport",
     "connect_bridge": "transport",
     "connect_address": "transport",
-    "dial_docker_upgrade": "transport",
     "dial_process": "transport",
     "parse_go_duration": "transport",
     "BuildkitClient": "client",

@@ -1,8 +1,9 @@
 """Byte bridges: give grpcio a unix socket whose connections are spliced to any byte stream.
 
-Used for endpoints grpcio cannot dial itself: dockerd's ``POST /grpc`` h2c upgrade and
-``buildctl dial-stdio`` run inside a container (``docker exec -i``). Each connection grpcio
-opens to the private socket gets a fresh ``dial()`` stream; two threads copy bytes both ways.
+Used for endpoints grpcio cannot dial itself: any ``dial()`` returning a :class:`ByteStream`
+(plugins bring theirs, e.g. dockerd's ``POST /grpc`` h2c upgrade in ``envd-docker-client``) and
+:func:`dial_process`, a local command's stdin/stdout. Each connection grpcio opens to the private
+socket gets a fresh ``dial()`` stream; two threads copy bytes both ways.
 ``transport.connect_bridge`` wraps this into a ``Connection``.
 """
 
@@ -19,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from envd_core.buildkit.errors import BuildkitConnectionError, connection_error
-from envd_core.errors import ErrorKind, ValidationError
+from envd_core.buildkit.errors import BuildkitConnectionError
+from envd_core.errors import ErrorKind
 
 DEFAULT_DIAL_TIMEOUT = 5.0
 
@@ -166,99 +167,6 @@ class _Bridge:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-class _PrefixedSocket:
-    """A socket whose first reads return bytes already consumed while parsing a header."""
-
-    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
-        self._sock = sock
-        self._prefix = prefix
-
-    def recv(self, n: int) -> bytes:
-        if self._prefix:
-            out, self._prefix = self._prefix[:n], self._prefix[n:]
-            return out
-        return self._sock.recv(n)
-
-    def sendall(self, data: bytes) -> None:
-        self._sock.sendall(data)
-
-    def shutdown_write(self) -> None:
-        self._sock.shutdown(socket.SHUT_WR)
-
-    def shutdown(self, how: int) -> None:
-        self._sock.shutdown(how)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-
-
-def _docker_socket(docker_host: str, timeout: float) -> socket.socket:
-    if docker_host.startswith("unix://"):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        s.connect(docker_host[len("unix://") :])
-    elif docker_host.startswith("tcp://"):
-        hostport = docker_host[len("tcp://") :].rstrip("/")
-        host, _, port = hostport.rpartition(":")
-        s = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
-    else:
-        raise ValidationError(
-            f"unsupported DOCKER_HOST `{docker_host}`: use `unix:///path` or `tcp://host:port`"
-        )
-    return s
-
-
-def dial_docker_upgrade(
-    docker_host: str = "unix:///var/run/docker.sock",
-    path: str = "/grpc",
-    *,
-    headers: dict[str, list[str]] | None = None,
-    timeout: float = DEFAULT_DIAL_TIMEOUT,
-) -> Callable[[], ByteStream]:
-    """A ``dial()`` that opens ``docker_host`` and upgrades ``POST <path>`` to h2c.
-
-    dockerd answers ``101 Switching Protocols``; afterwards the socket carries raw HTTP/2
-    (for ``/grpc`` we are the HTTP/2 client). ``headers`` adds extra header lines (``/session``).
-    """
-
-    def dial() -> ByteStream:
-        try:
-            s = _docker_socket(docker_host, timeout)
-        except OSError as e:
-            raise connection_error(e, target=docker_host) from None
-        lines = [f"POST {path} HTTP/1.1", "Host: docker", "Connection: Upgrade", "Upgrade: h2c"]
-        for k, values in (headers or {}).items():
-            lines.extend(f"{k}: {v}" for v in values)
-        try:
-            s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > 65536:
-                    break
-        except OSError as e:
-            s.close()
-            raise connection_error(e, target=docker_host) from None
-        head, sep, rest = buf.partition(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
-        if not sep or " 101 " not in f"{status} ":
-            s.close()
-            raise BuildkitConnectionError(
-                f"dockerd at `{docker_host}` refused the BuildKit upgrade on `{path}` "
-                f"(`{status or 'no answer'}`); is it a Docker Engine with BuildKit (>= 18.09)?",
-                kind=ErrorKind.NOT_BUILDKIT,
-            )
-        s.settimeout(None)
-        return _PrefixedSocket(s, rest)
-
-    return dial
-
-
 class _ProcessStream:
     """A spawned process's stdin/stdout as a byte stream (``buildctl dial-stdio``)."""
 
@@ -310,7 +218,7 @@ class _ProcessStream:
 
 def dial_process(argv: list[str]) -> Callable[[], ByteStream]:
     """A ``dial()`` that spawns ``argv`` per connection and talks over its stdin/stdout,
-    e.g. ``["docker", "exec", "-i", C, "buildctl", "dial-stdio"]``."""
+    e.g. ``["buildctl", "dial-stdio"]`` wrapped in whatever runs it where buildkitd is."""
 
     def dial() -> ByteStream:
         try:

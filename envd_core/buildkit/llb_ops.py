@@ -53,25 +53,9 @@ def parse_platform(text: str) -> ops_pb2.Platform:
 
 def normalize_image_ref(ref: str) -> str:
     """Docker's reference normalization: ``busybox`` -> ``docker.io/library/busybox:latest``."""
-    if not ref or ref != ref.strip() or " " in ref:
-        raise ValidationError(f"invalid image reference `{ref}`: expected e.g. `debian:bookworm`")
-    name, at, digest = ref.partition("@")
-    first, slash, rest = name.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        domain, path = first, rest
-    else:
-        domain, path = "docker.io", name
-        if "/" not in path:
-            path = "library/" + path
-    last = path.rsplit("/", 1)[-1]
-    if ":" not in last and not at:
-        path += ":latest"
-    repo = path.rsplit(":", 1)[0] if ":" in last else path
-    if repo != repo.lower():
-        raise ValidationError(
-            f"invalid image reference `{ref}`: repository names must be lowercase"
-        )
-    return f"{domain}/{path}" + (f"@{digest}" if at else "")
+    from envd_core.imageref import parse_reference
+
+    return str(parse_reference(ref).normalized())
 
 
 # ----------------------------------------------------------------------------- graph core

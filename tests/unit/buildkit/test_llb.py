@@ -86,7 +86,7 @@ def test_image_identifier_normalized_and_platform() -> None:
         ("user/app:1", "docker.io/user/app:1"),
         ("127.0.0.1:5000/busybox:latest", "127.0.0.1:5000/busybox:latest"),
         ("localhost/x", "localhost/x:latest"),
-        ("ghcr.io/o/r@sha256:abc", "ghcr.io/o/r@sha256:abc"),
+        ("ghcr.io/o/r@sha256:" + "a" * 64, "ghcr.io/o/r@sha256:" + "a" * 64),
     ],
 )
 def test_normalize_image_ref(ref: str, want: str) -> None:
