@@ -58,11 +58,12 @@ def buildkit_ldflags() -> list[str]:
     """The ldflags of a BuildKit release build: without them the binaries (and the Info RPC)
     report ``v0.0.0+unknown``."""
     ver = "github.com/moby/buildkit/version"
-    return ["-ldflags", f"-X {ver}.Version={BUILDKIT_VERSION} -X {ver}.Revision={BUILDKIT_REVISION}"]
+    stamp = f"-X {ver}.Version={BUILDKIT_VERSION} -X {ver}.Revision={BUILDKIT_REVISION}"
+    return ["-ldflags", stamp]
 
 
 def reported_version(binary: Path) -> str | None:
-    """What ``binary --version`` says, e.g. ``buildkitd github.com/moby/buildkit v0.18.2 e4da…``."""
+    """What ``binary --version`` prints: ``buildkitd github.com/moby/buildkit v0.18.2 <rev>``."""
     out = output([str(binary), "--version"])
     return out.strip() if out is not None else None
 
@@ -94,7 +95,9 @@ def ensure_buildkit_binaries() -> str:
     BIN.mkdir(parents=True, exist_ok=True)
     for tool in BUILDKIT_TOOLS:
         os.replace(staging / tool, BIN / tool)
-    return "rebuilt with version stamp (was unstamped)" if present else "installed"
+    if len(present) == len(BUILDKIT_TOOLS):
+        return "rebuilt: the binaries there were not version-stamped"
+    return "installed"
 
 
 def ensure_rootless_user() -> str:
