@@ -41,7 +41,9 @@ IMAGES = {  # name -> (reference, docker import --change lines)
 # The python image plus this host's CA bundle, for peers that cannot mount a CA into build
 # steps (upstream envd): pip then works through the TLS-intercepting proxy.
 IMAGE_PYTHON_HOSTCA = f"{REGISTRY}/python-hostca:3.11-bookworm"
-BUILDKIT_IMAGE = f"envd-buildkit:{BUILDKIT_VERSION}"
+# dockerd is shared by every instance: a second instance must not retag the first one's image.
+BUILDKIT_IMAGE = (f"envd-buildkit:{BUILDKIT_VERSION}" if not PORT_OFFSET
+                  else f"envd-buildkit-{PORT_OFFSET}:{BUILDKIT_VERSION}")
 BUILDKIT_IMAGE_REF = f"{REGISTRY}/moby/buildkit:{BUILDKIT_VERSION}"
 
 APT_PACKAGES = [

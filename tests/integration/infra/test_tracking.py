@@ -103,3 +103,20 @@ def test_status_of_a_fresh_state_dir_says_down(tmp_path: Path) -> None:
     status = json.loads(proc.stdout)
     assert status["auth-registry"] == "down"
     assert status["buildkitd"] == "down"
+
+
+def test_a_second_instance_names_its_images_apart(tmp_path: Path) -> None:
+    # dockerd is shared: an isolated instance must not retag the shared instance's images.
+    def env_json(offset: str) -> dict[str, str]:
+        env = {**os.environ, "ENVD_INFRA_DIR": str(tmp_path / offset),
+               "ENVD_INFRA_PORT_OFFSET": offset}
+        out = subprocess.run([sys.executable, str(SCRIPT), "env", "--json"], env=env,
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        loaded: dict[str, str] = json.loads(out)
+        return loaded
+
+    shared, second = env_json("0"), env_json("100")
+    assert shared["BUILDKIT_IMAGE"] == "envd-buildkit:v0.18.2"
+    for key in ("BUILDKIT_IMAGE", "BUILDKIT_IMAGE_REF", "IMAGE_DEBIAN", "IMAGE_BUSYBOX",
+                "IMAGE_PYTHON", "IMAGE_PYTHON_HOSTCA"):
+        assert shared[key] != second[key], key
