@@ -248,7 +248,7 @@ class Builder(ABC):
         names = {opt.name for opt in own}
         return own + tuple(opt for opt in COMMON_OPTIONS if opt.name not in names)
 
-    @classmethod
+    @classmethod  # noqa: B027 - an optional check: the default accepts every combination
     def check_options(cls, options: Mapping[str, str]) -> None:
         """Check options against each other (each one is already valid on its own).
 
