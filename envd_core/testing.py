@@ -63,6 +63,7 @@ __all__ = [
     "StoreContract",
     "StubBuilder",
     "StubRunner",
+    "assert_one_error",
     "builder_capability_problems",
     "clean_envd_environ",
     "make_plugin",
@@ -174,6 +175,22 @@ class CliResult:
 
     def __str__(self) -> str:  # shown by pytest when an assertion on the result fails
         return f"exit {self.exit_code}\n--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+
+
+def assert_one_error(result: CliResult, code: int = 1) -> str:
+    """Assert ``result`` failed with exit ``code`` and said so in one ``envd:`` line (+ a hint).
+
+    The house rule for bad input: one line (what, why, what to do), an optional ``hint:`` line,
+    never a traceback. Returns stderr for further checks.
+    """
+    assert result.exit_code == code, result
+    lines = result.stderr_lines
+    assert 1 <= len(lines) <= 2, result
+    assert lines[0].startswith("envd: "), result
+    if len(lines) == 2:
+        assert lines[1].startswith("hint: "), result
+    assert "Traceback" not in result.stderr
+    return result.stderr
 
 
 class EnvdCli:

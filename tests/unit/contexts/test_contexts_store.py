@@ -14,7 +14,7 @@ import sys
 import textwrap
 
 import pytest
-from _core_support import assert_one_error
+from envd_core.testing import assert_one_error
 
 from envd_core.contexts import store as store_module
 from envd_core.contexts.model import Context
