@@ -2,14 +2,14 @@
 
 The chain of steps (each a BuildKit vertex, so each is cached on its own):
 
-1. base image (``nvidia/cuda:<v>-cudnn<n>-devel-ubuntu22.04`` with ``install.cuda``)
+1. base image (with ``install.cuda``: ``docker.io/nvidia/cuda:<v>-cudnn<n>-<runtime|devel>-<image>``
+   as upstream picks it)
 2. ``config.apt_source`` → ``/etc/apt/sources.list``
 3. apt: every system package in one ``apt-get install`` with locked cache mounts on
    ``/var/cache/apt`` and ``/var/lib/apt`` (nothing of them lands in the image)
-4. Python: a venv at ``/opt/envd/venv`` (Debian's Python refuses system-wide pip installs,
-   PEP 668), first on PATH; pip with a cache mount on ``/root/.cache/pip``; ``config.pip_index``
-   → ``PIP_INDEX_URL`` for that step only; requirements files and local wheels are bind-mounted
-   read-only from the ``build-context`` local source
+4. Python (see :mod:`envd_core.envdfile.pysteps`): the requested version with micromamba as
+   upstream, or the image's own in a venv at ``/opt/envd/venv`` when it is that version; then
+   one pip step per ``python_packages`` call, requirements files, local wheels
 5. R packages, git config, ``io.copy``, ``io.http``, then ``run()`` steps in call order
 
 Network steps get the proxy variables and, with ``ca_bundle_secret``, the extra CA bundle as a
@@ -20,19 +20,23 @@ the CA is visible during that step only and never written into the image.
 from __future__ import annotations
 
 import hashlib
-import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import attrs
 
 from envd_core.envdfile.errors import UnsupportedBuildError
-from envd_core.envdfile.graph import BuildGraph
+from envd_core.envdfile.graph import DEFAULT_IMAGE, BuildGraph
 from envd_core.envdfile.image_config import DEFAULT_PATH, image_config
-from envd_core.envdfile.lang.install import PYTHON_VERSION_DEFAULT as PYTHON_DEFAULT
+from envd_core.envdfile.pysteps import (
+    VENV,
+    PythonInstaller,
+    install_python,
+    pip_steps,
+    uses_micromamba,
+)
 from envd_core.envdfile.buildflags import DEFAULT_PLATFORM, environment_name
 
 if TYPE_CHECKING:
@@ -40,13 +44,11 @@ if TYPE_CHECKING:
     from envd_core.buildkit._pb import ops_pb2
 
 CONTEXT_NAME = "build-context"
-VENV = "/opt/envd/venv"
 CA_SECRET_ID = "envd-ca-bundle"
 CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
 #: apt gets the CA elsewhere: installing `ca-certificates` rewrites CA_PATH, which must not be a
 #: read-only mount at that moment.
 APT_CA_PATH = "/run/envd/apt-ca-bundle.crt"
-PIP_CACHE = "/root/.cache/pip"
 DOWNLOAD_DIR = "/opt/envd/downloads"
 CONTEXT_MOUNT = "/run/envd/context"
 
@@ -83,6 +85,8 @@ class CompileOptions:
     proxy_env: Mapping[str, str] = attrs.field(factory=dict)
     #: Exec network mode for steps that download: "sandbox" (daemon default) or "host".
     network: str = "sandbox"
+    #: Where install.python(version) gets a Python the image lacks (upstream's micromamba).
+    python_installer: PythonInstaller = attrs.field(factory=PythonInstaller)
 
 
 @attrs.define
@@ -122,6 +126,9 @@ class _Compiler:
         self.path_prefix: list[str] = []
         self.image_env: dict[str, str] = {}
         self.env: dict[str, str] = {"PATH": ":".join(DEFAULT_PATH)}
+        self.image_ref = graph.image
+        #: Things built differently from what the file says, one line each (like upstream's).
+        self.warnings: list[str] = []
 
     # -- helpers ---------------------------------------------------------------------------
     def context(self, include: list[str] | None = None) -> llb_mod.State:
@@ -167,8 +174,17 @@ class _Compiler:
     def base(self) -> llb_mod.State:
         g = self.graph
         ref = g.image
-        if g.cuda is not None and not g.image_set:
-            ref = f"nvidia/cuda:{g.cuda}-cudnn{g.cudnn or '8'}-devel-ubuntu22.04"
+        if g.cuda is not None:
+            # Upstream's GetCUDAImage: CUDA always replaces the base image (runtime flavour
+            # unless dev), and says so when the file named another image.
+            flavour = "devel" if g.dev else "runtime"
+            ref = (f"docker.io/nvidia/cuda:{g.cuda}-cudnn{g.cudnn or '8'}-{flavour}-"
+                   + g.image.replace(":", "", 1))
+            if g.image != DEFAULT_IMAGE:
+                self.warnings.append(
+                    f"install.cuda(): CUDA is only tested with {DEFAULT_IMAGE}; the base image "
+                    f"`{g.image}` is replaced by `{ref}`")
+        self.image_ref = ref
         st = self.llb.image(ref, platform=self.platform)
         for key, value in self.env.items():
             st = st.with_env(key, value)
@@ -194,7 +210,10 @@ class _Compiler:
         if g.apt_sources:
             st = st.mkfile("/etc/apt/sources.list", "\n".join(g.apt_sources) + "\n")
         pkgs = self.system_packages()
-        python = g.wants_python() or g.uv_python is not None
+        # The venv needs python3 + venv from the distribution when the image lacks them;
+        # micromamba brings its own Python.
+        python = (g.wants_python() or g.uv_python is not None) and not uses_micromamba(
+            g, self.image_ref)
         if not pkgs and not python:
             return st
         ca_opt = ""
@@ -227,55 +246,11 @@ class _Compiler:
         return self.run(st, "\n".join(lines), name=f"apt-get install {shown}", network=True,
                         mounts=mounts, ca_path=APT_CA_PATH)
 
-    def python_version_required(self) -> str | None:
-        """The Python version build.envd asked for explicitly (the default is not enforced)."""
-        lang = self.graph.language("python")
-        if lang is None or not lang.version or lang.version == PYTHON_DEFAULT:
-            return None
-        return lang.version
-
     def python(self, st: llb_mod.State) -> llb_mod.State:
-        g = self.graph
-        if not g.wants_python() and g.uv_python is None:
+        if not self.graph.wants_python() and self.graph.uv_python is None:
             return st
-        wanted = self.python_version_required()
-        venv = f"python3 -m venv {VENV}"
-        name = f"create the Python venv {VENV}"
-        if wanted:
-            venv = _python_version_check(wanted) + "\n" + venv
-            name += f" (Python {wanted})"
-        st = self.run(st, venv, name=name)
-        self.path_prefix.append(f"{VENV}/bin")
-        st = st.with_env("PATH", f"{VENV}/bin:" + st.get_env("PATH"))
-        st = st.with_env("VIRTUAL_ENV", VENV)
-        self.image_env["VIRTUAL_ENV"] = VENV
-        args: list[str] = []
-        mounts: list[Any] = [self.llb.cache(PIP_CACHE, f"envd-pip-cache-{self.platform}")]
-        files = g.requirements_files + g.local_wheels
-        if files:
-            mounts.append(self.llb.bind(CONTEXT_MOUNT, self.context(include=files),
-                                        readonly=True))
-        for req in g.requirements_files:
-            args += ["-r", f"{CONTEXT_MOUNT}/{req}"]
-        args += [f"{CONTEXT_MOUNT}/{w}" for w in g.local_wheels]
-        args += g.python_commands()
-        if g.jupyter is not None:
-            args.append("jupyter")
-        if g.uv_python is not None:
-            args.append("uv")
-        if not args:
-            return st
-        env: dict[str, str] = {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        if g.pip_index is not None:
-            env["PIP_INDEX_URL"] = g.pip_index.url
-            if g.pip_index.extra_url:
-                env["PIP_EXTRA_INDEX_URL"] = g.pip_index.extra_url
-            if g.pip_index.trust:
-                hosts = {urlparse(u).hostname for u in (g.pip_index.url, g.pip_index.extra_url)}
-                env["PIP_TRUSTED_HOST"] = " ".join(sorted(h for h in hosts if h))
-        script = f"{VENV}/bin/pip install " + " ".join(shlex.quote(a) for a in args)
-        return self.run(st, script, name="pip install " + " ".join(args), network=True,
-                        env=env, mounts=mounts)
+        st, python = install_python(self, st)
+        return pip_steps(self, st, python)
 
     def r_packages(self, st: llb_mod.State) -> llb_mod.State:
         g = self.graph
@@ -340,33 +315,12 @@ def _http_source(llb: Any, url: str, checksum: str, filename: str) -> Any:
     return llb.http(url, filename=filename, checksum=checksum or None)
 
 
-def _python_version_check(wanted: str) -> str:
-    """Shell that fails the step, saying why, when the image's Python is not ``wanted``.
-
-    Python comes from the base image or the distribution's packages; a build.envd that asks for
-    another version gets a clear error instead of a silently different interpreter.
-    """
-    if not re.fullmatch(r"[0-9]+(\.[0-9]+){0,2}", wanted):
-        raise UnsupportedBuildError(
-            f"install.python(version={wanted!r}): give a version such as '3.11'"
-        )
-    message = (
-        f"install.python(version='{wanted}'): this image provides Python $have; use a base "
-        f"image whose Python (or distribution package) is {wanted}"
-    )
-    return (
-        "have=$(python3 -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])') && "
-        f'case "$have" in {wanted}|{wanted}.*) ;; *) echo "{message}" >&2; exit 1;; esac'
-    )
-
-
 def check_supported(graph: BuildGraph) -> list[str]:
-    """Refuse what cannot be built; return warnings for what is left out on purpose.
+    """Refuse what cannot be built; return warnings for what is built differently.
 
-    Refused (the environment would be wrong without it): conda packages / env files / channel
-    config, Julia, pixi. Left out with a warning (editor and agent extras; the environment
-    still works): VS Code extensions, codex, RStudio Server, and a bare ``install.conda()``,
-    whose Python comes from the venv instead.
+    Build files meet these refusals at the call already (``evaluate(check_buildable=True)``,
+    with the position); this catches graphs a vendor function or a graph-only evaluation made.
+    The one warning left: a bare ``install.conda()`` gets its Python in a venv, not conda.
     """
     unsupported = []
     warnings: list[str] = []
@@ -383,24 +337,23 @@ def check_supported(graph: BuildGraph) -> list[str]:
         unsupported.append("install.julia")
     if "pixi" in graph.extensions:
         unsupported.append("install.pixi")
+    if graph.vscode_extensions:
+        unsupported.append("install.vscode_extensions")
+    if "code_agents" in graph.extensions:
+        unsupported.append("install.codex")
+    if graph.rstudio_server:
+        unsupported.append("config.rstudio_server")
     if unsupported:
         raise UnsupportedBuildError(
             f"this envd cannot build {', '.join(f'`{u}`' for u in unsupported)} yet; "
             "remove those calls or build with upstream envd"
         )
     for lang in graph.languages:
-        # An explicit Python version is checked at build time (see _python_version_check).
         if lang.version and lang.name != "python":
             warnings.append(
                 f"install.{lang.name}(version={lang.version!r}): the version is not enforced; "
                 "the base image's or the distribution's package is used"
             )
-    if graph.vscode_extensions:
-        warnings.append("install.vscode_extensions(): skipped (the marketplace is not used)")
-    if "code_agents" in graph.extensions:
-        warnings.append("install.codex(): skipped (not installable by this envd yet)")
-    if graph.rstudio_server:
-        warnings.append("config.rstudio_server(): RStudio Server is not installed")
     return warnings
 
 
@@ -433,6 +386,6 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
         secrets_needed=[CA_SECRET_ID] if opts.ca_bundle_secret else [],
         entitlements=["network.host"] if opts.network == "host" else [],
         shared_key="envd-" + hashlib.sha256(context.encode()).hexdigest()[:32],
-        warnings=warnings,
+        warnings=warnings + c.warnings,
         platform=c.platform,
     )
