@@ -38,8 +38,8 @@ def load_build(
     ``user_config`` is evaluated first (upstream's ``~/.config/envd/config.envd``).
     ``check_buildable=False`` accepts calls this envd cannot build (graph-only use).
     """
-    from envd_core.envdfile.lang import evaluate
     from envd_core.envdfile.buildflags import locate_build_file, parse_from
+    from envd_core.envdfile.lang import evaluate
 
     spec = parse_from(from_spec)
     context = Path(path)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from envd_core.envdfile.buildflags import DEFAULT_PLATFORM, environment_name
 from envd_core.envdfile.errors import UnsupportedBuildError
 from envd_core.envdfile.graph import DEFAULT_IMAGE, BuildGraph
 from envd_core.envdfile.image_config import DEFAULT_PATH, image_config
@@ -37,7 +38,6 @@ from envd_core.envdfile.pysteps import (
     pip_steps,
     uses_micromamba,
 )
-from envd_core.envdfile.buildflags import DEFAULT_PLATFORM, environment_name
 
 if TYPE_CHECKING:
     from envd_core.buildkit import llb as llb_mod

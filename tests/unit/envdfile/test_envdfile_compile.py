@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from envd_core.buildkit._pb import ops_pb2
 from envd_core.envdfile.compile import (
     APT_CA_PATH,
     CA_PATH,
@@ -19,7 +20,6 @@ from envd_core.envdfile.compile import (
 from envd_core.envdfile.errors import UnsupportedBuildError
 from envd_core.envdfile.graph import BuildGraph
 from envd_core.envdfile.lang import evaluate
-from envd_core.buildkit._pb import ops_pb2
 
 
 def ops(compiled) -> list[ops_pb2.Op]:

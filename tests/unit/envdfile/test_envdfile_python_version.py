@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from envd_core.buildkit._pb import ops_pb2
 from envd_core.envdfile.compile import CompileOptions, compile_graph
 from envd_core.envdfile.lang import evaluate
 from envd_core.envdfile.pysteps import (
@@ -16,7 +17,6 @@ from envd_core.envdfile.pysteps import (
     image_python,
     pip_words,
 )
-from envd_core.buildkit._pb import ops_pb2
 
 
 def _compile(tmp_path: Path, body: str, **opts: object):
@@ -66,10 +66,10 @@ def test_another_version_is_installed_with_micromamba_like_upstream(tmp_path: Pa
                            'install.python_packages(name=["six"])')
     assert f"docker-image://{MICROMAMBA_IMAGE}" in _images(c)
     argvs = _argvs(c)
-    assert ["bash", "-c", f"/usr/local/bin/micromamba create -p {CONDA_ENV} -c defaults "
-            "python=3.9"] in argvs
+    create = f"/usr/local/bin/micromamba create -p {CONDA_ENV} -c defaults python=3.9"
+    assert ["bash", "-c", create] in argvs
     assert ["rm", "/usr/local/bin/micromamba"] in argvs
-    alt = [a for a in argvs if "update-alternatives" in a[-1]][0][-1]
+    alt = next(a for a in argvs if "update-alternatives" in a[-1])[-1]
     for name in ("python", "python3", "pip", "pip3"):
         assert f"--install /usr/bin/{name} {name} {CONDA_ENV}/bin/{name} 1" in alt
     assert [f"{CONDA_ENV}/bin/python", "-m", "pip", "install", "six"] in argvs
