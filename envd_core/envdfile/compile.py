@@ -125,7 +125,13 @@ class _Compiler:
         self.context_used = False
         self.path_prefix: list[str] = []
         self.image_env: dict[str, str] = {}
-        self.env: dict[str, str] = {"PATH": ":".join(DEFAULT_PATH)}
+        # Every step sees upstream's base environment and the declared runtime.environ, as in
+        # upstream (compileBaseImage adds both to the base state); PATH is the compiler's.
+        self.env: dict[str, str] = {
+            "DEBIAN_FRONTEND": "noninteractive", "PATH": ":".join(DEFAULT_PATH),
+            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+            **{k: v for k, v in graph.runtime.environ.items() if k != "PATH"},
+        }
         self.image_ref = graph.image
         #: Things built differently from what the file says, one line each (like upstream's).
         self.warnings: list[str] = []

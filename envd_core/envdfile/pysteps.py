@@ -134,7 +134,7 @@ def install_python(c: _Compiler, st: llb_mod.State) -> tuple[llb_mod.State, str]
         mamba = llb.image(inst.image, platform=c.platform)
         st = st.mkdir(CERT_DIR)
         st = st.copy(mamba, f"{CERT_DIR}/ca-certificates.crt", CERT_DIR)
-        st = st.copy(mamba, "/bin/micromamba", MICROMAMBA_BIN_DIR + "/")
+        st = st.copy(mamba, "/bin/micromamba", MICROMAMBA_BIN_DIR)
         create = (f"{MICROMAMBA_BIN_DIR}/micromamba create -p {CONDA_ENV} "
                   f"-c {inst.channel} python={wanted}")
         st = c.run(st, "", argv=["bash", "-c", create], network=True,

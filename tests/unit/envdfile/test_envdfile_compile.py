@@ -246,3 +246,11 @@ def test_other_language_versions_are_reported_as_not_enforced(tmp_path: Path) ->
     assert [w.split("(")[0] for w in c.warnings] == ["install.go"]
     assert "not enforced" in c.warnings[0]
     assert compile_(tmp_path, "install.python()").warnings == []
+
+
+def test_steps_see_the_declared_environment_like_upstreams(tmp_path: Path) -> None:
+    c = compile_(tmp_path, 'runtime.environ(env={"MODEL": "tiny"})\nrun(["echo $MODEL"])')
+    (step,) = execs(c)
+    e = env(step)
+    assert e["MODEL"] == "tiny" and e["DEBIAN_FRONTEND"] == "noninteractive"
+    assert e["LANG"] == e["LC_ALL"] == "C.UTF-8"

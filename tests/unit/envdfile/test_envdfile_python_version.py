@@ -80,7 +80,7 @@ def test_another_version_is_installed_with_micromamba_like_upstream(tmp_path: Pa
               if a.WhichOneof("action") == "copy"]
     assert {(cp.src, cp.dest) for cp in copies} == {
         ("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs"),
-        ("/bin/micromamba", "/usr/local/bin/")}
+        ("/bin/micromamba", "/usr/local/bin")}
 
 
 def test_default_image_gets_python_3_11_from_micromamba(tmp_path: Path) -> None:
