@@ -49,7 +49,8 @@ CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
 #: apt gets the CA elsewhere: installing `ca-certificates` rewrites CA_PATH, which must not be a
 #: read-only mount at that moment.
 APT_CA_PATH = "/run/envd/apt-ca-bundle.crt"
-DOWNLOAD_DIR = "/opt/envd/downloads"
+#: Where io.http files land: upstream's extra-source dir (``/home/envd/extra_source``).
+DOWNLOAD_DIR = "/home/envd/extra_source"
 CONTEXT_MOUNT = "/run/envd/context"
 
 #: Languages installable from the distribution (the version argument is not honoured).
@@ -268,8 +269,16 @@ class _Compiler:
         return self.run(st, script, name="install R packages", network=True)
 
     def files(self, st: llb_mod.State) -> llb_mod.State:
+        """io.http downloads, then io.copy, in upstream's order; then the git config."""
         g = self.graph
         llb = self.llb
+        for dl in g.downloads:
+            # upstream copies the download's directory into the extra-source dir
+            st = st.copy(_http_source(llb, dl.url, dl.checksum, dl.filename), "/", DOWNLOAD_DIR)
+        for item in g.copies:
+            source = llb.image(item.image, platform=self.platform) if item.image else \
+                self.context(include=[item.source])
+            st = st.copy(source, item.source, item.target)
         if g.git is not None:
             lines = ["[user]"]
             if g.git.name:
@@ -279,13 +288,6 @@ class _Compiler:
             if g.git.editor:
                 lines += ["[core]", f"\teditor = {g.git.editor}"]
             st = st.mkfile("/etc/gitconfig", "\n".join(lines) + "\n")
-        for item in g.copies:
-            source = llb.image(item.image, platform=self.platform) if item.image else \
-                self.context(include=[item.source])
-            st = st.copy(source, item.source, item.target)
-        for dl in g.downloads:
-            st = st.copy(_http_source(llb, dl.url, dl.checksum, dl.filename), dl.filename,
-                         f"{DOWNLOAD_DIR}/{dl.filename}")
         return st
 
     def run_steps(self, st: llb_mod.State, wd: str) -> llb_mod.State:

@@ -132,9 +132,10 @@ io.http(url="https://example.com/data.bin", checksum="''' + "b" * 64 + '''")
 ''', files={"app/x.py": "print(1)\n"})
     file_ops = [o.file for o in ops(c) if o.WhichOneof("op") == "file"]
     copies = [a.copy for f in file_ops for a in f.actions if a.WhichOneof("action") == "copy"]
+    # upstream's order and place: downloads first, into /home/envd/extra_source/<filename>
     assert [(cp.src, cp.dest) for cp in copies] == [
-        ("/app/x.py", "/opt/x.py"), ("/bin/busybox", "/usr/local/bin/busybox"),
-        ("/data.bin", "/opt/envd/downloads/data.bin")]
+        ("/", "/home/envd/extra_source"), ("/app/x.py", "/opt/x.py"),
+        ("/bin/busybox", "/usr/local/bin/busybox")]
     sources = {o.source.identifier: o.source.attrs for o in ops(c)
                if o.WhichOneof("op") == "source"}
     assert sources["https://example.com/data.bin"]["http.checksum"] == "sha256:" + "b" * 64
