@@ -51,10 +51,10 @@ def _handler(registry: str, prefix: str) -> type[http.server.BaseHTTPRequestHand
                 self.wfile.write(body)
             conn.close()
 
-        do_GET = _forward  # noqa: N815 - http.server's naming
-        do_HEAD = _forward  # noqa: N815
+        do_GET = _forward
+        do_HEAD = _forward
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return Handler
