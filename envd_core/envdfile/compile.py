@@ -32,7 +32,6 @@ from envd_core.envdfile.errors import UnsupportedBuildError
 from envd_core.envdfile.graph import DEFAULT_IMAGE, BuildGraph
 from envd_core.envdfile.image_config import DEFAULT_PATH, image_config
 from envd_core.envdfile.pysteps import (
-    VENV,
     PythonInstaller,
     install_python,
     pip_steps,
@@ -257,7 +256,13 @@ class _Compiler:
         if not self.graph.wants_python() and self.graph.uv_python is None:
             return st
         st, python = install_python(self, st)
-        return pip_steps(self, st, python)
+        st = pip_steps(self, st, python)
+        if self.graph.conda is not None and self.graph.language("python") is not None:
+            from envd_core.envdfile.condasteps import conda_packages
+
+            # upstream's working dir: /home/envd/<build context directory name>
+            st = conda_packages(self, st, f"/home/envd/{self.opts.context_dir.absolute().name}")
+        return st
 
     def r_packages(self, st: llb_mod.State) -> llb_mod.State:
         g = self.graph
@@ -328,19 +333,18 @@ def check_supported(graph: BuildGraph) -> list[str]:
 
     Build files meet these refusals at the call already (``evaluate(check_buildable=True)``,
     with the position); this catches graphs a vendor function or a graph-only evaluation made.
-    The one warning left: a bare ``install.conda()`` gets its Python in a venv, not conda.
+    Conda comes with ``install.python()`` only, as in upstream; alone it is a warning.
     """
     unsupported = []
     warnings: list[str] = []
     conda = graph.conda
-    if conda is not None and (conda.packages or conda.env_file or conda.channel_config
-                              or conda.channels):
-        unsupported.append("install.conda_packages / conda env files / conda channels")
-    elif conda is not None:
-        warnings.append(
-            f"install.conda(): conda is not installed; Python packages go into the venv "
-            f"{VENV} instead"
-        )
+    if conda is not None and graph.language("python") is None:
+        if conda.packages or conda.env_file:
+            raise UnsupportedBuildError(
+                "install.conda_packages: conda is installed with install.python() (as "
+                "upstream does it); add install.python() to the build function")
+        warnings.append("install.conda(): without install.python() nothing is installed "
+                        "(as upstream); add install.python() to get a conda environment")
     if graph.language("julia") or graph.julia_packages:
         unsupported.append("install.julia")
     if "pixi" in graph.extensions:

@@ -214,5 +214,5 @@ class BuildGraph:
         """True when the image needs a Python/pip toolchain at build time."""
         return bool(
             self.language("python") or self.python_packages or self.requirements_files
-            or self.local_wheels or self.jupyter or self.conda
+            or self.local_wheels or self.jupyter
         )

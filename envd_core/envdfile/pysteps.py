@@ -129,6 +129,13 @@ def install_python(c: _Compiler, st: llb_mod.State) -> tuple[llb_mod.State, str]
         raise UnsupportedBuildError(
             f"install.python(version={wanted!r}): python version {wanted} is not supported; "
             "give a version such as '3.11'")
+    if wanted is not None and g.conda is not None:
+        from envd_core.envdfile.condasteps import CONDA_BIN, install_conda
+
+        st = _alternatives(c, install_conda(c, st, wanted))
+        c.path_prefix += [f"{CONDA_ENV}/bin", CONDA_BIN]
+        st = st.with_env("PATH", f"{CONDA_ENV}/bin:{CONDA_BIN}:" + (st.get_env("PATH") or ""))
+        return st, f"{CONDA_ENV}/bin/python"
     if wanted is not None and uses_micromamba(g, c.image_ref):
         inst = c.opts.python_installer
         mamba = llb.image(inst.image, platform=c.platform)
@@ -141,10 +148,7 @@ def install_python(c: _Compiler, st: llb_mod.State) -> tuple[llb_mod.State, str]
                    name=f"create envd python={wanted} (micromamba, {inst.channel})")
         st = c.run(st, "", argv=["rm", f"{MICROMAMBA_BIN_DIR}/micromamba"],
                    name="rm micromamba binary")
-        alternatives = " && ".join(
-            f"update-alternatives --install /usr/bin/{n} {n} {CONDA_ENV}/bin/{n} 1"
-            for n in ("python", "python3", "pip", "pip3"))
-        st = c.run(st, alternatives, name="update alternative python/python3/pip/pip3 to envd")
+        st = _alternatives(c, st)
         c.path_prefix.append(f"{CONDA_ENV}/bin")
         st = st.with_env("PATH", f"{CONDA_ENV}/bin:" + (st.get_env("PATH") or ""))
         return st, f"{CONDA_ENV}/bin/python"
@@ -159,6 +163,14 @@ def install_python(c: _Compiler, st: llb_mod.State) -> tuple[llb_mod.State, str]
     st = st.with_env("VIRTUAL_ENV", VENV)
     c.image_env["VIRTUAL_ENV"] = VENV
     return st, f"{VENV}/bin/python"
+
+
+def _alternatives(c: _Compiler, st: llb_mod.State) -> llb_mod.State:
+    """Point python/python3/pip/pip3 at the envd environment (upstream's compileAlternative)."""
+    script = " && ".join(
+        f"update-alternatives --install /usr/bin/{n} {n} {CONDA_ENV}/bin/{n} 1"
+        for n in ("python", "python3", "pip", "pip3"))
+    return c.run(st, script, name="update alternative python/python3/pip/pip3 to envd")
 
 
 def pip_steps(c: _Compiler, st: llb_mod.State, python: str) -> llb_mod.State:

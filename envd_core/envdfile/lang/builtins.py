@@ -20,8 +20,6 @@ _RESERVED = {"load", "struct", "_build_context_dir"}
 #: ``evaluate(check_buildable=True)`` (what ``envd build`` uses) a call to one fails at its
 #: position in the file; graph-only tools (the upstream comparison) evaluate them freely.
 UNBUILDABLE = {
-    "install.conda_packages": "conda packages are not implemented yet",
-    "config.conda_channel": "conda packages are not implemented yet",
     "install.julia": "Julia is not implemented yet (upstream downloads it from GitHub)",
     "install.julia_packages": "Julia is not implemented yet (upstream downloads it from GitHub)",
     "install.pixi": "pixi is not implemented yet (upstream downloads it from GitHub)",

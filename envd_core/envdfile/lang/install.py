@@ -117,9 +117,12 @@ def conda_packages(
     channel: list[str] | None = None,
     env_file: str = "",
 ) -> None:
-    """Install conda packages (needs `install.conda()` semantics; enables conda implicitly)."""
+    """Install conda packages into the envd environment (after `install.conda()`, as upstream)."""
     if graph.conda is None:
-        graph.conda = CondaConfig()
+        raise BuildArgumentError(
+            "`install.conda_packages` cannot install conda packages when conda is not "
+            "installed; call install.conda() (and install.python()) first"
+        )
     graph.conda.packages.extend(name or [])
     graph.conda.channels.extend(channel or [])
     if env_file:

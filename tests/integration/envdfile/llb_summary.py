@@ -149,9 +149,10 @@ def summarise(ops: list[Op], *, declared_env: list[str], context: Path | None = 
             words = ours.group(1).split() if ours else theirs.group(1).split() if theirs else []
             out.apt.extend(w.strip("'") for w in words
                            if not w.startswith("-") and w.strip("'") not in out.apt)
-        elif "micromamba create" in text or "update-alternatives --install /usr/bin/python" \
-                in text:
-            out.python.append(_squash(script))
+        elif re.search(r"\b(micromamba|conda) (create|shell init|init)\b", text) \
+                or "update-alternatives --install /usr/bin/" in text:
+            shell = op.args[:2] in (["bash", "-c"], ["sh", "-c"], ["/bin/sh", "-ec"])
+            out.python.append(_squash(script) if shell else " ".join(op.args))
         elif op.args[1:4] == ["-m", "pip", "install"]:
             out.pip.append(_inline_requirements(_pip_args(op.args[4:]), context))
         elif re.search(r"\b(conda|micromamba) (install|update|env)\b", text):

@@ -56,6 +56,10 @@ DIFFERENCES: dict[str, dict[str, str]] = {
         "copies": "upstream copies the Go/Rust/Node.js/uv downloads in; ours uses apt and pip",
         "pip": "install.uv: ours pip-installs uv; upstream copies the uv binary from its image",
     },
+    "conda_miniconda": {
+        "copies": "ours lets BuildKit download the checksum-pinned Miniconda installer (an "
+                  "https source); upstream downloads the same file in a curl container",
+    },
     "python_in_image": {
         "python": "the image ships the requested Python: ours uses it in a venv; upstream "
                   "installs the same version again with micromamba",
@@ -64,7 +68,6 @@ DIFFERENCES: dict[str, dict[str, str]] = {
 }
 #: corpus file -> why ours refuses to compile it (upstream compiles it).
 REFUSED = {
-    "conda": "conda packages / channels are not implemented (no conda channel reachable here)",
     "unbuildable": "Julia, pixi, codex and RStudio Server are not implemented",
 }
 

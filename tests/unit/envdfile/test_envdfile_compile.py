@@ -13,13 +13,13 @@ from envd_core.envdfile.compile import (
     CA_SECRET_ID,
     CONTEXT_NAME,
     RUN_WRAPPER,
-    VENV,
     CompileOptions,
     compile_graph,
 )
 from envd_core.envdfile.errors import UnsupportedBuildError
 from envd_core.envdfile.graph import BuildGraph
 from envd_core.envdfile.lang import evaluate
+from envd_core.envdfile.pysteps import VENV
 
 
 def ops(compiled) -> list[ops_pb2.Op]:
@@ -192,7 +192,6 @@ def test_digests_are_deterministic(tmp_path: Path) -> None:
 
 
 UNBUILDABLE_CALLS = [
-    'install.conda_packages(name=["numpy"])', 'config.conda_channel(channel="x")',
     "install.julia()", 'install.julia_packages(name=["Flux"])', "install.pixi()",
     'install.vscode_extensions(name=["ms-python.python"])', "install.codex()",
     "config.rstudio_server()",
@@ -219,12 +218,6 @@ def test_graph_only_evaluation_accepts_them_and_compile_still_refuses(
     with pytest.raises(UnsupportedBuildError) as info:
         compile_graph(g, options=CompileOptions(context_dir=tmp_path))
     assert "cannot build" in str(info.value) and "\n" not in str(info.value)
-
-
-def test_bare_conda_still_gets_python(tmp_path: Path) -> None:
-    c = compile_(tmp_path, "install.conda()")
-    assert any(script(e) == f"python3 -m venv {VENV}" for e in execs(c))
-    assert c.warnings and "conda is not installed" in c.warnings[0]
 
 
 def test_example_environment_compiles() -> None:
