@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from envd_core.envdfile.agents import install_agents
 from envd_core.envdfile.buildflags import DEFAULT_PLATFORM, environment_name
 from envd_core.envdfile.errors import UnsupportedBuildError
 from envd_core.envdfile.graph import DEFAULT_IMAGE, BuildGraph
@@ -351,8 +352,6 @@ def check_supported(graph: BuildGraph) -> list[str]:
         unsupported.append("install.pixi")
     if graph.vscode_extensions:
         unsupported.append("install.vscode_extensions")
-    if "code_agents" in graph.extensions:
-        unsupported.append("install.codex")
     if graph.rstudio_server:
         unsupported.append("config.rstudio_server")
     if unsupported:
@@ -382,6 +381,7 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
     st = c.python(st)
     st = c.r_packages(st)
     st = c.files(st)
+    st = install_agents(c, st)
     name = environment_name(opts.context_dir) if opts.context_dir else ""
     st, wd = c.workdir(st, name)
     st = c.run_steps(st, wd)

@@ -193,7 +193,7 @@ def test_digests_are_deterministic(tmp_path: Path) -> None:
 
 UNBUILDABLE_CALLS = [
     "install.julia()", 'install.julia_packages(name=["Flux"])', "install.pixi()",
-    'install.vscode_extensions(name=["ms-python.python"])', "install.codex()",
+    'install.vscode_extensions(name=["ms-python.python"])',
     "config.rstudio_server()",
 ]
 
@@ -248,3 +248,14 @@ def test_steps_see_the_declared_environment_like_upstreams(tmp_path: Path) -> No
     e = env(step)
     assert e["MODEL"] == "tiny" and e["DEBIAN_FRONTEND"] == "noninteractive"
     assert e["LANG"] == e["LC_ALL"] == "C.UTF-8"
+
+
+def test_codex_is_copied_from_a_release_download_like_upstreams(tmp_path: Path) -> None:
+    c = compile_(tmp_path, 'install.codex()')
+    args = [list(e.meta.args) for e in execs(c)]
+    download = ("wget -qO- https://github.com/openai/codex/releases/download/rust-v0.98.0/"
+                "codex-$(uname -m)-unknown-linux-musl.tar.gz | tar -xz -C /tmp || exit 1")
+    assert ["sh", "-c", download] in args
+    copies = [a.copy for o in ops(c) if o.WhichOneof("op") == "file" for a in o.file.actions
+              if a.WhichOneof("action") == "copy"]
+    assert [(cp.src, cp.dest) for cp in copies] == [("/tmp/codex", "/usr/bin/codex")]
