@@ -352,8 +352,6 @@ def check_supported(graph: BuildGraph) -> list[str]:
         unsupported.append("install.pixi")
     if graph.vscode_extensions:
         unsupported.append("install.vscode_extensions")
-    if graph.rstudio_server:
-        unsupported.append("config.rstudio_server")
     if unsupported:
         raise UnsupportedBuildError(
             f"this envd cannot build {', '.join(f'`{u}`' for u in unsupported)} yet; "

@@ -25,7 +25,6 @@ UNBUILDABLE = {
     "install.pixi": "pixi is not implemented yet (upstream downloads it from GitHub)",
     "install.vscode_extensions": "dev-image editor setup is not implemented yet (upstream "
                                  "downloads extensions from Open VSX)",
-    "config.rstudio_server": "RStudio Server is not implemented yet",
 }
 
 

@@ -68,7 +68,7 @@ DIFFERENCES: dict[str, dict[str, str]] = {
 }
 #: corpus file -> why ours refuses to compile it (upstream compiles it).
 REFUSED = {
-    "unbuildable": "Julia, pixi and RStudio Server are not implemented",
+    "unbuildable": "Julia and pixi are not implemented",
 }
 
 

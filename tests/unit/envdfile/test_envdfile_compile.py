@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -194,7 +195,6 @@ def test_digests_are_deterministic(tmp_path: Path) -> None:
 UNBUILDABLE_CALLS = [
     "install.julia()", 'install.julia_packages(name=["Flux"])', "install.pixi()",
     'install.vscode_extensions(name=["ms-python.python"])',
-    "config.rstudio_server()",
 ]
 
 
@@ -259,3 +259,13 @@ def test_codex_is_copied_from_a_release_download_like_upstreams(tmp_path: Path) 
     copies = [a.copy for o in ops(c) if o.WhichOneof("op") == "file" for a in o.file.actions
               if a.WhichOneof("action") == "copy"]
     assert [(cp.src, cp.dest) for cp in copies] == [("/tmp/codex", "/usr/bin/codex")]
+
+
+def test_rstudio_server_installs_nothing_and_adds_its_port_like_upstream(tmp_path: Path) -> None:
+    # upstream expects RStudio Server in the image (a rocker base) and only runs it
+    c = compile_(tmp_path, 'base(image="127.0.0.1:5000/debian:bookworm", dev=True)\n'
+                           'config.rstudio_server()')
+    assert execs(c) == []
+    assert "8787/tcp" in c.image_config["config"]["ExposedPorts"]
+    assert {"name": "rstudio-server", "port": 8787} in json.loads(
+        c.image_config["config"]["Labels"]["ai.tensorchord.envd.ports"])
