@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from envd_core.envdfile.agents import install_agents
 from envd_core.envdfile.buildflags import DEFAULT_PLATFORM, environment_name
 from envd_core.envdfile.errors import UnsupportedBuildError
 from envd_core.envdfile.graph import DEFAULT_IMAGE, BuildGraph
@@ -37,6 +36,12 @@ from envd_core.envdfile.pysteps import (
     install_python,
     pip_steps,
     uses_micromamba,
+)
+from envd_core.envdfile.releases import (
+    install_agents,
+    install_julia,
+    install_pixi,
+    julia_packages,
 )
 
 if TYPE_CHECKING:
@@ -346,10 +351,6 @@ def check_supported(graph: BuildGraph) -> list[str]:
                 "upstream does it); add install.python() to the build function")
         warnings.append("install.conda(): without install.python() nothing is installed "
                         "(as upstream); add install.python() to get a conda environment")
-    if graph.language("julia") or graph.julia_packages:
-        unsupported.append("install.julia")
-    if "pixi" in graph.extensions:
-        unsupported.append("install.pixi")
     if graph.vscode_extensions:
         unsupported.append("install.vscode_extensions")
     if unsupported:
@@ -377,7 +378,11 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
     st = c.base()
     st = c.apt(st)
     st = c.python(st)
+    # upstream: languages, then pip/conda/uv, pixi, R packages, Julia packages
+    st = install_julia(c, st)
+    st = install_pixi(c, st)
     st = c.r_packages(st)
+    st = julia_packages(c, st)
     st = c.files(st)
     st = install_agents(c, st)
     name = environment_name(opts.context_dir) if opts.context_dir else ""

@@ -157,7 +157,8 @@ class BuildGraph:
     cuda: str | None = None
     cudnn: str = ""
     r_packages: list[str] = attrs.field(factory=list)
-    julia_packages: list[str] = attrs.field(factory=list)
+    #: One inner list per `install.julia_packages(name=...)` call (upstream's JuliaPackages).
+    julia_packages: list[list[str]] = attrs.field(factory=list)
     vscode_extensions: list[str] = attrs.field(factory=list)
     cran_mirror: str = ""
     julia_pkg_server: str = ""

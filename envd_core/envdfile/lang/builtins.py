@@ -20,9 +20,6 @@ _RESERVED = {"load", "struct", "_build_context_dir"}
 #: ``evaluate(check_buildable=True)`` (what ``envd build`` uses) a call to one fails at its
 #: position in the file; graph-only tools (the upstream comparison) evaluate them freely.
 UNBUILDABLE = {
-    "install.julia": "Julia is not implemented yet (upstream downloads it from GitHub)",
-    "install.julia_packages": "Julia is not implemented yet (upstream downloads it from GitHub)",
-    "install.pixi": "pixi is not implemented yet (upstream downloads it from GitHub)",
     "install.vscode_extensions": "dev-image editor setup is not implemented yet (upstream "
                                  "downloads extensions from Open VSX)",
 }

@@ -140,7 +140,7 @@ def julia_packages(graph: BuildGraph, name: list[str]) -> None:
     """Install Julia packages."""
     if not name:
         raise BuildArgumentError("`install.julia_packages` needs at least one package in `name`")
-    graph.julia_packages.extend(name)
+    graph.julia_packages.append(list(name))
 
 
 def cuda(graph: BuildGraph, version: str, cudnn: str = "8") -> None:

@@ -6,7 +6,8 @@ arguments, conda commands, ``run()`` commands, copies and the environment build 
 Upstream's side comes from ``envd debug llb`` (one JSON op per line, Go field names); ours from
 the ``pb.Definition`` the compiler returns. Step *shapes* differ on purpose (our apt step is a
 script with cache-friendly settings, upstream's a one-liner), so each field is parsed from the
-step's arguments, not compared byte for byte.
+step's arguments, not compared byte for byte. Julia's unpack and ``Pkg.add`` commands are a
+field of their own.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Summary:
     pip: list[list[str]] = field(default_factory=list)
     conda: list[str] = field(default_factory=list)
     run: list[list[str]] = field(default_factory=list)
+    julia: list[list[str]] = field(default_factory=list)
     copies: list[tuple[str, str, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -157,6 +159,8 @@ def summarise(ops: list[Op], *, declared_env: list[str], context: Path | None = 
             out.pip.append(_inline_requirements(_pip_args(op.args[4:]), context))
         elif re.search(r"\b(conda|micromamba) (install|update|env)\b", text):
             out.conda.append(_squash(text))
+        elif op.args[:1] == ["julia"] or "tar zxvf /tmp/julia.tar.gz" in text:
+            out.julia.append(list(op.args))
         elif len(op.args) == 5 and op.args[3] == "envd-run":  # ours: RUN_WRAPPER + script
             out.run.append([ln for ln in script.split("\n") if ln])
         elif op.args[:2] == ["bash", "-c"] and script.startswith(UPSTREAM_RUN_PREFIX):

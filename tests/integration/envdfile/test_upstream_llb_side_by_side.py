@@ -3,7 +3,7 @@
 Upstream's side is ``envd debug llb`` (the infra's binary), run with its base-image lookups
 answered from the local registry (:mod:`registry_stub`); ours is :func:`compile_graph`. Both are
 reduced to :class:`llb_summary.Summary` (base image, apt packages, Python installer, ordered pip
-steps and their arguments, conda commands, ``run()`` commands, copies, the env build steps see)
+steps and their arguments, conda, ``run()`` and Julia commands, copies, the env steps see)
 and compared field by field. Every field where ours differs must be listed in ``DIFFERENCES``
 with its reason (docs/build-language.md repeats the list), so a new disagreement fails here and
 a fixed one fails until the list is updated. Labels and the entrypoint are not in upstream's
@@ -60,16 +60,19 @@ DIFFERENCES: dict[str, dict[str, str]] = {
         "copies": "ours lets BuildKit download the checksum-pinned Miniconda installer (an "
                   "https source); upstream downloads the same file in a curl container",
     },
+    "julia_pixi": {
+        "copies": "ours lets BuildKit download the checksum-pinned Julia archive (an https "
+                  "source); upstream downloads the same file in a curl container",
+    },
     "python_in_image": {
         "python": "the image ships the requested Python: ours uses it in a venv; upstream "
                   "installs the same version again with micromamba",
         "copies": "no micromamba copied in, for the same reason",
     },
 }
-#: corpus file -> why ours refuses to compile it (upstream compiles it).
-REFUSED = {
-    "unbuildable": "Julia and pixi are not implemented",
-}
+#: corpus file -> why ours refuses to compile it (upstream compiles it). Empty: the one
+#: refused function, install.vscode_extensions, cannot be compiled offline by upstream either.
+REFUSED: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

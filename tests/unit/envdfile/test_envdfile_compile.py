@@ -193,7 +193,6 @@ def test_digests_are_deterministic(tmp_path: Path) -> None:
 
 
 UNBUILDABLE_CALLS = [
-    "install.julia()", 'install.julia_packages(name=["Flux"])', "install.pixi()",
     'install.vscode_extensions(name=["ms-python.python"])',
 ]
 
@@ -269,3 +268,32 @@ def test_rstudio_server_installs_nothing_and_adds_its_port_like_upstream(tmp_pat
     assert "8787/tcp" in c.image_config["config"]["ExposedPorts"]
     assert {"name": "rstudio-server", "port": 8787} in json.loads(
         c.image_config["config"]["Labels"]["ai.tensorchord.envd.ports"])
+
+
+def test_julia_and_pixi_as_upstream_installs_them(tmp_path: Path) -> None:
+    c = compile_(tmp_path, '''
+install.julia()
+install.julia_packages(name=["Example", "JSON"])
+install.julia_packages(name=["Flux"])
+install.pixi(use_pixi_mirror=True, pypi_index="https://pypi.example/simple")
+''')
+    args = [list(e.meta.args) for e in execs(c)]
+    unpack = "tar zxvf /tmp/julia.tar.gz --strip 1 -C /opt/julia && rm /tmp/julia.tar.gz"
+    assert ["bash", "-c", unpack] in args
+    assert args[-2:] == [["julia", "-e", 'using Pkg; Pkg.add(["Example","JSON"])'],
+                         ["julia", "-e", 'using Pkg; Pkg.add(["Flux"])']]
+    sources = {o.source.identifier: dict(o.source.attrs) for o in ops(c)
+               if o.WhichOneof("op") == "source"}
+    julia = ("https://julialang-s3.julialang.org/bin/linux/x64/1.10/"
+             "julia-1.10.10-linux-x86_64.tar.gz")
+    assert sources[julia]["http.checksum"].startswith("sha256:6a78a03a")
+    env = dict(e.split("=", 1) for e in c.image_config["config"]["Env"])
+    assert env["JULIA_DEPOT_PATH"] == "/opt/julia/user_packages"
+    assert "/opt/julia/bin" in env["PATH"].split(":")
+    files = {a.mkfile.path: a.mkfile.data for o in ops(c) if o.WhichOneof("op") == "file"
+             for a in o.file.actions if a.WhichOneof("action") == "mkfile"}
+    config = files["/etc/pixi/config.toml"].decode()
+    assert config.startswith("[mirrors]") and 'index-url = "https://pypi.example/simple"' in config
+    copies = [a.copy for o in ops(c) if o.WhichOneof("op") == "file" for a in o.file.actions
+              if a.WhichOneof("action") == "copy"]
+    assert ("/tmp/pixi", "/usr/bin/pixi") in [(cp.src, cp.dest) for cp in copies]
