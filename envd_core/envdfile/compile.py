@@ -7,10 +7,15 @@ The chain of steps (each a BuildKit vertex, so each is cached on its own):
 2. ``config.apt_source`` → ``/etc/apt/sources.list``
 3. apt: every system package in one ``apt-get install`` with locked cache mounts on
    ``/var/cache/apt`` and ``/var/lib/apt`` (nothing of them lands in the image)
-4. Python (see :mod:`envd_core.envdfile.pysteps`): the requested version with micromamba as
-   upstream, or the image's own in a venv at ``/opt/envd/venv`` when it is that version; then
-   one pip step per ``python_packages`` call, requirements files, local wheels
-5. R packages, git config, ``io.copy``, ``io.http``, then ``run()`` steps in call order
+4. Python (:mod:`~envd_core.envdfile.pysteps`, :mod:`~envd_core.envdfile.condasteps`): the
+   requested version with conda or micromamba as upstream, or the image's own in a venv at
+   ``/opt/envd/venv`` when it is that version; one pip step per ``python_packages`` call,
+   requirements files, local wheels; then conda packages
+5. Julia, pixi, R packages, Julia packages (:mod:`~envd_core.envdfile.releases`)
+6. ``io.http``, ``io.copy``, codex, git config, then ``run()`` steps in call order
+
+Every step sees upstream's base environment and ``runtime.environ``. docs/build-language.md
+lists where the result differs from upstream's and why.
 
 Network steps get the proxy variables and, with ``ca_bundle_secret``, the extra CA bundle as a
 SECRET mount (id ``envd-ca-bundle``) plus ``PIP_CERT``/``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE``:
