@@ -16,6 +16,15 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _RESERVED = {"load", "struct", "_build_context_dir"}
 
 
+#: Upstream functions this envd records in the graph but cannot build, with the reason. With
+#: ``evaluate(check_buildable=True)`` (what ``envd build`` uses) a call to one fails at its
+#: position in the file; graph-only tools (the upstream comparison) evaluate them freely.
+UNBUILDABLE = {
+    "install.vscode_extensions": "dev-image editor setup is not implemented yet (upstream "
+                                 "downloads extensions from Open VSX)",
+}
+
+
 def standard_table() -> dict[str, Callable[..., Any]]:
     """Upstream envd's built-ins, keyed ``name`` (universe) or ``module.name``."""
     table: dict[str, Callable[..., Any]] = dict(UNIVERSE)

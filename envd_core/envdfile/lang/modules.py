@@ -39,10 +39,11 @@ def pip_index(graph: BuildGraph, url: str, extra_url: str = "", trust: bool = Fa
 
 def conda_channel(graph: BuildGraph, channel: str = "") -> None:
     """Write ``channel`` (a .condarc YAML text) as conda's channel configuration."""
-    from envd_core.envdfile.graph import CondaConfig
-
     if graph.conda is None:
-        graph.conda = CondaConfig()
+        raise BuildArgumentError(
+            "`config.conda_channel` cannot configure conda when conda is not installed; call "
+            "install.conda() first"
+        )
     graph.conda.channel_config = channel
 
 

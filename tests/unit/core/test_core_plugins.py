@@ -262,7 +262,7 @@ BROKEN_PLUGIN = """
 """
 
 
-def test_entry_point_plugin_failing_to_import_warns_and_ls_works(entry_point_site,
+def test_entry_point_plugin_failing_to_import_warns_and_ls_works(entry_point_site, envd_config_dir,
                                                                  monkeypatch):
     entry_point_site("broken", BROKEN_PLUGIN, dist="envd-broken")
     monkeypatch.setenv("ENVD_PLUGINS", "broken")

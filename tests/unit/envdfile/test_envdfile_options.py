@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envd_core.envdfile.errors import BuildOptionError
 from envd_core.envdfile.buildflags import (
     CacheSpec,
     FromSpec,
@@ -24,8 +23,9 @@ from envd_core.envdfile.buildflags import (
     platform_tag,
     read_csv_record,
 )
-from envd_core.imageref import parse_reference
+from envd_core.envdfile.errors import BuildOptionError
 from envd_core.errors import EnvdError, ValidationError
+from envd_core.imageref import parse_reference
 
 
 # ------------------------------------------------------------------ CSV
