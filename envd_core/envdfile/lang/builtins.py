@@ -38,7 +38,8 @@ def standard_table() -> dict[str, Callable[..., Any]]:
 def builtin_table(extra: Mapping[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
     """The standard table plus vendor functions; a vendor may add or override a name."""
     table = standard_table()
-    for name, func in extra.items():
+    for key, func in extra.items():
+        name: object = key  # a vendor plugin may hand over any key: checked at run time
         if not isinstance(name, str) or not _NAME_RE.match(name) or name in _RESERVED:
             raise PluginError(
                 f"build function name `{name}` is not valid; use `module.function` "

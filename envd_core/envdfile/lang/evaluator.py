@@ -90,7 +90,7 @@ class _Evaluator:
                 except (TypeError, ValueError):
                     # Callables without an inspectable signature (C functions): call directly.
                     return func(self.graph, *args, **kwargs)
-                result = func(*((self.graph,) + bound.args[1:]), **bound.kwargs)
+                result = func(self.graph, *bound.args[1:], **bound.kwargs)
                 if name in self.refused:
                     raise UnsupportedBuildError(
                         f"`{name}` cannot be built by this envd: {self.refused[name]}; remove "
@@ -293,9 +293,9 @@ class _Evaluator:
             name = attr.group("name")
             owner = re.search(r"([A-Za-z_]\w*)\s*\.\s*" + re.escape(name), excerpt)
             mod = owner.group(1) if owner else None
-            members = [n.split(".", 1)[1] for n in self.table if mod and n.startswith(mod + ".")]
-            if mod and members:
-                close = difflib.get_close_matches(name, members, n=3, cutoff=0.5)
+            in_module = [n.split(".", 1)[1] for n in self.table if mod and n.startswith(mod + ".")]
+            if mod and in_module:
+                close = difflib.get_close_matches(name, in_module, n=3, cutoff=0.5)
                 hint = f"; did you mean {_quote_list(close, prefix=mod + '.')}?" if close else ""
                 return f"`{mod}` has no function `{name}`{hint}"
         return message

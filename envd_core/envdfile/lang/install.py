@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
+from typing import Any
 
 from envd_core.envdfile.errors import BuildArgumentError
 from envd_core.envdfile.graph import BuildGraph, CondaConfig
@@ -159,7 +161,7 @@ def vscode_extensions(graph: BuildGraph, name: list[str]) -> None:
     graph.vscode_extensions.extend(name)
 
 
-INSTALL = {
+INSTALL: dict[str, Callable[..., Any]] = {
     "python": python,
     "conda": conda,
     "uv": uv,

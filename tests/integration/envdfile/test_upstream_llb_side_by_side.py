@@ -159,7 +159,8 @@ def test_the_corpus_covers_the_functions_of_upstreams_reference() -> None:
         "install.cuda(", "install.codex(", "config.apt_source(", "config.pip_index(",
         "config.conda_channel(", "config.cran_mirror(", "config.jupyter(",
         "config.rstudio_server(", "config.gpu(", "config.shm_size(", "config.entrypoint(",
-        "config.repo(", "config.owner(", "config.julia_pkg_server(", "io.copy(", "io.http(", "runtime.command(", "runtime.daemon(",
+        "config.repo(", "config.owner(", "config.julia_pkg_server(", "io.copy(", "io.http(",
+        "runtime.command(", "runtime.daemon(",
         "runtime.expose(", "runtime.environ(", "runtime.mount(", "runtime.init(", "data.envd(",
         "data.path.huggingface", "load(",
     ]

@@ -23,8 +23,10 @@ def build():
                                   "--prefer-binary"])
     install.python_packages(name=["six==1.16.0", "attrs==23.2.0 --no-deps"])
     runtime.environ(env={{"MARK": "{mark}"}})
-    config.entrypoint(["python3", "-c",
-                       "import six, attrs; print('six', six.__version__, 'attrs', attrs.__version__)"])
+    config.entrypoint([
+        "python3", "-c",
+        "import six, attrs; print('six', six.__version__, 'attrs', attrs.__version__)",
+    ])
 """
 
 

@@ -14,13 +14,12 @@ import sys
 import textwrap
 
 import pytest
-from envd_core.testing import assert_one_error
 
 from envd_core.contexts import store as store_module
 from envd_core.contexts.model import Context
 from envd_core.contexts.store import SCHEMA_VERSION, FileStore, config_dir
 from envd_core.errors import StoreError
-from envd_core.testing import StoreContract, StubBuilder, StubRunner, make_plugin
+from envd_core.testing import StoreContract, StubBuilder, StubRunner, assert_one_error, make_plugin
 
 
 class TestFileStoreContract(StoreContract):

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from envd_core.testing import assert_one_error
 from _gob_writer import CONTEXT_FIELDS, STRING, envd_contexts
 
 from envd_core.builder import Builder
-from envd_core.testing import EnvdCli, StubRunner, make_plugin
+from envd_core.testing import EnvdCli, StubRunner, assert_one_error, make_plugin
 
 DATA = Path(__file__).parent / "data" / "upstream"
 UPSTREAM_KEYS = ("context", "builder", "builder_addr", "runner", "runner_addr", "current")

@@ -14,7 +14,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from envd_core.testing import assert_one_error
 
 from envd_core.plugins import Plugins
 from envd_core.testing import (
@@ -22,6 +21,7 @@ from envd_core.testing import (
     RunnerContract,
     StubBuilder,
     StubRunner,
+    assert_one_error,
     make_plugin,
 )
 

@@ -10,14 +10,13 @@ from abc import abstractmethod
 from typing import Any
 
 import pytest
-from envd_core.testing import assert_one_error
 
 from envd_core import hookimpl
 from envd_core.builder import Builder
 from envd_core.contexts.store import FileStore
 from envd_core.errors import PluginError
 from envd_core.plugins import Plugins
-from envd_core.testing import EnvdCli, StubBuilder, StubRunner, make_plugin
+from envd_core.testing import EnvdCli, StubBuilder, StubRunner, assert_one_error, make_plugin
 
 
 class CloudBuilder(Builder):
