@@ -105,11 +105,11 @@ def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout:
 @click.option("--progress", default=None, type=click.Choice(["auto", "tty", "plain", "json"]),
               help="Build progress output.")
 @click.pass_obj
-def up(app: Any, **params: Any) -> None:
+def up(app: Any, /, **params: Any) -> None:
     """Build the environment, start it, write its SSH entry and attach."""
-    from envd_core.environments.operations import check_pair
-    from envd_core.environments.spec import parse_duration
     from envd_core.envdfile.buildflags import default_tag, normalize_tag
+    from envd_core.environments.operations import check_pair, check_replaceable
+    from envd_core.environments.spec import parse_duration
     from envd_core.pipeline.execute import BuildRequest, run_build
 
     timeout = parse_duration(params["timeout"])
@@ -123,6 +123,7 @@ def up(app: Any, **params: Any) -> None:
     builder = app.contexts.builder_for(resolved.context)
     runner = app.contexts.runner_for(resolved.context)
     check_pair(builder, runner)
+    check_replaceable(runner, options.name, force=params["force"])
     mode = params["progress"] or os.environ.get("BUILDKIT_PROGRESS") or "auto"
     request = BuildRequest(
         path=project, from_spec=params["from_spec"], tag=tag,
@@ -134,7 +135,8 @@ def up(app: Any, **params: Any) -> None:
     run_build(request, builder=builder, runner=runner,
               extra_functions=app.plugins.build_functions(),
               warn=lambda message: info(f"warning: {message}"))
-    # upstream names the SSH host after the raw directory name for `up`
+    # upstream names `up`'s SSH host after the raw directory name; ours is the environment
+    # name for both commands, so `down` always finds the entry it must remove
     _start(app, runner, options, params, timeout, options.name)
 
 
@@ -144,10 +146,10 @@ def up(app: Any, **params: Any) -> None:
 @click.option("--timeout", default="30m0s", show_default=True,
               help="How long to wait for the environment to run.")
 @click.pass_obj
-def run(app: Any, **params: Any) -> None:
+def run(app: Any, /, **params: Any) -> None:
     """Start an environment from an existing image."""
-    from envd_core.environments.spec import parse_duration
     from envd_core.envdfile.buildflags import default_tag, normalize_tag
+    from envd_core.environments.spec import parse_duration
 
     timeout = parse_duration(params["timeout"])
     image = params["image"] or normalize_tag(default_tag(Path(params["path"]).resolve()))

@@ -20,7 +20,7 @@ __all__ = ["KEY_NAME", "KeyError_", "ensure_key_pair", "find_key_pair"]
 KEY_NAME = "id_rsa_envd"
 
 
-class KeyError_(EnvdError):  # noqa: N801 - `KeyError` is a builtin
+class KeyError_(EnvdError):  # `KeyError` is a builtin
     """The key pair cannot be found or generated."""
 
 

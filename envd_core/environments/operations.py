@@ -36,6 +36,7 @@ from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, R
 
 __all__ = [
     "check_pair",
+    "check_replaceable",
     "describe_rows",
     "environment_row",
     "find_image",
@@ -209,9 +210,9 @@ def shell_argv(environment: Environment) -> list[str]:
     general = label_json(environment.labels, LABEL_GENERAL_GRAPH)
     wanted = str(general.get("Shell") or "") if isinstance(general, dict) else ""
     first = wanted if wanted and wanted.isidentifier() else "bash"
-    return ["/bin/sh", "-c",
-            f"if command -v {first} >/dev/null 2>&1; then exec {first}; "
-            "elif command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"]
+    script = (f"if command -v {first} >/dev/null 2>&1; then exec {first}; "
+              "elif command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi")
+    return ["/bin/sh", "-c", script]
 
 
 def wait_running(runner: Runner, name: str, timeout: float,
@@ -242,6 +243,25 @@ def ssh_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def check_replaceable(runner: Runner, name: str, *, force: bool) -> bool:
+    """Whether ``name`` exists and may be replaced; a live one without ``force`` is an error.
+
+    As upstream: an existing environment is removed first, a running one only with ``--force``.
+    ``up`` calls this before building, so a refusal costs no build.
+    """
+    try:
+        existing = runner.inspect(name)
+    except EnvironmentNotFoundError:
+        return False
+    if existing.status in (EnvironmentStatus.RUNNING, EnvironmentStatus.PAUSED,
+                           EnvironmentStatus.RESTARTING) and not force:
+        raise EnvironmentExistsError(
+            f"environment `{name}` is already {existing.status.value}",
+            hint=f"replace it with --force, or remove it first (envd down --name {name})",
+        )
+    return True
+
+
 def launch(
     runner: Runner,
     options: LaunchOptions,
@@ -265,19 +285,7 @@ def launch(
             hint="build it first (envd build / envd up), or pull it",
         )
     spec = build_spec(options, image.labels if image else {})
-    replace = False
-    try:
-        existing = runner.inspect(spec.name)
-    except EnvironmentNotFoundError:
-        existing = None
-    if existing is not None:
-        if existing.status in (EnvironmentStatus.RUNNING, EnvironmentStatus.PAUSED,
-                               EnvironmentStatus.RESTARTING) and not force:
-            raise EnvironmentExistsError(
-                f"environment `{spec.name}` is already {existing.status.value}",
-                hint=f"replace it with --force, or remove it first (envd down --name {spec.name})",
-            )
-        replace = True
+    replace = check_replaceable(runner, spec.name, force=force)
     runner.create(spec, replace=replace)
     environment = wait_running(runner, spec.name, timeout)
     if ssh_config is not None and environment.ssh is not None and identity_file is not None:
