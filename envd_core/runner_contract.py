@@ -123,7 +123,7 @@ class RunnerContract:
             "can_manage_images": ("images", ()),
         }
         for flag, (method, args) in calls.items():
-            owner: type[Runner] = Runner if getattr(self.runner_cls, flag) else self.runner_cls
+            owner: Any = Runner if getattr(self.runner_cls, flag) else self.runner_cls
             with pytest.raises(RunnerUnsupportedError) as info:
                 result = getattr(owner, method)(runner, *args)
                 if method == "logs":

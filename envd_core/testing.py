@@ -21,6 +21,10 @@ Contract tests
         class TestTcpBuilder(BuilderContract):
             builder_cls = TcpBuilder
             valid_address = "127.0.0.1:1234"
+
+    :class:`RunnerContract` (in :mod:`envd_core.runner_contract`) also runs a real environment
+    through its whole lifecycle when the subclass sets ``lifecycle_image``; otherwise those tests
+    are skipped with that reason.
 """
 
 from __future__ import annotations

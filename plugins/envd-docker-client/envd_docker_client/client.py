@@ -53,6 +53,7 @@ def open_client(host: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
     ``error`` with one line.
     """
     import docker
+    import docker.errors
     from docker.utils import kwargs_from_env
 
     address = docker_host(host)
@@ -61,10 +62,18 @@ def open_client(host: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
             f"unsupported Docker host `{address}`",
             hint="use unix:///path/docker.sock or tcp://host:port",
         )
-    kwargs: dict[str, Any] = kwargs_from_env()
+    kwargs: dict[str, Any] = {}
+    if address.startswith("tcp://"):  # TLS settings matter only there
+        try:
+            kwargs = dict(kwargs_from_env())
+        except docker.errors.DockerException as exc:  # e.g. DOCKER_CERT_PATH without the files
+            detail = _first_line(str(exc)).split(". ")[0]
+            raise error(
+                f"cannot use the Docker TLS settings (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH="
+                f"`{os.environ.get('DOCKER_CERT_PATH', '')}`): {detail}",
+                hint="put ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH, or unset it",
+            ) from None
     kwargs["base_url"] = address
-    if address.startswith("unix://"):
-        kwargs.pop("tls", None)
     with docker_errors(address, "connect", error=error):
         return docker.DockerClient(version="auto", timeout=int(timeout), **kwargs)
 

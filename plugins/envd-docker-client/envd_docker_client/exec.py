@@ -12,11 +12,10 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
 from envd_core.errors import EnvdError, RunnerError
-
 from envd_docker_client.client import docker_errors, docker_host, open_client
 
 if TYPE_CHECKING:
@@ -95,6 +94,11 @@ class ExecStream:
             pass
 
     def close(self) -> None:
+        # shutdown first: close() alone does not wake a thread blocked in recv() on Linux
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         finally:

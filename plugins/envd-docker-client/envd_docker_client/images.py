@@ -6,13 +6,11 @@ progress messages are read one at a time, so a multi-gigabyte image never sits i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from envd_core.errors import EnvdError, RunnerError
 from envd_core.imageref import parse_reference
-
 from envd_docker_client.client import docker_errors
 
 if TYPE_CHECKING:
@@ -75,7 +73,8 @@ def load_image(client: docker.DockerClient, host: str, tarball: IO[bytes], *,
     """``docker load`` of a docker-format tarball; returns the loaded image names."""
     loaded: list[str] = []
     with docker_errors(host, "load the image", error=error):
-        stream = client.api.load_image(iter(_ChunkedReader(tarball)), quiet=True)
+        api: Any = client.api  # APIClient.load_image has no annotations in types-docker
+        stream = api.load_image(iter(_ChunkedReader(tarball)), quiet=True)
         for message in _messages(stream, host, "load the image", error):
             text = str(message.get("stream", ""))
             for prefix in ("Loaded image: ", "Loaded image ID: "):
@@ -126,29 +125,19 @@ def commit_config(client: docker.DockerClient, host: str, name: str, config: dic
     image arrives with an empty config. Committing an unstarted container of it with the wanted
     config is the Engine API's way to set one (it adds an empty layer).
 
-    The commit request itself is sent by hand on the SDK's HTTP session: ``APIClient.commit``
-    drops keys whose value is ``None``, but the API reads a missing ``Cmd`` as "keep the
-    container's" (our placeholder ``/bin/true``), so ``"Cmd": null`` must really be sent.
+    Known limit: dockerd fills an empty ``Cmd`` of the commit from the container when the config
+    has no ``Entrypoint`` either (sending ``"Cmd": null`` does not stop it), so an image whose
+    config has neither gets the placeholder ``/bin/true`` as its ``Cmd``.
     """
     ref = parse_reference(name)
-    body: dict[str, Any] = {"Cmd": None, "Entrypoint": None}
-    body.update({key: config[key] for key in _CONFIG_KEYS if key in config})
+    body = {key: config[key] for key in _CONFIG_KEYS if key in config}
     api = client.api
     with docker_errors(host, f"apply the image config to `{name}`", error=error):
+        # an empty entrypoint, so the commit never inherits one the config did not ask for
         container = api.create_container(name, command=["/bin/true"], entrypoint=[])["Id"]
         try:
-            params = {"container": container, "repo": ref.repository,
-                      "tag": ref.tag_or_default, "pause": "false"}
-            url = f"{api.base_url}/v{api.api_version}/commit"
-            response = api.post(url, params=params, data=json.dumps(body),
-                                headers={"Content-Type": "application/json"})
-            if response.status_code >= 400:
-                try:
-                    detail = response.json().get("message", response.text)
-                except ValueError:
-                    detail = response.text
-                raise error(f"Docker daemon at `{host}` refused to commit `{name}`: "
-                            f"{str(detail).strip()}")
-            return str(response.json().get("Id", ""))
+            result = api.commit(container, repository=ref.repository, tag=ref.tag_or_default,
+                                pause=False, conf=body)
         finally:
             api.remove_container(container, force=True)
+    return str(result.get("Id", ""))

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from envd_core.buildkit.bridge import DEFAULT_DIAL_TIMEOUT, ByteStream
 from envd_core.buildkit.errors import BuildkitConnectionError, connection_error
-
 from envd_docker_client.client import DockerHostError
 
 __all__ = ["dial_docker_upgrade"]

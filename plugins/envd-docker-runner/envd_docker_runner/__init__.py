@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from envd_core import hookimpl
 from envd_core.runner import Runner
-
 from envd_docker_runner.runner import DockerRunner
 
 __all__ = ["DockerRunner"]

@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from envd_docker_client.client import docker_errors, docker_host, open_client
+
 from envd_core.environment import (
     Environment,
     EnvironmentSpec,
@@ -16,8 +18,6 @@ from envd_core.environment import (
 )
 from envd_core.errors import EnvdError, RunnerError, ValidationError
 from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
-from envd_docker_client.client import docker_errors, docker_host, open_client
-
 from envd_docker_runner.mapping import LABEL_NAME, container_config, host_config, to_environment
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ class DockerRunner(Runner):
     supports_mounts = True
     supports_gpus = True
 
+    def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(address, options)
+        self._client: docker.DockerClient | None = None
+
     @classmethod
     def normalize_address(cls, address: str) -> str | None:
         value = super().normalize_address(address)
@@ -66,12 +70,13 @@ class DockerRunner(Runner):
         return docker_host(self.address)
 
     def client(self) -> docker.DockerClient:
-        """A docker SDK client for :attr:`host` (one line :class:`RunnerError` if unreachable)."""
-        cached: docker.DockerClient | None = getattr(self, "_client", None)
-        if cached is None:
-            cached = open_client(self.address)
-            self._client = cached
-        return cached
+        """A docker SDK client for :attr:`host` (one line :class:`RunnerError` if unreachable).
+
+        Opened on first use and kept: it negotiates the API version with one request.
+        """
+        if self._client is None:
+            self._client = open_client(self.address)
+        return self._client
 
     def _inspect_raw(self, name: str) -> dict[str, Any]:
         import docker.errors
@@ -154,14 +159,12 @@ class DockerRunner(Runner):
         import docker.errors
 
         api = self.client().api
-        try:
-            with docker_errors(self.host, f"start `{name}`"):
+        with docker_errors(self.host, f"start `{name}`"):
+            try:
                 api.start(container_id)
-        except RunnerError as exc:
-            raise self._explain_start_failure(name, exc) from None
-        except docker.errors.NotFound as exc:
-            # dockerd answers 404 for a start whose device driver or mount source is missing
-            raise self._explain_start_failure(name, exc) from None
+            except docker.errors.APIError as exc:
+                # includes a 404 for a start whose device driver or mount source is missing
+                raise self._explain_start_failure(name, exc) from None
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             attrs = api.inspect_container(container_id)
@@ -181,22 +184,21 @@ class DockerRunner(Runner):
             time.sleep(0.1)
 
     def _explain_start_failure(self, name: str, exc: BaseException) -> RunnerError:
-        text = str(getattr(exc, "explanation", None) or exc)
+        lines = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
+        text = lines[0] if lines else type(exc).__name__
         lowered = text.lower()
-        if "could not select device driver" in lowered or "nvidia" in lowered:
+        if "could not select device driver" in lowered:
             return RunnerError(
                 f"environment `{name}` asks for GPUs, but the Docker daemon at `{self.host}` has "
-                f"no GPU runtime: {text.strip().splitlines()[0]}",
+                f"no GPU runtime: {text}",
                 hint="install the NVIDIA Container Toolkit on that host, or drop the GPU request",
             )
         if "port is already allocated" in lowered or "address already in use" in lowered:
             return RunnerError(
-                f"environment `{name}`: a requested host port is already allocated on the host",
+                f"environment `{name}`: a requested host port is already in use: {text}",
                 hint="choose another host port, or leave it empty for a free one",
             )
-        if isinstance(exc, RunnerError):
-            return exc
-        return RunnerError(f"environment `{name}` failed to start: {text.strip()}")
+        return RunnerError(f"environment `{name}` failed to start: {text}")
 
     def list_environments(self) -> list[Environment]:
         import docker.errors

@@ -57,8 +57,9 @@ class MobyWorkerBuilder(Builder):
         return docker_host(self.options.get("host"))
 
     def connect(self, *, timeout: float) -> Connection:
-        from envd_core.buildkit.transport import connect_bridge
         from envd_docker_client.upgrade import dial_docker_upgrade
+
+        from envd_core.buildkit.transport import connect_bridge
 
         host = self.docker_host
         return connect_bridge(

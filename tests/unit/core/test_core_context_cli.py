@@ -13,8 +13,7 @@ from _core_support import assert_one_error
 
 from envd_core.builder import Builder, BuilderStatus
 from envd_core.options import Option
-from envd_core.runner import Runner
-from envd_core.testing import EnvdCli, make_plugin
+from envd_core.testing import EnvdCli, StubRunner, make_plugin
 
 
 class TcpLike(Builder):
@@ -33,7 +32,9 @@ class TcpLike(Builder):
         raise NotImplementedError
 
 
-class DockerLike(Runner):
+class DockerLike(StubRunner):
+    """Stands in for the docker runner (its lifecycle methods refuse: contexts never run one)."""
+
     name = "docker"
     options = (Option("network", "network to join"),)
 

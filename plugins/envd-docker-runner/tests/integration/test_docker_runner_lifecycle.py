@@ -83,3 +83,22 @@ def test_images_lists_the_local_busybox(runner: DockerRunner) -> None:
 def test_status_reports_the_engine_version(runner: DockerRunner) -> None:
     status = runner.status()
     assert status.reachable and status.version and status.version.startswith("dockerd 20.10")
+
+
+def test_host_port_in_use_is_one_line_and_leaves_nothing(runner: DockerRunner) -> None:
+    import socket
+
+    from envd_core.environment import PortMapping
+
+    name = f"envd-port-{uuid.uuid4().hex[:8]}"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        spec = EnvironmentSpec(name=name, image=BUSYBOX, command=("sleep", "60"),
+                               ports=(PortMapping(80, port),))
+        with pytest.raises(RunnerError) as info:
+            runner.create(spec)
+    assert f"`{name}`: a requested host port is already in use" in str(info.value)
+    assert str(port) in str(info.value) and "\n" not in str(info.value)
+    assert not runner.client().api.containers(all=True, filters={"name": name})
