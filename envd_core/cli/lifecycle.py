@@ -18,12 +18,14 @@ from envd_core.cli.render import dump_json, format_option, info, table
 @click.option("--command", "-c", "command", default=None,
               help="A command defined with runtime.command() in build.envd.")
 @click.option("--raw", "-r", default=None, help="A shell command line to run.")
+@click.option("--interactive", "-i", is_flag=True,
+              help="Send stdin to the command (a terminal when stdin is one).")
 @click.option("--from", "-f", "from_spec", default=None, hidden=True,
               help="Accepted for upstream compatibility (commands come from the image).")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def exec_(app: Any, name: str | None, path: str, command: str | None, raw: str | None,
-          from_spec: str | None, argv: tuple[str, ...]) -> None:
+          interactive: bool, from_spec: str | None, argv: tuple[str, ...]) -> None:
     """Run a command in an environment: --raw 'LINE', --command NAME, or -- ARGV…"""
     from envd_core.cli.up import exec_shell
     from envd_core.environments.operations import runtime_commands
@@ -51,9 +53,9 @@ def exec_(app: Any, name: str | None, path: str, command: str | None, raw: str |
         run_argv = ["/bin/sh", "-c", raw]
     else:
         run_argv = list(argv)
-    code = exec_shell(runner, target, run_argv, workdir=None)
+    code = exec_shell(runner, target, run_argv, workdir=None, interactive=interactive)
     if code:
-        sys.exit(code)
+        sys.exit(code)  # run() drops click.Exit codes (main returns them)
 
 
 def _env_option(func: Any) -> Any:

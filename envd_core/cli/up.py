@@ -82,7 +82,7 @@ def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout:
     if not params["detach"]:
         code = attach(runner, environment, alias)
         if code:
-            sys.exit(code)
+            sys.exit(code)  # run() drops click.Exit codes (main returns them)
     return environment
 
 
@@ -178,22 +178,46 @@ def attach(runner: Any, environment: Any, alias: str) -> int:
                       workdir=None)
 
 
-def exec_shell(runner: Any, name: str, argv: list[str], *, workdir: str | None) -> int:
-    """Run ``argv`` in ``name`` wired to this terminal (raw mode) or to the pipes we have."""
-    stdin_fd = sys.stdin.fileno() if hasattr(sys.stdin, "fileno") else None
+class _TextSink:
+    """A binary writer onto a text stream (stdout replaced in-process, e.g. by tests)."""
+
+    def __init__(self, text: Any) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        self.text.write(data.decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
+def _binary(stream: Any) -> Any:
+    return getattr(stream, "buffer", None) or _TextSink(stream)
+
+
+def _stdin_tty() -> int | None:
+    """The file descriptor of stdin when it is a terminal."""
     try:
-        interactive = stdin_fd is not None and os.isatty(stdin_fd)
-    except (OSError, ValueError):
-        interactive = False
-    out = sys.stdout.buffer
-    if not interactive or not runner.supports_tty:
-        source = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return fd if os.isatty(fd) else None
+
+
+def exec_shell(runner: Any, name: str, argv: list[str], *, workdir: str | None,
+               interactive: bool = True) -> int:
+    """Run ``argv`` in ``name``: wired to this terminal in raw mode when stdin is one (and the
+    runner has TTYs); otherwise with our pipes, stdin only when ``interactive``."""
+    stdin_fd = _stdin_tty() if interactive else None
+    out = _binary(sys.stdout)
+    if stdin_fd is None or not runner.supports_tty:
+        source = getattr(sys.stdin, "buffer", None) if interactive else None
         return int(runner.exec(name, argv, stdin=source, stdout=out,
-                               stderr=sys.stderr.buffer, workdir=workdir))
+                               stderr=_binary(sys.stderr), workdir=workdir))
     import termios
     import tty
 
-    assert stdin_fd is not None
     saved = termios.tcgetattr(stdin_fd)
     raw_in = open(stdin_fd, "rb", buffering=0, closefd=False)  # noqa: SIM115 - reads return at once
     columns, lines = os.get_terminal_size(stdin_fd)
