@@ -223,7 +223,7 @@ def exec_shell(runner: Any, name: str, argv: list[str], *, workdir: str | None,
     columns, lines = os.get_terminal_size(stdin_fd)
     env = {"TERM": os.environ.get("TERM", "xterm"), "COLUMNS": str(columns), "LINES": str(lines)}
     try:
-        tty.setraw(stdin_fd)
+        tty.setraw(stdin_fd, termios.TCSANOW)  # keep what the user typed ahead
         return int(runner.exec(name, argv, tty=True, stdin=raw_in, stdout=out, env=env,
                                workdir=workdir))
     finally:

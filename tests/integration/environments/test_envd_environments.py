@@ -207,3 +207,49 @@ def test_port_already_allocated(envd: Envd, tmp_path: Path, registry: str,
         holder.close()
         docker("rm", "-f", name, docker_host=docker_host, check=False)
         docker("rmi", "-f", f"{name}:dev", docker_host=docker_host, check=False)
+
+
+def _read_until(fd: int, wanted: bytes, timeout: float) -> bytes:
+    import select
+    import time
+
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_up_attaches_a_shell_in_a_terminal(envd: Envd, project: Path) -> None:
+    """Without --detach, ``up`` attaches in a real pseudo-terminal (through exec: no sshd yet)."""
+    main, secondary = os.openpty()
+    proc = subprocess.Popen([ENVD, "up", "--progress", "plain"], cwd=project, env=envd.env(),
+                            stdin=secondary, stdout=secondary, stderr=secondary,
+                            start_new_session=True)
+    os.close(secondary)
+    try:
+        banner = _read_until(main, b"leave with `exit`", 300)
+        assert b"attaching through runner `docker`" in banner, banner[-2000:]
+        prompt = _read_until(main, f"/home/envd/{project.name} # ".encode(), 30)
+        assert prompt, banner[-2000:]
+        os.write(main, b"echo tty-$((6*7)) $(pwd) && tty\n")
+        out = _read_until(main, b"/dev/pts/", 30)
+        assert f"tty-42 /home/envd/{project.name}".encode() in out, out
+        os.write(main, b"exit\n")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main)
+    # leaving the shell keeps the environment (as upstream's ssh session does)
+    rows = {r["name"]: r for r in json.loads(envd("envs", "ls", "-f", "json").stdout)}
+    assert rows[project.name]["status"] == "running"
