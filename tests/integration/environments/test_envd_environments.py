@@ -172,6 +172,8 @@ def test_force_replaces_and_a_killed_environment_shows(envd: Envd, project: Path
     (("--volume", "/tmp"), "exactly one `:`"),
     (("--volume", "/envd-h8-missing-dir:/data"), "does not exist"),
     (("--name", "envd-h8 bad/name"), "invalid environment name"),
+    # the device request reaches dockerd, which has no nvidia runtime here: one line, no leftovers
+    (("--gpus", "1"), "asks for GPUs"),
 ])
 def test_bad_input_is_one_line(envd: Envd, project: Path, docker_host: str,
                                flags: tuple[str, ...], fragment: str) -> None:
