@@ -119,22 +119,45 @@ def _human_size(size: int | None) -> str:
     return f"{value:.3g}TB"
 
 
+def human_duration(seconds: float) -> str:
+    """How long ago, in the words of docker's ``HumanDuration`` (upstream's ``created``)."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
 def _ago(when: dt.datetime | None) -> str:
     if when is None:
         return "-"
-    seconds = max(0, int((dt.datetime.now(dt.timezone.utc) - when).total_seconds()))
-    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
-        if seconds >= size:
-            n = seconds // size
-            return f"{n} {unit}{'s' if n > 1 else ''} ago"
-    return f"{seconds} seconds ago"
+    return human_duration((dt.datetime.now(dt.timezone.utc) - when).total_seconds())
 
 
 def image_row(image: ImageInfo) -> dict[str, Any]:
     """Upstream's ``images ls`` JSON keys (``endpoint`` holds the build context)."""
     labels = image.labels
     row: dict[str, Any] = {
-        "name": image.tags[0] if image.tags else "<none>",
+        "name": image.tags[0] if image.tags else "<none>:<none>",
         "endpoint": labels.get(LABEL_CONTEXT) or None,
         "gpu": labels.get(LABEL_GPU) == "true",
         "cuda": labels.get(LABEL_CUDA) or None,

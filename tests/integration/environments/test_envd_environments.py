@@ -255,3 +255,21 @@ def test_up_attaches_a_shell_in_a_terminal(envd: Envd, project: Path) -> None:
     # leaving the shell keeps the environment (as upstream's ssh session does)
     rows = {r["name"]: r for r in json.loads(envd("envs", "ls", "-f", "json").stdout)}
     assert rows[project.name]["status"] == "running"
+
+
+def test_upstream_envd_lists_our_environment_with_the_same_keys(
+        envd: Envd, project: Path, upstream_envd: str) -> None:
+    """Upstream v1.3.4's ``envs ls`` on the same dockerd sees our environment; the JSON keys it
+    prints are among ours and the shared values agree."""
+    name = project.name
+    envd("up", "--detach", cwd=project)
+    env = dict(envd.env(), ENVD_NO_TELEMETRY="true")
+    proc = subprocess.run([upstream_envd, "envs", "ls", "--format", "json"], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = {r["name"]: r for r in json.loads(proc.stdout)}[name]
+    ours = {r["name"]: r for r in json.loads(envd("envs", "ls", "-f", "json").stdout)}[name]
+    assert set(theirs) <= set(ours), (theirs, ours)
+    for key in ("name", "ssh_target", "image", "gpu"):
+        assert theirs[key] == ours[key], key
+    assert theirs["status"].startswith("Up") and ours["status"] == "running"

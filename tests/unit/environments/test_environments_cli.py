@@ -131,7 +131,8 @@ def test_describe(envs_cli: EnvdCli) -> None:
 
 def test_images_ls_lists_only_envd_images(envs_cli: EnvdCli) -> None:
     rows = json.loads(envs_cli("images", "ls", "-f", "json").stdout)
-    assert [r["name"] for r in rows] == ["proj:dev", "<none>"]
+    assert [r["name"] for r in rows] == ["proj:dev", "<none>:<none>"]
+    assert rows[0]["created"] == "Less than a second" or rows[0]["created"].endswith("seconds")
     assert rows[0]["endpoint"] == "/src/proj" and rows[0]["size"] == "123MB"
     assert rows[0]["image_id"] == "a" * 12
 
@@ -175,3 +176,14 @@ def test_up_refuses_before_building_when_runner_is_down(envs_cli: EnvdCli,
     RecordingRunner.reachable = False
     result = envs_cli("up", "--path", str(project), "--detach")
     assert "runner `recording` is not reachable" in one_line(result, 1)
+
+
+@pytest.mark.parametrize(("seconds", "words"), [
+    (0.2, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (90, "About a minute"),
+    (600, "10 minutes"), (3600, "About an hour"), (7200, "2 hours"), (3 * 86400, "3 days"),
+    (20 * 86400, "2 weeks"), (90 * 86400, "3 months"), (800 * 86400, "2 years"),
+])
+def test_human_duration_as_docker(seconds: float, words: str) -> None:
+    from envd_core.environments.operations import human_duration
+
+    assert human_duration(seconds) == words
