@@ -187,3 +187,24 @@ def test_human_duration_as_docker(seconds: float, words: str) -> None:
     from envd_core.environments.operations import human_duration
 
     assert human_duration(seconds) == words
+
+
+def test_up_refuses_before_building_when_the_runner_cannot_take_the_image(
+        envs_cli: EnvdCli, tmp_path: Path) -> None:
+    """The stub builder exports tarballs; the recording runner cannot load them."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "build.envd").write_text("def build():\n    base(image='x', dev=False)\n")
+    result = envs_cli("up", "--path", str(project), "--detach")
+    assert "cannot load images built by builder" in one_line(result, 2)
+    assert "Building" not in result.stderr
+
+
+def test_up_checks_flags_before_anything_else(envs_cli: EnvdCli, tmp_path: Path,
+                                              home: Path) -> None:
+    project = tmp_path / "p"
+    project.mkdir()
+    RecordingRunner.reachable = False  # would fail second: the flag is checked first
+    result = envs_cli("up", "--path", str(project), "--volume", "nocolon")
+    assert "exactly one `:`" in one_line(result, 2)
+    assert ssh_config(home) == USER_CONFIG
