@@ -171,7 +171,11 @@ def attach(runner: Any, environment: Any, alias: str) -> int:
     if ssh is not None and shutil.which("ssh"):
         host = "127.0.0.1" if ssh.host in ("0.0.0.0", "") else ssh.host
         if ssh_answers(host, ssh.port):
-            return subprocess.call(["ssh", ssh_host(alias)])
+            from envd_core.environments.sshconfig import default_path
+
+            config = ssh_config().path
+            extra = [] if config == default_path() else ["-F", str(config)]
+            return subprocess.call(["ssh", *extra, ssh_host(alias)])
     info(f"No SSH server answers in `{environment.name}` (this image has none yet): "
          f"attaching through runner `{runner.name}`'s exec; leave with `exit`")
     return exec_shell(runner, environment.name, shell_argv(environment),
