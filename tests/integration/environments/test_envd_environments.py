@@ -273,3 +273,16 @@ def test_upstream_envd_lists_our_environment_with_the_same_keys(
     for key in ("name", "ssh_target", "image", "gpu"):
         assert theirs[key] == ours[key], key
     assert theirs["status"].startswith("Up") and ours["status"] == "running"
+
+
+def test_up_on_a_tcp_builder_loads_the_image_into_the_runner(
+        envd: Envd, project: Path, buildkit_tcp: str) -> None:
+    """A builder outside dockerd: the docker-format output is loaded into the runner, then run."""
+    envd("context", "create", "--name", "tcp-h8", "--builder", "tcp", "--builder-address",
+         buildkit_tcp, "--use")
+    up = envd("up", "--detach", cwd=project)
+    assert f"Environment {project.name} is running" in up.stderr
+    assert envd("exec", "--name", project.name, "--raw", "echo $H8_ENV").stdout.strip() == \
+        "from-build"
+    envd("down", cwd=project)
+    assert envd.ssh_config == USER_SSH
