@@ -95,9 +95,11 @@ def find_image(runner: Runner, ref: str) -> ImageInfo | None:
     if not runner.can_manage_images:
         return None
     wanted = _candidates(ref)
+    hex_id = ref.removeprefix("sha256:").lower()
+    by_id = len(hex_id) >= 12 and all(c in "0123456789abcdef" for c in hex_id)
     for image in runner.images():
         if wanted.intersection(image.tags) or image.id == ref or (
-            len(ref) >= 12 and image.id.split(":")[-1].startswith(ref.split(":")[-1])
+            by_id and image.id.removeprefix("sha256:").startswith(hex_id)
         ):
             return image
     return None

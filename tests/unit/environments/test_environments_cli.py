@@ -208,3 +208,19 @@ def test_up_checks_flags_before_anything_else(envs_cli: EnvdCli, tmp_path: Path,
     result = envs_cli("up", "--path", str(project), "--volume", "nocolon")
     assert "exactly one `:`" in one_line(result, 2)
     assert ssh_config(home) == USER_CONFIG
+
+
+def test_find_image_by_tag_spelling_and_id_prefix() -> None:
+    from _environments_support import RecordingRunner as R
+
+    from envd_core.environments.operations import find_image
+
+    R.reset()
+    runner = R(None)
+    assert find_image(runner, "busybox") is R.image_store[1]  # means busybox:latest
+    assert find_image(runner, "docker.io/library/busybox:latest") is R.image_store[1]
+    assert find_image(runner, "a" * 12) is R.image_store[0]
+    assert find_image(runner, "sha256:" + "c" * 16) is R.image_store[2]
+    # a tag that looks like hex is a tag, never an id prefix
+    assert find_image(runner, "proj:aaaaaaaaaaaa") is None
+    assert find_image(runner, "nothere:dev") is None
