@@ -181,9 +181,50 @@ def image_entrypoint(labels: Mapping[str, str]) -> list[str]:
     return []
 
 
+def runtime_mounts(labels: Mapping[str, str]) -> list[Mount]:
+    """``runtime.mount(host_path, envd_path)`` of the build file, from envd's general graph."""
+    general = label_json(labels, LABEL_GENERAL_GRAPH)
+    out: list[Mount] = []
+    for item in (general.get("Mount") or []) if isinstance(general, dict) else []:
+        source = os.path.abspath(os.path.expanduser(str(item.get("Source") or "")))
+        target = str(item.get("Destination") or "")
+        if not os.path.exists(source):
+            raise ValidationError(
+                f"runtime.mount host path `{source}` does not exist",
+                hint="create it, or change runtime.mount in build.envd",
+            )
+        out.append(Mount(source=source, target=target))
+    return out
+
+
+def start_script(labels: Mapping[str, str]) -> tuple[str, ...]:
+    """PID 1 of an environment without an entrypoint of its own.
+
+    Runs ``runtime.init`` commands once, in order, then starts each ``runtime.daemon`` in the
+    background (its output goes to the environment's logs), then waits; ``docker stop`` ends it
+    and its daemons at once.
+    """
+    import shlex
+
+    runtime = label_json(labels, LABEL_RUNTIME_GRAPH)
+    runtime = runtime if isinstance(runtime, dict) else {}
+    lines = ["trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM INT"]
+    for group in runtime.get("init_script") or []:
+        for command in group if isinstance(group, list) else [group]:
+            lines.append(f"sh -c {shlex.quote(str(command))} || "
+                         f"echo 'envd: runtime.init command failed: '{shlex.quote(str(command))} >&2")
+    for argv in runtime.get("daemon") or []:
+        if isinstance(argv, list) and argv:
+            lines.append(" ".join(shlex.quote(str(a)) for a in argv) + " &")
+    if len(lines) == 1:
+        return KEEPALIVE
+    lines.append("while :; do sleep 3600 & wait $!; done")
+    return ("/bin/sh", "-c", "\n".join(lines))
+
+
 def build_spec(options: LaunchOptions, image_labels: Mapping[str, str]) -> EnvironmentSpec:
     """The spec ``up``/``run`` hand to the runner; every flag is checked here, before any call."""
-    mounts = [parse_volume(v) for v in options.volumes]
+    mounts = [parse_volume(v) for v in options.volumes] + runtime_mounts(image_labels)
     working_dir: str | None = None
     if options.project is not None:
         working_dir = project_dir_in_environment(options.project)
@@ -200,7 +241,7 @@ def build_spec(options: LaunchOptions, image_labels: Mapping[str, str]) -> Envir
     extra: dict[str, Any] = {}
     if not image_entrypoint(image_labels):
         # no server of its own to keep it up (dev images get sshd + a supervisor later)
-        extra = {"entrypoint": KEEPALIVE, "command": ()}
+        extra = {"entrypoint": start_script(image_labels), "command": ()}
     return EnvironmentSpec(
         name=options.name,
         image=options.image,

@@ -286,3 +286,29 @@ def test_up_on_a_tcp_builder_loads_the_image_into_the_runner(
         "from-build"
     envd("down", cwd=project)
     assert envd.ssh_config == USER_SSH
+
+
+def test_runtime_init_daemon_and_mount_apply_at_start(envd: Envd, tmp_path: Path,
+                                                      registry: str, docker_host: str) -> None:
+    name = f"envd-h8-{uuid.uuid4().hex[:8]}"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "in.txt").write_text("from the host\n")
+    project = write_project(tmp_path / name, registry, expose=(
+        'runtime.init(commands=["echo init-ran > /tmp/init.txt"])\n'
+        '    runtime.daemon(commands=[["sh", "-c", "echo daemon-up > /tmp/daemon.txt; '
+        'exec sleep 1000"]])\n'
+        f'    runtime.mount(host_path="{shared}", envd_path="/shared")'))
+    try:
+        envd("up", "--detach", cwd=project)
+        out = envd("exec", "--name", name, "--raw",
+                   "sleep 1; cat /tmp/init.txt /tmp/daemon.txt /shared/in.txt").stdout
+        assert out.splitlines() == ["init-ran", "daemon-up", "from the host"], out
+        # PID 1 ends on SIGTERM by itself (exit 0), rather than being killed after the timeout
+        docker("stop", name, docker_host=docker_host)
+        code = docker("inspect", "--format", "{{.State.ExitCode}}", name,
+                      docker_host=docker_host).stdout.strip()
+        assert code == "0", code
+    finally:
+        docker("rm", "-f", name, docker_host=docker_host, check=False)
+        docker("rmi", "-f", f"{name}:dev", docker_host=docker_host, check=False)

@@ -176,3 +176,33 @@ def test_cpus_and_cpu_set_conflict(tmp_path: Path) -> None:
 def test_bad_name_refused_before_any_runner(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="invalid environment name"):
         build_spec(LaunchOptions(name="bad name", image="x"), {})
+
+
+def test_init_and_daemons_run_from_pid_1(tmp_path: Path) -> None:
+    import subprocess
+
+    labels = {**ENVD_LABELS, "ai.tensorchord.envd.graph.runtime": json.dumps({
+        "init_script": [["echo first > init.txt", "echo 'sec ond' >> init.txt"]],
+        "daemon": [["sh", "-c", "echo daemon-$0 > daemon.txt", "x y"]],
+    })}
+    spec = build_spec(_options(tmp_path), labels)
+    assert spec.entrypoint is not None and spec.entrypoint[:2] == ("/bin/sh", "-c")
+    script = spec.entrypoint[2]
+    # run the script's init and daemon part for real (without its endless wait)
+    part = script.rsplit("\nwhile", 1)[0] + "\nwait\n"
+    subprocess.run(["/bin/sh", "-c", part], cwd=tmp_path, check=True, timeout=10)
+    assert (tmp_path / "init.txt").read_text() == "first\nsec ond\n"
+    assert (tmp_path / "daemon.txt").read_text() == "daemon-x y\n"
+
+
+def test_runtime_mount_from_the_build_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    labels = {**ENVD_LABELS, "ai.tensorchord.envd.graph.general": json.dumps(
+        {"Mount": [{"Source": str(data), "Destination": "/data"}]})}
+    mounts = build_spec(_options(tmp_path), labels).mounts
+    assert (str(data), "/data") in [(m.source, m.target) for m in mounts]
+    labels["ai.tensorchord.envd.graph.general"] = json.dumps(
+        {"Mount": [{"Source": str(tmp_path / "nope"), "Destination": "/data"}]})
+    with pytest.raises(ValidationError, match="runtime.mount host path"):
+        build_spec(_options(tmp_path), labels)
