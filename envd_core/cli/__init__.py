@@ -27,6 +27,17 @@ COMMANDS: dict[str, str] = {
     "prune": "envd_core.cli.cache:prune",
     "disk-usage": "envd_core.cli.cache:disk_usage",
     "completion": "envd_core.cli.completion:completion",
+    "up": "envd_core.cli.up:up",
+    "run": "envd_core.cli.up:run",
+    "down": "envd_core.cli.envs:down",
+    "destroy": "envd_core.cli.envs:destroy",
+    "envs": "envd_core.cli.envs:envs",
+    "exec": "envd_core.cli.lifecycle:exec_",
+    "pause": "envd_core.cli.lifecycle:pause",
+    "resume": "envd_core.cli.lifecycle:resume",
+    "top": "envd_core.cli.lifecycle:top",
+    "images": "envd_core.cli.images:images",
+    "version": "envd_core.cli.version:version",
 }
 
 
