@@ -140,8 +140,9 @@ def run(cli: click.Group, argv: list[str] | None = None) -> int:
     # grpc's C core logs handshake failures straight to stderr; envd reports them itself.
     os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if debug else "NONE")
     try:
-        cli.main(args=args, prog_name="envd", standalone_mode=False)
-        return 0
+        # Without standalone mode click returns ctx.exit(code)'s code instead of exiting.
+        code = cli.main(args=args, prog_name="envd", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except EnvdError as exc:
         if debug:
             import traceback

@@ -39,7 +39,8 @@ envs.add_command(ls, "list")
 
 @envs.command("describe")
 @click.argument("positional", required=False, metavar="[NAME]")
-@click.option("--env", "-e", "name", default=None, help="The environment (default: this project's).")
+@click.option("--env", "-e", "name", default=None,
+              help="The environment (default: this project's).")
 @click.option("--path", "-p", default=".", show_default=True, type=click.Path(),
               help="Project directory the name is derived from.")
 @format_option

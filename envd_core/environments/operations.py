@@ -250,7 +250,8 @@ def wait_running(runner: Runner, name: str, timeout: float,
             return environment
         if environment.status in (EnvironmentStatus.EXITED, EnvironmentStatus.DEAD):
             raise RunnerError(f"environment `{name}` is {environment.status.value} after start",
-                              hint=f"see why with the runner's logs; remove it with envd down --name {name}")
+                              hint="see why with the runner's logs; remove it with "
+                                   f"envd down --name {name}")
         if time.monotonic() >= deadline:
             raise RunnerError(f"environment `{name}` is not running after {timeout:g}s "
                               f"(it is {environment.status.value})",

@@ -111,7 +111,7 @@ def parse_memory(text: str) -> int:
 
 
 def parse_gpu_set(text: str) -> GPURequest:
-    """``--gpu-set``: ``all``, ``count=N``, ``device=1,3`` (quoted or not), as docker's ``--gpus``."""
+    """``--gpu-set``: ``all``, ``count=N``, ``device=1,3`` (quoted or not), as ``docker --gpus``."""
     value = text.strip().strip("'\"")
     if value == "all":
         return GPURequest(count="all")
@@ -212,7 +212,8 @@ def start_script(labels: Mapping[str, str]) -> tuple[str, ...]:
     for group in runtime.get("init_script") or []:
         for command in group if isinstance(group, list) else [group]:
             lines.append(f"sh -c {shlex.quote(str(command))} || "
-                         f"echo 'envd: runtime.init command failed: '{shlex.quote(str(command))} >&2")
+                         "echo 'envd: runtime.init command failed: '"
+                         f"{shlex.quote(str(command))} >&2")
     for argv in runtime.get("daemon") or []:
         if isinstance(argv, list) and argv:
             lines.append(" ".join(shlex.quote(str(a)) for a in argv) + " &")

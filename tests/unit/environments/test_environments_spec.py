@@ -204,5 +204,5 @@ def test_runtime_mount_from_the_build_file(tmp_path: Path) -> None:
     assert (str(data), "/data") in [(m.source, m.target) for m in mounts]
     labels["ai.tensorchord.envd.graph.general"] = json.dumps(
         {"Mount": [{"Source": str(tmp_path / "nope"), "Destination": "/data"}]})
-    with pytest.raises(ValidationError, match="runtime.mount host path"):
+    with pytest.raises(ValidationError, match=r"runtime\.mount host path"):
         build_spec(_options(tmp_path), labels)
