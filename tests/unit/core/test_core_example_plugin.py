@@ -36,8 +36,10 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "envd-exam
 def load_example() -> ModuleType:
     if "envd_example_plugin" in sys.modules:
         return sys.modules["envd_example_plugin"]
+    package = EXAMPLE / "envd_example_plugin"
+    # a package (its runner is a submodule), so it needs its search location
     spec = importlib.util.spec_from_file_location(
-        "envd_example_plugin", EXAMPLE / "envd_example_plugin" / "__init__.py"
+        "envd_example_plugin", package / "__init__.py", submodule_search_locations=[str(package)]
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -52,6 +54,13 @@ example = load_example()
 class TestExampleBuilderContract(BuilderContract):
     builder_cls = example.SocketDirBuilder
     valid_address = "/run/buildkit/"
+
+
+class TestExampleRunnerContract(RunnerContract):
+    """The static checks; the lifecycle on a real dockerd is in tests/integration/plugins."""
+
+    runner_cls = example.DockerCliRunner
+    valid_address = "unix:///var/run/docker.sock"
 
 
 class TestStubBuilderContract(BuilderContract):
