@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from _core_support import assert_one_error
+from envd_core.testing import assert_one_error
 
 from envd_core.plugins import Plugins
 from envd_core.testing import (

@@ -10,7 +10,7 @@ from abc import abstractmethod
 from typing import Any
 
 import pytest
-from _core_support import assert_one_error
+from envd_core.testing import assert_one_error
 
 from envd_core import hookimpl
 from envd_core.builder import Builder

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _core_support import assert_one_error
+from envd_core.testing import assert_one_error
 
 from envd_core.builder import Builder, BuilderStatus
 from envd_core.options import Option
