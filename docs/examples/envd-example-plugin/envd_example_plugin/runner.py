@@ -54,15 +54,11 @@ class DockerCliRunner(Runner):
     supports_tty = True
     supports_mounts = True
 
-    def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
-        super().__init__(address, options)
-        # `self.options` holds only what the user set: apply the declared default here
-        self.docker = (options or {}).get("docker", "docker")
-
     # -- running the CLI ---------------------------------------------------------------------
 
     def _argv(self, *args: str) -> list[str]:
-        docker = self.docker
+        # `option_values` holds only what the user set: the declared default applies otherwise
+        docker = self.option_values.get("docker", "docker")
         if shutil.which(docker) is None:
             raise RunnerError(f"runner `{self.name}` cannot find the docker client `{docker}`",
                               hint="install the docker CLI or set --runner-opt docker=PATH")
