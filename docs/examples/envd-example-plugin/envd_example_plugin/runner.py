@@ -5,8 +5,9 @@ command run with :mod:`subprocess`, its JSON output turned into envd's records. 
 what ``docker -H`` takes (``unix:///var/run/docker.sock``, ``tcp://host:2375``); without one the
 CLI's own default applies (``DOCKER_HOST``, then the local socket).
 
-Only containers carrying the label :data:`LABEL` are envd environments: ``list_environments``
-never shows (and ``remove`` never touches) the user's other containers.
+Only containers carrying the label :data:`LABEL` (upstream envd's, which the ``docker`` runner
+uses too, so both see the same environments) are envd environments: ``list_environments`` never
+shows (and ``remove`` never touches) the user's other containers.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from envd_core.runner import (
     Runner,
 )
 
-LABEL = "envd.example.environment"
+LABEL = "ai.tensorchord.envd.name"
 CHUNK = 64 * 1024
 
 
@@ -123,7 +124,7 @@ class DockerCliRunner(Runner):
         if resources.gpus is not None:
             raise RunnerError(f"runner `{self.name}` cannot give environments GPUs",
                               hint="use the `docker` runner for GPU environments")
-        args = ["run", "--detach", "--name", spec.name, "--label", f"{LABEL}=1"]
+        args = ["run", "--detach", "--name", spec.name, "--label", f"{LABEL}={spec.name}"]
         for key, value in sorted(spec.labels.items()):
             args += ["--label", f"{key}={value}"]
         for key, value in sorted(spec.env.items()):
