@@ -120,3 +120,20 @@ def test_unreachable_daemon_is_a_status_not_an_exception(tmp_path):
     status = DockerCliRunner(f"unix://{tmp_path}/none.sock").status(timeout=10)
     assert not status.reachable
     assert status.error is not None and "\n" not in status.error
+
+
+def test_exec_into_real_files_and_following_logs_stops_cleanly(runner, name, tmp_path):
+    spec = EnvironmentSpec(name=name, image=BUSYBOX,
+                           command=("sh", "-c", "while true; do echo tick; sleep 0.2; done"))
+    runner.create(spec)
+    # streams with a file descriptor go to docker as they are (no pump thread in between)
+    source = tmp_path / "in"
+    source.write_bytes(b"through a file\n")
+    with source.open("rb") as stdin, (tmp_path / "out").open("wb") as stdout:
+        assert runner.exec(name, ["cat"], stdin=stdin, stdout=stdout) == 0
+    assert (tmp_path / "out").read_bytes() == b"through a file\n"
+    # a follower the caller abandons must not leave a `docker logs -f` behind or hang
+    follower = runner.logs(name, follow=True)
+    assert b"tick" in next(follower)
+    follower.close()
+    assert b"".join(runner.logs(name, tail=1)) == b"tick\n"
