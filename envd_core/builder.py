@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from envd_core.errors import BuilderError, EnvdError, ErrorKind, ValidationError
-from envd_core.options import Option
+from envd_core.options import Option, option_value
 
 if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
@@ -235,11 +235,7 @@ class Builder(ABC):
 
     def option(self, key: str) -> Any:
         """The converted value of option ``key`` (its declared default when unset)."""
-        for opt in self.options_declared():
-            if opt.name == key:
-                raw = self.option_values.get(key, opt.default)
-                return None if raw is None else opt.convert(raw)
-        raise KeyError(key)
+        return option_value(self.options_declared(), self.option_values, key)
 
     @classmethod
     def options_declared(cls) -> tuple[Option, ...]:
