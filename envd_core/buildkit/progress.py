@@ -106,9 +106,10 @@ class BuildTrace:
 
 
 def short_error(text: str) -> str:
-    """A vertex error without the generated shell command (``[/bin/sh -ec …]``) it quotes."""
-    text = re.sub(r"\[/bin/sh -ec [^\]]*\]", "[…]", text)  # dockerd 20.10 (v0.8)
-    return re.sub(r'process "/bin/sh -ec (?:[^"\\]|\\.)*"', "process […]", text)  # v0.10+
+    """A vertex error without the command it quotes: generated shell scripts are long and
+    the step's name already says what ran (v0.8 writes ``[/bin/sh -ec …]``, v0.10+ ``"…"``)."""
+    text = re.sub(r"executor failed running \[[^\]]*\]", "executor failed running […]", text)
+    return re.sub(r'process "(?:[^"\\]|\\.)*"', "process […]", text)
 
 
 # ----------------------------------------------------------------------------- renderers

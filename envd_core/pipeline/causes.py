@@ -134,7 +134,7 @@ BUILTIN_CAUSES: tuple[Cause, ...] = (
             r"NameResolutionError",
             r"Failed to resolve '(?P<host>[\w.-]+)'",
         ),
-        reason="a host name did not resolve on the builder",
+        reason="a host name{host_part} did not resolve on the builder",
         hint="the builder has no DNS for it: a remote builder may need `--use-proxy` "
              "(HTTP_PROXY/HTTPS_PROXY) or a package mirror it can reach",
     ),
@@ -211,6 +211,7 @@ def _facts(groups: dict[str, str], base: dict[str, str]) -> _Facts:
     facts = _Facts(base)
     facts.update(groups)
     # Optional parts read naturally whether or not the pattern captured them.
+    facts["host_part"] = f" (`{groups['host']}`)" if groups.get("host") else ""
     facts["url_part"] = f" ({groups['url']})" if groups.get("url") else ""
     registry = groups.get("registry") or base.get("registry") or ""
     facts["registry"] = registry or "REGISTRY"

@@ -151,7 +151,13 @@ def explain_failure(
         message = f"{message} ({'; '.join(export_errors)})"
     hint = exc.hint
     if found is not None:
-        message = f"{message}: {found.reason}"
+        # A step's line keeps its name and exit code; elsewhere the daemon's wording (kept in
+        # `detail`) gives way to what failed and why.
+        if exc.stage == "step":
+            message = f"{message}: {found.reason}"
+        else:
+            local = f" ({'; '.join(export_errors)})" if export_errors else ""
+            message = f"{_what_failed(exc, target)}: {found.reason}{local}"
         hint = found.hint
     elif exc.stage == "step" and hint is None:
         hint = ("the step's log above says why (`--log-lines N` shows more of it; "
@@ -159,6 +165,17 @@ def explain_failure(
     return BuildError(message, hint=hint, kind=exc.kind, stage=exc.stage, step=exc.step,
                       exit_status=exc.exit_status, log_tail=exc.log_tail,
                       cause=found.cause if found else None, detail=exc.detail)
+
+
+def _what_failed(exc: BuildError, target: str | None) -> str:
+    """The start of a non-step failure's line: what could not be done."""
+    if exc.stage == "pull" and exc.step and exc.step.startswith("docker-image://"):
+        return f"cannot pull base image `{exc.step.removeprefix('docker-image://')}`"
+    if exc.stage == "push":
+        return f"cannot push `{target}`" if target else "cannot push the image"
+    if exc.stage == "export":
+        return "cannot export the image"
+    return f"build failed at `{exc.step}`" if exc.step else "build failed"
 
 
 def _registry_in(texts: Sequence[str]) -> str | None:
