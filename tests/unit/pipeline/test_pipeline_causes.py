@@ -13,10 +13,10 @@ from envd_core.pipeline.causes import BUILTIN_CAUSES, Cause, diagnose, pip_index
 from envd_core.pipeline.execute import explain_failure
 
 PIP_TLS = [
-    "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) "
-    "after connection broken by 'SSLError(SSLCertVerificationError(1, '[SSL: "
-    "CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate in "
-    "certificate chain (_ssl.c:992)'))': /simple/six/",
+    ("WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) "
+     "after connection broken by 'SSLError(SSLCertVerificationError(1, '[SSL: "
+     "CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate in "
+     "certificate chain (_ssl.c:992)'))': /simple/six/"),
     "ERROR: Could not find a version that satisfies the requirement six (from versions: none)",
     "ERROR: No matching distribution found for six",
 ]
@@ -43,8 +43,8 @@ PIP_TLS = [
      "apt-mirror", "an apt mirror failed (http://deb.debian.org/debian/pool/main/j/jq/jq.deb)"),
     ("step", ["W: Some index files failed to download. They have been ignored"], "apt-mirror",
      "an apt mirror failed"),
-    ("pull", ["failed to load cache key: unexpected status from HEAD request to "
-              "https://r.example:5443/v2/a/manifests/1: 401 Unauthorized"], "unauthorized",
+    ("pull", [("failed to load cache key: unexpected status from HEAD request to "
+               "https://r.example:5443/v2/a/manifests/1: 401 Unauthorized")], "unauthorized",
      "the registry refused access (401)"),
     ("pull", ["failed to resolve source metadata for r.example/a:1: r.example/a:1: not found"],
      "image-not-found", "the base image `r.example/a:1` was not found"),

@@ -18,8 +18,8 @@ from envd_core.errors import BuildError
     ('process "/bin/sh -ec pip install six" did not complete successfully: exit code: 1',
      "pip install six", 1, "step"),
     ("executor failed running [/bin/sh -ec pip install six]: exit code: 2", "x", 2, "step"),
-    ("failed to load cache key: unexpected status from HEAD request to https://r/v2/a/manifests/1:"
-     " 401 Unauthorized", "docker-image://r/a:1", None, "pull"),
+    (("failed to load cache key: unexpected status from HEAD request to "
+      "https://r/v2/a/manifests/1: 401 Unauthorized"), "docker-image://r/a:1", None, "pull"),
     ("failed to push r/a:1: unexpected status: 401 Unauthorized", "pushing layers", None, "push"),
     ("failed to export image: write: no space left on device", "exporting to image", None,
      "export"),
