@@ -147,9 +147,55 @@ class BuilderError(EnvdError):
 
 
 class BuildError(EnvdError):
-    """A build failed: bad build file, failing step, export failure."""
+    """A build failed: bad build file, failing step, export failure.
+
+    Besides the message and hint, a failure the daemon reported carries what a report (the
+    ``envd:`` line, ``--progress json``, ``--format json``) needs, so no caller parses the text:
+
+    * ``stage``: where it failed: ``step`` (a command exited non-zero), ``pull`` (a base
+      image), ``export``, ``push``, ``session`` (the link back to envd broke) or ``solve``;
+    * ``step``: the failed step's name; ``exit_status``: its exit code, when it ran one;
+    * ``log_tail``: the step's last log lines, one string per line (never joined);
+    * ``cause``: the name of the recognised cause (``tls-verify``, ``package-not-found``…),
+      from :mod:`envd_core.pipeline.causes`; ``detail``: the daemon's own first line.
+    """
 
     default_kind = ErrorKind.BUILD
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        kind: ErrorKind | None = None,
+        stage: str = "solve",
+        step: str | None = None,
+        exit_status: int | None = None,
+        log_tail: tuple[str, ...] = (),
+        cause: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, kind=kind)
+        self.stage = stage
+        self.step = step
+        self.exit_status = exit_status
+        self.log_tail = tuple(log_tail)
+        self.cause = cause
+        self.detail = detail
+
+    def to_dict(self) -> dict[str, object]:
+        """The failure as plain data (the ``error`` object of the JSON outputs)."""
+        return {
+            "message": self.message,
+            "hint": self.hint,
+            "kind": str(self.kind),
+            "stage": self.stage,
+            "step": self.step,
+            "exit_code": self.exit_status,
+            "log_tail": list(self.log_tail),
+            "cause": self.cause,
+            "detail": self.detail,
+        }
 
 
 class RunnerError(EnvdError):

@@ -21,6 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     from envd_core.builder import Builder
     from envd_core.contexts.store import ContextStore
+    from envd_core.pipeline.causes import Cause
     from envd_core.runner import Runner
 
 PROJECT = "envd"
@@ -104,6 +105,35 @@ def envd_build_functions() -> Mapping[str, Callable[..., Any]]:
             def tensorrt(graph, version="10"):
                 graph.apt_packages.append(f"tensorrt={version}*")
             return {"install.tensorrt": tensorrt}
+
+    *Since 0.1.*
+    """
+
+
+@hookspec
+def envd_build_failure_causes() -> Sequence[Cause]:
+    """Return more causes of failed builds, each with the fix envd should suggest.
+
+    **When:** once per ``envd build``, before the build starts; the rows are tried when a build
+    fails, before envd's own table (:data:`envd_core.pipeline.causes.BUILTIN_CAUSES`), so a
+    vendor can name its own mirror or registry more precisely.
+
+    **Returns:** a sequence of :class:`~envd_core.pipeline.causes.Cause`: a stable ``name``
+    (reported as ``cause`` in JSON), regular expressions searched in the daemon's error and the
+    failed step's log, the ``reason`` for the ``envd:`` line and the ``hint``. Both texts may use
+    the expressions' named groups as ``{placeholders}``.
+
+    **Example**::
+
+        @hookimpl
+        def envd_build_failure_causes():
+            return [Cause(
+                name="corp-mirror-down",
+                patterns=(r"mirror\\.corp\\.example.*\\b50[23]\\b",),
+                reason="the company package mirror is down",
+                hint="see https://status.corp.example, or build with --use-proxy",
+                stages=("step",),
+            )]
 
     *Since 0.1.*
     """

@@ -21,8 +21,8 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -33,6 +33,9 @@ from envd_core.builder import Builder
 from envd_core.contexts.store import ContextStore
 from envd_core.errors import ContextError, PluginError
 from envd_core.runner import Runner
+
+if TYPE_CHECKING:
+    from envd_core.pipeline.causes import Cause
 
 GROUP = "envd"
 
@@ -227,6 +230,27 @@ class Plugins:
                     )
                 merged[key], owner[key] = func, impl.plugin_name
         return merged
+
+    def failure_causes(self) -> tuple[Cause, ...]:
+        """Every plugin's failure causes (``envd_build_failure_causes``), then the built-in ones."""
+        from envd_core.pipeline.causes import BUILTIN_CAUSES, Cause
+
+        rows: list[Cause] = []
+        for impl in self.pm.hook.envd_build_failure_causes.get_hookimpls():
+            returned = self._call(impl, "envd_build_failure_causes") or ()
+            if isinstance(returned, (str, bytes)) or not isinstance(returned, Sequence):
+                raise PluginError(
+                    f"plugin `{impl.plugin_name}`: envd_build_failure_causes must return a "
+                    f"sequence of Cause, got {type(returned).__name__}"
+                )
+            for row in returned:
+                if not isinstance(row, Cause):
+                    raise PluginError(
+                        f"plugin `{impl.plugin_name}`: envd_build_failure_causes returned "
+                        f"`{row!r}`, not a Cause"
+                    )
+                rows.append(row)
+        return (*rows, *BUILTIN_CAUSES)
 
     # -- internals -------------------------------------------------------------------------
     def _lookup(self, kind: str, name: str) -> type:

@@ -9,6 +9,7 @@ understand it, and the session started before and closed after.
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import threading
 import time
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from envd_core.buildkit.errors import classify, connection_error, rpc_error_text
 from envd_core.buildkit.exporters import DOCKERD_EXPORTERS, Exporter
-from envd_core.buildkit.progress import BuildTrace
+from envd_core.buildkit.progress import BuildTrace, short_error
 from envd_core.errors import BuildError, EnvdError
 
 if TYPE_CHECKING:
@@ -235,11 +236,13 @@ class BuildkitClient:
         entitlements: Sequence[str] = (),
         on_status: Callable[[control_pb2.StatusResponse], None] | None = None,
         ref: str | None = None,
+        log_lines: int = _LOG_TAIL,
     ) -> dict[str, str]:
         """Run a build; return the exporter response (e.g. ``containerimage.digest``).
 
-        Raises ``BuildError`` naming the failing step with the tail of its log, or
-        ``BuilderError`` when the daemon goes away.
+        Raises ``BuildError`` naming the failing step and carrying the last ``log_lines`` lines
+        of its log (``stage``, ``exit_status``, ``log_tail``), or ``BuilderError`` when the
+        daemon goes away.
         """
         import grpc
 
@@ -293,7 +296,7 @@ class BuildkitClient:
                 resp = future.result()
             except grpc.RpcError as e:
                 _drain(status_call, status_done, status_thread, grace=1.0)
-                raise self._solve_error(e, trace) from None
+                raise self._solve_error(e, trace, log_lines) from None
             except BaseException:  # KeyboardInterrupt and friends: cancel the build
                 future.cancel()
                 _drain(status_call, status_done, status_thread, grace=0.0)
@@ -333,7 +336,9 @@ class BuildkitClient:
                 f"`{'`/`'.join(used)}` operation; use a newer buildkitd or build without it"
             )
 
-    def _solve_error(self, e: grpc.RpcError, trace: BuildTrace) -> BaseException:
+    def _solve_error(
+        self, e: grpc.RpcError, trace: BuildTrace, log_lines: int
+    ) -> BaseException:
         code = e.code().name if e.code() is not None else ""
         if code in _LINK_CODES:
             err = self._fail(e)
@@ -342,24 +347,64 @@ class BuildkitClient:
                 err.args = (f"{err.message} (during step `{step}`)",)
                 err.message = err.args[0]
             return err
-        # The message stays one line; any further lines of the daemon's text go to the hint.
-        first, *rest = rpc_error_text(e).strip().splitlines() or [""]
+        # The message stays one line and names the step, not its (long, generated) command;
+        # the daemon's text is kept as `detail`, the step's log as `log_tail`, never the hint.
+        text = rpc_error_text(e).strip()
+        first = (text.splitlines() or [""])[0]
         if code == "CANCELLED":
-            return BuildError(f"build was cancelled: {first}")
+            return BuildError(f"build was cancelled: {first}", stage="solve", detail=first)
         failed = trace.failed_vertex()
         name = failed.name if failed is not None else None
-        tail = trace.log_tail(failed.digest, _LOG_TAIL) if failed is not None else []
-        msg = f"build failed at step `{name}`: {first}" if name else f"build failed: {first}"
-        hint_lines = [line for line in rest if line.strip()] + tail
+        tail = tuple(trace.log_tail(failed.digest, log_lines)) if failed is not None else ()
+        status = _exit_status(text)
+        stage = _stage(text, name, status)
+        if stage == "step" and name:
+            msg = f"step `{name}` failed" + (
+                f" with exit code {status}" if status is not None else f": {first}")
+        elif name:
+            msg = f"build failed at `{name}`: {_short(first)}"
+        else:
+            msg = f"build failed: {_short(first)}"
+        hint = None
         if "exporter" in first and "could not be found" in first:
-            hint_lines.append(
-                "dockerd's built-in BuildKit (graphdriver store) offers only the "
-                f"`{'`, `'.join(DOCKERD_EXPORTERS)}` exporters; use `moby` there, or a buildkitd"
-            )
-        err = BuildError(msg, hint="\n".join(hint_lines) if hint_lines else None)
-        err.step = name  # type: ignore[attr-defined]
-        err.log_tail = tail  # type: ignore[attr-defined]
-        return err
+            hint = ("dockerd's built-in BuildKit (graphdriver store) offers only the "
+                    f"`{'`, `'.join(DOCKERD_EXPORTERS)}` exporters; use `moby` there, "
+                    "or a buildkitd")
+        return BuildError(msg, hint=hint, stage=stage, step=name, exit_status=status,
+                          log_tail=tail, detail=text)
+
+
+_EXIT_RE = re.compile(r"(?:exit code|did not complete successfully: exit code):? (\d+)")
+
+
+def _exit_status(text: str) -> int | None:
+    """The exit code of a failed exec (``… exit code: 1``), if the daemon's text has one."""
+    m = _EXIT_RE.search(text)
+    return int(m.group(1)) if m else None
+
+
+def _stage(text: str, step: str | None, status: int | None) -> str:
+    """Where a build failed, from the daemon's text and the failed vertex (see BuildError)."""
+    low = text.lower()
+    if status is not None and ("executor failed" in low or "process " in low
+                               or "did not complete successfully" in low):
+        return "step"
+    if "session" in low and ("not found" in low or "no active" in low or "closing" in low):
+        return "session"
+    if "failed to push" in low or (step or "").startswith("pushing"):
+        return "push"
+    if "export" in low or (step or "").startswith(("exporting", "writing image", "naming to")):
+        return "export"
+    if (step or "").startswith("docker-image://") or "failed to resolve source metadata" in low \
+            or "failed to load cache key" in low or "failed to fetch" in low:
+        return "pull"
+    return "solve"
+
+
+def _short(line: str, limit: int = 300) -> str:
+    """The daemon's first line, without a long generated shell command in it."""
+    line = short_error(line)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _version_tuple(text: str) -> tuple[int, int, int] | None:

@@ -9,6 +9,7 @@ StatusResponse; pick one with ``ProgressPrinter(mode)`` where mode is ``auto|tty
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import deque
@@ -104,6 +105,13 @@ class BuildTrace:
         return lines[-n:]
 
 
+def short_error(text: str) -> str:
+    """A vertex error without the command it quotes: generated shell scripts are long and
+    the step's name already says what ran (v0.8 writes ``[/bin/sh -ec …]``, v0.10+ ``"…"``)."""
+    text = re.sub(r"executor failed running \[[^\]]*\]", "executor failed running […]", text)
+    return re.sub(r'process "(?:[^"\\]|\\.)*"', "process […]", text)
+
+
 # ----------------------------------------------------------------------------- renderers
 
 
@@ -111,6 +119,7 @@ class Renderer(Protocol):
     """What :class:`ProgressPrinter` drives: called with each StatusResponse, closed at the end."""
 
     def __call__(self, resp: StatusResponse) -> None: ...
+    def failed(self, failure: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -140,7 +149,7 @@ class PlainRenderer:
                 self._emit(f"#{s.number} CACHED")
             elif s.error and "error" not in done:
                 done.add("error")
-                self._emit(f"#{s.number} ERROR: {s.error}")
+                self._emit(f"#{s.number} ERROR: {short_error(s.error)}")
             elif s.completed and "done" not in done and not s.cached:
                 done.add("done")
                 self._emit(f"#{s.number} DONE {s.duration or 0:.1f}s")
@@ -156,6 +165,9 @@ class PlainRenderer:
                 self._emit(f"#{s.number} {t:.3f} {line}")
         for w in resp.warnings:
             self._emit(f"WARNING: {w.short.decode('utf-8', 'replace')}")
+
+    def failed(self, failure: dict[str, Any]) -> None:
+        """Nothing to add: the step's whole log and its ERROR line are already printed."""
 
     def close(self) -> None:
         pass
@@ -216,6 +228,10 @@ class JsonRenderer:
                 }
             )
 
+    def failed(self, failure: dict[str, Any]) -> None:
+        """The failure as one event: step, exit code, log tail, cause, hint."""
+        self._emit({"type": "failure", **failure})
+
     def close(self) -> None:
         pass
 
@@ -225,12 +241,14 @@ def _start_key(s: Step) -> tuple[float, int]:
 
 
 class TTYRenderer:
-    """A live rich view: one line per step with its time or CACHED, and the running step's
-    last log lines underneath."""
+    """A live rich view: one line per step with its time or CACHED, the running steps' last
+    log lines underneath, and, once a step failed, its last ``log_lines`` lines."""
 
+    #: Log lines shown under a running step.
     TAIL = 6
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str], log_lines: int = 10) -> None:
+        self.log_lines = log_lines
         from rich.console import Console
         from rich.live import Live
 
@@ -252,6 +270,7 @@ class TTYRenderer:
         table.add_column()
         table.add_column(justify="right")
         table.add_row("", Text(f"Building {elapsed:.1f}s", style="bold"), "")
+        failed = self.trace.failed_vertex()
         # In start order (the daemon announces vertices in graph order, not run order).
         for s in sorted(self.trace.steps.values(), key=_start_key):
             if not (s.started or s.cached):
@@ -265,14 +284,18 @@ class TTYRenderer:
             else:
                 state = Text(f"{time.time() - (s.started or time.time()):.1f}s", style="yellow")
             table.add_row(f"#{s.number}", Text(s.name, overflow="ellipsis", no_wrap=True), state)
-            if (s.started and not s.completed) or s.error:
-                for line in self.trace.log_tail(s.digest, self.TAIL):
+            count = self.log_lines if s is failed else self.TAIL
+            if (s.started and not s.completed) or s is failed:
+                for line in self.trace.log_tail(s.digest, count):
                     table.add_row("", Text(f"  {line}", style="dim", no_wrap=True), "")
         return table
 
     def __call__(self, resp: StatusResponse) -> None:
         self.trace.update(resp)
         self._live.update(self._render())
+
+    def failed(self, failure: dict[str, Any]) -> None:
+        """Nothing to add: the final frame shows the failed step and its last lines."""
 
     def close(self) -> None:
         self._live.update(self._render())
@@ -282,7 +305,9 @@ class TTYRenderer:
 class ProgressPrinter:
     """Pick a renderer by mode and forward StatusResponses to it; use as ``on_status``."""
 
-    def __init__(self, mode: str = "auto", stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, mode: str = "auto", stream: IO[str] | None = None, *, log_lines: int = 10
+    ) -> None:
         if mode not in MODES:
             raise ValidationError(f"invalid progress mode `{mode}`: use one of {', '.join(MODES)}")
         out = stream if stream is not None else sys.stderr
@@ -291,7 +316,7 @@ class ProgressPrinter:
         self.mode = mode
         self._renderer: Renderer
         if mode == "tty":
-            self._renderer = TTYRenderer(out)
+            self._renderer = TTYRenderer(out, log_lines)
         elif mode == "json":
             self._renderer = JsonRenderer(out)
         else:
@@ -299,6 +324,10 @@ class ProgressPrinter:
 
     def __call__(self, resp: StatusResponse) -> None:
         self._renderer(resp)
+
+    def failed(self, failure: dict[str, Any]) -> None:
+        """Report a failed build (``BuildError.to_dict()``) in this view's own way."""
+        self._renderer.failed(failure)
 
     def close(self) -> None:
         self._renderer.close()

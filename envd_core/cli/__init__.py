@@ -131,6 +131,14 @@ def _want_debug(argv: list[str]) -> bool:
     return "--debug" in argv or bool(os.environ.get("ENVD_DEBUG"))
 
 
+def _hint_line(hint: str) -> str:
+    """A hint as one readable line: its lines joined with ``; `` rather than escaped as ``\\n``
+    (a hint is advice, never a log; logs are shown as real lines by the progress view)."""
+    from envd_core.errors import one_line
+
+    return one_line("; ".join(part.strip() for part in hint.splitlines() if part.strip()))
+
+
 def run(cli: click.Group, argv: list[str] | None = None) -> int:
     """Run ``cli`` and turn every error into one line and an exit code."""
     from envd_core.errors import EnvdError, one_line
@@ -154,7 +162,7 @@ def run(cli: click.Group, argv: list[str] | None = None) -> int:
                 click.echo(exc.excerpt, err=True)
         click.echo(f"envd: {one_line(exc.message)}", err=True)
         if exc.hint:
-            click.echo(f"hint: {one_line(exc.hint)}", err=True)
+            click.echo(f"hint: {_hint_line(exc.hint)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -40,14 +40,17 @@ if TYPE_CHECKING:
               help="Write the LLB definition (for `buildctl build`) instead of building.")
 @click.option("--no-bootstrap", is_flag=True,
               help="Fail instead of starting the builder's daemon when it is not running.")
+@click.option("--log-lines", default=10, show_default=True, type=click.IntRange(1, 200),
+              help="How many of a failed step's last log lines the report shows.")
 @click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]),
               help="How to report the result on stdout.")
 @click.pass_obj
 def build(app: App, tag: str | None, from_spec: str | None, path: str, output: str | None,
           export_cache: tuple[str, ...], import_cache: tuple[str, ...], platform: str | None,
           no_cache: bool, progress: str | None, use_proxy: bool, ca_bundle: str | None,
-          dump_llb: str | None, no_bootstrap: bool, fmt: str) -> None:
+          dump_llb: str | None, no_bootstrap: bool, log_lines: int, fmt: str) -> None:
     """Build an environment image from build.envd."""
+    from envd_core.errors import BuildError
     from envd_core.pipeline.execute import BuildRequest, run_build
 
     mode = progress or os.environ.get("BUILDKIT_PROGRESS") or ("plain" if app.debug else "auto")
@@ -55,7 +58,8 @@ def build(app: App, tag: str | None, from_spec: str | None, path: str, output: s
         path=Path(path), from_spec=from_spec, tag=tag, output=output,
         export_cache=export_cache, import_cache=import_cache, platform=platform,
         no_cache=no_cache, progress=mode, use_proxy=use_proxy, ca_bundle=ca_bundle,
-        dump_llb=dump_llb, auto_bootstrap=not no_bootstrap,
+        dump_llb=dump_llb, auto_bootstrap=not no_bootstrap, log_lines=log_lines,
+        causes=app.plugins.failure_causes(),
     )
     resolved = app.resolve()
     builder = app.contexts.builder_for(resolved.context)
@@ -67,13 +71,18 @@ def build(app: App, tag: str | None, from_spec: str | None, path: str, output: s
         info(f"Building {path} for {platform} on {builder.url} (context "
              f"`{resolved.context.name}`, from {resolved.reason})")
 
-    results = run_build(
-        request, builder=builder, runner=runner,
-        extra_functions=app.plugins.build_functions(),
-        warn=lambda message: info(f"warning: {message}"),
-        announce=announce,
-        report=info,
-    )
+    try:
+        results = run_build(
+            request, builder=builder, runner=runner,
+            extra_functions=app.plugins.build_functions(),
+            warn=lambda message: info(f"warning: {message}"),
+            announce=announce,
+            report=info,
+        )
+    except BuildError as exc:
+        if fmt == "json":  # CI reads the failure on stdout; stderr still gets the envd: line
+            click.echo(dump_json({"error": exc.to_dict(), "context": resolved.context.name}))
+        raise
     if fmt == "json":
         rows = [{
             "tag": r.tag, "output": r.output_type, "destination": r.destination,

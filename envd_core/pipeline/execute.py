@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import attrs
 
 from envd_core.builder import Builder, silent
 from envd_core.errors import BuildError, ValidationError
+from envd_core.pipeline.causes import BUILTIN_CAUSES, Cause
 from envd_core.runner import Runner
 
 CA_SECRET_ID = "envd-ca-bundle"
@@ -42,6 +44,10 @@ class BuildRequest:
     dump_llb: str | None = None
     #: Start the builder's daemon if it manages one and it is not running (upstream does).
     auto_bootstrap: bool = True
+    #: How many of a failed step's last log lines the report shows (TTY view, JSON).
+    log_lines: int = 10
+    #: The failure causes to recognise: plugins' rows first, then the built-in table.
+    causes: tuple[Cause, ...] = BUILTIN_CAUSES
 
 
 @attrs.define
@@ -120,24 +126,87 @@ def _export_target(kind: str, spec: Any, runner: Runner | None) -> Iterator[tupl
         yield None, None
 
 
+def explain_failure(
+    exc: BuildError, *, causes: Sequence[Cause] = BUILTIN_CAUSES, export_errors: Sequence[str] = (),
+    target: str | None = None,
+) -> BuildError:
+    """``exc`` with the recognised cause's reason in its message and its fix as the hint.
+
+    ``export_errors`` are this side's reasons for a failed export (the daemon only says EOF);
+    ``target`` is the image name being pushed, naming the registry when the daemon's text
+    does not.
+    """
+    from envd_core.pipeline.causes import diagnose
+
+    texts = [exc.detail or exc.message, *exc.log_tail, *export_errors]
+    facts: dict[str, str] = {"step": exc.step or ""}
+    registry = _registry_in(texts) or (_registry_of(target) if target else None)
+    if registry:
+        facts["registry"] = registry
+    if exc.step and exc.step.startswith("docker-image://"):
+        facts["image"] = exc.step.removeprefix("docker-image://")
+    found = diagnose(exc.stage, texts, facts=facts, causes=causes)
+    message = exc.message
+    if export_errors:
+        message = f"{message} ({'; '.join(export_errors)})"
+    hint = exc.hint
+    if found is not None:
+        # A step's line keeps its name and exit code; elsewhere the daemon's wording (kept in
+        # `detail`) gives way to what failed and why.
+        if exc.stage == "step":
+            message = f"{message}: {found.reason}"
+        else:
+            local = f" ({'; '.join(export_errors)})" if export_errors else ""
+            message = f"{_what_failed(exc, target)}: {found.reason}{local}"
+        hint = found.hint
+    elif exc.stage == "step" and hint is None:
+        hint = ("the step's log above says why (`--log-lines N` shows more of it; "
+                "`--progress plain` all of it)")
+    return BuildError(message, hint=hint, kind=exc.kind, stage=exc.stage, step=exc.step,
+                      exit_status=exc.exit_status, log_tail=exc.log_tail,
+                      cause=found.cause if found else None, detail=exc.detail)
+
+
+def _what_failed(exc: BuildError, target: str | None) -> str:
+    """The start of a non-step failure's line: what could not be done."""
+    if exc.stage == "pull" and exc.step and exc.step.startswith("docker-image://"):
+        return f"cannot pull base image `{exc.step.removeprefix('docker-image://')}`"
+    if exc.stage == "push":
+        return f"cannot push `{target}`" if target else "cannot push the image"
+    if exc.stage == "export":
+        return "cannot export the image"
+    return f"build failed at `{exc.step}`" if exc.step else "build failed"
+
+
+def _registry_in(texts: Sequence[str]) -> str | None:
+    """The registry host a daemon's error names (``https://HOST/v2/…``), if any."""
+    for text in texts:
+        m = re.search(r"https?://([^/\s\"']+)/v2/", text)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _registry_of(image: str) -> str | None:
+    """The registry host of an image name (``host:5000/repo:tag``), when it names one."""
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return None
+
+
 @contextlib.contextmanager
-def _explain(session: Any) -> Iterator[None]:
-    """Add this side's reason to a failed export (the daemon only says EOF), and a hint to
-    failed registry logins."""
+def _explain(
+    session: Any, printer: Any, causes: Sequence[Cause], target: str | None
+) -> Iterator[None]:
+    """Turn a failed solve into its explained error and report it in the progress view."""
     try:
         yield
     except BuildError as exc:
-        local = session.export_errors
-        text = exc.message.lower()
-        if not local and ("401 unauthorized" in text or "no basic auth credentials" in text):
-            raise BuildError(
-                exc.message,
-                hint="log in to the registry (`docker login <registry>`) or set DOCKER_CONFIG; "
-                "envd reads credentials from the docker config",
-            ) from None
-        if not local:
-            raise
-        raise BuildError(f"{exc.message} ({'; '.join(local)})", hint=exc.hint) from None
+        err = explain_failure(exc, causes=causes, export_errors=session.export_errors,
+                              target=target)
+        printer.failed(err.to_dict())
+        raise err from None
 
 
 def run_build(
@@ -265,7 +334,7 @@ def _build_one(
     return _solve(
         compiled, builder=builder, runner=runner, spec=spec, kind=kind,
         exporter_attrs=exporter_attrs, tag=tag, ca_bundle=ca_bundle, imports=imports,
-        exports=exports, push_after=push_after, progress=request.progress,
+        exports=exports, push_after=push_after, request=request,
         progress_stream=progress_stream,
     )
 
@@ -273,7 +342,7 @@ def _build_one(
 def _solve(
     compiled: Any, *, builder: Builder, runner: Runner | None, spec: Any, kind: str,
     exporter_attrs: dict[str, str], tag: str, ca_bundle: str | None, imports: list[Any],
-    exports: list[Any], push_after: bool, progress: str, progress_stream: Any,
+    exports: list[Any], push_after: bool, request: BuildRequest, progress_stream: Any,
 ) -> BuildResult:
     from envd_core.buildkit.client import BuildkitClient
     from envd_core.buildkit.exporters import Exporter
@@ -294,7 +363,10 @@ def _solve(
                 auth=AuthProvider.from_docker_config(),
                 export=target,
             )
-            with ProgressPrinter(progress, progress_stream) as printer, _explain(session):
+            target = exporter_attrs.get("name")
+            printer = ProgressPrinter(request.progress, progress_stream,
+                                      log_lines=request.log_lines)
+            with printer, _explain(session, printer, request.causes, target):
                 response = BuildkitClient(connection).solve(
                     compiled.definition,
                     exporters=[Exporter(kind, exporter_attrs)],
@@ -303,6 +375,7 @@ def _solve(
                     cache_imports=[Exporter(c.type, c.attrs) for c in imports],
                     entitlements=list(compiled.entitlements),
                     on_status=printer,
+                    log_lines=request.log_lines,
                 )
             result.exporter_response = response
             result.digest = response.get("containerimage.digest")

@@ -119,3 +119,59 @@ def test_log_lines_split_across_messages_and_running_step() -> None:
     assert trace.running_step() is None
     assert trace.steps["sha256:a"].duration == 2.0
     assert trace.log_tail("sha256:unknown", 5) == []
+
+
+# -- failure reports (issue 18) ----------------------------------------------------------------
+def test_short_error_drops_generated_commands() -> None:
+    from envd_core.buildkit.progress import short_error
+
+    v018 = ('process "/bin/sh -ec /opt/envd/venv/bin/pip install \\"six\\"" did not complete '
+            "successfully: exit code: 1")
+    assert short_error(v018) == "process […] did not complete successfully: exit code: 1"
+    v08 = "executor failed running [/bin/sh -ec pip install six]: exit code: 1"
+    assert short_error(v08) == "executor failed running […]: exit code: 1"
+    assert short_error("plain text") == "plain text"
+
+
+def test_json_view_reports_the_failure_as_one_event() -> None:
+    buf = io.StringIO()
+    failure = {"message": "step `x` failed with exit code 7", "hint": "h", "step": "x",
+               "exit_code": 7, "log_tail": ["a", "b"], "cause": None, "stage": "step"}
+    with ProgressPrinter("json", stream=buf) as p:
+        p.failed(failure)
+    events = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert events == [{"type": "failure", **failure}]
+
+
+def test_plain_view_error_line_is_short_and_failure_adds_nothing() -> None:
+    buf = io.StringIO()
+    with ProgressPrinter("plain", stream=buf) as p:
+        for msg in recorded("fail"):
+            p(msg)
+        before = buf.getvalue()
+        p.failed({"message": "m"})
+    assert buf.getvalue() == before
+    errors = [line for line in before.splitlines() if " ERROR: " in line]
+    assert len(errors) == 1 and "/bin/sh" not in errors[0] and "exit code: 7" in errors[0]
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_tty_view_shows_the_failed_steps_last_lines_once(count: int) -> None:
+    from envd_core.buildkit.progress import TTYRenderer
+
+    trace = BuildTrace()
+    for m in recorded("fail"):
+        trace.update(m)
+    failed = trace.failed_vertex()
+    assert failed is not None
+    tail = trace.log_tail(failed.digest, count)
+    buf = io.StringIO()
+    view = TTYRenderer(buf, log_lines=count)
+    for m in recorded("fail"):
+        view(m)
+    view.close()
+    # The last frame (rich redraws in place) holds each tail line exactly once.
+    last = buf.getvalue().rsplit("Building", 1)[-1]
+    for line in tail:
+        assert last.count(line) == 1, (line, last)
+    assert len(tail) == min(count, len(trace.log_tail(failed.digest, 200)))
