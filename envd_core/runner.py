@@ -106,7 +106,7 @@ class Runner(ABC):
     can_list_processes: ClassVar[bool] = False
     #: :meth:`exec` honours ``tty=True``.
     supports_tty: ClassVar[bool] = False
-    #: ``EnvironmentSpec.mounts`` (host bind mounts) are honoured; otherwise ``create`` refuses them.
+    #: ``EnvironmentSpec.mounts`` (host bind mounts) are honoured; else ``create`` refuses them.
     supports_mounts: ClassVar[bool] = False
     #: ``Resources.gpus`` is honoured; otherwise ``create`` refuses a GPU request.
     supports_gpus: ClassVar[bool] = False

@@ -17,6 +17,7 @@ Override :meth:`RunnerContract.make_runner` when the runner needs options or cre
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 import uuid
@@ -338,7 +339,6 @@ class _Lifecycle:
 
     def cleanup(self) -> None:
         for name in self.names:
-            try:
+            # never created, or already removed by the test
+            with contextlib.suppress(RunnerError):
                 self.runner.remove(name, force=True)
-            except RunnerError:
-                pass  # never created, or already removed by the test

@@ -68,7 +68,11 @@ def _proxy_env() -> dict[str, str]:
 
 def resolve_ca_bundle(request: BuildRequest, builder: Builder) -> str | None:
     """The extra CA bundle: ``--ca-bundle``, else ``ENVD_CA_BUNDLE``, else the context option."""
-    chosen = request.ca_bundle or os.environ.get("ENVD_CA_BUNDLE") or builder.option_values.get("ca-bundle")
+    chosen = (
+        request.ca_bundle
+        or os.environ.get("ENVD_CA_BUNDLE")
+        or builder.option_values.get("ca-bundle")
+    )
     if not chosen:
         return None
     path = os.path.abspath(os.path.expanduser(chosen))
@@ -105,7 +109,9 @@ def _truthy(value: str | None) -> bool:
 
 
 @contextlib.contextmanager
-def _export_target(kind: str, spec: Any, runner: Runner | None) -> Iterator[tuple[Any, Path | None]]:
+def _export_target(
+    kind: str, spec: Any, runner: Runner | None
+) -> Iterator[tuple[Any, Path | None]]:
     """The session's export target and, for a default docker export, the tarball to load."""
     from envd_core.buildkit.session import ExportTarget
 
@@ -271,7 +277,8 @@ def run_build(
 
     for platform in platforms:
         results.append(_build_one(
-            graph, request, context_dir=context_dir, platform=platform, tag=platform_tag(tag, platform, multi=multi),
+            graph, request, context_dir=context_dir, platform=platform,
+            tag=platform_tag(tag, platform, multi=multi),
             spec=spec, builder=builder, runner=runner, ca_bundle=ca_bundle, imports=imports,
             exports=exports, progress_stream=progress_stream, multi=multi,
             warn=warn if platform == platforms[0] else None, announce=announce, prepare=prepare,
@@ -280,7 +287,8 @@ def run_build(
 
 
 def _build_one(
-    graph: Any, request: BuildRequest, *, context_dir: Path, platform: str, tag: str, spec: Any, builder: Builder,
+    graph: Any, request: BuildRequest, *, context_dir: Path, platform: str, tag: str, spec: Any,
+    builder: Builder,
     runner: Runner | None, ca_bundle: str | None, imports: list[Any], exports: list[Any],
     progress_stream: Any, multi: bool, warn: Callable[[str], None] | None,
     announce: Callable[[str], None] | None, prepare: Callable[[], None],

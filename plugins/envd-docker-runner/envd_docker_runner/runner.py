@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -129,7 +130,8 @@ class DockerRunner(Runner):
         with docker_errors(self.host, f"create `{spec.name}`"):
             try:
                 created = api.create_container(
-                    **container_config(spec), host_config=api.create_host_config(**host_config(spec))
+                    **container_config(spec),
+                    host_config=api.create_host_config(**host_config(spec)),
                 )
             except docker.errors.ImageNotFound:
                 raise RunnerError(
@@ -148,10 +150,8 @@ class DockerRunner(Runner):
             self._start(spec.name, container_id)
         except BaseException:
             # leave nothing half-made behind: a container that cannot start is useless
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 api.remove_container(container_id, force=True)
-            except docker.errors.APIError:
-                pass
             raise
         return self.inspect(spec.name)
 
@@ -278,7 +278,8 @@ class DockerRunner(Runner):
     def top(self, name: str) -> tuple[list[str], list[list[str]]]:
         result = self._call(name, "list the processes of", self.client().api.top,
                             self._inspect_raw(name)["Id"])
-        return list(result.get("Titles") or []), [list(row) for row in result.get("Processes") or []]
+        rows = [list(row) for row in result.get("Processes") or []]
+        return list(result.get("Titles") or []), rows
 
     # -- images -------------------------------------------------------------------------------
     def load_image(self, tarball: IO[bytes]) -> list[str]:
@@ -313,7 +314,9 @@ class DockerRunner(Runner):
             with docker_errors(self.host, f"remove the image `{name}`"):
                 self.client().api.remove_image(name, force=force)
         except docker.errors.NotFound:
-            raise RunnerError(f"image `{name}` is not in the Docker daemon at `{self.host}`") from None
+            raise RunnerError(
+                f"image `{name}` is not in the Docker daemon at `{self.host}`"
+            ) from None
 
     # -- the runner itself --------------------------------------------------------------------
     def status(self, *, timeout: float = 3.0) -> RunnerStatus:

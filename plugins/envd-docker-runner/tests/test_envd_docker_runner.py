@@ -49,7 +49,7 @@ def test_docker_host_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
     assert DockerRunner(None).host == "tcp://127.0.0.1:1"
     assert DockerRunner("unix:///x.sock").host == "unix:///x.sock"  # the address wins
-    with pytest.raises(RunnerError, match="`tcp://127.0.0.1:1`: Connection refused"):
+    with pytest.raises(RunnerError, match=r"`tcp://127\.0\.0\.1:1`: Connection refused"):
         DockerRunner(None).inspect("anything")
 
 
@@ -149,7 +149,10 @@ def test_inspect_json_to_environment() -> None:
                                                   "ai.tensorchord.envd.service.ssh": "2222/tcp"}},
         "NetworkSettings": {"Ports": {
             "2222/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}],
-            "8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}, {"HostIp": "::", "HostPort": "8080"}],
+            "8080/tcp": [
+                {"HostIp": "0.0.0.0", "HostPort": "8080"},
+                {"HostIp": "::", "HostPort": "8080"},
+            ],
             "9000/tcp": None,
         }},
     }
