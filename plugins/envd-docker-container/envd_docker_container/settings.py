@@ -47,7 +47,7 @@ _FILE_KINDS = ("ca", "cert", "key")
 # remount its own view read-write; on a privileged container (already rw) this changes nothing.
 ENTRY_SCRIPT = (
     "for d in /sys/fs/cgroup /sys/fs/cgroup/*/; do "
-    '[ -d "$d" ] && mount -o remount,rw "$d" 2>/dev/null; done; '
+    '[ -d "$d" ] && mount -o remount,rw,bind "$d" 2>/dev/null; done; '
     'exec buildkitd "$@"'
 )
 
@@ -86,6 +86,7 @@ class DaemonSpec:
         h = hashlib.sha256()
         parts = {
             "image": self.image,
+            "entry": ENTRY_SCRIPT,
             "network": self.network or "",
             "volume": self.volume or "",
             "security": self.security,
@@ -247,13 +248,14 @@ def render_config(options: Mapping[str, str]) -> tuple[str, dict[str, bytes]]:
 
 
 def parse_flags(value: str | None) -> tuple[str, ...]:
-    """Extra buildkitd flags (shell words); the ones envd sets itself are refused."""
+    """Extra buildkitd flags (shell words). ``--config`` is envd's; an extra ``--addr`` is fine
+    (buildkitd listens on every one given, e.g. also on TCP)."""
     try:
         words = tuple(shlex.split(value or ""))
     except ValueError as exc:
         raise ValidationError(f"option `buildkitd-flags`: {exc}") from None
     for word in words:
-        if word.split("=", 1)[0] in ("--config", "--addr"):
+        if word.split("=", 1)[0] == "--config":
             raise ValidationError(
                 f"option `buildkitd-flags` must not set `{word.split('=', 1)[0]}`: envd sets it",
                 hint="put daemon settings in the file given with --builder-opt config=",
