@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import parse_qsl
 
 from envd_core import hookimpl
 from envd_core.builder import Builder, BuilderStatus, strip_scheme
@@ -56,11 +55,11 @@ def split_address(address: str) -> tuple[str, str | None]:
         )
     context = None
     if sep:
-        try:
-            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
-        except ValueError:
-            raise ValidationError(f"bad query `?{query}` in builder address `{address}`") from None
-        for key, value in pairs:
+        # Not URL-decoded: `+` is legal in docker context names and must stay a `+`.
+        for part in query.split("&"):
+            key, eq, value = part.partition("=")
+            if not eq:
+                raise ValidationError(f"bad query `?{query}` in builder address `{address}`")
             if key != "context":
                 raise ValidationError(
                     f"builder `docker-container` does not know `?{key}=` in `{address}`",
