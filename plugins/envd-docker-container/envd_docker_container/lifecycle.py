@@ -136,17 +136,21 @@ def open_connection(engine: eng.Engine, container: str, *, timeout: float,
     return conn
 
 
-def wait_until_ready(engine: eng.Engine, container: str, timeout: float) -> None:
-    """Poll until buildkitd in ``container`` answers ListWorkers; one line on timeout."""
+def wait_until_ready(engine: eng.Engine, container: str, timeout: float, *,
+                     theirs: bool = False) -> None:
+    """Poll until buildkitd in ``container`` answers ListWorkers; one line on timeout.
+
+    ``theirs``: another process is bootstrapping it, so it may vanish for a moment (its
+    privileged attempt removed before the restricted one is created)."""
     from envd_core.buildkit.transport import wait_ready
 
     deadline = time.monotonic() + timeout
     last = ""
     while True:
         info = engine.inspect(container)
-        if info is None:
+        if info is None and not theirs:
             raise BuilderError(f"container `{container}` disappeared while starting")
-        state = state_of(info)
+        state = state_of(info) if info is not None else "created"
         if state not in ("running", "restarting", "created"):
             logs = engine.logs_tail(container)
             raise BuilderError(
@@ -230,8 +234,8 @@ def ensure_running(engine: eng.Engine, container: str, spec: DaemonSpec, *, forc
                            "bootstrap with --force recreates it (the cache volume is kept)")
                 _revive(engine, container, state, report, outcome)
     if info is None:
-        _create(engine, container, spec, report, outcome, timeout)
-        outcome.action = "recreated" if recreate else "created"
+        if _create(engine, container, spec, report, outcome, timeout):
+            outcome.action = "recreated" if recreate else "created"
     else:
         wait_until_ready(engine, container, timeout)
     outcome.seconds = round(time.monotonic() - started, 3)
@@ -261,8 +265,10 @@ def _revive(engine: eng.Engine, container: str, state: str, report: Reporter,
 
 
 def _create(engine: eng.Engine, container: str, spec: DaemonSpec, report: Reporter,
-            outcome: Outcome, timeout: float) -> None:
-    """Pull if needed, create the volume and the container, start it; undo on failure."""
+            outcome: Outcome, timeout: float) -> bool:
+    """Pull if needed, create the volume and the container, start it; undo on failure.
+
+    Returns False when a parallel bootstrap created the container first (then reused)."""
     if engine.image_id(spec.image) is None:
         report(f"pulling {spec.image}")
         engine.pull(spec.image, report)
@@ -276,10 +282,19 @@ def _create(engine: eng.Engine, container: str, spec: DaemonSpec, report: Report
             labels = {eng.LABEL_OWNER: eng.OWNER, eng.LABEL_IMAGE: spec.image,
                       eng.LABEL_FINGERPRINT: spec.fingerprint, eng.LABEL_SECURITY: mode}
             report(f"creating container `{container}` from {spec.image} ({mode})")
-            engine.create(container, image=spec.image,
-                          entrypoint=["sh", "-c", ENTRY_SCRIPT, "buildkitd"],
-                          command=spec.command, labels=labels, network=spec.network,
-                          volume=spec.volume, state_dir=STATE_DIR, security=mode)
+            try:
+                engine.create(container, image=spec.image,
+                              entrypoint=["sh", "-c", ENTRY_SCRIPT, "buildkitd"],
+                              command=spec.command, labels=labels, network=spec.network,
+                              volume=spec.volume, state_dir=STATE_DIR, security=mode)
+            except eng.EngineError as exc:
+                if exc.status != 409:
+                    raise
+                # Another envd (a parallel build) created it first: use theirs.
+                made_volume = False
+                report(f"container `{container}` was created meanwhile; waiting for it")
+                wait_until_ready(engine, container, timeout, theirs=True)
+                return False
             try:
                 engine.put_files(container, spec.files)
                 engine.start(container)
@@ -304,6 +319,7 @@ def _create(engine: eng.Engine, container: str, spec: DaemonSpec, report: Report
             engine.remove_volume(spec.volume)
         raise
     report(f"BuildKit is running at docker-container://{container} ({outcome.security})")
+    return True
 
 
 def _reason(message: str) -> str:

@@ -248,3 +248,28 @@ def test_build_rebootstraps_after_kill_and_rm(envd, container_name: str,  # type
     proc = envd("build", "--output", f"type=local,dest={out}3", cwd=project, check=False)
     assert "auto-bootstrap is off" in _one_line(proc)
     assert not exists("container", container_name)
+
+
+def test_parallel_bootstraps_share_one_container(container_name: str,
+                                                builder_options: dict[str, str]) -> None:
+    """Two builds starting at once on a fresh context: one creates, the other reuses it."""
+    import threading
+
+    builders = [DockerContainerBuilder(container_name, builder_options) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def run(builder: DockerContainerBuilder) -> None:
+        try:
+            builder.bootstrap(report=Recorder())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in builders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    actions = sorted(b.last_bootstrap.action for b in builders if b.last_bootstrap)
+    assert actions == ["created", "reused"]
+    assert state(container_name) == "running"
