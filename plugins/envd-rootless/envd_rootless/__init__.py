@@ -1,0 +1,223 @@
+"""Builder type ``rootless``: BuildKit started by envd as the invoking unprivileged user.
+
+Process mode: ``rootlesskit buildkitd`` runs detached as you, with no Docker and no root.
+Build steps run as root only inside a user namespace; on the host every daemon process has
+your uid. The socket is under ``$XDG_RUNTIME_DIR/buildkit/``; the state, cache and log in your
+data and state dirs (see :mod:`envd_rootless.daemon`)::
+
+    envd context create --name ci --builder rootless --use
+    envd build --output type=image,name=registry.corp/me/env:ci,push=true
+
+The address is the daemon's name (default ``buildkitd``, i.e. upstream's
+``$XDG_RUNTIME_DIR/buildkit/buildkitd.sock``). ``ephemeral=true`` stops the daemon when the envd
+command that started it ends, for CI jobs. Running it as root fails in one line.
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from envd_core import hookimpl
+from envd_core.builder import Builder, BuilderStatus, strip_scheme
+from envd_core.errors import ValidationError
+from envd_core.options import Option
+
+if TYPE_CHECKING:
+    from envd_core.buildkit.transport import Connection
+    from envd_rootless.daemon import Paths
+    from envd_rootless.report import Reporter
+
+__all__ = ["RootlessBuilder"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class RootlessBuilder(Builder):
+    """``rootlesskit buildkitd`` as the current user, started and stopped by envd."""
+
+    name = "rootless"
+    summary = "rootlesskit buildkitd run as you (no Docker, no root)"
+    address_help = "daemon name, e.g. buildkitd ($XDG_RUNTIME_DIR/buildkit/<name>.sock)"
+    default_address = "buildkitd"
+    can_bootstrap = True
+    options = (
+        Option("net", "rootlesskit network: host, or slirp4netns (needs /dev/net/tun)",
+               kind="choice", choices=("host", "slirp4netns"), default="host"),
+        Option("config", "buildkitd.toml for the daemon (registries, GC such as gckeepstorage)",
+               kind="path"),
+        Option("buildkitd", "path of buildkitd (default: found on PATH)"),
+        Option("rootlesskit", "path of rootlesskit (default: found on PATH)"),
+        Option("buildkitd-flags", "extra buildkitd flags, e.g. --oci-worker-no-process-sandbox"),
+        Option("ephemeral", "stop the daemon when the envd command that started it ends (CI)",
+               kind="bool", default="false"),
+        Option("auto-bootstrap", "start the daemon when a build needs it", kind="bool",
+               default="true"),
+    )
+
+    @classmethod
+    def normalize_address(cls, address: str) -> str:
+        value = strip_scheme(address, cls.name).strip("/")
+        if not value:
+            raise ValidationError("builder `rootless` needs a daemon name, e.g. buildkitd")
+        if not _NAME_RE.match(value):
+            raise ValidationError(
+                f"`{value}` is not a rootless daemon name",
+                hint="use letters, digits, `_`, `.` and `-` (it names the socket file)",
+            )
+        return value
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, str]) -> None:
+        _flags(options.get("buildkitd-flags"))
+
+    @property
+    def given_options(self) -> Mapping[str, str]:
+        """The options stored in the context (the class attribute declares them)."""
+        return cast("Mapping[str, str]", self.__dict__.get("options", {}))
+
+    @property
+    def paths(self) -> Paths:
+        from envd_rootless.daemon import Paths
+
+        return Paths.for_name(self.address)
+
+    def _command(self) -> list[str]:
+        from envd_rootless.daemon import _tool, argv
+
+        opts = self.given_options
+        return argv(self.paths,
+                    rootlesskit=_tool(opts.get("rootlesskit"), "rootlesskit", "rootlesskit"),
+                    buildkitd=_tool(opts.get("buildkitd"), "buildkitd", "BuildKit"),
+                    net=opts.get("net") or "host", config=opts.get("config"),
+                    flags=_flags(opts.get("buildkitd-flags")))
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def bootstrap(self, *, force: bool = False, report: Reporter | None = None,
+                  timeout: float | None = None) -> None:
+        """Start the daemon unless it runs (``force``: restart it). Outcome in
+        :attr:`last_bootstrap` (``started``, ``restarted`` or ``reused``)."""
+        from envd_rootless import daemon
+        from envd_rootless.report import stderr_reporter
+
+        daemon.refuse_root()
+        report = report or stderr_reporter
+        paths = self.paths
+        pid = daemon.running_pid(paths)
+        if pid is not None and not force:
+            self.last_bootstrap = "reused"
+            return
+        command = self._command()  # checks the tools before anything is started
+        if pid is not None:
+            daemon.stop(paths, report=report)
+        else:
+            daemon.stop(paths, report=lambda _line: None)  # stale pid file or socket
+        new_pid = daemon.start(paths, command, report=report,
+                               timeout=_ready_timeout() if timeout is None else timeout)
+        self.last_bootstrap = "restarted" if pid is not None else "started"
+        if self.option("ephemeral"):
+            atexit.register(_stop_if_same, paths, new_pid)
+
+    def remove(self, *, volumes: bool = False, report: Reporter | None = None) -> None:
+        """Stop the daemon; with ``volumes`` also delete its BuildKit state (the cache)."""
+        import shutil
+
+        from envd_rootless import daemon
+        from envd_rootless.report import stderr_reporter
+
+        report = report or stderr_reporter
+        paths = self.paths
+        daemon.stop(paths, report=report)
+        if volumes:
+            kit = self.given_options.get("rootlesskit") or shutil.which("rootlesskit")
+            daemon.remove_data(paths, kit)
+
+    def connect(self, *, timeout: float) -> Connection:
+        """Connect to the socket; start the daemon first if it is not running."""
+        from envd_core.buildkit.errors import BuildkitConnectionError
+        from envd_core.buildkit.transport import connect_unix
+        from envd_rootless import daemon
+
+        paths = self.paths
+        if daemon.running_pid(paths) is None:
+            if not self.option("auto-bootstrap"):
+                raise BuildkitConnectionError(
+                    f"rootless BuildKit `{self.address}` is not running and auto-bootstrap is "
+                    "off", kind="stopped", hint="run `envd bootstrap`")
+            self.bootstrap()
+        return connect_unix(paths.socket, timeout=timeout)
+
+    def status(self, *, timeout: float = 3.0) -> BuilderStatus:
+        """Probe without starting anything."""
+        from envd_rootless import daemon
+
+        paths = self.paths
+        if daemon.running_pid(paths) is None:
+            return BuilderStatus(reachable=False, error_kind="stopped",
+                                 error=f"rootless BuildKit `{self.address}` is not running "
+                                       f"(no live daemon for `{paths.socket}`)")
+        return _probe_unix(paths.socket, timeout)
+
+
+def _probe_unix(socket_path: str, timeout: float) -> BuilderStatus:
+    import time
+
+    import attrs
+
+    from envd_core.buildkit.client import probe
+    from envd_core.buildkit.transport import connect_unix
+    from envd_core.errors import EnvdError
+
+    started = time.monotonic()
+    try:
+        connection = connect_unix(socket_path, timeout=timeout)
+    except EnvdError as exc:
+        return BuilderStatus(reachable=False, error=exc.message,
+                             error_kind=getattr(exc, "kind", None) or "unavailable")
+    try:
+        found: dict[str, Any] = probe(connection, timeout=timeout)
+    finally:
+        connection.close()
+    if found.get("latency_ms") is None:
+        found["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
+    known = {f.name for f in attrs.fields(BuilderStatus)}
+    return BuilderStatus(**{k: v for k, v in found.items() if k in known})
+
+
+def _flags(value: str | None) -> list[str]:
+    import shlex
+
+    try:
+        words = shlex.split(value or "")
+    except ValueError as exc:
+        raise ValidationError(f"option `buildkitd-flags`: {exc}") from None
+    for word in words:
+        if word.split("=", 1)[0] in ("--addr", "--root", "--config"):
+            raise ValidationError(
+                f"option `buildkitd-flags` must not set `{word.split('=', 1)[0]}`: envd sets it")
+    return words
+
+
+def _ready_timeout() -> float:
+    import os
+
+    from envd_core.buildkit.transport import TIMEOUT_ENV, connect_timeout
+    from envd_rootless.daemon import READY_DEFAULT
+
+    return connect_timeout() if os.environ.get(TIMEOUT_ENV, "").strip() else READY_DEFAULT
+
+
+def _stop_if_same(paths: Paths, pid: int) -> None:
+    """atexit: stop an ephemeral daemon this process started (and no later one)."""
+    from envd_rootless import daemon
+    from envd_rootless.report import stderr_reporter
+
+    if daemon.running_pid(paths) == pid:
+        daemon.stop(paths, report=stderr_reporter)
+
+
+@hookimpl
+def envd_builder_types() -> list[type[Builder]]:
+    return [RootlessBuilder]
