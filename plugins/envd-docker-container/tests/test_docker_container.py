@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import tomllib
 from envd_docker_container import DEFAULT_IMAGE, DockerContainerBuilder, settings, split_address
 from envd_docker_container import endpoint as ep
 from envd_docker_container.hijack import ExecStream, start_exec
@@ -25,6 +24,8 @@ from hypothesis import strategies as st
 
 from envd_core.errors import BuilderError, ValidationError
 from envd_core.testing import BuilderContract
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11; the plugin itself runs on 3.10
 
 
 class TestDockerContainerContract(BuilderContract):

@@ -273,3 +273,22 @@ def test_parallel_bootstraps_share_one_container(container_name: str,
     actions = sorted(b.last_bootstrap.action for b in builders if b.last_bootstrap)
     assert actions == ["created", "reused"]
     assert state(container_name) == "running"
+
+
+def test_readiness_timeout_is_one_line_and_undone(container_name: str,
+                                                 builder_options: dict[str, str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """BUILDKIT_CONNECTING_TIMEOUT bounds the wait; a timeout leaves nothing behind."""
+    monkeypatch.setenv("BUILDKIT_CONNECTING_TIMEOUT", "1ms")
+    builder = DockerContainerBuilder(container_name, builder_options)
+    with pytest.raises(BuilderError, match=r"^timeout 0\.001s: BuildKit in container") as info:
+        builder.bootstrap(report=Recorder())
+    assert "\n" not in info.value.message
+    assert not exists("container", container_name)
+    assert not exists("volume", f"{container_name}_state")
+    monkeypatch.setenv("BUILDKIT_CONNECTING_TIMEOUT", "soon")
+    from envd_core.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="BUILDKIT_CONNECTING_TIMEOUT"):
+        builder.bootstrap(report=Recorder())
+    assert not exists("container", container_name)
