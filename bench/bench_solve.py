@@ -1,4 +1,4 @@
-"""Solve the same LLB with envd's Python client and with ``buildctl build``; print times side by side.
+"""Solve the same LLB with envd's Python client and with ``buildctl build``; print both times.
 
 Not a test. Needs a running buildkitd and buildctl (``scripts/infra up`` provides both)::
 

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from envd_core.hookspecs import hookimpl  # noqa: E402  (the one name plugins import)
+from envd_core.hookspecs import hookimpl  # the one name plugins import
 
 __all__ = ["__version__", "hookimpl"]

@@ -12,7 +12,7 @@ import importlib
 import os
 import re
 import sys
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 _NORMALIZE = re.compile(r"[-_.]+")
 
@@ -25,9 +25,10 @@ class EntryPoint(NamedTuple):
     distribution: str | None
     version: str | None
 
-    def load(self) -> Any:
+    def load(self) -> object:
+        """Import the entry point's module and return it, or the attribute it names."""
         module, _, attr = self.value.partition(":")
-        obj: Any = importlib.import_module(module.strip())
+        obj: object = importlib.import_module(module.strip())
         for part in filter(None, attr.strip().split(".")):
             obj = getattr(obj, part)
         return obj

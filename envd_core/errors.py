@@ -1,22 +1,106 @@
-"""Every error envd reports on purpose.
+"""Every error envd reports on purpose: one tree rooted at :class:`EnvdError`.
 
-Each class maps to an exit code; the CLI prints ``envd: <message>`` on one line (plus the hint,
-if any) and exits. A traceback is shown only with ``--debug``. Messages name the thing, the cause
-and the fix, with the offending value in backticks.
+Each class carries an exit code and a default :class:`ErrorKind`; an instance may narrow the kind
+(``BuilderError(..., kind=ErrorKind.REFUSED)``). Callers branch on ``exc.kind``, never on the
+message and never with ``getattr``: every ``EnvdError`` has one.
+
+The CLI prints ``envd: <message>`` on one line (plus ``hint: …``, if any) and exits with the
+class's code. A traceback is shown only with ``--debug``. Messages name the thing, the cause and
+the fix, with the offending value in backticks. :func:`one_line` is the one place that keeps a
+message on one line.
+
+The tree::
+
+    EnvdError                    exit 1, kind error
+    ├── UsageError               exit 2, kind usage       the command line itself is wrong
+    ├── ValidationError          exit 2, kind invalid     a value the user gave is unusable
+    │   └── BuildOptionError     (envd_core.envdfile.errors) a malformed build flag
+    ├── PluginError              exit 1, kind plugin      a plugin failed to load or misbehaved
+    ├── ContextError             exit 1, kind error       not-found / conflict when known
+    ├── StoreError               exit 1, kind store       the context store cannot be used
+    ├── BuilderError             exit 1, kind unavailable a builder cannot be reached or failed
+    │   └── BuildkitConnectionError (envd_core.buildkit.errors) refused, dns, timeout, tls, …
+    ├── BuildError               exit 1, kind build       a build failed
+    │   └── BuildFileError …     (envd_core.envdfile.errors)
+    └── RunnerError              exit 1, kind runner      a runner cannot be reached or failed
 """
 
 from __future__ import annotations
 
+import enum
+from typing import ClassVar
+
+
+class ErrorKind(str, enum.Enum):
+    """What went wrong, for code that must react (status rows, retries, auto-bootstrap).
+
+    A ``str`` enum, so ``exc.kind == "refused"`` and JSON output keep working with plain strings.
+    """
+
+    #: Nothing more specific is known.
+    ERROR = "error"
+    #: The command line is wrong.
+    USAGE = "usage"
+    #: A value the user gave is not acceptable.
+    INVALID = "invalid"
+    #: The named thing (context, file, daemon) does not exist.
+    NOT_FOUND = "not-found"
+    #: The named thing already exists, or is in use.
+    CONFLICT = "conflict"
+    #: A plugin is broken.
+    PLUGIN = "plugin"
+    #: No installed plugin provides the builder or runner type a context names.
+    PLUGIN_MISSING = "plugin-missing"
+    #: The asked operation is not something this builder/runner type can do.
+    UNSUPPORTED = "unsupported"
+    #: The context store cannot be read or written.
+    STORE = "store"
+    #: Nothing listens at the address (connection refused, socket missing).
+    REFUSED = "refused"
+    #: The host name does not resolve.
+    DNS = "dns"
+    #: No answer in time.
+    TIMEOUT = "timeout"
+    #: The TLS handshake failed (the message says which side rejected which certificate).
+    TLS = "tls"
+    #: Something answers, but it is not BuildKit's gRPC API.
+    NOT_BUILDKIT = "not-buildkit"
+    #: The daemon is unusable for another reason.
+    UNAVAILABLE = "unavailable"
+    #: A build step, the build file or an export failed.
+    BUILD = "build"
+    #: A runner failed.
+    RUNNER = "runner"
+
+    def __str__(self) -> str:  # f"{kind}" prints "refused", not "ErrorKind.REFUSED"
+        return self.value
+
+    @classmethod
+    def parse(cls, value: ErrorKind | str | None) -> ErrorKind | None:
+        """``value`` as a kind; an unknown string becomes :attr:`ERROR`, ``None`` stays ``None``."""
+        if value is None or isinstance(value, ErrorKind):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.ERROR
+
 
 class EnvdError(Exception):
-    """Base of all envd errors: a message for the user and an exit code."""
+    """Base of all envd errors: a one-line message, an optional hint, a kind and an exit code."""
 
-    exit_code = 1
+    #: Process exit code when this error ends a command.
+    exit_code: ClassVar[int] = 1
+    #: Kind of the instances of this class unless the constructor is given another.
+    default_kind: ClassVar[ErrorKind] = ErrorKind.ERROR
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, kind: ErrorKind | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.kind: ErrorKind = kind if kind is not None else self.default_kind
 
     def __str__(self) -> str:
         return self.message
@@ -26,33 +110,64 @@ class UsageError(EnvdError):
     """The command line itself is wrong (bad flag value, missing argument)."""
 
     exit_code = 2
+    default_kind = ErrorKind.USAGE
 
 
 class PluginError(EnvdError):
     """A plugin is broken: it failed to load or returned something the core cannot use."""
 
+    default_kind = ErrorKind.PLUGIN
+
 
 class ContextError(EnvdError):
-    """A context does not exist, already exists, or cannot be used."""
+    """A context does not exist, already exists, or cannot be used.
+
+    Raise it with ``kind=ErrorKind.NOT_FOUND`` or ``kind=ErrorKind.CONFLICT`` when that is the
+    reason, so callers can tell them apart.
+    """
 
 
 class ValidationError(EnvdError):
     """A value given by the user (name, address, option) is not acceptable."""
 
     exit_code = 2
+    default_kind = ErrorKind.INVALID
 
 
 class StoreError(EnvdError):
     """The context store cannot be read or written (corrupt file, permissions, lock)."""
 
+    default_kind = ErrorKind.STORE
+
 
 class BuilderError(EnvdError):
-    """A builder cannot be reached or failed."""
+    """A builder cannot be reached or failed (see :class:`ErrorKind` for the reasons)."""
+
+    default_kind = ErrorKind.UNAVAILABLE
 
 
 class BuildError(EnvdError):
     """A build failed: bad build file, failing step, export failure."""
 
+    default_kind = ErrorKind.BUILD
+
 
 class RunnerError(EnvdError):
     """A runner cannot be reached or failed."""
+
+    default_kind = ErrorKind.RUNNER
+
+
+def one_line(text: str) -> str:
+    """``text`` with every non-printable character escaped, so it prints as one safe line.
+
+    Line breaks of every sort (``\\n``, ``\\r``, ``\\x85``, ``\\u2028``…), tabs and terminal
+    control sequences (``\\x1b[31m``) become their Python escapes (``\\n``, ``\\x1b``…); spaces
+    and printable non-ASCII text (``café``, ``构建``) stay as they are. A user value echoed in an
+    error therefore can neither split the line nor repaint the terminal.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
+    )

@@ -1,7 +1,10 @@
-"""Image references (``[domain[:port]/]path[:tag][@digest]``) as the Docker/distribution grammar.
+"""Image references (``[domain[:port]/]path[:tag][@digest]``): the one parser envd has.
 
-Only parsing and validation: enough for ``--tag`` normalisation and error messages; no
-``docker.io/library`` expansion (upstream's ``reference.Parse`` does not add it either).
+It follows the Docker/distribution grammar. :func:`parse_reference` keeps a reference as written
+(upstream's ``reference.Parse`` adds no ``docker.io/library``); :meth:`Reference.normalized` gives
+the fully qualified form BuildKit's ``docker-image://`` source wants, and
+:attr:`Reference.registry` the host whose credentials a push or pull needs. ``--tag``
+normalisation, the LLB ``image()`` source and the Docker plugins all go through here.
 """
 
 from __future__ import annotations
@@ -10,7 +13,21 @@ import re
 
 import attrs
 
-from envd_core.envdfile.errors import BuildOptionError
+from envd_core.errors import ValidationError
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "ImageReferenceError",
+    "Reference",
+    "is_hex64",
+    "parse_reference",
+    "reference_problem",
+]
+
+#: The registry of a name without a domain, as Docker spells it in normalised names.
+DEFAULT_REGISTRY = "docker.io"
+#: Official images live under this path on Docker Hub (``busybox`` is ``library/busybox``).
+_OFFICIAL_PREFIX = "library/"
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|[-]+)"
@@ -27,19 +44,64 @@ _HEX64_RE = re.compile(r"^[a-f0-9]{64}$")
 NAME_MAX = 255
 
 
+class ImageReferenceError(ValidationError):
+    """A string is not a valid image reference."""
+
+
+def _split_domain(name: str) -> tuple[str | None, str]:
+    """Docker's rule: the first component is a registry only if it looks like a host."""
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first, rest
+    return None, name
+
+
 @attrs.frozen
 class Reference:
-    """A parsed image reference."""
+    """A parsed image reference, kept as written (see :meth:`normalized`)."""
 
+    #: The repository as written, with its domain if one was given (``127.0.0.1:5000/a/b``).
     name: str
     tag: str | None = None
     digest: str | None = None
 
     @property
     def domain(self) -> str | None:
-        """The registry part (``localhost:5000``), if the name has one."""
-        match = _REFERENCE_RE.match(self.name)
-        return match.group("domain") if match else None
+        """The registry part as written (``localhost:5000``), ``None`` when there is none."""
+        return _split_domain(self.name)[0]
+
+    @property
+    def path(self) -> str:
+        """The repository path without the domain (``a/b``)."""
+        return _split_domain(self.name)[1]
+
+    @property
+    def registry(self) -> str:
+        """The registry host to authenticate against: the domain, else ``docker.io``."""
+        return self.domain or DEFAULT_REGISTRY
+
+    @property
+    def repository(self) -> str:
+        """The repository part Docker's push/pull API takes (the name as written)."""
+        return self.name
+
+    @property
+    def tag_or_default(self) -> str:
+        """The tag, else ``latest`` (what Docker assumes for a name without tag and digest)."""
+        return self.tag or "latest"
+
+    def normalized(self) -> Reference:
+        """The fully qualified form: ``busybox`` → ``docker.io/library/busybox:latest``.
+
+        ``latest`` is added only when there is neither a tag nor a digest, as Docker does.
+        """
+        domain, path = _split_domain(self.name)
+        if domain is None:
+            domain = DEFAULT_REGISTRY
+            if "/" not in path:
+                path = _OFFICIAL_PREFIX + path
+        tag = self.tag if (self.tag or self.digest) else "latest"
+        return Reference(f"{domain}/{path}", tag, self.digest)
 
     def __str__(self) -> str:
         out = self.name
@@ -73,10 +135,13 @@ def reference_problem(text: str) -> str | None:
 
 
 def parse_reference(text: str) -> Reference:
-    """Parse ``text`` or raise :class:`BuildOptionError` naming the problem."""
+    """Parse ``text`` or raise :class:`ImageReferenceError` naming the problem."""
     problem = reference_problem(text)
     if problem is not None:
-        raise BuildOptionError(f"`{text}` is not a valid image reference: {problem}")
+        raise ImageReferenceError(
+            f"`{text}` is not a valid image reference: {problem}",
+            hint="use [registry/]name[:tag][@digest], e.g. `127.0.0.1:5000/debian:bookworm`",
+        )
     match = _REFERENCE_RE.match(text)
     assert match is not None  # reference_problem() returned None
     return Reference(match.group("name"), match.group("tag"), match.group("digest"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 
@@ -75,7 +75,7 @@ class Option:
             return value
         return value
 
-    def convert(self, stored: str) -> Any:
+    def convert(self, stored: str) -> str | bool | int:
         """Turn a stored string into the Python value a plugin works with."""
         if self.kind == "bool":
             return stored.lower() in _TRUE

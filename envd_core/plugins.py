@@ -91,7 +91,9 @@ class Plugins:
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, *, entry_points: bool = True, extra: Iterable[tuple[str, object]] = ()) -> Plugins:
+    def create(
+        cls, *, entry_points: bool = True, extra: Iterable[tuple[str, object]] = ()
+    ) -> Plugins:
         """A fresh manager with the core plugin, entry-point plugins and ``extra`` ones."""
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
@@ -118,7 +120,7 @@ class Plugins:
             dist_name, version = ep.distribution, ep.version
             try:
                 module = ep.load()
-            except Exception as exc:  # any import-time failure of third-party code
+            except Exception as exc:  # noqa: BLE001 - any import-time failure of third-party code
                 self._infos[ep.name] = PluginInfo(
                     ep.name, dist_name, version, error=f"{type(exc).__name__}: {exc}"
                 )
@@ -155,6 +157,8 @@ class Plugins:
         self._types.clear()
 
     # -- what plugins provide --------------------------------------------------------------
+    # The type-valued lookups below return dict[str, type] entries narrowed to the kind's base
+    # class: _validate_type checked each class with issubclass when it was collected.
     @property
     def failures(self) -> list[PluginInfo]:
         return [info for info in self._infos.values() if info.error]
@@ -177,22 +181,22 @@ class Plugins:
 
     @property
     def builder_types(self) -> dict[str, type[Builder]]:
-        return self._collect("builders")  # type: ignore[return-value]
+        return self._collect("builders")
 
     @property
     def runner_types(self) -> dict[str, type[Runner]]:
-        return self._collect("runners")  # type: ignore[return-value]
+        return self._collect("runners")
 
     @property
     def store_types(self) -> dict[str, type[ContextStore]]:
-        return self._collect("stores")  # type: ignore[return-value]
+        return self._collect("stores")
 
     def builder_type(self, name: str) -> type[Builder]:
         """The builder class called ``name``, or a ContextError saying what to install."""
-        return self._lookup("builders", name)  # type: ignore[return-value]
+        return self._lookup("builders", name)
 
     def runner_type(self, name: str) -> type[Runner]:
-        return self._lookup("runners", name)  # type: ignore[return-value]
+        return self._lookup("runners", name)
 
     def provider_of(self, kind: str, name: str) -> str | None:
         """The plugin that registered type ``name`` of ``kind`` (builders/runners/stores)."""
@@ -239,10 +243,10 @@ class Plugins:
         )
         raise ContextError(f"unknown {noun} type `{name}` (installed: {installed})", hint=hint)
 
-    def _call(self, impl: Any, hook: str) -> Any:
+    def _call(self, impl: pluggy.HookImpl, hook: str) -> object:
         try:
-            returned = impl.function()
-        except Exception as exc:
+            returned: object = impl.function()
+        except Exception as exc:  # a plugin's bug becomes one PluginError
             raise PluginError(
                 f"plugin `{impl.plugin_name}` failed in {hook}: {type(exc).__name__}: {exc}",
                 hint=f"disable it with ENVD_DISABLE_PLUGINS={impl.plugin_name}",
@@ -283,7 +287,7 @@ class Plugins:
         return found
 
 
-def _validate_type(cls: Any, base: type, noun: str, plugin: str) -> str:
+def _validate_type(cls: object, base: type, noun: str, plugin: str) -> str:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise PluginError(
             f"plugin `{plugin}` returned {cls!r} as a {noun} type; "
@@ -304,7 +308,9 @@ def _validate_type(cls: Any, base: type, noun: str, plugin: str) -> str:
 def _unknown_hook_message(plugin: object, exc: Exception) -> str:
     known = {n for n in dir(hookspecs) if n.startswith("envd_")}
     unknown = sorted(
-        n for n in dir(plugin) if n.startswith("envd_") and n not in known and callable(getattr(plugin, n))
+        n
+        for n in dir(plugin)
+        if n.startswith("envd_") and n not in known and callable(getattr(plugin, n))
     )
     if unknown:
         return f"defines unknown hook(s) {', '.join(unknown)} (misspelled?)"

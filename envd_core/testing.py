@@ -21,6 +21,10 @@ Contract tests
         class TestTcpBuilder(BuilderContract):
             builder_cls = TcpBuilder
             valid_address = "127.0.0.1:1234"
+
+    :class:`RunnerContract` (in :mod:`envd_core.runner_contract`) also runs a real environment
+    through its whole lifecycle when the subclass sets ``lifecycle_image``; otherwise those tests
+    are skipped with that reason.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import attrs
 import pytest
@@ -43,11 +47,13 @@ import pytest
 from envd_core.builder import Builder
 from envd_core.contexts.model import DEFAULT_NAME, Context, default_context
 from envd_core.contexts.store import ContextStore
-from envd_core.errors import ValidationError
+from envd_core.environment import Environment, EnvironmentSpec
+from envd_core.errors import RunnerError, ValidationError
 from envd_core.hookspecs import hookimpl
 from envd_core.options import Option
 from envd_core.plugins import Plugins
-from envd_core.runner import Runner
+from envd_core.runner import EnvironmentNotFoundError, Runner
+from envd_core.runner_contract import RunnerContract
 
 __all__ = [
     "BuilderContract",
@@ -57,6 +63,7 @@ __all__ = [
     "StoreContract",
     "StubBuilder",
     "StubRunner",
+    "builder_capability_problems",
     "clean_envd_environ",
     "make_plugin",
 ]
@@ -101,10 +108,48 @@ class StubBuilder(Builder):
 
 
 class StubRunner(Runner):
-    """A runner type for tests (contracts pair it with the builder under test)."""
+    """A runner type for tests that runs nothing (contracts pair it with a builder).
+
+    It has no environments: listing is empty, looking one up finds nothing, and creating or
+    running one is refused with one line.
+    """
 
     name = "envd-testing-runner"
     summary = "test runner that runs nothing"
+
+    def _refuse(self) -> RunnerError:
+        return RunnerError(f"runner `{self.name}` is a test runner and runs nothing")
+
+    def create(self, spec: EnvironmentSpec, *, replace: bool = False) -> Environment:
+        raise self._refuse()
+
+    def list_environments(self) -> list[Environment]:
+        return []
+
+    def inspect(self, name: str) -> Environment:
+        raise EnvironmentNotFoundError(f"environment `{name}` not found on runner `{self.name}`")
+
+    def stop(self, name: str, *, timeout: float = 10.0) -> None:
+        self.inspect(name)
+
+    def remove(self, name: str, *, force: bool = False) -> None:
+        self.inspect(name)
+
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        tty: bool = False,
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
+        stderr: IO[bytes] | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        self.inspect(name)
+        raise self._refuse()
 
 
 # -- environment and CLI ---------------------------------------------------------------------
@@ -259,6 +304,35 @@ def _check_type_name(cls: type, base: type) -> str:
     return name
 
 
+def builder_capability_problems(cls: type[Builder]) -> list[str]:
+    """What is inconsistent between ``cls``'s capability flags and the methods it overrides.
+
+    A flag promises a method: ``can_push`` → ``push``; ``can_bootstrap`` → ``needs_bootstrap``,
+    ``bootstrap`` and ``remove``; ``exporter_applies_config = False`` → ``apply_image_config``.
+    Flags must be real bools and ``exporters`` a frozenset of names. Empty means consistent.
+    """
+    problems: list[str] = []
+    for flag in ("can_push", "can_bootstrap", "supports_merge_op", "exporter_applies_config"):
+        if not isinstance(getattr(cls, flag), bool):
+            problems.append(f"`{flag}` must be True or False")
+    exporters = cls.exporters
+    if not isinstance(exporters, frozenset) or not all(isinstance(e, str) and e for e in exporters):
+        problems.append("`exporters` must be a frozenset of exporter names")
+    promised = {
+        "push": cls.can_push,
+        "needs_bootstrap": cls.can_bootstrap,
+        "bootstrap": cls.can_bootstrap,
+        "remove": cls.can_bootstrap,
+        "apply_image_config": not cls.exporter_applies_config,
+    }
+    for method, needed in promised.items():
+        if needed and getattr(cls, method) is getattr(Builder, method):
+            flag = {"push": "can_push = True", "apply_image_config":
+                    "exporter_applies_config = False"}.get(method, "can_bootstrap = True")
+            problems.append(f"`{flag}` but `{method}` is not overridden")
+    return problems
+
+
 class BuilderContract:
     """Contract every builder type satisfies. Subclass as ``Test…`` and set ``builder_cls``."""
 
@@ -278,6 +352,29 @@ class BuilderContract:
     def test_exporters_are_names(self) -> None:
         exporters = self.builder_cls.exporters
         assert isinstance(exporters, frozenset) and all(isinstance(e, str) for e in exporters)
+
+    def test_capabilities_are_consistent(self) -> None:
+        assert builder_capability_problems(self.builder_cls) == []
+
+    def test_status_never_raises(self) -> None:
+        from envd_core.builder import BuilderStatus
+
+        cls = self.builder_cls
+        status = cls(cls.normalize_address(self.valid_address)).status(timeout=0.5)
+        assert isinstance(status, BuilderStatus)
+        assert status.reachable or (status.error and status.error_kind is not None), status
+        assert isinstance(status.to_json()["error_kind"], (str, type(None)))
+
+    def test_unmanaged_daemon_is_left_alone(self) -> None:
+        from envd_core.builder import DaemonAction
+
+        cls = self.builder_cls
+        if cls.can_bootstrap:
+            pytest.skip("the builder manages its daemon; bootstrap is tested against a real one")
+        builder = cls(cls.normalize_address(self.valid_address))
+        assert builder.needs_bootstrap() is False
+        assert builder.bootstrap().action is DaemonAction.NONE
+        assert builder.remove(keep_state=True).action is DaemonAction.NONE
 
     def test_normalize_address_is_idempotent(self) -> None:
         once = self.builder_cls.normalize_address(self.valid_address)
@@ -319,49 +416,6 @@ class BuilderContract:
         rows = json.loads(cli("context", "ls", "--format", "json").stdout)
         row = next(r for r in rows if r["context"] == "contract")
         assert row["builder_addr"] == f"{cls.name}://{cls.normalize_address(self.valid_address)}"
-
-
-class RunnerContract:
-    """Contract every runner type satisfies. Subclass as ``Test…`` and set ``runner_cls``."""
-
-    runner_cls: ClassVar[type[Runner]]
-    #: An address the runner accepts, or ``None`` if it only works with its default.
-    valid_address: ClassVar[str | None] = None
-
-    def test_name_is_a_plain_word(self) -> None:
-        _check_type_name(self.runner_cls, Runner)
-
-    def test_options_declared_properly(self) -> None:
-        _check_options(self.runner_cls.options_declared(), f"runner `{self.runner_cls.name}`")
-
-    def test_empty_address_means_default(self) -> None:
-        assert self.runner_cls.normalize_address("") is None
-        assert self.runner_cls.normalize_address("   ") is None
-
-    def test_normalize_address_is_idempotent(self) -> None:
-        if self.valid_address is None:
-            pytest.skip("runner takes no address")
-        once = self.runner_cls.normalize_address(self.valid_address)
-        assert once is not None
-        assert self.runner_cls.normalize_address(once) == once
-        twice_schemed = f"{self.runner_cls.name}://{self.runner_cls.name}://"
-        assert not once.startswith(twice_schemed)
-
-    def test_registers_through_the_hook(
-        self, plugins: Plugins, register_plugin: Callable[..., str]
-    ) -> None:
-        name = register_plugin(make_plugin(runners=[self.runner_cls]))
-        assert plugins.runner_type(self.runner_cls.name) is self.runner_cls
-        assert plugins.provider_of("runners", self.runner_cls.name) == name
-
-    def test_context_create(self, cli: EnvdCli, register_plugin: Callable[..., str]) -> None:
-        register_plugin(make_plugin(builders=[StubBuilder], runners=[self.runner_cls]))
-        args = ["context", "create", "--name", "contract", "--builder", StubBuilder.name,
-                "--builder-address", "x", "--runner", self.runner_cls.name]
-        if self.valid_address is not None:
-            args += ["--runner-address", self.valid_address]
-        result = cli(*args)
-        assert result.exit_code == 0, result
 
 
 class StoreContract:

@@ -9,7 +9,31 @@ grpc) at that moment, not before.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # What mypy sees: the same names, imported eagerly (a unit test keeps the two in step).
+    from envd_core.buildkit.client import (
+        BuildkitClient,
+        BuildkitVersion,
+        UsageRecord,
+        Worker,
+        probe,
+    )
+    from envd_core.buildkit.exporters import Exporter
+    from envd_core.buildkit.llb import State, diff, git, http, image, local, merge, scratch, source
+    from envd_core.buildkit.progress import BuildTrace, ProgressPrinter
+    from envd_core.buildkit.transport import (
+        Connection,
+        TLSConfig,
+        connect_address,
+        connect_bridge,
+        connect_tcp,
+        connect_unix,
+        dial_docker_upgrade,
+        dial_process,
+        parse_go_duration,
+    )
 
 # name -> submodule that defines it
 _LAZY: dict[str, str] = {
@@ -19,7 +43,6 @@ _LAZY: dict[str, str] = {
     "connect_tcp": "transport",
     "connect_bridge": "transport",
     "connect_address": "transport",
-    "dial_docker_upgrade": "transport",
     "dial_process": "transport",
     "parse_go_duration": "transport",
     "BuildkitClient": "client",
@@ -41,7 +64,34 @@ _LAZY: dict[str, str] = {
     "ProgressPrinter": "progress",
 }
 
-__all__ = list(_LAZY)
+__all__ = [
+    "BuildTrace",
+    "BuildkitClient",
+    "BuildkitVersion",
+    "Connection",
+    "Exporter",
+    "ProgressPrinter",
+    "State",
+    "TLSConfig",
+    "UsageRecord",
+    "Worker",
+    "connect_address",
+    "connect_bridge",
+    "connect_tcp",
+    "connect_unix",
+    "dial_docker_upgrade",
+    "dial_process",
+    "diff",
+    "git",
+    "http",
+    "image",
+    "local",
+    "merge",
+    "parse_go_duration",
+    "probe",
+    "scratch",
+    "source",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,13 +1,15 @@
 """Byte bridges: give grpcio a unix socket whose connections are spliced to any byte stream.
 
-Used for endpoints grpcio cannot dial itself: dockerd's ``POST /grpc`` h2c upgrade and
-``buildctl dial-stdio`` run inside a container (``docker exec -i``). Each connection grpcio
-opens to the private socket gets a fresh ``dial()`` stream; two threads copy bytes both ways.
+Used for endpoints grpcio cannot dial itself: any ``dial()`` returning a :class:`ByteStream`
+(plugins bring theirs, e.g. dockerd's ``POST /grpc`` h2c upgrade in ``envd-docker-client``) and
+:func:`dial_process`, a local command's stdin/stdout. Each connection grpcio opens to the private
+socket gets a fresh ``dial()`` stream; two threads copy bytes both ways.
 ``transport.connect_bridge`` wraps this into a ``Connection``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -18,8 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from envd_core.buildkit.errors import BuildkitConnectionError, connection_error
-from envd_core.errors import ValidationError
+from envd_core.buildkit.errors import BuildkitConnectionError
+from envd_core.errors import ErrorKind
 
 DEFAULT_DIAL_TIMEOUT = 5.0
 
@@ -32,7 +34,7 @@ class ByteStream(Protocol):
     def close(self) -> None: ...
 
 
-def _half_close(stream: Any) -> None:
+def _half_close(stream: ByteStream) -> None:
     """Signal end-of-input to ``stream`` without closing its read side."""
     try:
         if hasattr(stream, "shutdown_write"):
@@ -43,13 +45,11 @@ def _half_close(stream: Any) -> None:
         pass
 
 
-def _force_close(stream: Any) -> None:
+def _force_close(stream: ByteStream) -> None:
     try:
         if isinstance(stream, socket.socket):
-            try:
+            with contextlib.suppress(OSError):
                 stream.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         stream.close()
     except OSError:
         pass
@@ -68,7 +68,7 @@ class _Bridge:
         self._listener.bind(self.path)
         self._listener.listen(16)
         self._lock = threading.Lock()
-        self._streams: set[Any] = set()
+        self._streams: set[ByteStream] = set()
         self._threads: list[threading.Thread] = []
         self._stopped = False
         self.last_error: BaseException | None = None
@@ -123,7 +123,7 @@ class _Bridge:
         _force_close(local)
 
     @staticmethod
-    def _pump(src: Any, dst: Any, done: threading.Event | None) -> None:
+    def _pump(src: ByteStream, dst: ByteStream, done: threading.Event | None) -> None:
         """Copy ``src`` to ``dst`` until EOF; ``done`` marks the daemon -> grpc direction."""
         try:
             while True:
@@ -143,10 +143,9 @@ class _Bridge:
             else:
                 # Upstream ended (or died): grpc must see EOF now, and our reader of the grpc
                 # side must wake up, so shut the local socket both ways.
-                try:
-                    dst.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                if isinstance(dst, socket.socket):  # always, in this direction
+                    with contextlib.suppress(OSError):
+                        dst.shutdown(socket.SHUT_RDWR)
                 done.set()
 
     def stop(self) -> None:
@@ -156,10 +155,8 @@ class _Bridge:
                 return
             self._stopped = True
             streams = list(self._streams)
-        try:
+        with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._listener.close()
         for s in streams:
             _force_close(s)
@@ -168,101 +165,6 @@ class _Bridge:
             if t is not threading.current_thread():
                 t.join(max(0.0, deadline - time.monotonic()))
         shutil.rmtree(self._dir, ignore_errors=True)
-
-
-class _PrefixedSocket:
-    """A socket whose first reads return bytes already consumed while parsing a header."""
-
-    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
-        self._sock = sock
-        self._prefix = prefix
-
-    def recv(self, n: int) -> bytes:
-        if self._prefix:
-            out, self._prefix = self._prefix[:n], self._prefix[n:]
-            return out
-        return self._sock.recv(n)
-
-    def sendall(self, data: bytes) -> None:
-        self._sock.sendall(data)
-
-    def shutdown_write(self) -> None:
-        self._sock.shutdown(socket.SHUT_WR)
-
-    def shutdown(self, how: int) -> None:
-        self._sock.shutdown(how)
-
-    def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
-
-
-def _docker_socket(docker_host: str, timeout: float) -> socket.socket:
-    if docker_host.startswith("unix://"):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        s.connect(docker_host[len("unix://") :])
-    elif docker_host.startswith("tcp://"):
-        hostport = docker_host[len("tcp://") :].rstrip("/")
-        host, _, port = hostport.rpartition(":")
-        s = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
-    else:
-        raise ValidationError(
-            f"unsupported DOCKER_HOST `{docker_host}`: use `unix:///path` or `tcp://host:port`"
-        )
-    return s
-
-
-def dial_docker_upgrade(
-    docker_host: str = "unix:///var/run/docker.sock",
-    path: str = "/grpc",
-    *,
-    headers: dict[str, list[str]] | None = None,
-    timeout: float = DEFAULT_DIAL_TIMEOUT,
-) -> Callable[[], ByteStream]:
-    """A ``dial()`` that opens ``docker_host`` and upgrades ``POST <path>`` to h2c.
-
-    dockerd answers ``101 Switching Protocols``; afterwards the socket carries raw HTTP/2
-    (for ``/grpc`` we are the HTTP/2 client). ``headers`` adds extra header lines (``/session``).
-    """
-
-    def dial() -> ByteStream:
-        try:
-            s = _docker_socket(docker_host, timeout)
-        except OSError as e:
-            raise connection_error(e, target=docker_host) from None
-        lines = [f"POST {path} HTTP/1.1", "Host: docker", "Connection: Upgrade", "Upgrade: h2c"]
-        for k, values in (headers or {}).items():
-            lines.extend(f"{k}: {v}" for v in values)
-        try:
-            s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                buf += chunk
-                if len(buf) > 65536:
-                    break
-        except OSError as e:
-            s.close()
-            raise connection_error(e, target=docker_host) from None
-        head, sep, rest = buf.partition(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
-        if not sep or " 101 " not in f"{status} ":
-            s.close()
-            raise BuildkitConnectionError(
-                f"dockerd at `{docker_host}` refused the BuildKit upgrade on `{path}` "
-                f"(`{status or 'no answer'}`); is it a Docker Engine with BuildKit (>= 18.09)?",
-                kind="not-buildkit",
-            )
-        s.settimeout(None)
-        return _PrefixedSocket(s, rest)
-
-    return dial
 
 
 class _ProcessStream:
@@ -316,7 +218,7 @@ class _ProcessStream:
 
 def dial_process(argv: list[str]) -> Callable[[], ByteStream]:
     """A ``dial()`` that spawns ``argv`` per connection and talks over its stdin/stdout,
-    e.g. ``["docker", "exec", "-i", C, "buildctl", "dial-stdio"]``."""
+    e.g. ``["buildctl", "dial-stdio"]`` wrapped in whatever runs it where buildkitd is."""
 
     def dial() -> ByteStream:
         try:
@@ -324,7 +226,7 @@ def dial_process(argv: list[str]) -> Callable[[], ByteStream]:
         except OSError as e:
             raise BuildkitConnectionError(
                 f"cannot start `{argv[0]}` to reach BuildKit: {e.strerror}; is it installed?",
-                kind="unavailable",
+                kind=ErrorKind.UNAVAILABLE,
             ) from None
 
     return dial

@@ -8,6 +8,7 @@ understand it, and the session started before and closed after.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -15,13 +16,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from envd_core.buildkit.errors import connection_error, rpc_error_text
+from envd_core.buildkit.errors import classify, connection_error, rpc_error_text
 from envd_core.buildkit.exporters import DOCKERD_EXPORTERS, Exporter
 from envd_core.buildkit.progress import BuildTrace
-from envd_core.errors import BuildError
+from envd_core.errors import BuildError, EnvdError
 
 if TYPE_CHECKING:
     import grpc
+    from google.protobuf.timestamp_pb2 import Timestamp
 
     from envd_core.buildkit._pb import control_pb2, ops_pb2
     from envd_core.buildkit.transport import Connection
@@ -87,16 +89,16 @@ class UsageRecord:
     last_used_at: float | None = None
 
 
-def platform_str(p: Any) -> str:
+def platform_str(p: ops_pb2.Platform) -> str:
     """``pb.Platform`` -> ``os/arch[/variant]``."""
     return "/".join(x for x in (p.OS, p.Architecture, p.Variant) if x)
 
 
-def _ts(t: Any) -> float | None:
+def _ts(t: Timestamp | None) -> float | None:
     return t.seconds + t.nanos / 1e9 if t is not None and (t.seconds or t.nanos) else None
 
 
-def _usage(r: Any) -> UsageRecord:
+def _usage(r: control_pb2.UsageRecord) -> UsageRecord:
     parents = tuple(r.Parents) or ((r.Parent,) if r.Parent else ())
     return UsageRecord(
         id=r.ID,
@@ -120,12 +122,10 @@ def new_ref() -> str:
 
 
 def _entries(items: Iterable[Exporter | Mapping[str, Any]]) -> list[Exporter]:
-    out = []
-    for it in items:
-        out.append(
-            it if isinstance(it, Exporter) else Exporter(it["type"], dict(it.get("attrs", {})))
-        )
-    return out
+    return [
+        it if isinstance(it, Exporter) else Exporter(it["type"], dict(it.get("attrs", {})))
+        for it in items
+    ]
 
 
 class BuildkitClient:
@@ -323,9 +323,10 @@ class BuildkitClient:
     def _check_ops_supported(self, definition: ops_pb2.Definition) -> None:
         """merge/diff ops exist from v0.10; older daemons would fail with an obscure error."""
         from envd_core.buildkit._pb import ops_pb2 as pb
+        from envd_core.buildkit.llb_ops import definition_ops
 
-        kinds = {pb.Op.FromString(raw).WhichOneof("op") for raw in getattr(definition, "def")}
-        used = sorted(kinds & {"merge", "diff"})
+        kinds = {pb.Op.FromString(raw).WhichOneof("op") for raw in definition_ops(definition)}
+        used = sorted(kind for kind in kinds if kind in ("merge", "diff"))
         if used and self.info() is None:
             raise BuildError(
                 f"BuildKit at `{self.connection.target}` is older than v0.10 and has no "
@@ -372,23 +373,31 @@ def _version_tuple(text: str) -> tuple[int, int, int] | None:
 
 
 def _pump_status(
-    call: Any, trace: BuildTrace, on_status: Callable[[Any], None] | None, done: threading.Event
+    call: Iterable[control_pb2.StatusResponse],
+    trace: BuildTrace,
+    on_status: Callable[[control_pb2.StatusResponse], None] | None,
+    done: threading.Event,
 ) -> None:
     try:
         for resp in call:
             trace.update(resp)
             if on_status is not None:
-                try:
+                # A renderer bug must not kill the build.
+                with contextlib.suppress(Exception):
                     on_status(resp)
-                except Exception:  # noqa: BLE001, S110 - a renderer bug must not kill the build
-                    pass
-    except Exception:  # noqa: BLE001, S110 - cancelled or daemon gone: Solve reports that
+    except Exception:  # noqa: BLE001 - cancelled or daemon gone: Solve reports that
         pass
     finally:
         done.set()
 
 
-def _drain(call: Any, done: threading.Event, thread: threading.Thread, *, grace: float) -> None:
+class _Cancellable(Protocol):
+    def cancel(self) -> object: ...
+
+
+def _drain(
+    call: _Cancellable, done: threading.Event, thread: threading.Thread, *, grace: float
+) -> None:
     """Let Status deliver its last messages, then cancel it and join the reader thread."""
     if grace > 0:
         done.wait(grace)
@@ -426,5 +435,5 @@ def probe(connection: Connection, timeout: float = 5.0) -> dict[str, Any]:
         out["version"] = v.version if v is not None else None
     except Exception as e:  # noqa: BLE001 - probe reports every failure; it never raises
         out["error"] = str(e)
-        out["error_kind"] = getattr(e, "kind", "unavailable")
+        out["error_kind"] = e.kind if isinstance(e, EnvdError) else classify(e)
     return out

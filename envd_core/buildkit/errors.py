@@ -1,26 +1,34 @@
-"""Turn transport and gRPC failures into one-line ``BuilderError`` messages with a *kind*.
+"""Turn transport and gRPC failures into one-line ``BuilderError`` messages with a typed kind.
 
-Kinds: ``refused`` (nothing listens), ``dns`` (host name does not resolve), ``timeout`` (no answer
-in time), ``tls`` (certificate trouble; the message says which side rejected which certificate),
-``not-buildkit`` (something answers, but not BuildKit's gRPC API), ``unavailable`` (anything else
-that makes the daemon unusable). grpc is imported lazily: classifying needs only the error object.
+Kinds (:class:`envd_core.errors.ErrorKind`): ``REFUSED`` (nothing listens), ``DNS`` (host name
+does not resolve), ``TIMEOUT`` (no answer in time), ``TLS`` (certificate trouble; the message says
+which side rejected which certificate), ``NOT_BUILDKIT`` (something answers, but not BuildKit's
+gRPC API), ``UNAVAILABLE`` (anything else that makes the daemon unusable). grpc is imported
+lazily: classifying needs only the error object.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from envd_core.errors import BuilderError
+from envd_core.errors import BuilderError, ErrorKind
 
-KINDS = ("refused", "dns", "timeout", "tls", "not-buildkit", "unavailable")
+#: The kinds :func:`classify` returns.
+KINDS = (
+    ErrorKind.REFUSED,
+    ErrorKind.DNS,
+    ErrorKind.TIMEOUT,
+    ErrorKind.TLS,
+    ErrorKind.NOT_BUILDKIT,
+    ErrorKind.UNAVAILABLE,
+)
 
 
 class BuildkitConnectionError(BuilderError):
     """BuildKit cannot be reached or is not BuildKit; ``kind`` is one of :data:`KINDS`."""
 
-    def __init__(self, message: str, *, kind: str, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.kind = kind
+    def __init__(self, message: str, *, kind: ErrorKind, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, kind=kind)
 
 
 def _rpc_parts(exc: BaseException) -> tuple[str, str]:
@@ -36,16 +44,16 @@ def _rpc_parts(exc: BaseException) -> tuple[str, str]:
     return ("", str(exc))
 
 
-def classify(exc: BaseException, *, tls: bool = False) -> str:
+def classify(exc: BaseException, *, tls: bool = False) -> ErrorKind:
     """Return the failure kind of ``exc`` (a grpc.RpcError, OSError or anything else)."""
     code, details = _rpc_parts(exc)
     low = details.lower()
     if isinstance(exc, TimeoutError) or code == "DEADLINE_EXCEEDED":
-        return "timeout"
+        return ErrorKind.TIMEOUT
     if isinstance(exc, (ConnectionRefusedError, FileNotFoundError)):
-        return "refused"
+        return ErrorKind.REFUSED
     if code == "UNIMPLEMENTED":
-        return "not-buildkit"
+        return ErrorKind.NOT_BUILDKIT
     if any(
         s in low
         for s in (
@@ -57,9 +65,9 @@ def classify(exc: BaseException, *, tls: bool = False) -> str:
             "address lookup failed",
         )
     ):
-        return "dns"
+        return ErrorKind.DNS
     if "connection refused" in low or "no such file or directory" in low:
-        return "refused"
+        return ErrorKind.REFUSED
     if any(
         s in low
         for s in (
@@ -70,18 +78,18 @@ def classify(exc: BaseException, *, tls: bool = False) -> str:
             "expected settings frame",
         )
     ):
-        return "not-buildkit"
+        return ErrorKind.NOT_BUILDKIT
     if any(s in low for s in ("ssl", "tls", "certificate", "handshake", "tsi_", "unwrap failed")):
-        return "tls"
+        return ErrorKind.TLS
     if code == "UNAVAILABLE" and tls and ("socket closed" in low or "connection reset" in low):
         # A TLS server that dislikes our (missing) client certificate just drops the connection
         # after the handshake from our point of view.
-        return "tls"
+        return ErrorKind.TLS
     if code in ("UNKNOWN", "INTERNAL") and ("content-type" in low or "unexpected" in low):
-        return "not-buildkit"
+        return ErrorKind.NOT_BUILDKIT
     if "timed out" in low or "timeout" in low:
-        return "timeout"
-    return "unavailable"
+        return ErrorKind.TIMEOUT
+    return ErrorKind.UNAVAILABLE
 
 
 def _tls_side(details: str) -> str:
@@ -112,24 +120,24 @@ def connection_error(
     kind = classify(exc, tls=tls)
     code, details = _rpc_parts(exc)
     detail = details.strip().splitlines()[0] if details.strip() else code or type(exc).__name__
-    if kind == "refused":
+    if kind is ErrorKind.REFUSED:
         msg = (
             f"cannot connect to BuildKit at `{target}`: connection refused or socket missing; "
             "start buildkitd or fix the address"
         )
-    elif kind == "dns":
+    elif kind is ErrorKind.DNS:
         msg = f"cannot connect to BuildKit at `{target}`: the host name does not resolve; fix the address"
-    elif kind == "timeout":
+    elif kind is ErrorKind.TIMEOUT:
         msg = (
             f"BuildKit at `{target}` did not answer in time; check the daemon is running or raise "
             "`BUILDKIT_CONNECTING_TIMEOUT`"
         )
-    elif kind == "tls":
+    elif kind is ErrorKind.TLS:
         msg = (
             f"TLS handshake with BuildKit at `{target}` failed: {_tls_side(details)}; "
             "check the CA, client certificate/key and server name"
         )
-    elif kind == "not-buildkit":
+    elif kind is ErrorKind.NOT_BUILDKIT:
         msg = (
             f"`{target}` answers but is not a BuildKit daemon ({detail}); point the builder at "
             "buildkitd's socket or address"

@@ -33,11 +33,11 @@ from envd_core.buildkit.llb_ops import (
     _ExecVertex,
     _FileVertex,
     _MergeVertex,
-    _pb,
     _SourceVertex,
     bind,
     cache,
     copy,
+    definition_ops,
     mkdir,
     mkfile,
     normalize_image_ref,
@@ -66,6 +66,7 @@ __all__ = [
     "bind",
     "cache",
     "copy",
+    "definition_ops",
     "diff",
     "git",
     "http",
@@ -98,7 +99,7 @@ class State:
     # -- metadata
     def with_env(self, key: str, value: str) -> State:
         """Set an environment variable for later ``run`` calls."""
-        env = tuple((k, v) for k, v in self.env if k != key) + ((key, value),)
+        env = (*((k, v) for k, v in self.env if k != key), (key, value))
         return _replace(self, env=env)
 
     def get_env(self, key: str) -> str | None:
@@ -202,7 +203,9 @@ class State:
     def digest(self, platform: str | None = None) -> str:
         """The digest of the op producing this state (after ``to_definition``'s rules)."""
         d = self.to_definition(platform)
-        return str(_pb().Op.FromString(getattr(d, "def")[-1]).inputs[0].digest)
+        from envd_core.buildkit._pb import ops_pb2
+
+        return ops_pb2.Op.FromString(definition_ops(d)[-1]).inputs[0].digest
 
 
 def _replace(st: State, **kw: Any) -> State:
@@ -361,7 +364,8 @@ def diff(lower: State, upper: State) -> State:
 
 
 def _marshal(result: Output, platform: str | None) -> ops_pb2.Definition:
-    pb = _pb()
+    from envd_core.buildkit._pb import ops_pb2 as pb
+
     default_platform = parse_platform(platform) if platform else None
     digests: dict[int, str] = {}
     seen: set[str] = set()
@@ -384,7 +388,7 @@ def _marshal(result: Output, platform: str | None) -> ops_pb2.Definition:
         dg = "sha256:" + hashlib.sha256(data).hexdigest()
         if dg not in seen:  # identical ops built twice are one vertex
             seen.add(dg)
-            getattr(definition, "def").append(data)
+            definition_ops(definition).append(data)
             # Every op gets a metadata entry, even an empty one: frontends turn inputs back
             # into LLB with NewDefinitionOp, which rejects a definition without metadata.
             entry = definition.metadata[dg]
@@ -399,6 +403,6 @@ def _marshal(result: Output, platform: str | None) -> ops_pb2.Definition:
     terminal = pb.Op()
     terminal.inputs.add(digest=dg, index=result.index)
     data = terminal.SerializeToString(deterministic=True)
-    getattr(definition, "def").append(data)
+    definition_ops(definition).append(data)
     definition.metadata["sha256:" + hashlib.sha256(data).hexdigest()].SetInParent()
     return definition

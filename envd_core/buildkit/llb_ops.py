@@ -8,7 +8,7 @@ module knows states only by their attributes (``output``, ``env``, ``cwd``, ``us
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,16 +18,22 @@ if TYPE_CHECKING:
     from envd_core.buildkit._pb import ops_pb2
     from envd_core.buildkit.llb import State
 
+# User vocabulary -> wire enum number. Plain ints, so importing this module never loads protobuf;
+# fill() wraps them in the enum's ValueType (int at runtime) for the typed message fields.
 NET_MODES = {"sandbox": 0, "host": 1, "none": 2}
 SECURITY_MODES = {"sandbox": 0, "insecure": 1}
 SHARING = {"shared": 0, "private": 1, "locked": 2}
 UNSET_TIME = -1  # FileOp timestamps: -1 = "now"; 0 would mean the Unix epoch
 
 
-def _pb() -> Any:
-    from envd_core.buildkit._pb import ops_pb2
+def definition_ops(definition: ops_pb2.Definition) -> MutableSequence[bytes]:
+    """The marshalled ops of ``definition`` (its ``def`` field).
 
-    return ops_pb2
+    ``def`` is a Python keyword, so protobuf exposes the field only through ``getattr`` and the
+    generated stub cannot declare it; this is the one typed way in.
+    """
+    ops: MutableSequence[bytes] = getattr(definition, "def")
+    return ops
 
 
 def parse_platform(text: str) -> ops_pb2.Platform:
@@ -37,7 +43,9 @@ def parse_platform(text: str) -> ops_pb2.Platform:
         raise ValidationError(
             f"invalid platform `{text}`: use `os/arch[/variant]`, e.g. `linux/amd64`"
         )
-    p = _pb().Platform(OS=parts[0], Architecture=parts[1])
+    from envd_core.buildkit._pb import ops_pb2
+
+    p = ops_pb2.Platform(OS=parts[0], Architecture=parts[1])
     if len(parts) == 3:
         p.Variant = parts[2]
     return p
@@ -45,25 +53,9 @@ def parse_platform(text: str) -> ops_pb2.Platform:
 
 def normalize_image_ref(ref: str) -> str:
     """Docker's reference normalization: ``busybox`` -> ``docker.io/library/busybox:latest``."""
-    if not ref or ref != ref.strip() or " " in ref:
-        raise ValidationError(f"invalid image reference `{ref}`: expected e.g. `debian:bookworm`")
-    name, at, digest = ref.partition("@")
-    first, slash, rest = name.partition("/")
-    if slash and ("." in first or ":" in first or first == "localhost"):
-        domain, path = first, rest
-    else:
-        domain, path = "docker.io", name
-        if "/" not in path:
-            path = "library/" + path
-    last = path.rsplit("/", 1)[-1]
-    if ":" not in last and not at:
-        path += ":latest"
-    repo = path.rsplit(":", 1)[0] if ":" in last else path
-    if repo != repo.lower():
-        raise ValidationError(
-            f"invalid image reference `{ref}`: repository names must be lowercase"
-        )
-    return f"{domain}/{path}" + (f"@{digest}" if at else "")
+    from envd_core.imageref import parse_reference
+
+    return str(parse_reference(ref).normalized())
 
 
 # ----------------------------------------------------------------------------- graph core
@@ -93,7 +85,9 @@ class Vertex:
     def metadata(self) -> ops_pb2.OpMetadata | None:
         if not self.name and not self.ignore_cache:
             return None
-        md = _pb().OpMetadata(ignore_cache=self.ignore_cache)
+        from envd_core.buildkit._pb import ops_pb2
+
+        md = ops_pb2.OpMetadata(ignore_cache=self.ignore_cache)
         if self.name:
             md.description["llb.customname"] = self.name
         return md
@@ -226,7 +220,8 @@ class _ExecVertex(Vertex):
         return out
 
     def fill(self, op: ops_pb2.Op) -> None:
-        pb = _pb()
+        from envd_core.buildkit._pb import ops_pb2 as pb
+
         ex = op.exec
         ex.meta.args.extend(self.argv)
         ex.meta.env.extend(self.meta_env)
@@ -234,8 +229,8 @@ class _ExecVertex(Vertex):
         ex.meta.user = self.user
         if self.hostname:
             ex.meta.hostname = self.hostname
-        ex.network = NET_MODES[self.network]
-        ex.security = SECURITY_MODES[self.security]
+        ex.network = pb.NetMode.ValueType(NET_MODES[self.network])
+        ex.security = pb.SecurityMode.ValueType(SECURITY_MODES[self.security])
         ex.mounts.append(pb.Mount(input=self.root_input, dest="/", output=0))
         types = {
             "bind": pb.BIND,
@@ -244,7 +239,7 @@ class _ExecVertex(Vertex):
             "ssh": pb.SSH,
             "tmpfs": pb.TMPFS,
         }
-        for (m, out), inp in zip(self.mount_outputs(), self.mount_inputs):
+        for (m, out), inp in zip(self.mount_outputs(), self.mount_inputs, strict=True):
             pm = pb.Mount(
                 dest=m.dest,
                 output=out,
@@ -255,7 +250,7 @@ class _ExecVertex(Vertex):
             pm.input = inp if m.kind in ("bind", "cache") else -1
             if m.kind == "cache":
                 pm.cacheOpt.ID = m.id
-                pm.cacheOpt.sharing = SHARING[m.sharing]
+                pm.cacheOpt.sharing = pb.CacheSharingOpt.ValueType(SHARING[m.sharing])
             elif m.kind == "secret":
                 pm.secretOpt.CopyFrom(
                     pb.SecretOpt(ID=m.id, uid=m.uid, gid=m.gid, mode=m.mode, optional=m.optional)
@@ -274,7 +269,8 @@ class _ExecVertex(Vertex):
 
 @dataclass(frozen=True)
 class FileAction:
-    """One action of a FileOp; build with :func:`mkfile`, :func:`mkdir`, :func:`rm`, :func:`copy`."""
+    """One action of a FileOp; build with :func:`mkfile`, :func:`mkdir`, :func:`rm` or :func:`copy`.
+    """
 
     kind: str
     args: Mapping[str, Any] = field(default_factory=dict)
@@ -361,7 +357,7 @@ def copy(
 def _chown(owner: str | int | None) -> ops_pb2.ChownOpt | None:
     if owner is None:
         return None
-    pb = _pb()
+    from envd_core.buildkit._pb import ops_pb2 as pb
 
     def one(v: str) -> Any:
         return (
@@ -396,7 +392,8 @@ class _FileVertex(Vertex):
         super().__init__(inputs, name=name)
 
     def fill(self, op: ops_pb2.Op) -> None:
-        pb = _pb()
+        from envd_core.buildkit._pb import ops_pb2 as pb
+
         n_inputs = len(self.inputs)
         for k, a in enumerate(self.actions):
             fa = op.file.actions.add()

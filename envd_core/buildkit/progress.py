@@ -12,17 +12,22 @@ import json
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from envd_core.errors import ValidationError
+
+if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from rich.table import Table
+
+    from envd_core.buildkit._pb.control_pb2 import StatusResponse
 
 MODES = ("auto", "tty", "plain", "json")
 _MAX_LOG_LINES = 200  # per step, kept for failure reports and the TTY tail
 
 
-def _ts(t: Any) -> float | None:
+def _ts(t: Timestamp | None) -> float | None:
     if t is None or not (t.seconds or t.nanos):
         return None
     return t.seconds + t.nanos / 1e9
@@ -62,7 +67,7 @@ class BuildTrace:
             s = self.steps[digest] = Step(digest=digest, number=len(self.steps) + 1)
         return s
 
-    def update(self, resp: Any) -> None:
+    def update(self, resp: StatusResponse) -> None:
         for v in resp.vertexes:
             s = self.step(v.digest)
             s.name = v.name or s.name
@@ -77,14 +82,15 @@ class BuildTrace:
             s.logs.extend(line.rstrip("\r") for line in lines)
             if rest:
                 s.partial[log.stream] = rest
-        for w in getattr(resp, "warnings", ()):
+        for w in resp.warnings:
             self.warnings.append(w.short.decode("utf-8", "replace"))
 
     def failed_vertex(self) -> Step | None:
         """The step that failed (the last one with an error that is not just 'canceled')."""
         failed = [s for s in self.steps.values() if s.error]
         real = [s for s in failed if "context canceled" not in s.error]
-        return (real or failed or [None])[-1]
+        candidates = real or failed
+        return candidates[-1] if candidates else None
 
     def running_step(self) -> str | None:
         running = [s for s in self.steps.values() if s.started and not s.completed]
@@ -101,6 +107,13 @@ class BuildTrace:
 # ----------------------------------------------------------------------------- renderers
 
 
+class Renderer(Protocol):
+    """What :class:`ProgressPrinter` drives: called with each StatusResponse, closed at the end."""
+
+    def __call__(self, resp: StatusResponse) -> None: ...
+    def close(self) -> None: ...
+
+
 class PlainRenderer:
     """buildctl-style ``--progress=plain`` lines, for CI logs."""
 
@@ -114,7 +127,7 @@ class PlainRenderer:
         self.stream.write(line + "\n")
         self.stream.flush()
 
-    def __call__(self, resp: Any) -> None:
+    def __call__(self, resp: StatusResponse) -> None:
         self.trace.update(resp)
         for v in resp.vertexes:
             s = self.trace.step(v.digest)
@@ -158,7 +171,7 @@ class JsonRenderer:
         self.stream.write(json.dumps(obj, sort_keys=True) + "\n")
         self.stream.flush()
 
-    def __call__(self, resp: Any) -> None:
+    def __call__(self, resp: StatusResponse) -> None:
         for v in resp.vertexes:
             self._emit(
                 {
@@ -229,7 +242,7 @@ class TTYRenderer:
         )
         self._live.start()
 
-    def _render(self) -> Any:
+    def _render(self) -> Table:
         from rich.table import Table
         from rich.text import Text
 
@@ -257,7 +270,7 @@ class TTYRenderer:
                     table.add_row("", Text(f"  {line}", style="dim", no_wrap=True), "")
         return table
 
-    def __call__(self, resp: Any) -> None:
+    def __call__(self, resp: StatusResponse) -> None:
         self.trace.update(resp)
         self._live.update(self._render())
 
@@ -276,7 +289,7 @@ class ProgressPrinter:
         if mode == "auto":
             mode = "tty" if hasattr(out, "isatty") and out.isatty() else "plain"
         self.mode = mode
-        self._renderer: Callable[[Any], None]
+        self._renderer: Renderer
         if mode == "tty":
             self._renderer = TTYRenderer(out)
         elif mode == "json":
@@ -284,13 +297,13 @@ class ProgressPrinter:
         else:
             self._renderer = PlainRenderer(out)
 
-    def __call__(self, resp: Any) -> None:
+    def __call__(self, resp: StatusResponse) -> None:
         self._renderer(resp)
 
     def close(self) -> None:
-        self._renderer.close()  # type: ignore[attr-defined]
+        self._renderer.close()
 
-    def __enter__(self) -> ProgressPrinter:  # noqa: PYI034 - final in practice
+    def __enter__(self) -> ProgressPrinter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,8 +1,9 @@
 """How bytes reach buildkitd: unix sockets, TCP (+TLS/mTLS) and byte bridges.
 
-A *bridge* (``bridge.py``) is for endpoints grpcio cannot dial itself: dockerd's ``POST /grpc``
-h2c upgrade and ``buildctl dial-stdio`` run inside a container. ``connect_bridge`` points a grpc
-channel at the bridge's private unix socket; ``Connection.close()`` tears all of it down.
+A *bridge* (``bridge.py``) is for endpoints grpcio cannot dial itself: any byte stream a plugin
+dials (dockerd's ``POST /grpc`` h2c upgrade, ``buildctl dial-stdio`` run inside a container) or a
+local command's stdin/stdout. ``connect_bridge`` points a grpc channel at the bridge's private
+unix socket; ``Connection.close()`` tears all of it down.
 Every constructor waits until ``ListWorkers`` answers (or the connect timeout expires) and
 raises a one-line ``BuildkitConnectionError`` with a failure *kind* otherwise.
 """
@@ -19,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 from envd_core.buildkit.bridge import (  # re-exported: callers import them from here
     ByteStream,
     _Bridge,
-    dial_docker_upgrade,
     dial_process,
 )
 from envd_core.buildkit.errors import BuildkitConnectionError, connection_error
-from envd_core.errors import BuilderError, ValidationError
+from envd_core.errors import BuilderError, ErrorKind, ValidationError
 
 if TYPE_CHECKING:
     import grpc
@@ -204,7 +204,7 @@ def wait_ready(conn: Connection, timeout: float) -> None:
                 break
             err = connection_error(e, target=conn.target, tls=conn.tls)
             if (
-                err.kind in ("tls", "not-buildkit", "dns")
+                err.kind in (ErrorKind.TLS, ErrorKind.NOT_BUILDKIT, ErrorKind.DNS)
                 or "socket closed" in (e.details() or "").lower()
             ):
                 break
@@ -301,51 +301,15 @@ def _dial_failure(exc: BaseException, target: str) -> BuilderError:
     return connection_error(exc, target=target)
 
 
-_CONTAINER_SCHEMES = {
-    "docker-container": "docker",
-    "podman-container": "podman",
-    "nerdctl-container": "nerdctl",
-}
-
-
-def dial_stdio_argv(address: str) -> list[str]:
-    """The command buildctl would spawn for a ``*-container://`` or ``kube-pod://`` address."""
-    from urllib.parse import parse_qs, urlsplit
-
-    u = urlsplit(address)
-    q = {k: v[-1] for k, v in parse_qs(u.query).items()}
-    name = u.netloc
-    if not name:
-        raise ValidationError(
-            f"invalid BuildKit address `{address}`: the container name is missing"
-        )
-    if u.scheme in _CONTAINER_SCHEMES:
-        tool = _CONTAINER_SCHEMES[u.scheme]
-        argv = [tool]
-        if tool == "docker" and q.get("context"):
-            argv += ["--context", q["context"]]
-        if tool == "nerdctl" and q.get("namespace"):
-            argv += ["--namespace", q["namespace"]]
-        return [*argv, "exec", "-i", name, "buildctl", "dial-stdio"]
-    if u.scheme == "kube-pod":
-        argv = ["kubectl"]
-        for key in ("context", "namespace"):
-            if q.get(key):
-                argv.append(f"--{key}={q[key]}")
-        argv += ["exec"]
-        if q.get("container"):
-            argv.append(f"--container={q['container']}")
-        return [*argv, "-i", name, "--", "buildctl", "dial-stdio"]
-    raise ValidationError(
-        f"unsupported BuildKit address `{address}`: use unix://, tcp://, docker-container://, "
-        "podman-container://, nerdctl-container:// or kube-pod://"
-    )
-
-
 def connect_address(
     address: str, *, tls: TLSConfig | None = None, timeout: float | None = None
 ) -> Connection:
-    """Connect to a buildctl-style address (what ``BUILDKIT_HOST`` holds)."""
+    """Connect to a ``unix://`` or ``tcp://`` BuildKit address (what ``BUILDKIT_HOST`` holds).
+
+    Container and pod addresses (``docker-container://``, ``kube-pod://``…) need a client for
+    another system; the builder plugins that own them dial them and hand the stream to
+    :func:`connect_bridge`.
+    """
     if address.startswith("unix://"):
         return connect_unix(address, timeout=timeout)
     if address.startswith("tcp://"):
@@ -354,7 +318,11 @@ def connect_address(
         if not sep or not port.isdigit():
             raise ValidationError(f"invalid BuildKit address `{address}`: use tcp://host:port")
         return connect_tcp(host.strip("[]"), int(port), tls=tls, timeout=timeout)
-    return connect_bridge(dial_process(dial_stdio_argv(address)), target=address, timeout=timeout)
+    raise ValidationError(
+        f"unsupported BuildKit address `{address}`: use unix:///path or tcp://host:port",
+        hint="container and pod addresses are reached through a builder type "
+        "(envd context create --builder docker-container|kube-pod)",
+    )
 
 
 __all__ = [
@@ -368,9 +336,7 @@ __all__ = [
     "connect_tcp",
     "connect_timeout",
     "connect_unix",
-    "dial_docker_upgrade",
     "dial_process",
-    "dial_stdio_argv",
     "load_grpc",
     "parse_go_duration",
     "wait_ready",

@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "context": "envd_core.cli.context:context",
     "plugins": "envd_core.cli.plugins_cmd:plugins",
     "build": "envd_core.cli.build:build",
+    "bootstrap": "envd_core.cli.bootstrap:bootstrap",
+    "builder": "envd_core.cli.builder_cmd:builder",
     "prune": "envd_core.cli.cache:prune",
     "disk-usage": "envd_core.cli.cache:disk_usage",
     "completion": "envd_core.cli.completion:completion",
@@ -118,22 +120,9 @@ def _want_debug(argv: list[str]) -> bool:
     return "--debug" in argv or bool(os.environ.get("ENVD_DEBUG"))
 
 
-#: Everything ``str.splitlines`` breaks on: a user value carrying one must not split an error.
-_LINE_BREAKS = frozenset("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
-
-
-def _one_line(text: str) -> str:
-    """Escape line breaks a user value may carry, so an error stays on one line."""
-    if not _LINE_BREAKS.intersection(text):
-        return text
-    return "".join(
-        ch.encode("unicode_escape").decode("ascii") if ch in _LINE_BREAKS else ch for ch in text
-    )
-
-
 def run(cli: click.Group, argv: list[str] | None = None) -> int:
     """Run ``cli`` and turn every error into one line and an exit code."""
-    from envd_core.errors import EnvdError
+    from envd_core.errors import EnvdError, one_line
 
     args = sys.argv[1:] if argv is None else argv
     debug = _want_debug(args)
@@ -147,22 +136,22 @@ def run(cli: click.Group, argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-            excerpt = getattr(exc, "excerpt", None)  # e.g. the caret view of a build file
-            if excerpt:
-                click.echo(excerpt, err=True)
-        click.echo(f"envd: {_one_line(exc.message)}", err=True)
+            from envd_core.envdfile.errors import BuildFileError
+
+            if isinstance(exc, BuildFileError) and exc.excerpt:  # the caret view of the file
+                click.echo(exc.excerpt, err=True)
+        click.echo(f"envd: {one_line(exc.message)}", err=True)
         if exc.hint:
-            click.echo(f"hint: {_one_line(exc.hint)}", err=True)
+            click.echo(f"hint: {one_line(exc.hint)}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         # click's own rendering is a three-line usage block; envd reports every error as one
         # `envd: …` line (+ hint) so scripts and users see the same shape everywhere.
-        click.echo(f"envd: {_one_line(exc.format_message())}", err=True)
-        ctx = getattr(exc, "ctx", None)
-        if ctx is not None:
-            click.echo(f"hint: see `{ctx.command_path} --help`", err=True)
+        click.echo(f"envd: {one_line(exc.format_message())}", err=True)
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(f"hint: see `{exc.ctx.command_path} --help`", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("envd: aborted", err=True)
@@ -176,7 +165,7 @@ def run(cli: click.Group, argv: list[str] | None = None) -> int:
         if debug:
             raise
         click.echo(
-            f"envd: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+            f"envd: internal error: {type(exc).__name__}: {one_line(str(exc))} "
             "(rerun with --debug for details)",
             err=True,
         )

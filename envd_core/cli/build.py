@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from envd_core.cli.render import dump_json, info
+
+if TYPE_CHECKING:
+    from envd_core.cli import App
+    from envd_core.pipeline.execute import BuildResult
 
 
 @click.command("build")
@@ -34,13 +38,15 @@ from envd_core.cli.render import dump_json, info
               help="Extra CA bundle mounted into networked steps (never stored in the image).")
 @click.option("--dump-llb", default=None, metavar="FILE|-",
               help="Write the LLB definition (for `buildctl build`) instead of building.")
+@click.option("--no-bootstrap", is_flag=True,
+              help="Fail instead of starting the builder's daemon when it is not running.")
 @click.option("--format", "fmt", default="text", type=click.Choice(["text", "json"]),
               help="How to report the result on stdout.")
 @click.pass_obj
-def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: str | None,
+def build(app: App, tag: str | None, from_spec: str | None, path: str, output: str | None,
           export_cache: tuple[str, ...], import_cache: tuple[str, ...], platform: str | None,
           no_cache: bool, progress: str | None, use_proxy: bool, ca_bundle: str | None,
-          dump_llb: str | None, fmt: str) -> None:
+          dump_llb: str | None, no_bootstrap: bool, fmt: str) -> None:
     """Build an environment image from build.envd."""
     from envd_core.pipeline.execute import BuildRequest, run_build
 
@@ -49,7 +55,7 @@ def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: s
         path=Path(path), from_spec=from_spec, tag=tag, output=output,
         export_cache=export_cache, import_cache=import_cache, platform=platform,
         no_cache=no_cache, progress=mode, use_proxy=use_proxy, ca_bundle=ca_bundle,
-        dump_llb=dump_llb,
+        dump_llb=dump_llb, auto_bootstrap=not no_bootstrap,
     )
     resolved = app.resolve()
     builder = app.contexts.builder_for(resolved.context)
@@ -66,6 +72,7 @@ def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: s
         extra_functions=app.plugins.build_functions(),
         warn=lambda message: info(f"warning: {message}"),
         announce=announce,
+        report=info,
     )
     if fmt == "json":
         rows = [{
@@ -78,14 +85,20 @@ def build(app: Any, tag: str | None, from_spec: str | None, path: str, output: s
         _report(result, dump_llb)
 
 
-def _report(result: Any, dump_llb: str | None) -> None:
+def _report(result: BuildResult, dump_llb: str | None) -> None:
     if result.output_type == "llb":
         if dump_llb != "-":
-            info(f"LLB definition written to {dump_llb} (build it with `buildctl build < {dump_llb}`)")
+            info(
+                f"LLB definition written to {dump_llb} "
+                f"(build it with `buildctl build < {dump_llb}`)"
+            )
         return
     if result.pushed:
         info(f"Pushed {result.destination}" + (f" ({result.digest})" if result.digest else ""))
-        info(f"Run it: docker pull {result.destination} && docker run --rm -it {result.destination}")
+        info(
+            f"Run it: docker pull {result.destination} "
+            f"&& docker run --rm -it {result.destination}"
+        )
     else:
         info(f"Built {result.tag}: {result.destination}")
         if result.output_type in ("moby", "docker"):

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import click
 
 from envd_core.cli.render import dump_json, format_option, info, table
 
+if TYPE_CHECKING:
+    from envd_core.buildkit.client import BuildkitClient, UsageRecord
+    from envd_core.cli import App
+
 
 @contextlib.contextmanager
-def builder_client(app: Any) -> Iterator[Any]:
+def builder_client(app: App) -> Iterator[BuildkitClient]:
     """A BuildKit client for the builder of the context in force; closed on exit."""
     from envd_core.buildkit.client import BuildkitClient
     from envd_core.buildkit.transport import connect_timeout
@@ -27,6 +31,7 @@ def builder_client(app: Any) -> Iterator[Any]:
 
 
 def human_size(size: int) -> str:
+    """``size`` bytes in decimal units, as buildctl prints them (``1.50MB``)."""
     value = float(size)
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if value < 1000 or unit == "TB":
@@ -35,7 +40,7 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _records_json(records: list[Any]) -> list[dict[str, Any]]:
+def _records_json(records: Sequence[UsageRecord]) -> list[dict[str, object]]:
     return [
         {"id": r.id, "size": r.size, "in_use": r.in_use, "mutable": r.mutable,
          "shared": r.shared, "type": r.record_type, "description": r.description,
@@ -44,7 +49,7 @@ def _records_json(records: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _render(records: list[Any], fmt: str, verbose: bool, total_label: str) -> None:
+def _render(records: Sequence[UsageRecord], fmt: str, verbose: bool, total_label: str) -> None:
     if fmt == "json":
         click.echo(dump_json(_records_json(records)))
         return
@@ -66,7 +71,7 @@ def _render(records: list[Any], fmt: str, verbose: bool, total_label: str) -> No
 @click.option("--verbose", is_flag=True, help="List every removed record.")
 @format_option
 @click.pass_obj
-def prune(app: Any, prune_all: bool, keep_duration: str | None, keep_storage: float | None,
+def prune(app: App, prune_all: bool, keep_duration: str | None, keep_storage: float | None,
           filters: tuple[str, ...], verbose: bool, fmt: str) -> None:
     """Remove build cache from the builder of the context in force."""
     from envd_core.buildkit.transport import parse_go_duration
@@ -86,7 +91,7 @@ def prune(app: Any, prune_all: bool, keep_duration: str | None, keep_storage: fl
 @click.option("--verbose", is_flag=True, help="List every record.")
 @format_option
 @click.pass_obj
-def disk_usage(app: Any, filters: tuple[str, ...], verbose: bool, fmt: str) -> None:
+def disk_usage(app: App, filters: tuple[str, ...], verbose: bool, fmt: str) -> None:
     """Show the build cache of the builder of the context in force."""
     with builder_client(app) as client:
         records = client.disk_usage(filters)

@@ -17,11 +17,25 @@ from envd_core.errors import UsageError
 def complete_context_names(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
-    """Shell completion of stored context names (reads the store, never a plugin)."""
-    try:
-        from envd_core.contexts.store import FileStore
+    """Shell completion of stored context names.
 
-        names = list(FileStore().load().contexts)
+    Reads the store selected by ``ENVD_CONTEXT_STORE`` without writing it: pressing Tab on a
+    fresh machine must not create ``contexts.json`` (a missing store completes ``default``).
+    Plugins are loaded only when a store other than the embedded file store is selected.
+    """
+    try:
+        from envd_core.contexts.store import ContextStore, FileStore
+
+        store: ContextStore
+        wanted = os.environ.get("ENVD_CONTEXT_STORE") or FileStore.name
+        if wanted == FileStore.name:
+            store = FileStore()
+        else:
+            from envd_core.contexts.operations import open_store
+            from envd_core.plugins import Plugins
+
+            store = open_store(Plugins.create(), wanted)
+        names = list(store.peek().contexts)
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
@@ -45,9 +59,63 @@ name_argument = click.argument(
 )
 
 
-@click.group()
-def context() -> None:
+class ContextGroup(click.Group):
+    """``envd context``: remembers the subcommand's arguments for the first-run hint.
+
+    ``resolve_command`` is the one public point that sees them before the group callback runs.
+    """
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        ctx.meta["envd.context.args"] = list(args)
+        return super().resolve_command(ctx, args)
+
+
+def _wants_json(args: list[str]) -> bool:
+    for i, arg in enumerate(args):
+        if arg in ("--format=json", "-fjson"):
+            return True
+        if arg in ("--format", "-f") and args[i + 1 : i + 2] == ["json"]:
+            return True
+    return False
+
+
+def _first_run_hint(args: list[str]) -> None:
+    """One stderr line, once, when upstream envd's contexts exist and ours hold only default.
+
+    Never under ``--format json`` (scripts parse that), never for the import itself, never an
+    error: a hint must not stand in the way of the command.
+    """
+    if not args or args[0] == "import" or _wants_json(args) or os.environ.get("_ENVD_COMPLETE"):
+        return
+    from pathlib import Path
+
+    # upstream's store is always $HOME/.config/envd/contexts (contexts.upstream.upstream_file);
+    # checked here first so that every `envd context` command without it skips the import of
+    # the gob reader (~8 ms measured on this machine)
+    if not (Path.home() / ".config" / "envd" / "contexts").is_file():
+        return
+    from envd_core.contexts.store import FileStore
+    from envd_core.contexts.upstream import first_run_hint
+    from envd_core.errors import EnvdError
+
+    if (os.environ.get("ENVD_CONTEXT_STORE") or FileStore.name) != FileStore.name:
+        return
+    store = FileStore()
+    try:
+        line = first_run_hint(store.peek, store.directory)
+    except (EnvdError, OSError):  # a broken store is the command's to report, not the hint's
+        return
+    if line:
+        info(line)
+
+
+@click.group(cls=ContextGroup)
+@click.pass_context
+def context(ctx: click.Context) -> None:
     """Manage envd contexts (which builder builds, which runner runs)."""
+    _first_run_hint(ctx.meta.get("envd.context.args", []))
 
 
 @context.command("create")
@@ -139,7 +207,7 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
     items = list(contexts.contexts.values())
     statuses = _probe_all(app, items, timeout) if with_status else {}
     if fmt == "json":
-        rows = []
+        rows: list[dict[str, Any]] = []
         for ctx in items:
             row = context_row(ctx, contexts.current)
             builder_ok, runner_ok = app.contexts.is_installed(ctx)
@@ -156,7 +224,7 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
     for ctx in items:
         builder_ok, runner_ok = app.contexts.is_installed(ctx)
         name = ctx.name + (" (current)" if ctx.name == contexts.current else "")
-        row = [
+        cells = [
             name,
             ctx.builder + ("" if builder_ok else " (not installed)"),
             ctx.builder_url,
@@ -164,8 +232,8 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
             ctx.runner_address or "",
         ]
         if with_status:
-            row.append(_status_cell(statuses[ctx.name]))
-        table_rows.append(row)
+            cells.append(_status_cell(statuses[ctx.name]))
+        table_rows.append(cells)
     click.echo(table(headers, table_rows))
 
 
@@ -281,15 +349,68 @@ def export(app: Any, name: str, dest: str) -> None:
 
 
 @context.command("import")
-@click.argument("name")
-@click.argument("source", metavar="FILE|-")
-@click.option("--use", is_flag=True, help="Make it the current context.")
+@click.argument("name", required=False)
+@click.argument("source", metavar="[FILE|-]", required=False)
+@click.option("--from-upstream", is_flag=True,
+              help="Import every context of upstream envd (~/.config/envd/contexts).")
+@click.option("--dry-run", is_flag=True, help="With --from-upstream: report, change nothing.")
+@click.option("--use", is_flag=True,
+              help="Make it the current context (with --from-upstream: upstream's current one).")
+@format_option
 @click.pass_obj
-def import_(app: Any, name: str, source: str, use: bool) -> None:
-    """Create context NAME from an export written by `envd context export`."""
+def import_(app: Any, name: str | None, source: str | None, from_upstream: bool, dry_run: bool,
+            use: bool, fmt: str) -> None:
+    """Create context NAME from an export written by `envd context export`, or, with
+    --from-upstream, import every context upstream envd (Go) has stored.
+
+    \b
+    envd context import remote ./remote.json
+    envd context import --from-upstream --dry-run
+    envd context import --from-upstream --use
+    """
+    if from_upstream:
+        if name or source:
+            raise UsageError("--from-upstream takes no NAME or FILE (it reads upstream's store)")
+        plan = app.contexts.import_upstream(use=use, dry_run=dry_run)
+        _render_upstream_import(plan, fmt=fmt, dry_run=dry_run)
+        return
+    if dry_run:
+        raise UsageError("--dry-run applies to --from-upstream only")
+    if not name or not source:
+        raise UsageError("give NAME and FILE (usage: envd context import NAME FILE|-), "
+                         "or --from-upstream")
     from envd_core.contexts.operations import read_document
 
     ctx = app.contexts.import_(name, read_document(source), use=use)
     info(f"Context {ctx.name} is created")
     if use:
         info(f'Current context is "{ctx.name}"')
+
+
+def _render_upstream_import(plan: Any, *, fmt: str, dry_run: bool) -> None:
+    """The report of an upstream import: a row per context, then a summary on stderr."""
+    if fmt == "json":
+        click.echo(dump_json({**plan.to_json(), "dry_run": dry_run}))
+        return
+    rows = []
+    for item in plan.items:
+        data = item.to_json()
+        note = "; ".join(filter(None, [data.get("reason", ""), *data["notes"]]))
+        action = f"would be {item.action}" if dry_run and item.action == "imported" else item.action
+        rows.append([data["context"], action, data["builder_addr"], data["runner"],
+                     data.get("runner_addr", ""), note])
+    click.echo(table(["context", "action", "builder addr", "runner", "runner addr", "note"], rows))
+    counts = plan.counts()
+    verb = "Would import" if dry_run else "Imported"
+    info(f"{verb} {counts['imported']} context(s) from {plan.source} "
+         f"({counts['unchanged']} unchanged, {counts['skipped']} skipped)"
+         + ("; dry run: nothing was written" if dry_run else ""))
+    current = plan.upstream_current
+    if plan.current_action == "switched":
+        info(f'Current context {"would be" if dry_run else "is"} "{current}"')
+    elif plan.current_action == "not-switched":
+        info(f"Current context not changed: {plan.current_reason}")
+    elif plan.current_action == "not-requested":
+        info(f'Upstream\'s current context is "{current}"; add --use to make it current here')
+    for file_name, why in plan.to_json()["not_imported"].items():
+        info(f"Not imported yet: {file_name}, {why}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from envd_core.cli.render import dump_json, format_option, table
+
+if TYPE_CHECKING:
+    from envd_core.cli import App
 
 
 @click.group()
@@ -17,15 +20,14 @@ def plugins() -> None:
 @plugins.command("ls")
 @format_option
 @click.pass_obj
-def ls(app: Any, fmt: str) -> None:
+def ls(app: App, fmt: str) -> None:
     """List every plugin, its distribution and version, and the types it provides."""
     infos = app.plugins.infos()
     if fmt == "json":
         click.echo(dump_json([i.to_json() for i in infos]))
         return
-    rows = []
-    for i in infos:
-        rows.append([
+    rows = [
+        [
             i.name,
             i.distribution or "-",
             i.version or "-",
@@ -33,7 +35,9 @@ def ls(app: Any, fmt: str) -> None:
             ", ".join(i.runners) or "-",
             ", ".join(i.stores) or "-",
             f"error: {i.error}" if i.error else "ok",
-        ])
+        ]
+        for i in infos
+    ]
     click.echo(table(
         ["plugin", "distribution", "version", "builders", "runners", "stores", "status"], rows
     ))

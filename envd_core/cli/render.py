@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
 FORMATS = ("table", "json")
 
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
-def format_option(func: Any) -> Any:
+
+def format_option(func: _Command) -> _Command:
     """``--format/-f table|json``, with upstream's message for anything else."""
 
     def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -44,7 +46,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def dump_json(data: Any, *, pretty: bool = False) -> str:
+def dump_json(data: object, *, pretty: bool = False) -> str:
+    """``data`` as JSON text: compact by default, indented with ``pretty``."""
     if pretty:
         return json.dumps(data, indent=2, ensure_ascii=False)
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

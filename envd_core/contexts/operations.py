@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -17,8 +17,11 @@ from envd_core.contexts.store import ContextStore
 from envd_core.contexts.validate import validate_name
 from envd_core.errors import ContextError, EnvdError, ValidationError
 from envd_core.options import parse_options
-from envd_core.plugins import Plugins
+from envd_core.plugins import KNOWN_PROVIDERS, Plugins
 from envd_core.runner import Runner
+
+if TYPE_CHECKING:
+    from envd_core.contexts.upstream import ImportPlan
 
 EXPORT_FORMAT = "envd-context/v1"
 
@@ -62,24 +65,32 @@ class ContextOperations:
 
     def builder_for(self, context: Context) -> Builder:
         """An instance of the context's builder type, or an error naming the missing package."""
-        cls = self._type_for(context, "builder", context.builder, self.plugins.builder_type)
+        cls = self._type_for(context, "builder", context.builder)
         return cls(context.builder_address, context.builder_options)  # type: ignore[no-any-return]
 
     def runner_for(self, context: Context) -> Runner:
         """An instance of the context's runner type, or an error naming the missing package."""
-        cls = self._type_for(context, "runner", context.runner, self.plugins.runner_type)
+        cls = self._type_for(context, "runner", context.runner)
         return cls(context.runner_address, context.runner_options)  # type: ignore[no-any-return]
 
-    @staticmethod
-    def _type_for(context: Context, noun: str, type_name: str, lookup: Any) -> Any:
-        try:
-            return lookup(type_name)
-        except ContextError as exc:
-            raise ContextError(
-                f"context `{context.name}` uses {noun} type `{type_name}`, which no "
-                "installed plugin provides",
-                hint=exc.hint,
-            ) from None
+    def _type_for(self, context: Context, noun: str, type_name: str) -> Any:
+        installed = self.plugins.builder_types if noun == "builder" else self.plugins.runner_types
+        if type_name in installed:
+            return installed[type_name]
+        raise ContextError(
+            missing_type_message(noun, type_name, sorted(installed), context=context.name)
+        )
+
+    def _installed(self, noun: str, type_name: str) -> Any:
+        """The class of builder/runner type ``type_name``, or one line saying what to install.
+
+        Upstream's default builder, ``docker-container``, comes from a plugin package that may
+        not be installed: the error names that package and the types that would work now.
+        """
+        installed = self.plugins.builder_types if noun == "builder" else self.plugins.runner_types
+        if type_name in installed:
+            return installed[type_name]
+        raise ContextError(missing_type_message(noun, type_name, sorted(installed)))
 
     # -- changing --------------------------------------------------------------------------
     def build_context(
@@ -96,8 +107,8 @@ class ContextOperations:
     ) -> Context:
         """Validate everything the user gave and return the context to store."""
         validate_name(name)
-        btype = self.plugins.builder_type(builder)
-        rtype = self.plugins.runner_type(runner)
+        btype = self._installed("builder", builder)
+        rtype = self._installed("runner", runner)
         if builder_address is None or not builder_address.strip():
             if builder_address is None and btype.default_address is not None:
                 builder_address = btype.default_address
@@ -215,6 +226,69 @@ class ContextOperations:
             runner_options=stored.runner_options,
             description=stored.description,
         )
+
+    # -- upstream envd ---------------------------------------------------------------------
+    def import_upstream(
+        self, *, path: Path | None = None, use: bool = False, dry_run: bool = False
+    ) -> ImportPlan:
+        """Import upstream envd's contexts (``~/.config/envd/contexts``); idempotent.
+
+        Reads upstream's gob file (never writes it), plans against our store and, unless
+        ``dry_run``, stores the plan in one transaction: either every planned context is
+        stored or, on any error, none.
+        """
+        from envd_core.contexts.upstream import (
+            apply_plan,
+            plan_import,
+            read_upstream,
+            upstream_file,
+        )
+
+        source = read_upstream(path or upstream_file())
+
+        def plan(contexts: ContextSet) -> ImportPlan:
+            return plan_import(
+                source,
+                contexts,
+                builder_types=self.plugins.builder_types,
+                runner_types=self.plugins.runner_types,
+                use=use,
+            )
+
+        if dry_run:
+            return plan(self.store.peek())
+        with self.store.transaction() as contexts:
+            result = plan(contexts)
+            apply_plan(result, contexts)
+        return result
+
+
+def missing_type_message(
+    noun: str, type_name: str, installed: list[str], *, context: str | None = None
+) -> str:
+    """One line: which package provides ``type_name`` and what to do about it.
+
+    ``installed`` lists the types of ``noun`` that work now, offered as the alternative when
+    creating; for a stored ``context`` the alternative is another context.
+    """
+    provider = KNOWN_PROVIDERS.get(type_name)
+    if context is None:
+        usable = "|".join(installed)
+        instead = f"pass `--{noun} {usable}`" if usable else f"install a {noun} plugin"
+        subject = f"{noun} type `{type_name}` is"
+    else:
+        instead = "use another context"
+        subject = f"context `{context}` uses {noun} type `{type_name}`,"
+    if provider:
+        return (
+            f"{subject} provided by the package `{provider}`, which is not installed: "
+            f"run `pip install {provider}`, or {instead}"
+        )
+    shown = ", ".join(installed) or "none"
+    unknown = f"unknown {noun} type `{type_name}` (installed: {shown})"
+    if context is not None:
+        unknown = f"context `{context}` uses {unknown}"
+    return f"{unknown}: install the plugin that provides it, or {instead}"
 
 
 def read_document(source: str) -> Any:

@@ -76,6 +76,15 @@ class ContextStore(ABC):
     def transaction(self) -> contextlib.AbstractContextManager[ContextSet]:
         """**Required.** Lock, load and yield the set; persist it if the block succeeds."""
 
+    def peek(self) -> ContextSet:
+        """Read the stored contexts without creating or changing anything.
+
+        Used where writing would be a surprise (shell completion, the first-run hint). A store
+        with nothing stored yet returns what :meth:`load` would create. The default calls
+        :meth:`load`; stores whose ``load`` writes should override it.
+        """
+        return self.load()
+
     def location(self) -> str:
         """Where the contexts live, for messages."""
         return str(self.directory)
@@ -101,6 +110,14 @@ class FileStore(ContextStore):
         with self.transaction() as contexts:
             return contexts
 
+    def peek(self) -> ContextSet:
+        found = self._read()
+        return found if found is not None else _initial()
+
+    def exists(self) -> bool:
+        """Whether the store file has been written yet."""
+        return self.path.exists()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[ContextSet]:
         self._ensure_directory()
@@ -108,9 +125,7 @@ class FileStore(ContextStore):
             self._remove_stale_temp_files()
             contexts = self._read()
             if contexts is None:
-                contexts = ContextSet()
-                contexts.add(default_context())
-                contexts.current = DEFAULT_NAME
+                contexts = _initial()
             before = _encode(contexts)
             yield contexts
             after = _encode(contexts)
@@ -186,6 +201,14 @@ class FileStore(ContextStore):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _initial() -> ContextSet:
+    """What a store holds before its first write: ``default``, current."""
+    contexts = ContextSet()
+    contexts.add(default_context())
+    contexts.current = DEFAULT_NAME
+    return contexts
 
 
 def _encode(contexts: ContextSet) -> bytes:

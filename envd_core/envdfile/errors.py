@@ -6,7 +6,7 @@ the location separately so the CLI can show the caret excerpt under ``--debug`` 
 
 from __future__ import annotations
 
-from envd_core.errors import BuildError, ValidationError
+from envd_core.errors import BuildError, ValidationError, one_line
 
 
 class BuildFileError(BuildError):
@@ -65,11 +65,5 @@ class BuildOptionError(ValidationError):
     """
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(_one_line(message), hint=hint)
+        super().__init__(one_line(message), hint=hint)
 
-
-def _one_line(text: str) -> str:
-    return "".join(
-        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-        for ch in text
-    )

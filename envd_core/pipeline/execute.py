@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from envd_core.builder import Builder
+from envd_core.builder import Builder, silent
 from envd_core.errors import BuildError, ValidationError
 from envd_core.runner import Runner
 
@@ -40,6 +40,8 @@ class BuildRequest:
     use_proxy: bool = False
     ca_bundle: str | None = None
     dump_llb: str | None = None
+    #: Start the builder's daemon if it manages one and it is not running (upstream does).
+    auto_bootstrap: bool = True
 
 
 @attrs.define
@@ -147,13 +149,16 @@ def run_build(
     progress_stream: Any = None,
     warn: Callable[[str], None] | None = None,
     announce: Callable[[str], None] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> list[BuildResult]:
     """Evaluate, compile and solve ``request`` on ``builder``; deliver the output.
 
     One result per platform: with several (``--platform linux/amd64,linux/386``) they are built
     one after another and each tag gets a ``-os-arch`` suffix, as upstream envd does.
     ``warn`` receives what the compiler left out; ``announce`` is called with the platform once
-    the build file evaluated and compiled, right before the builder is contacted.
+    the build file evaluated and compiled, right before the builder is contacted. Before the
+    first solve, a builder that manages its daemon bootstraps it if it is missing
+    (:func:`envd_core.pipeline.bootstrap.ensure_running`); ``report`` receives those lines.
     """
     from envd_core.envdfile import load_build
     from envd_core.envdfile.buildflags import (
@@ -184,12 +189,23 @@ def run_build(
 
     graph = load_build(context_dir, request.from_spec, extra_functions)
     results = []
+    ready = False  # ensure_running runs once per build, before the first platform's solve
+
+    def prepare() -> None:
+        nonlocal ready
+        if not ready:
+            from envd_core.pipeline.bootstrap import ensure_running
+
+            ensure_running(builder, auto_bootstrap=request.auto_bootstrap,
+                           report=report or silent)
+            ready = True
+
     for platform in platforms:
         results.append(_build_one(
             graph, request, context_dir=context_dir, platform=platform, tag=platform_tag(tag, platform, multi=multi),
             spec=spec, builder=builder, runner=runner, ca_bundle=ca_bundle, imports=imports,
             exports=exports, progress_stream=progress_stream, multi=multi,
-            warn=warn if platform == platforms[0] else None, announce=announce,
+            warn=warn if platform == platforms[0] else None, announce=announce, prepare=prepare,
         ))
     return results
 
@@ -198,10 +214,10 @@ def _build_one(
     graph: Any, request: BuildRequest, *, context_dir: Path, platform: str, tag: str, spec: Any, builder: Builder,
     runner: Runner | None, ca_bundle: str | None, imports: list[Any], exports: list[Any],
     progress_stream: Any, multi: bool, warn: Callable[[str], None] | None,
-    announce: Callable[[str], None] | None,
+    announce: Callable[[str], None] | None, prepare: Callable[[], None],
 ) -> BuildResult:
-    from envd_core.envdfile.compile import CompileOptions, compile_graph
     from envd_core.envdfile.buildflags import platform_tag
+    from envd_core.envdfile.compile import CompileOptions, compile_graph
 
     compiled = compile_graph(
         graph,
@@ -215,7 +231,7 @@ def _build_one(
             proxy_env=_proxy_env() if request.use_proxy else {},
         ),
     )
-    for warning in getattr(compiled, "warnings", ()):
+    for warning in compiled.warnings:
         if warn is not None:
             warn(warning)
     if request.dump_llb:
@@ -231,14 +247,21 @@ def _build_one(
     if multi and spec is not None and "name" in spec.attrs:
         # several platforms: each result gets its own -os-arch name, as the tag does
         exporter_attrs["name"] = platform_tag(spec.attrs["name"], platform, multi=True)
-    if announce is not None:
-        announce(platform)
-    config_json = json.dumps(compiled.image_config, separators=(",", ":"))
-    if builder.exporter_applies_config and kind in ("image", "docker", "oci", "moby"):
-        exporter_attrs["containerimage.config"] = config_json
     push_after = spec is not None and spec.type == "image" and kind == "moby" and _truthy(
         spec.attrs.get("push")
     )
+    if push_after and not builder.can_push:
+        raise ValidationError(
+            f"builder `{builder.name}` exports into its daemon's image store and cannot push "
+            "from there",
+            hint="push the image yourself, or build on a context whose builder can push",
+        )
+    if announce is not None:
+        announce(platform)
+    prepare()
+    config_json = json.dumps(compiled.image_config, separators=(",", ":"))
+    if builder.exporter_applies_config and kind in ("image", "docker", "oci", "moby"):
+        exporter_attrs["containerimage.config"] = config_json
     return _solve(
         compiled, builder=builder, runner=runner, spec=spec, kind=kind,
         exporter_attrs=exporter_attrs, tag=tag, ca_bundle=ca_bundle, imports=imports,
@@ -295,10 +318,7 @@ def _solve(
             builder.apply_image_config(name, compiled.image_config)
         result.destination = f"dockerd's image store as {name}"
         if push_after:
-            push = getattr(builder, "push", None)
-            if push is None:
-                raise BuildError(f"builder `{builder.name}` cannot push `{name}`")
-            result.digest = push(name) or result.digest
+            result.digest = builder.push(name) or result.digest
             result.pushed = True
             result.destination = name
     elif kind == "image":

@@ -7,7 +7,16 @@ package is cheap; grpc loads when a session starts.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # What mypy sees: the same names, imported eagerly (a unit test keeps the two in step).
+    from envd_core.buildkit.session.auth import AuthProvider, Credentials
+    from envd_core.buildkit.session.core import Session
+    from envd_core.buildkit.session.filesend import ExportTarget
+    from envd_core.buildkit.session.filesync import LocalDir, TransferStats
+    from envd_core.buildkit.session.patterns import PatternError, PatternMatcher
+    from envd_core.buildkit.session.secrets import SecretSource
 
 # name -> submodule that defines it
 _LAZY: dict[str, str] = {
@@ -22,7 +31,17 @@ _LAZY: dict[str, str] = {
     "PatternError": "patterns",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "AuthProvider",
+    "Credentials",
+    "ExportTarget",
+    "LocalDir",
+    "PatternError",
+    "PatternMatcher",
+    "SecretSource",
+    "Session",
+    "TransferStats",
+]
 
 
 def __getattr__(name: str) -> Any:

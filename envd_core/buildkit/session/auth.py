@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from envd_core.errors import BuilderError
 
 if TYPE_CHECKING:
-    import grpc
+    from envd_core.buildkit._pb import auth_pb2
+    from envd_core.buildkit.session.h2serve import CallContext
 
 CREDENTIALS_METHOD = "/moby.filesync.v1.Auth/Credentials"
 # Docker Hub is asked for as registry-1.docker.io, but docker login stores it under this key.
@@ -45,10 +46,8 @@ def _normalize_host(key: str) -> str:
     """Reduce a config key (may be a URL) to ``host[:port]``."""
     host = key
     for prefix in ("https://", "http://"):
-        if host.startswith(prefix):
-            host = host[len(prefix) :]
-    host = host.split("/", 1)[0]
-    return host
+        host = host.removeprefix(prefix)
+    return host.split("/", 1)[0]
 
 
 @dataclass
@@ -103,7 +102,9 @@ class AuthProvider:
                 return _decode_entry(key, entry, self.source)
         return Credentials()
 
-    def credentials(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def credentials(
+        self, request: auth_pb2.CredentialsRequest, context: CallContext
+    ) -> auth_pb2.CredentialsResponse:
         """The ``Auth/Credentials`` gRPC handler."""
         import grpc
 

@@ -9,6 +9,7 @@ to the services with an ordinary gRPC client.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets as _random
 import shutil
@@ -16,19 +17,22 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from envd_core.buildkit.session.auth import CREDENTIALS_METHOD, AuthProvider
 from envd_core.buildkit.session.filesend import DIFFCOPY_METHOD as FILESEND_METHOD
 from envd_core.buildkit.session.filesend import ExportTarget, FileSendService
 from envd_core.buildkit.session.filesync import DIFFCOPY_METHOD as FILESYNC_METHOD
 from envd_core.buildkit.session.filesync import FileSyncService, LocalDir, TransferStats
-from envd_core.buildkit.session.h2serve import H2GrpcConnection, Method
+from envd_core.buildkit.session.h2serve import CallContext, H2GrpcConnection, Method
 from envd_core.buildkit.session.secrets import GET_SECRET_METHOD, SecretSource, SecretsService
 from envd_core.errors import BuilderError
 
 if TYPE_CHECKING:
     import grpc
+
+    from envd_core.buildkit._pb import health_pb2
+    from envd_core.buildkit._pb.filesync_pb2 import BytesMessage
 
 SESSION_METHOD = "/moby.buildkit.v1.Control/Session"
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
@@ -62,6 +66,13 @@ def _encode_bytes_message(data: bytes) -> bytes:
             header.append(byte)
             break
     return bytes(header) + data
+
+
+class _SessionCall(Protocol):
+    """The open ``Control.Session`` call: the daemon's messages, and a way to cancel it."""
+
+    def __iter__(self) -> Iterator[BytesMessage]: ...
+    def cancel(self) -> bool: ...
 
 
 class Session:
@@ -108,7 +119,7 @@ class Session:
         self._out_bytes = 0
         self._out_cond = threading.Condition()
         self._out_done = False
-        self._call: Any = None
+        self._call: _SessionCall | None = None
         self._pump: threading.Thread | None = None
         #: Session-stream messages sent to / received from the daemon (for benchmarks).
         self.messages_out = 0
@@ -142,7 +153,9 @@ class Session:
             status=health_pb2.HealthCheckResponse.SERVING
         )
 
-        def check(request: Any, context: Any) -> Any:
+        def check(
+            request: health_pb2.HealthCheckRequest, context: CallContext
+        ) -> health_pb2.HealthCheckResponse:
             return serving
 
         filesync = FileSyncService(self.local_dirs, on_transfer=self.transfers.append)
@@ -238,7 +251,7 @@ class Session:
                 if not data:
                     break
                 conn.feed(data)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure (reset, bad HTTP/2) ends this connection
             pass
         finally:
             conn.close()
@@ -258,12 +271,12 @@ class Session:
         self._conn = H2GrpcConnection(
             self._methods(), self._enqueue, backlog=lambda: self._out_bytes, max_backlog=MAX_BACKLOG
         )
-        open_session = channel.stream_stream(
+        open_session: grpc.StreamStreamMultiCallable[bytes, BytesMessage] = channel.stream_stream(
             SESSION_METHOD,
             request_serializer=None,
             response_deserializer=filesync_pb2.BytesMessage.FromString,
         )
-        self._call = open_session(self._outgoing(), metadata=self.metadata())
+        self._call = open_session(self._outgoing(), metadata=tuple(self.metadata()))
         self._pump = threading.Thread(target=self._incoming, name="envd-session-in", daemon=True)
         self._pump.start()
 
@@ -289,7 +302,9 @@ class Session:
                     self._out_cond.wait(COALESCE_SECONDS)
                 backlogged = self._out_bytes > MAX_BACKLOG
                 take, size = 0, 0
-                while take < len(self._out) and (take == 0 or size + len(self._out[take]) <= SESSION_CHUNK):
+                while take < len(self._out) and (
+                    take == 0 or size + len(self._out[take]) <= SESSION_CHUNK
+                ):
                     size += len(self._out[take])
                     take += 1
                 chunks = self._out[:take]
@@ -303,13 +318,13 @@ class Session:
 
     def _incoming(self) -> None:
         """Bytes from the daemon into the HTTP/2 side, until the daemon ends the stream."""
-        conn = self._conn
-        assert conn is not None
+        conn, call = self._conn, self._call
+        assert conn is not None and call is not None  # start() sets both before this thread
         try:
-            for message in self._call:
+            for message in call:
                 self.messages_in += 1
                 conn.feed(message.data)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - kept as the session's error for the build
             if not self._closed:
                 self.error = exc
         finally:
@@ -332,17 +347,13 @@ class Session:
         if self._conn is not None:
             self._conn.close()
         if self._listener is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._listener.close()
         for sock, conn in self._local_conns:
             conn.close()
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
@@ -354,5 +365,6 @@ class Session:
         self.close()
 
     def __del__(self) -> None:  # best effort: never leave a socket dir behind
-        if getattr(self, "_tmpdir", None) and not getattr(self, "_closed", True):
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
+        tmpdir = getattr(self, "_tmpdir", None)  # __init__ may not have got that far
+        if tmpdir and not getattr(self, "_closed", True):
+            shutil.rmtree(tmpdir, ignore_errors=True)

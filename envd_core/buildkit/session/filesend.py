@@ -15,14 +15,20 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
-from envd_core.buildkit.session.walk import MODE_DIR, MODE_SYMLINK, is_regular, posix_mode
-from envd_core.buildkit.session.walk import relpath_ok
+from envd_core.buildkit.session.walk import (
+    MODE_DIR,
+    MODE_SYMLINK,
+    is_regular,
+    posix_mode,
+    relpath_ok,
+)
 from envd_core.errors import BuildError
 
 if TYPE_CHECKING:
-    import grpc
+    from envd_core.buildkit._pb.fsutil_types_pb2 import Packet, Stat
+    from envd_core.buildkit.session.h2serve import CallContext
 
 DIFFCOPY_METHOD = "/moby.filesync.v1.FileSend/DiffCopy"
 
@@ -69,14 +75,14 @@ class FileSendService:
         #: Why receiving an export failed on this side; the daemon only ever sees EOF.
         self.errors: list[str] = []
 
-    def diff_copy(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+    def diff_copy(self, request_iterator: Iterator[bytes], context: CallContext) -> Iterator[bytes]:
         """The gRPC handler (raw bytes in, raw bytes out)."""
         import grpc
 
         md = dict(context.invocation_metadata())
         raw_index = md.get("buildkit-attachable-exporter-id", "0")
         try:
-            index = int(raw_index) if isinstance(raw_index, str) else 0
+            index = int(raw_index)
         except ValueError:
             index = 0
         if not 0 <= index < len(self.targets):
@@ -89,7 +95,7 @@ class FileSendService:
         )
 
     def _receive_file(
-        self, target: ExportTarget, request_iterator: Iterator[bytes], context: grpc.ServicerContext
+        self, target: ExportTarget, request_iterator: Iterator[bytes], context: CallContext
     ) -> Iterator[bytes]:
         import grpc
 
@@ -120,14 +126,13 @@ class FileSendService:
         except OSError as exc:
             self.errors.append(f"writing `{target.path or 'the export stream'}`: {exc}")
             context.abort(grpc.StatusCode.INTERNAL, f"writing export: {exc}")
-        return
-        yield  # pragma: no cover - makes this a generator that sends nothing
+        yield from ()  # a generator that sends nothing: only the daemon streams
 
 
 def receive_directory(
     dest: str,
     request_iterator: Iterator[bytes],
-    context: grpc.ServicerContext,
+    context: CallContext,
     on_error: Callable[[str], None] | None = None,
 ) -> Iterator[bytes]:
     """Act as the fsutil receiver writing into ``dest``; yields serialized outgoing packets."""
@@ -135,7 +140,7 @@ def receive_directory(
 
     from envd_core.buildkit._pb import fsutil_types_pb2 as fs
 
-    Packet = fs.Packet
+    packet_type = fs.Packet
     os.makedirs(dest, exist_ok=True)
     out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     failure: list[str] = []
@@ -151,22 +156,23 @@ def receive_directory(
         fin_sent = False
         try:
             for raw in request_iterator:
-                packet = Packet.FromString(raw)
-                if packet.type == Packet.PACKET_STAT:
+                packet = packet_type.FromString(raw)
+                if packet.type == packet_type.PACKET_STAT:
                     if not packet.HasField("stat"):
                         listing_done = True
                     else:
                         index += 1
                         _create_entry(
-                            dest, packet.stat, index, files, dir_times, out, fs, pending_links
+                            dest, packet.stat, index, files, dir_times, out, pending_links
                         )
-                elif packet.type == Packet.PACKET_DATA:
+                elif packet.type == packet_type.PACKET_DATA:
                     done = _write_data(dest, packet, files, open_files)
-                    for link in pending_links.pop(done or "", ()):
-                        os.link(done, link)
-                elif packet.type == Packet.PACKET_FIN:
+                    if done is not None:
+                        for link in pending_links.pop(done, ()):
+                            os.link(done, link)
+                elif packet.type == packet_type.PACKET_FIN:
                     continue  # the sender's reply to our FIN; drain until EOF
-                elif packet.type == Packet.PACKET_ERR:
+                elif packet.type == packet_type.PACKET_ERR:
                     raise BuildError(
                         f"export to `{dest}` failed on the daemon: "
                         f"{packet.data.decode('utf-8', 'replace')}"
@@ -175,9 +181,9 @@ def receive_directory(
                     # Directory times last: writing files inside would change them again.
                     for path, atime, mtime in reversed(dir_times):
                         os.utime(path, ns=(atime, mtime), follow_symlinks=False)
-                    out.put(Packet(type=Packet.PACKET_FIN).SerializeToString())
+                    out.put(packet_type(type=packet_type.PACKET_FIN).SerializeToString())
                     fin_sent = True
-        except Exception as exc:  # report on the stream instead of losing it in a thread
+        except Exception as exc:  # noqa: BLE001 - reported on the stream, not lost in a thread
             failure.append(str(exc) or type(exc).__name__)
             if on_error is not None:
                 on_error(f"writing into `{dest}`: {failure[0]}")
@@ -205,14 +211,15 @@ def receive_directory(
 
 def _create_entry(
     dest: str,
-    stat: Any,
+    stat: Stat,
     index: int,
     files: dict[int, tuple[str, int, int]],
     dir_times: list[tuple[str, int, int]],
     out: queue.SimpleQueue[bytes | None],
-    fs: Any,
     pending_links: dict[str, list[str]],
 ) -> None:
+    from envd_core.buildkit._pb import fsutil_types_pb2 as fs
+
     if not relpath_ok(stat.path):
         raise BuildError(f"export sent an unsafe path `{stat.path}`; refusing to write it")
     target = os.path.join(dest, *stat.path.split("/"))
@@ -251,7 +258,7 @@ def _create_entry(
 
 def _write_data(
     dest: str,
-    packet: Any,
+    packet: Packet,
     files: dict[int, tuple[str, int, int]],
     open_files: dict[int, IO[bytes]],
 ) -> str | None:

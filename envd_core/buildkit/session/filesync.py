@@ -12,7 +12,7 @@ import os
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from envd_core.buildkit.session.h2serve import Batch
 from envd_core.buildkit.session.patterns import parse_ignore_file
@@ -20,9 +20,11 @@ from envd_core.buildkit.session.walk import Entry, Filter, is_regular, resolve_f
 from envd_core.errors import ValidationError
 
 if TYPE_CHECKING:
-    import grpc
+    from envd_core.buildkit._pb.fsutil_types_pb2 import Packet
+    from envd_core.buildkit.session.h2serve import CallContext, RequestStream
 
-    from envd_core.buildkit.session.h2serve import RequestStream
+    # A request from the daemon: ("req", file id), ("fin", None), ("err", text), ("eof", None).
+    _Request = tuple[str, int | str | None]
 
 DIFFCOPY_METHOD = "/moby.filesync.v1.FileSync/DiffCopy"
 # Bigger than Go's 32 KiB: each packet costs a Python-level gRPC write, and the daemon accepts
@@ -90,12 +92,10 @@ def _metadata_values(md: Mapping[str, list[str]], key: str) -> list[str]:
     return [v for v in values if v]
 
 
-def invocation_metadata(context: grpc.ServicerContext) -> dict[str, list[str]]:
+def invocation_metadata(context: CallContext) -> dict[str, list[str]]:
     """Incoming metadata as lowercase key -> list of values."""
     md: dict[str, list[str]] = {}
     for key, value in context.invocation_metadata():
-        if isinstance(value, bytes):
-            continue
         md.setdefault(key.lower(), []).append(value)
     return md
 
@@ -125,11 +125,9 @@ class FileSyncService:
             includes += follow + resolve_follow_paths(root, follow)
         return Filter.build(includes, excludes)
 
-    def diff_copy(self, request_iterator: RequestStream, context: grpc.ServicerContext) -> Any:
+    def diff_copy(self, request_iterator: RequestStream, context: CallContext) -> Iterator[Batch]:
         """The gRPC handler (served by `h2serve`): a generator of outgoing packets."""
         import grpc
-
-        from envd_core.buildkit._pb import fsutil_types_pb2 as fs
 
         md = invocation_metadata(context)
         name = (md.get("dir-name") or [""])[0]
@@ -142,25 +140,26 @@ class FileSyncService:
         except ValidationError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         stats = TransferStats(dir_name=name)
-        return self._send(root, flt, request_iterator, context, stats, fs)
+        return self._send(root, flt, request_iterator, context, stats)
 
     def _send(
         self,
         root: str,
         flt: Filter,
         request_iterator: RequestStream,
-        context: grpc.ServicerContext,
+        context: CallContext,
         stats: TransferStats,
-        fs: Any,
-    ) -> Iterator[Any]:
-        Packet = fs.Packet
+    ) -> Iterator[Batch]:
+        from envd_core.buildkit._pb import fsutil_types_pb2 as fs
 
-        def convert(packet: Any) -> tuple[str, Any]:
-            if packet.type == Packet.PACKET_REQ:
+        packet_type = fs.Packet  # a local name: looked up once per packet in the hot loop
+
+        def convert(packet: Packet) -> _Request:
+            if packet.type == packet_type.PACKET_REQ:
                 return ("req", packet.ID)
-            if packet.type == Packet.PACKET_FIN:
+            if packet.type == packet_type.PACKET_FIN:
                 return ("fin", None)
-            if packet.type == Packet.PACKET_ERR:
+            if packet.type == packet_type.PACKET_ERR:
                 return ("err", packet.data.decode("utf-8", "replace"))
             return ("skip", None)
 
@@ -168,7 +167,7 @@ class FileSyncService:
         # files are served while the listing is still going, without a reader thread.
         poll = request_iterator.poll
 
-        def pending() -> tuple[str, Any] | None:
+        def pending() -> _Request | None:
             """A waiting request, without blocking."""
             while True:
                 try:
@@ -181,7 +180,7 @@ class FileSyncService:
                 if kind != "skip":
                     return kind, value
 
-        def wait() -> tuple[str, Any]:
+        def wait() -> _Request:
             """The next request, blocking."""
             for packet in request_iterator:
                 kind, value = convert(packet)
@@ -219,7 +218,9 @@ class FileSyncService:
                         sent += len(chunk)
                         stats.data_packets += 1
                         stats.data_bytes += len(chunk)
-                        out.append(Packet(type=Packet.PACKET_DATA, ID=file_id, data=chunk))
+                        out.append(
+                            packet_type(type=packet_type.PACKET_DATA, ID=file_id, data=chunk)
+                        )
                         size += len(chunk)
                         if size >= CHUNK_SIZE:
                             yield take()
@@ -228,15 +229,16 @@ class FileSyncService:
             finally:
                 os.close(fd)
             stats.bytes_by_path[entry.path] = stats.bytes_by_path.get(entry.path, 0) + sent
-            out.append(Packet(type=Packet.PACKET_DATA, ID=file_id))
+            out.append(packet_type(type=packet_type.PACKET_DATA, ID=file_id))
             if len(out) >= BATCH_PACKETS:
                 yield take()
 
-        def handle(kind: str, value: Any) -> Iterator[Batch]:
+        def handle(kind: str, value: int | str | None) -> Iterator[Batch]:
             if kind == "req":
+                assert isinstance(value, int)
                 yield from serve(value)
             elif kind == "fin":
-                out.append(Packet(type=Packet.PACKET_FIN))
+                out.append(packet_type(type=packet_type.PACKET_FIN))
                 yield take()
                 raise _Done
             elif kind == "err":
@@ -251,8 +253,8 @@ class FileSyncService:
                         files[index] = entry
                     stats.entries += 1
                     out.append(
-                        Packet(
-                            type=Packet.PACKET_STAT,
+                        packet_type(
+                            type=packet_type.PACKET_STAT,
                             stat=fs.Stat(
                                 path=entry.path,
                                 mode=entry.mode,
@@ -268,7 +270,7 @@ class FileSyncService:
                         yield take()
                     while (request := pending()) is not None:
                         yield from handle(*request)
-                out.append(Packet(type=Packet.PACKET_STAT))
+                out.append(packet_type(type=packet_type.PACKET_STAT))
                 yield take()
                 while True:
                     request = pending()
@@ -280,7 +282,7 @@ class FileSyncService:
             except _Done:
                 return
             except (_ProtocolError, OSError) as exc:
-                out.append(Packet(type=Packet.PACKET_ERR, data=str(exc).encode()))
+                out.append(packet_type(type=packet_type.PACKET_ERR, data=str(exc).encode()))
                 yield take()
                 import grpc
 

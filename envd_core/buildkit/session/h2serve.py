@@ -13,13 +13,17 @@ Handlers keep grpcio's shapes: ``fn(request, context)`` for unary methods and
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import struct
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+if TYPE_CHECKING:
+    import grpc
 
 # Our receive windows: big enough that an export streamed to us is never throttled by us.
 STREAM_WINDOW = 8 << 20
@@ -41,7 +45,7 @@ class Method:
     serialize: Callable[[Any], bytes] | None = None
 
 
-class Batch(list):  # type: ignore[type-arg]
+class Batch(list[Any]):
     """Several response messages a streaming handler yields at once: sent in one write."""
 
 
@@ -58,13 +62,23 @@ class _Cancelled(Exception):
     """The peer reset the stream or the connection went away."""
 
 
-def _status_int(code: Any) -> int:
-    value = getattr(code, "value", code)
-    return int(value[0] if isinstance(value, tuple) else value)
+def _status_int(code: grpc.StatusCode | int) -> int:
+    if isinstance(code, int):
+        return code
+    number, _name = code.value  # grpc.StatusCode's value is a (number, name) tuple
+    return int(number)
+
+
+class CallContext(Protocol):
+    """What a handler gets as ``context``: the subset of ``grpc.ServicerContext`` we serve."""
+
+    def invocation_metadata(self) -> list[tuple[str, str]]: ...
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn: ...
+    def is_active(self) -> bool: ...
 
 
 class _Context:
-    """The per-call context handed to handlers (the subset of grpc.ServicerContext we use)."""
+    """The per-call context handed to handlers (implements :class:`CallContext`)."""
 
     def __init__(self, stream: _Stream) -> None:
         self._stream = stream
@@ -72,7 +86,7 @@ class _Context:
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return list(self._stream.metadata)
 
-    def abort(self, code: Any, details: str) -> None:
+    def abort(self, code: grpc.StatusCode | int, details: str) -> NoReturn:
         raise RpcAbort(_status_int(code), details)
 
     def is_active(self) -> bool:
@@ -203,6 +217,7 @@ class H2GrpcConnection:
         import h2.exceptions
 
         started: list[_Stream] = []
+        stream: _Stream | None
         wake = False
         with self._cond:
             if self.closed:
@@ -214,11 +229,11 @@ class H2GrpcConnection:
                 raise
             for event in events:
                 if isinstance(event, h2.events.RequestReceived):
-                    headers = dict(event.headers)
-                    metadata = [(k, v) for k, v in event.headers if not k.startswith(":")]
-                    stream = _Stream(event.stream_id, headers.get(":path", ""), metadata)
-                    self._streams[event.stream_id] = stream
-                    started.append(stream)
+                    pairs = [(_text(k), _text(v)) for k, v in event.headers]
+                    metadata = [(k, v) for k, v in pairs if not k.startswith(":")]
+                    new = _Stream(event.stream_id, dict(pairs).get(":path", ""), metadata)
+                    self._streams[event.stream_id] = new
+                    started.append(new)
                 elif isinstance(event, h2.events.DataReceived):
                     stream = self._streams.get(event.stream_id)
                     # Message bytes are acknowledged when the handler consumes them, so a slow
@@ -273,8 +288,8 @@ class H2GrpcConnection:
                 return
             try:
                 self._h2.acknowledge_received_data(size, stream_id)
-            except Exception:
-                return  # the connection is going away
+            except Exception:  # noqa: BLE001 - h2 state errors or a failed write: going away
+                return
             self._flush()
 
     def _terminate(self) -> None:
@@ -290,11 +305,10 @@ class H2GrpcConnection:
         with self._cond:
             if self.closed:
                 return
-            try:
+            # Best effort: the peer may be gone already (h2 state error or a failed write).
+            with contextlib.suppress(Exception):
                 self._h2.close_connection()
                 self._flush()
-            except Exception:
-                pass
             self._terminate()
 
     # -- calls --------------------------------------------------------------------------------
@@ -329,7 +343,7 @@ class H2GrpcConnection:
             self._finish(stream, exc.code, exc.details)
         except _Cancelled:
             pass
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a handler bug becomes the call's status
             self._finish(stream, 2, f"{type(exc).__name__}: {exc}")  # UNKNOWN
 
     def _send_headers_once(self, stream: _Stream) -> None:
@@ -400,10 +414,8 @@ class H2GrpcConnection:
                 if item is not _END:
                     leftover += 5 + len(item)
             if leftover and not self.closed:
-                try:
+                with contextlib.suppress(Exception):  # the connection is going away
                     self._h2.acknowledge_received_data(leftover, stream.id)
-                except Exception:
-                    pass
             if stream.cancelled or self.closed:
                 self._flush()
                 return
@@ -418,6 +430,11 @@ class H2GrpcConnection:
                 return
             except h2.exceptions.ProtocolError:
                 return
+
+
+def _text(value: bytes | str) -> str:
+    # header_encoding="utf-8" makes h2 hand over str; its annotations still allow bytes.
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def _wake_events() -> tuple[type, ...]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from envd_core.errors import ValidationError
 
 if TYPE_CHECKING:
-    import grpc
+    from envd_core.buildkit._pb import secrets_pb2
+    from envd_core.buildkit.session.h2serve import CallContext
 
 GET_SECRET_METHOD = "/moby.buildkit.secrets.v1.Secrets/GetSecret"
 
@@ -68,7 +69,9 @@ class SecretsService:
     def __init__(self, secrets: Mapping[str, SecretSource]) -> None:
         self.secrets = dict(secrets)
 
-    def get_secret(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def get_secret(
+        self, request: secrets_pb2.GetSecretRequest, context: CallContext
+    ) -> secrets_pb2.GetSecretResponse:
         """The gRPC handler."""
         import grpc
 

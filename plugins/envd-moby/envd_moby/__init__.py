@@ -6,7 +6,8 @@ Docker daemon is ``DOCKER_HOST`` or the option ``host``.
 
 That BuildKit (v0.8 in Docker 20.10) exports only ``moby`` (into dockerd's image store),
 ``local`` and ``tar``; images are pushed afterwards through the Docker API, and merge/diff ops
-are not available.
+are not available. The Docker client is ``envd-docker-client`` (the docker SDK, plus the
+hand-written ``/grpc`` upgrade), imported only when a method needs it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from envd_core import hookimpl
-from envd_core.builder import Builder
-from envd_core.errors import ValidationError
+from envd_core.builder import Builder, BuilderStatus
+from envd_core.errors import BuilderError, EnvdError, ValidationError
 from envd_core.options import Option
 
 if TYPE_CHECKING:
+    import docker
+
     from envd_core.buildkit.transport import Connection
 
 __all__ = ["MobyWorkerBuilder"]
@@ -35,6 +38,7 @@ class MobyWorkerBuilder(Builder):
         Option("host", "Docker daemon to use instead of DOCKER_HOST, e.g. unix:///var/run/docker.sock"),
     )
     exporters = frozenset({"moby", "local", "tar"})
+    can_push = True
     supports_merge_op = False
     exporter_applies_config = False
 
@@ -48,12 +52,15 @@ class MobyWorkerBuilder(Builder):
 
     @property
     def docker_host(self) -> str:
-        from envd_core.dockerapi import docker_host
+        """The Docker daemon: the ``host`` option, else ``DOCKER_HOST``, else the local socket."""
+        from envd_docker_client.client import docker_host
 
-        return self.options.get("host") or docker_host()
+        return docker_host(self.options.get("host"))
 
     def connect(self, *, timeout: float) -> Connection:
-        from envd_core.buildkit.transport import connect_bridge, dial_docker_upgrade
+        from envd_docker_client.upgrade import dial_docker_upgrade
+
+        from envd_core.buildkit.transport import connect_bridge
 
         host = self.docker_host
         return connect_bridge(
@@ -62,30 +69,37 @@ class MobyWorkerBuilder(Builder):
             timeout=timeout,
         )
 
-    def status(self, *, timeout: float = 3.0):  # type: ignore[no-untyped-def]
+    def status(self, *, timeout: float = 3.0) -> BuilderStatus:
         """The generic probe, plus dockerd's version (its BuildKit has no Info RPC)."""
         found = super().status(timeout=timeout)
         if found.reachable and not found.version:
-            from envd_core.dockerapi import DockerClient, DockerError
+            from envd_docker_client.client import open_client
+            from envd_docker_client.images import engine_version
 
             try:
-                engine = DockerClient(self.docker_host).version(timeout=timeout)
-                found.version = f"dockerd {engine.get('Version', '?')}"
-            except DockerError:
-                pass
+                client = open_client(self.options.get("host"), timeout=timeout, error=BuilderError)
+                found.version = f"dockerd {engine_version(client, self.docker_host, error=BuilderError)}"
+            except EnvdError:
+                pass  # reachable over /grpc is what counts; the version is a nicety
         return found
+
+    def _client(self) -> docker.DockerClient:
+        from envd_docker_client.client import open_client
+
+        return open_client(self.options.get("host"), error=BuilderError)
 
     def apply_image_config(self, name: str, config: dict[str, Any]) -> None:
         """Set the config the ``moby`` exporter ignored, through the Docker API."""
-        from envd_core.dockerapi import DockerClient, commit_config
+        from envd_docker_client.images import commit_config
 
-        commit_config(DockerClient(self.docker_host), name, config.get("config", config))
+        commit_config(self._client(), self.docker_host, name, config.get("config", config),
+                      error=BuilderError)
 
     def push(self, name: str) -> str | None:
         """Push an image from dockerd's store (after a ``moby`` export) with the user's creds."""
-        from envd_core.dockerapi import DockerClient, registry_auth
+        from envd_docker_client.images import push_image
 
-        return DockerClient(self.docker_host).image_push(name, auth=registry_auth(name))
+        return push_image(self._client(), self.docker_host, name, error=BuilderError)
 
 
 @hookimpl

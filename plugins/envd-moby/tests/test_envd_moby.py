@@ -35,7 +35,7 @@ def test_missing_docker_socket_is_refused(tmp_path: object) -> None:
     assert status.error_kind in ("refused", "unavailable")
 
 
-from envd_core.testing import BuilderContract  # noqa: E402
+from envd_core.testing import BuilderContract
 
 
 class TestMobyContract(BuilderContract):

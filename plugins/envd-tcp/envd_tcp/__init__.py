@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TcpBuilder", "UnixBuilder", "split_host_port"]
 
+_TLS_OPTIONS = ("cacert", "cert", "key", "servername")
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
 
@@ -98,7 +99,13 @@ class TcpBuilder(Builder):
 
     @property
     def tls_enabled(self) -> bool:
-        return any(k in self.options for k in ("cacert", "cert", "key", "servername"))
+        """Whether any TLS option is set (each one turns TLS on)."""
+        return any(self._text_option(k) is not None for k in _TLS_OPTIONS)
+
+    def _text_option(self, key: str) -> str | None:
+        # Through Builder.option, the declared accessor: the options all convert to str.
+        value = self.option(key)
+        return None if value is None else str(value)
 
     def connect(self, *, timeout: float) -> Connection:
         from envd_core.buildkit.transport import TLSConfig, connect_tcp
@@ -107,10 +114,10 @@ class TcpBuilder(Builder):
         tls = None
         if self.tls_enabled:
             tls = TLSConfig(
-                ca=self.options.get("cacert"),
-                cert=self.options.get("cert"),
-                key=self.options.get("key"),
-                server_name=self.options.get("servername"),
+                ca=self._text_option("cacert"),
+                cert=self._text_option("cert"),
+                key=self._text_option("key"),
+                server_name=self._text_option("servername"),
             )
         elif not _is_loopback(host):
             with _warn_lock:

@@ -14,7 +14,6 @@ from envd_core.buildkit.transport import (
     connect_bridge,
     connect_tcp,
     connect_unix,
-    dial_docker_upgrade,
 )
 
 ENDPOINTS = ("unix", "tcp", "mtls", "dockerd")
@@ -40,6 +39,9 @@ def open_endpoint(infra: dict[str, Any], name: str) -> Connection:
         )
         return connect_tcp(*_hostport(infra["BUILDKIT_MTLS"]), tls=tls)
     if name == "dockerd":
+        # the h2c upgrade lives with the Docker client plugins, not in the core
+        from envd_docker_client.upgrade import dial_docker_upgrade
+
         return connect_bridge(
             dial_docker_upgrade(infra["DOCKER_HOST"]), target=f"{infra['DOCKER_HOST']} (/grpc)"
         )

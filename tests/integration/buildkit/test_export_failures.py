@@ -42,11 +42,10 @@ def test_export_into_full_disk_fails_with_reason(
     )
     session = Session(shared_key="enospc-test", export=target)
     started = time.monotonic()
-    with connect_unix(buildkit_unix, timeout=10) as connection:
-        with pytest.raises(BuildError) as info:
-            BuildkitClient(connection).solve(
-                state.to_definition(), exporters=[Exporter(kind, {})], session=session
-            )
+    with connect_unix(buildkit_unix, timeout=10) as connection, pytest.raises(BuildError) as info:
+        BuildkitClient(connection).solve(
+            state.to_definition(), exporters=[Exporter(kind, {})], session=session
+        )
     assert time.monotonic() - started < 60  # it used to wait forever
     assert session.export_errors, "this side's reason was not recorded"
     assert "No space left on device" in session.export_errors[0]

@@ -14,8 +14,14 @@ from envd_core.buildkit.transport import connect_unix
 
 def test_local_export_recreates_hardlinks(buildkit_unix: str, infra: dict, tmp_path: Path) -> None:
     state = llb.image(infra["IMAGE_BUSYBOX"]).run(
-        ["/bin/sh", "-c", "mkdir /out && head -c 300000 /dev/zero > /out/big && "
-         "ln /out/big /out/link1 && ln /out/big /out/link2 && echo x > /out/small"]
+        [
+            "/bin/sh",
+            "-c",
+            (
+                "mkdir /out && head -c 300000 /dev/zero > /out/big && "
+                "ln /out/big /out/link1 && ln /out/big /out/link2 && echo x > /out/small"
+            ),
+        ]
     ).root()
     dest = tmp_path / "export"
     with connect_unix(buildkit_unix, timeout=10) as connection:

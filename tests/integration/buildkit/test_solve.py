@@ -195,7 +195,7 @@ def test_two_exporters_on_v08_is_refused_before_building(
     dockerd_bk: BuildkitClient, infra: dict[str, Any]
 ) -> None:
     st = llb.image(infra["IMAGE_BUSYBOX"]).mkfile("/x", "1")
-    with pytest.raises(BuildError, match="older than v0.13"):
+    with pytest.raises(BuildError, match=r"older than v0\.13"):
         dockerd_bk.solve(st.to_definition(), exporters=[Exporter.moby("a:1"), Exporter.tar()])
 
 
@@ -302,7 +302,7 @@ def test_merge_and_diff_on_buildkitd_and_refused_on_v08(
     with Session(shared_key="merge-diff", export=ExportTarget.directory(dest)) as session:
         bk.solve(st.to_definition(), exporters=[Exporter.local()], session=session)
     assert sorted(p.name for p in dest.iterdir()) == ["a", "b", "new"]
-    with pytest.raises(BuildError, match="older than v0.10"):
+    with pytest.raises(BuildError, match=r"older than v0\.10"):
         dockerd_bk.solve(st.to_definition())
 
 

@@ -43,7 +43,7 @@ def test_dependencies_first_and_terminal_op_last() -> None:
     raw = list(getattr(d, "def"))
     digests = ["sha256:" + hashlib.sha256(b).hexdigest() for b in raw]
     seen: set[str] = set()
-    for data, dg in zip(raw[:-1], digests):
+    for data, dg in zip(raw[:-1], digests[:-1], strict=True):
         for inp in ops_pb2.Op.FromString(data).inputs:
             assert inp.digest in seen  # every input defined earlier
         seen.add(dg)
@@ -86,7 +86,7 @@ def test_image_identifier_normalized_and_platform() -> None:
         ("user/app:1", "docker.io/user/app:1"),
         ("127.0.0.1:5000/busybox:latest", "127.0.0.1:5000/busybox:latest"),
         ("localhost/x", "localhost/x:latest"),
-        ("ghcr.io/o/r@sha256:abc", "ghcr.io/o/r@sha256:abc"),
+        ("ghcr.io/o/r@sha256:" + "a" * 64, "ghcr.io/o/r@sha256:" + "a" * 64),
     ],
 )
 def test_normalize_image_ref(ref: str, want: str) -> None:

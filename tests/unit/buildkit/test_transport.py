@@ -20,7 +20,6 @@ from envd_core.buildkit.transport import (
     connect_tcp,
     connect_timeout,
     connect_unix,
-    dial_docker_upgrade,
     parse_go_duration,
 )
 from envd_core.errors import BuilderError, ValidationError
@@ -111,14 +110,6 @@ def test_http1_server_is_not_buildkit(http1_server: int) -> None:
         connect_tcp("127.0.0.1", http1_server, timeout=2)
     assert ei.value.kind == "not-buildkit"
     assert "is not a BuildKit daemon" in str(ei.value)
-
-
-def test_docker_upgrade_refused_by_plain_http_server(http1_server: int) -> None:
-    dial = dial_docker_upgrade(f"tcp://127.0.0.1:{http1_server}")
-    with pytest.raises(BuildkitConnectionError) as ei:
-        dial()
-    assert ei.value.kind == "not-buildkit"
-    assert "HTTP/1.0 200" in str(ei.value) and "`/grpc`" in str(ei.value)
 
 
 def test_grpc_server_without_control_is_not_buildkit() -> None:
@@ -236,12 +227,13 @@ def _bridge_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("envd-bk-bridge")]
 
 
-def test_bridge_cleans_up_after_failed_dial(http1_server: int) -> None:
+def test_bridge_cleans_up_after_failed_dial() -> None:
+    def refuse() -> socket.socket:
+        raise BuildkitConnectionError("the far end is not BuildKit", kind="not-buildkit")
+
     before = set(os.listdir("/tmp"))
     with pytest.raises(BuildkitConnectionError) as ei:
-        connect_bridge(
-            dial_docker_upgrade(f"tcp://127.0.0.1:{http1_server}"), target="docker", timeout=2
-        )
+        connect_bridge(refuse, target="refusing", timeout=2)
     assert ei.value.kind == "not-buildkit"
     assert _bridge_threads() == []
     leftovers = {p for p in set(os.listdir("/tmp")) - before if p.startswith("envd-bk-")}
@@ -280,50 +272,15 @@ def test_bridge_splices_to_real_grpc_server_and_closes() -> None:
         server.stop(None)
 
 
-@pytest.mark.parametrize(
-    "address,argv",
-    [
-        ("docker-container://bk", ["docker", "exec", "-i", "bk", "buildctl", "dial-stdio"]),
-        (
-            "docker-container://bk?context=remote",
-            ["docker", "--context", "remote", "exec", "-i", "bk", "buildctl", "dial-stdio"],
-        ),
-        ("podman-container://p", ["podman", "exec", "-i", "p", "buildctl", "dial-stdio"]),
-        (
-            "nerdctl-container://n?namespace=k8s.io",
-            ["nerdctl", "--namespace", "k8s.io", "exec", "-i", "n", "buildctl", "dial-stdio"],
-        ),
-        (
-            "kube-pod://pod?namespace=ns&container=c",
-            [
-                "kubectl",
-                "--namespace=ns",
-                "exec",
-                "--container=c",
-                "-i",
-                "pod",
-                "--",
-                "buildctl",
-                "dial-stdio",
-            ],
-        ),
-    ],
-)
-def test_dial_stdio_argv(address: str, argv: list[str]) -> None:
-    from envd_core.buildkit.transport import dial_stdio_argv
-
-    assert dial_stdio_argv(address) == argv
-
-
 def test_bad_addresses_are_clear() -> None:
-    from envd_core.buildkit.transport import connect_address, dial_stdio_argv
+    from envd_core.buildkit.transport import connect_address
 
-    with pytest.raises(ValidationError, match="`ftp://x`"):
-        dial_stdio_argv("ftp://x")
-    with pytest.raises(ValidationError, match="container name is missing"):
-        dial_stdio_argv("docker-container://")
     with pytest.raises(ValidationError, match="`tcp://host`"):
         connect_address("tcp://host")
+    # container and pod addresses belong to builder plugins, not to the core
+    for address in ("docker-container://bk", "kube-pod://pod", "ftp://x"):
+        with pytest.raises(ValidationError, match=f"unsupported BuildKit address `{address}`"):
+            connect_address(address)
 
 
 def test_connect_address_refused_tcp() -> None:

@@ -13,8 +13,7 @@ from _core_support import assert_one_error
 
 from envd_core.builder import Builder, BuilderStatus
 from envd_core.options import Option
-from envd_core.runner import Runner
-from envd_core.testing import EnvdCli, make_plugin
+from envd_core.testing import EnvdCli, StubRunner, make_plugin
 
 
 class TcpLike(Builder):
@@ -33,7 +32,9 @@ class TcpLike(Builder):
         raise NotImplementedError
 
 
-class DockerLike(Runner):
+class DockerLike(StubRunner):
+    """Stands in for the docker runner (its lifecycle methods refuse: contexts never run one)."""
+
     name = "docker"
     options = (Option("network", "network to join"),)
 
@@ -98,16 +99,62 @@ def test_name_given_positionally_or_twice(ctx):
 def test_unknown_builder_and_runner_types_list_installed_ones(ctx):
     result = ctx("context", "create", "--name", "x", "--builder", "nope", "--builder-address", "a")
     stderr = assert_one_error(result)
-    assert "unknown builder type `nope` (installed: tcp)" in stderr
-    assert "hint: install the plugin that provides builder type `nope`" in stderr
+    assert len(result.stderr_lines) == 1
+    assert ("unknown builder type `nope` (installed: tcp): install the plugin that provides it, "
+            "or pass `--builder tcp`") in stderr
     known = ctx("context", "create", "--name", "x", "--builder", "kube-pod",
                 "--builder-address", "a")
     assert "provided by the package `envd-kube-pod`" in assert_one_error(known)
     runner = ctx("context", "create", "--name", "x", "--builder", "tcp", "--builder-address", "a",
                  "--runner", "envd-server")
     stderr = assert_one_error(runner)
-    assert "unknown runner type `envd-server` (installed: docker)" in stderr
-    assert "`envd-server-runner`" in stderr
+    assert len(runner.stderr_lines) == 1
+    assert ("runner type `envd-server` is provided by the package `envd-server-runner`, which is "
+            "not installed: run `pip install envd-server-runner`, or pass `--runner docker`"
+            ) in stderr
+    assert ls_json(ctx)[0]["context"] == "default" and len(ls_json(ctx)) == 1
+
+
+def test_default_builder_not_installed_says_what_to_install(ctx, register_plugin):
+    """Upstream's default builder is docker-container; its plugin may be missing."""
+    register_plugin(make_plugin(builders=[UnixLike]), name="fake-unix")
+    result = ctx("context", "create", "--name", "x")
+    stderr = assert_one_error(result)
+    assert result.stderr_lines == [
+        ("envd: failed to create context: builder type `docker-container` is provided by the "
+         "package `envd-docker-container`, which is not installed: run `pip install "
+         "envd-docker-container`, or pass `--builder tcp|unix`")]
+    assert "Traceback" not in stderr
+    assert [row["context"] for row in ls_json(ctx)] == ["default"]
+    # once a plugin provides the type, the same command works with upstream's default address
+    register_plugin(make_plugin(builders=[DockerContainerLike]), name="fake-dc")
+    assert ctx("context", "create", "--name", "x").exit_code == 0
+    (row,) = [r for r in ls_json(ctx) if r["context"] == "x"]
+    assert row["builder_addr"] == "docker-container://envd_buildkitd"
+
+
+def test_stored_context_of_a_missing_type_names_the_package(ctx, plugins):
+    from envd_core.contexts.operations import ContextOperations
+    from envd_core.errors import ContextError
+
+    ops = ContextOperations(plugins)
+    stored = ops.load().get("default")  # moby-worker: not installed in these tests
+    with pytest.raises(ContextError) as caught:
+        ops.builder_for(stored)
+    assert str(caught.value) == (
+        "context `default` uses builder type `moby-worker`, provided by the package "
+        "`envd-moby`, which is not installed: run `pip install envd-moby`, or use another "
+        "context")
+
+
+class UnixLike(TcpLike):
+    name = "unix"
+    address_help = "/path/to/socket"
+
+
+class DockerContainerLike(TcpLike):
+    name = "docker-container"
+    default_address = "envd_buildkitd"
 
 
 # -- addresses -------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ def test_first_distribution_on_path_wins(tmp_path: Path, monkeypatch: pytest.Mon
     for site, version in (("a", "2.0"), ("b", "1.0")):
         info = tmp_path / site / f"envd_dup-{version}.dist-info"
         info.mkdir(parents=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: envd-dup\nVersion: {version}\n\nbody\n")
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: envd-dup\nVersion: {version}\n\nbody\n"
+        )
         (info / "entry_points.txt").write_text(
             f"# comment\n[other]\nx = y\n\n[envd]\ndup = mod_{site}:attr.sub\n"
         )

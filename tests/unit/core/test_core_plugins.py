@@ -153,7 +153,7 @@ def test_same_plugin_name_twice_is_refused(plugins, register_plugin):
 # -- runner types and stores -----------------------------------------------------------------
 def test_hook_envd_runner_types_validated_and_used(cli, plugins, register_plugin):
     register_plugin(make_plugin(runners=[StubRunner, CloudBuilder]), name="mixed")
-    with pytest.raises(PluginError, match="plugin `mixed` returned .*runner type"):
+    with pytest.raises(PluginError, match=r"plugin `mixed` returned .*runner type"):
         _ = plugins.runner_types
     plugins.unregister("mixed")
     register_plugin(make_plugin(builders=[StubBuilder], runners=[StubRunner]), name="stub")

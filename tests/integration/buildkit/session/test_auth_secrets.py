@@ -110,7 +110,9 @@ def test_secret_readable_in_step_and_absent_from_image(
     assert found_proof
 
 
-def test_unknown_secret_fails_the_step(buildkit: Any, infra: dict[str, Any], tmp_path: Path) -> None:
+def test_unknown_secret_fails_the_step(
+    buildkit: Any, infra: dict[str, Any], tmp_path: Path
+) -> None:
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(

@@ -70,7 +70,9 @@ def test_tar_export_on_dockerd(dockerd_bk: Any, tmp_path: Path) -> None:
         export=ExportTarget.file(out),
     )
     with session:
-        dockerd_bk.solve(None, frontend="dockerfile.v0", exporters=[Exporter("tar")], session=session)
+        dockerd_bk.solve(
+            None, frontend="dockerfile.v0", exporters=[Exporter("tar")], session=session
+        )
     with tarfile.open(out) as tar:
         member = tar.extractfile("hello")
         assert member is not None and member.read() == b"hi\n"

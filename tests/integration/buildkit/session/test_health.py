@@ -24,8 +24,7 @@ def test_health_answers_during_big_transfer(buildkit: Any, tmp_path: Path) -> No
     ctx.mkdir()
     with open(ctx / "big.bin", "wb") as fh:
         block = bytes(range(256)) * 4096  # 1 MiB, not all zeros
-        for _ in range(BIG // len(block)):
-            fh.write(block)
+        fh.writelines(block for _ in range(BIG // len(block)))
     (ctx / "Dockerfile").write_text("FROM scratch\nCOPY big.bin /\n")
     session = Session(
         shared_key="envd-test-" + new_id(),

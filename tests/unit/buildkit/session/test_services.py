@@ -81,7 +81,10 @@ def test_filesync_unknown_dir_is_not_found(tree: Path, daemon_side: Any) -> None
 
 def test_health_and_secrets(daemon_side: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENVD_TEST_TOKEN", "t0k3n")
-    secrets = {"tok": SecretSource.from_env("ENVD_TEST_TOKEN"), "raw": SecretSource.from_bytes(b"x")}
+    secrets = {
+        "tok": SecretSource.from_env("ENVD_TEST_TOKEN"),
+        "raw": SecretSource.from_bytes(b"x"),
+    }
     with Session(shared_key="k", secrets=secrets) as session:
         channel = daemon_side(session.serve_local()).channel
         check = channel.unary_unary(
@@ -215,16 +218,20 @@ def test_filesend_local_directory(tmp_path: Path, tree: Path, daemon_side: Any) 
                 entry = entries[packet.ID]
                 data = (tree / entry.path).read_bytes()
                 for i in range(0, len(data), 65536):
-                    chunk = fs.Packet(type=fs.Packet.PACKET_DATA, ID=packet.ID, data=data[i : i + 65536])
+                    chunk = fs.Packet(
+                        type=fs.Packet.PACKET_DATA, ID=packet.ID, data=data[i : i + 65536]
+                    )
                     outgoing.put(chunk.SerializeToString())
-                outgoing.put(fs.Packet(type=fs.Packet.PACKET_DATA, ID=packet.ID).SerializeToString())
+                end = fs.Packet(type=fs.Packet.PACKET_DATA, ID=packet.ID)
+                outgoing.put(end.SerializeToString())
             elif packet.type == fs.Packet.PACKET_FIN:
                 outgoing.put(fs.Packet(type=fs.Packet.PACKET_FIN).SerializeToString())
                 outgoing.put(None)
     for e in entries:
         assert (dest / e.path).exists()
     assert (dest / "big.bin").read_bytes() == (tree / "big.bin").read_bytes()
-    assert (dest / "src" / "app.py").stat().st_mtime_ns == (tree / "src" / "app.py").stat().st_mtime_ns
+    mtime = (tree / "src" / "app.py").stat().st_mtime_ns
+    assert (dest / "src" / "app.py").stat().st_mtime_ns == mtime
 
 
 def test_close_is_idempotent_and_removes_socket_dir(tree: Path) -> None:

@@ -1,0 +1,135 @@
+"""The daemon behind a builder: bootstrap it, make sure it runs before a build, remove it.
+
+The library behind ``envd bootstrap``, ``envd builder rm`` and the build path's auto-bootstrap.
+Everything goes through the :class:`~envd_core.builder.Builder` contract: ``can_bootstrap``
+decides whether the builder manages a daemon, and ``needs_bootstrap``/``bootstrap``/``remove``
+do the work. Progress is sent to a :data:`~envd_core.builder.Report` callback; the CLI prints it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+
+from envd_core.builder import (
+    Builder,
+    BuilderStatus,
+    DaemonAction,
+    DaemonChange,
+    Report,
+    silent,
+)
+from envd_core.errors import BuilderError, ErrorKind, UsageError
+
+
+@attrs.define
+class BootstrapOutcome:
+    """What :func:`bootstrap_builder` did and found, for ``envd bootstrap`` to render."""
+
+    builder: str
+    url: str
+    #: True when the builder type manages its daemon and :meth:`Builder.bootstrap` ran.
+    managed: bool
+    change: DaemonChange
+    status: BuilderStatus
+    #: Seconds from the first connect attempt until the daemon answered.
+    waited_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types; the keys ``envd bootstrap --format json`` prints."""
+        return {
+            "builder": self.builder,
+            "url": self.url,
+            "managed": self.managed,
+            **self.change.to_json(),
+            "running": self.status.reachable,
+            "version": self.status.version,
+            "platforms": list(self.status.platforms),
+            "workers": self.status.workers,
+            "waited_s": round(self.waited_s, 3),
+        }
+
+
+def bootstrap_builder(
+    builder: Builder, *, timeout: float, force: bool = False, report: Report = silent
+) -> BootstrapOutcome:
+    """Start the builder's daemon if it manages one, then wait until BuildKit answers.
+
+    ``timeout`` is the connect wait (``BUILDKIT_CONNECTING_TIMEOUT`` semantics: the daemon is
+    asked ``ListWorkers`` until it answers or the time is up). A builder that cannot bootstrap
+    (tcp, unix, moby-worker) is only connected to and checked, as upstream envd does. Raises a
+    one-line :class:`BuilderError` when the daemon does not come up; ``force`` on a builder that
+    manages no daemon is a :class:`UsageError` (there is nothing to recreate).
+    """
+    if builder.can_bootstrap:
+        report(f"Bootstrapping the buildkitd of {builder.url}")
+        change = builder.bootstrap(force=force, report=report)
+    else:
+        if force:
+            raise UsageError(
+                f"--force recreates a daemon envd started; builder type `{builder.name}` "
+                "connects to a daemon it does not manage",
+                hint="drop --force, or restart that daemon where it runs",
+            )
+        change = DaemonChange(
+            DaemonAction.NONE,
+            f"builder type `{builder.name}` connects to a running daemon; nothing to start",
+        )
+    report(f"Waiting for the buildkitd at {builder.url} (up to {timeout:g}s)")
+    started = time.monotonic()
+    connection = builder.connect(timeout=timeout)
+    waited = time.monotonic() - started
+    connection.close()
+    status = builder.status(timeout=timeout)
+    if not status.reachable:
+        # it answered a moment ago: say what the second look found, in one line
+        raise BuilderError(
+            f"buildkitd at `{builder.url}` answered, then failed: {status.error}",
+            kind=status.error_kind or ErrorKind.UNAVAILABLE,
+        )
+    return BootstrapOutcome(
+        builder=builder.name, url=builder.url, managed=builder.can_bootstrap, change=change,
+        status=status, waited_s=waited,
+    )
+
+
+def ensure_running(
+    builder: Builder, *, auto_bootstrap: bool = True, report: Report = silent
+) -> DaemonChange | None:
+    """Before a build's first solve: bootstrap a managed daemon that is missing or stopped.
+
+    Returns what :meth:`Builder.bootstrap` did, or ``None`` when nothing was needed (the type
+    manages no daemon, or it runs). With ``auto_bootstrap`` false a missing daemon is a one-line
+    :class:`BuilderError` naming ``envd bootstrap``; the build never starts one silently.
+    """
+    if not builder.can_bootstrap or not builder.needs_bootstrap():
+        return None
+    if not auto_bootstrap:
+        raise BuilderError(
+            f"the buildkitd of `{builder.url}` is not running",
+            hint="start it with `envd bootstrap`, or build without --no-bootstrap",
+            kind=ErrorKind.NOT_FOUND,
+        )
+    report(f"The buildkitd of {builder.url} is not running: bootstrapping it")
+    return builder.bootstrap(report=report)
+
+
+def remove_builder(
+    builder: Builder, *, keep_state: bool = False, report: Report = silent
+) -> DaemonChange:
+    """Stop and remove the daemon a builder started (``envd builder rm``).
+
+    A builder type that manages no daemon has nothing envd may remove: that is a one-line
+    :class:`BuilderError` of kind ``unsupported`` rather than a silent success.
+    """
+    if not builder.can_bootstrap:
+        raise BuilderError(
+            f"builder `{builder.url}` was not started by envd (type `{builder.name}` connects "
+            "to a daemon it does not manage); there is nothing to remove",
+            hint="stop that daemon where it runs; `envd context rm` forgets the context",
+            kind=ErrorKind.UNSUPPORTED,
+        )
+    report(f"Removing the buildkitd of {builder.url}" + (" (keeping its state)" if keep_state else ""))
+    return builder.remove(keep_state=keep_state, report=report)

@@ -1,0 +1,327 @@
+"""The ``docker`` runner: environments are containers of a Docker daemon (the docker SDK)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+from envd_docker_client.client import docker_errors, docker_host, open_client
+
+from envd_core.environment import (
+    Environment,
+    EnvironmentSpec,
+    EnvironmentStatus,
+    ImageInfo,
+    RunnerStatus,
+)
+from envd_core.errors import EnvdError, RunnerError, ValidationError
+from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
+from envd_docker_runner.mapping import LABEL_NAME, container_config, host_config, to_environment
+
+if TYPE_CHECKING:
+    import docker
+
+__all__ = ["DockerRunner"]
+
+#: How long ``create`` waits for the container to be running before giving up.
+START_TIMEOUT = 30.0
+
+
+class DockerRunner(Runner):
+    """A Docker Engine, local or remote.
+
+    The address is the daemon (``unix:///var/run/docker.sock``, ``tcp://host:2375``); empty means
+    ``DOCKER_HOST`` (with ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``) or the default socket.
+    """
+
+    name = "docker"
+    summary = "Docker Engine (DOCKER_HOST or the local socket)"
+    address_help = "unix:///path/docker.sock or tcp://host:port (empty: DOCKER_HOST)"
+    can_load_images = True
+    can_push_images = True
+    can_manage_images = True
+    can_start = True
+    can_pause = True
+    can_show_logs = True
+    can_list_processes = True
+    supports_tty = True
+    supports_mounts = True
+    supports_gpus = True
+
+    def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
+        super().__init__(address, options)
+        self._client: docker.DockerClient | None = None
+
+    @classmethod
+    def normalize_address(cls, address: str) -> str | None:
+        value = super().normalize_address(address)
+        if value is not None and not value.startswith(("unix://", "tcp://")):
+            raise ValidationError(
+                f"runner `docker` address must be unix:///path or tcp://host:port, got `{address}`"
+            )
+        return value
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        """The daemon this runner talks to."""
+        return docker_host(self.address)
+
+    def client(self) -> docker.DockerClient:
+        """A docker SDK client for :attr:`host` (one line :class:`RunnerError` if unreachable).
+
+        Opened on first use and kept: it negotiates the API version with one request.
+        """
+        if self._client is None:
+            self._client = open_client(self.address)
+        return self._client
+
+    def _inspect_raw(self, name: str) -> dict[str, Any]:
+        import docker.errors
+
+        client = self.client()
+        try:
+            with docker_errors(self.host, f"inspect `{name}`"):
+                attrs: dict[str, Any] = client.api.inspect_container(name)
+        except docker.errors.NotFound:
+            raise self._not_found(name) from None
+        if LABEL_NAME not in ((attrs.get("Config") or {}).get("Labels") or {}):
+            # a container envd did not create is not an environment: never touch it
+            raise self._not_found(name)
+        return attrs
+
+    def _not_found(self, name: str) -> EnvironmentNotFoundError:
+        return EnvironmentNotFoundError(
+            f"environment `{name}` not found in the Docker daemon at `{self.host}`",
+            hint="list environments with `envd envs ls`",
+        )
+
+    def _call(self, name: str, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an API call on environment ``name``; NotFound becomes "environment not found"."""
+        import docker.errors
+
+        try:
+            with docker_errors(self.host, f"{what} `{name}`"):
+                return call(*args, **kwargs)
+        except docker.errors.NotFound:
+            raise self._not_found(name) from None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def create(self, spec: EnvironmentSpec, *, replace: bool = False) -> Environment:
+        import docker.errors
+
+        client = self.client()
+        api = client.api
+        try:
+            self._inspect_raw(spec.name)
+            exists = True
+        except EnvironmentNotFoundError:
+            exists = False
+        if exists and not replace:
+            raise EnvironmentExistsError(
+                f"environment `{spec.name}` already exists in the Docker daemon at `{self.host}`",
+                hint="remove it first (envd down) or replace it (--force)",
+            )
+        if exists:
+            self.remove(spec.name, force=True)
+        with docker_errors(self.host, f"create `{spec.name}`"):
+            try:
+                created = api.create_container(
+                    **container_config(spec), host_config=api.create_host_config(**host_config(spec))
+                )
+            except docker.errors.ImageNotFound:
+                raise RunnerError(
+                    f"image `{spec.image}` is not in the Docker daemon at `{self.host}`",
+                    hint="build it with `envd build` (or docker pull it) first",
+                ) from None
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    raise EnvironmentExistsError(
+                        f"a container named `{spec.name}` already exists at `{self.host}`",
+                        hint="pick another name or remove that container",
+                    ) from None
+                raise
+        container_id = str(created["Id"])
+        try:
+            self._start(spec.name, container_id)
+        except BaseException:
+            # leave nothing half-made behind: a container that cannot start is useless
+            try:
+                api.remove_container(container_id, force=True)
+            except docker.errors.APIError:
+                pass
+            raise
+        return self.inspect(spec.name)
+
+    def _start(self, name: str, container_id: str) -> None:
+        import docker.errors
+
+        api = self.client().api
+        with docker_errors(self.host, f"start `{name}`"):
+            try:
+                api.start(container_id)
+            except docker.errors.APIError as exc:
+                # includes a 404 for a start whose device driver or mount source is missing
+                raise self._explain_start_failure(name, exc) from None
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            attrs = api.inspect_container(container_id)
+            status = EnvironmentStatus.parse((attrs.get("State") or {}).get("Status"))
+            if status is EnvironmentStatus.RUNNING:
+                return
+            if status in (EnvironmentStatus.EXITED, EnvironmentStatus.DEAD):
+                tail = api.logs(container_id, tail=3).decode("utf-8", "replace").strip()
+                code = (attrs.get("State") or {}).get("ExitCode")
+                detail = f": {tail.splitlines()[-1]}" if tail else ""
+                raise RunnerError(
+                    f"environment `{name}` exited at once with code {code}{detail}",
+                    hint="check the image's command (docker logs shows its output)",
+                )
+            if time.monotonic() > deadline:
+                raise RunnerError(f"environment `{name}` did not start in {START_TIMEOUT:.0f}s")
+            time.sleep(0.1)
+
+    def _explain_start_failure(self, name: str, exc: BaseException) -> RunnerError:
+        lines = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
+        text = lines[0] if lines else type(exc).__name__
+        lowered = text.lower()
+        if "could not select device driver" in lowered:
+            return RunnerError(
+                f"environment `{name}` asks for GPUs, but the Docker daemon at `{self.host}` has "
+                f"no GPU runtime: {text}",
+                hint="install the NVIDIA Container Toolkit on that host, or drop the GPU request",
+            )
+        if "port is already allocated" in lowered or "address already in use" in lowered:
+            return RunnerError(
+                f"environment `{name}`: a requested host port is already in use: {text}",
+                hint="choose another host port, or leave it empty for a free one",
+            )
+        return RunnerError(f"environment `{name}` failed to start: {text}")
+
+    def list_environments(self) -> list[Environment]:
+        import docker.errors
+
+        api = self.client().api
+        found = []
+        with docker_errors(self.host, "list containers"):
+            summaries = api.containers(all=True, filters={"label": LABEL_NAME})
+            for summary in summaries:
+                try:
+                    found.append(to_environment(api.inspect_container(summary["Id"]), self.name))
+                except docker.errors.NotFound:
+                    continue  # removed between the listing and the inspect
+        return sorted(found, key=lambda env: env.name)
+
+    def inspect(self, name: str) -> Environment:
+        return to_environment(self._inspect_raw(name), self.name)
+
+    def stop(self, name: str, *, timeout: float = 10.0) -> None:
+        attrs = self._inspect_raw(name)
+        self._call(name, "stop", self.client().api.stop, attrs["Id"], timeout=int(timeout))
+
+    def remove(self, name: str, *, force: bool = False) -> None:
+        environment = self.inspect(name)
+        if not force and environment.status in (
+            EnvironmentStatus.RUNNING, EnvironmentStatus.PAUSED, EnvironmentStatus.RESTARTING
+        ):
+            raise RunnerError(
+                f"environment `{name}` is {environment.status.value}: stop it first, "
+                "or remove it with force"
+            )
+        self._call(name, "remove", self.client().api.remove_container, environment.id,
+                   force=force, v=True)
+
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        tty: bool = False,
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
+        stderr: IO[bytes] | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+    ) -> int:
+        from envd_docker_client.exec import run_exec
+
+        environment = self.inspect(name)
+        self.require_running(environment)
+        return run_exec(self.client(), self.host, environment.id, argv, tty=tty, stdin=stdin,
+                        stdout=stdout, stderr=stderr, env=env, workdir=workdir, user=user)
+
+    # -- optional lifecycle -------------------------------------------------------------------
+    def start(self, name: str) -> Environment:
+        attrs = self._inspect_raw(name)
+        self._start(name, attrs["Id"])
+        return self.inspect(name)
+
+    def pause(self, name: str) -> None:
+        self._call(name, "pause", self.client().api.pause, self._inspect_raw(name)["Id"])
+
+    def resume(self, name: str) -> None:
+        self._call(name, "resume", self.client().api.unpause, self._inspect_raw(name)["Id"])
+
+    def logs(
+        self, name: str, *, follow: bool = False, tail: int | None = None
+    ) -> Iterator[bytes]:
+        container = self._inspect_raw(name)["Id"]
+        stream = self._call(name, "read the logs of", self.client().api.logs, container,
+                            stream=True, follow=follow,
+                            tail="all" if tail is None else int(tail))
+        with docker_errors(self.host, f"read the logs of `{name}`"):
+            yield from stream
+
+    def top(self, name: str) -> tuple[list[str], list[list[str]]]:
+        result = self._call(name, "list the processes of", self.client().api.top,
+                            self._inspect_raw(name)["Id"])
+        return list(result.get("Titles") or []), [list(row) for row in result.get("Processes") or []]
+
+    # -- images -------------------------------------------------------------------------------
+    def load_image(self, tarball: IO[bytes]) -> list[str]:
+        from envd_docker_client.images import load_image
+
+        return load_image(self.client(), self.host, tarball)
+
+    def push_image(self, name: str) -> str | None:
+        from envd_docker_client.images import push_image
+
+        return push_image(self.client(), self.host, name)
+
+    def images(self) -> list[ImageInfo]:
+        with docker_errors(self.host, "list images"):
+            rows = self.client().api.images()
+        return [
+            ImageInfo(
+                id=str(row.get("Id", "")),
+                tags=tuple(t for t in row.get("RepoTags") or () if t != "<none>:<none>"),
+                created=dt.datetime.fromtimestamp(int(row["Created"]), tz=dt.timezone.utc)
+                if row.get("Created") else None,
+                size_bytes=row.get("Size"),
+                labels=row.get("Labels") or {},
+            )
+            for row in rows
+        ]
+
+    def remove_image(self, name: str, *, force: bool = False) -> None:
+        import docker.errors
+
+        try:
+            with docker_errors(self.host, f"remove the image `{name}`"):
+                self.client().api.remove_image(name, force=force)
+        except docker.errors.NotFound:
+            raise RunnerError(f"image `{name}` is not in the Docker daemon at `{self.host}`") from None
+
+    # -- the runner itself --------------------------------------------------------------------
+    def status(self, *, timeout: float = 3.0) -> RunnerStatus:
+        from envd_docker_client.images import engine_version
+
+        try:
+            client = open_client(self.address, timeout=timeout)
+            return RunnerStatus(reachable=True,
+                                version=f"dockerd {engine_version(client, self.host)}")
+        except EnvdError as exc:  # unreachable, or a DOCKER_HOST that is not an address
+            return RunnerStatus(reachable=False, error=str(exc))
