@@ -106,7 +106,7 @@ def main() -> None:
         }
         print(json.dumps(result, indent=2))
     finally:
-        builder.remove(volumes=True, report=quiet_reporter)
+        builder.remove(report=quiet_reporter)
         subprocess.run(["rm", "-rf", str(work)], check=False)
 
 

@@ -22,15 +22,22 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from envd_core import hookimpl
-from envd_core.builder import Builder, BuilderStatus, strip_scheme
-from envd_core.errors import ValidationError
+from envd_core.builder import (
+    Builder,
+    BuilderStatus,
+    DaemonAction,
+    DaemonChange,
+    Report,
+    silent,
+    strip_scheme,
+)
+from envd_core.errors import ErrorKind, ValidationError
 from envd_core.options import Option
 
 if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
     from envd_docker_container.engine import Engine
     from envd_docker_container.lifecycle import Outcome
-    from envd_docker_container.report import Reporter
     from envd_docker_container.settings import DaemonSpec
 
 __all__ = ["DEFAULT_IMAGE", "DockerContainerBuilder", "split_address"]
@@ -94,8 +101,6 @@ class DockerContainerBuilder(Builder):
         Option("security", "auto: privileged, falling back to a restricted set where refused",
                kind="choice", choices=("auto", "privileged", "restricted"), default="auto"),
         Option("buildkitd-flags", "extra buildkitd flags, e.g. --debug"),
-        Option("auto-bootstrap", "create or start the container when a build needs it",
-               kind="bool", default="true"),
     )
 
     # -- address and options ---------------------------------------------------------------
@@ -147,43 +152,62 @@ class DockerContainerBuilder(Builder):
 
         return daemon_spec(self.container, self.given_options, default_image=DEFAULT_IMAGE)
 
-    # -- lifecycle -------------------------------------------------------------------------
-    def bootstrap(self, *, force: bool = False, report: Reporter | None = None,
-                  timeout: float | None = None) -> None:
+    # -- lifecycle (the core calls these: envd bootstrap, auto-bootstrap, envd builder rm) --
+    def needs_bootstrap(self) -> bool:
+        """True when the container is missing or not running (one inspect; never raises)."""
+        from envd_docker_container.lifecycle import state_of
+
+        try:
+            engine = self.engine()
+            try:
+                info = engine.inspect(self.container)
+            finally:
+                engine.close()
+        except Exception:  # noqa: BLE001 - unsure: let the connect that follows explain
+            return False
+        return info is None or state_of(info) != "running"
+
+    def bootstrap(self, *, force: bool = False, report: Report = silent) -> DaemonChange:
         """Make the container run and answer; see :mod:`envd_docker_container.lifecycle`.
 
-        ``force`` recreates it (a stale one is otherwise only reported). The outcome is kept
-        in :attr:`last_bootstrap`.
+        ``force`` recreates it (a stale one is otherwise only reported). The full outcome is
+        kept in :attr:`last_bootstrap`.
         """
         from envd_docker_container.lifecycle import ensure_running
-        from envd_docker_container.report import stderr_reporter
 
         spec = self.spec()  # before any Docker call: a bad option creates nothing
         engine = self.engine()
         try:
-            self.last_bootstrap: Outcome | None = ensure_running(
-                engine, self.container, spec, force=force, report=report or stderr_reporter,
-                timeout=timeout)
+            outcome = ensure_running(engine, self.container, spec, force=force, report=report)
         finally:
             engine.close()
+        self.last_bootstrap: Outcome | None = outcome
+        action = {"created": DaemonAction.CREATED, "recreated": DaemonAction.RECREATED,
+                  "reused": DaemonAction.REUSED}.get(outcome.action, DaemonAction.STARTED)
+        detail = f"container {self.container} from {outcome.image} ({outcome.security or '?'})"
+        if outcome.stale:
+            detail += f"; stale: {'; '.join(outcome.stale)} (bootstrap --force recreates it)"
+        return DaemonChange(action, detail)
 
-    def remove(self, *, volumes: bool = False, report: Reporter | None = None) -> None:
-        """Stop and remove the container; with ``volumes`` also its cache volume."""
+    def remove(self, *, keep_state: bool = False, report: Report = silent) -> DaemonChange:
+        """Stop and remove the container, and its cache volume unless ``keep_state``."""
         from envd_docker_container.lifecycle import remove
-        from envd_docker_container.report import stderr_reporter
         from envd_docker_container.settings import volume_name
 
         engine = self.engine()
         try:
-            self.last_removed = remove(
-                engine, self.container, volume_name(self.container, self.given_options.get(
-                    "cache-volume")), volumes=volumes, report=report or stderr_reporter)
+            removed = remove(engine, self.container,
+                             volume_name(self.container, self.given_options.get("cache-volume")),
+                             volumes=not keep_state, report=report)
         finally:
             engine.close()
+        if not removed:
+            return DaemonChange(DaemonAction.ABSENT, f"no container {self.container}")
+        return DaemonChange(DaemonAction.REMOVED, ", ".join(removed))
 
     def connect(self, *, timeout: float) -> Connection:
-        """Connect over exec'd ``buildctl dial-stdio``; bootstrap first if the container
-        is missing or stopped (unless ``auto-bootstrap=false``)."""
+        """Connect over exec'd ``buildctl dial-stdio``. Starting a missing or stopped
+        container is the core's job (auto-bootstrap before a build, ``envd bootstrap``)."""
         from envd_core.buildkit.errors import BuildkitConnectionError
         from envd_docker_container.lifecycle import open_connection, state_of
 
@@ -191,18 +215,18 @@ class DockerContainerBuilder(Builder):
         info = engine.inspect(self.container)
         if info is None or state_of(info) != "running":
             what = "does not exist" if info is None else f"is {state_of(info)}"
-            if not self.option("auto-bootstrap"):
-                raise BuildkitConnectionError(
-                    f"BuildKit container `{self.container}` {what} and auto-bootstrap is off",
-                    kind="missing" if info is None else "stopped",
-                    hint="run `envd bootstrap`, or set --builder-opt auto-bootstrap=true",
-                )
-            self.bootstrap()
+            raise BuildkitConnectionError(
+                f"BuildKit container `{self.container}` {what}",
+                kind=ErrorKind.NOT_FOUND if info is None else ErrorKind.UNAVAILABLE,
+                hint="start it with `envd bootstrap` (a build does it unless --no-bootstrap)",
+            )
         return open_connection(engine, self.container, timeout=timeout)
 
     def status(self, *, timeout: float = 3.0) -> BuilderStatus:
         """Probe without bootstrapping: a missing or stopped container is reported as such."""
         import time
+
+        import attrs
 
         from envd_core.buildkit.client import probe
         from envd_core.errors import EnvdError
@@ -214,25 +238,23 @@ class DockerContainerBuilder(Builder):
             info = engine.inspect(self.container)
             if info is None:
                 return BuilderStatus(
-                    reachable=False, error_kind="missing",
+                    reachable=False, error_kind=ErrorKind.NOT_FOUND,
                     error=f"container `{self.container}` does not exist (a build or "
                           "`envd bootstrap` creates it)")
             if state_of(info) != "running":
                 return BuilderStatus(
-                    reachable=False, error_kind="stopped",
-                    error=f"container `{self.container}` is {state_of(info)}")
+                    reachable=False, error_kind=ErrorKind.UNAVAILABLE,
+                    error=f"container `{self.container}` is {state_of(info)} "
+                          "(a build or `envd bootstrap` starts it)")
             connection = open_connection(engine, self.container, timeout=timeout)
         except EnvdError as exc:
-            return BuilderStatus(reachable=False, error=exc.message,
-                                 error_kind=getattr(exc, "kind", None) or "unavailable")
+            return BuilderStatus(reachable=False, error=exc.message, error_kind=exc.kind)
         try:
             found: dict[str, Any] = probe(connection, timeout=timeout)
         finally:
             connection.close()
         if found.get("latency_ms") is None:
             found["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
-        import attrs
-
         known = {f.name for f in attrs.fields(BuilderStatus)}
         return BuilderStatus(**{k: v for k, v in found.items() if k in known})
 

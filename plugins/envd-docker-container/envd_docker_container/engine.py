@@ -11,7 +11,7 @@ import io
 import tarfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from envd_core.errors import BuilderError
@@ -65,15 +65,17 @@ class Engine:
         """The SDK's low-level ``APIClient`` (created on first use; negotiates the version)."""
         if self._api is None:
             with self._errors("connect"):
-                import docker  # type: ignore[import-untyped]
+                import docker
 
                 tls: Any = False
                 if self.endpoint.tls:
-                    cert = (self.endpoint.cert, self.endpoint.key) if self.endpoint.cert else None
+                    cert = None
+                    if self.endpoint.cert and self.endpoint.key:
+                        cert = (self.endpoint.cert, self.endpoint.key)
                     tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=self.endpoint.ca,
                                                verify=self.endpoint.verify)
                 self._api = docker.APIClient(base_url=self.endpoint.host, tls=tls,
-                                             version="auto", timeout=self._timeout)
+                                             version="auto", timeout=int(self._timeout))
         return self._api
 
     @property
@@ -88,7 +90,7 @@ class Engine:
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
         """Turn SDK and socket errors into one-line EngineErrors naming the engine."""
-        import docker.errors  # type: ignore[import-untyped]
+        import docker.errors
 
         try:
             yield
@@ -271,10 +273,8 @@ class Engine:
         with self._errors(f"remove volume `{name}`"):
             import docker.errors
 
-            try:
+            with suppress(docker.errors.NotFound):
                 self.api.remove_volume(name)
-            except docker.errors.NotFound:
-                pass
 
 
 def _short(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ connection. (A TTY is no option: the line discipline would rewrite binary HTTP/2
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -124,10 +125,8 @@ class ExecStream:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
 
 
@@ -168,10 +167,8 @@ def start_exec(endpoint: Endpoint, exec_id: str, *, api_version: str,
     if not sep or code not in (101, 200):
         sock.close()
         detail = rest.decode("utf-8", "replace").strip()
-        try:
+        with contextlib.suppress(ValueError, AttributeError):
             detail = json.loads(detail[detail.index("{"):]).get("message", detail)
-        except (ValueError, AttributeError):
-            pass
         raise BuilderError(
             f"Docker Engine refused to attach to the BuildKit exec: "
             f"{detail or status_line or 'no answer'}"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from envd_core.buildkit.errors import BuildkitConnectionError
-from envd_core.errors import BuilderError
+from envd_core.errors import BuilderError, ErrorKind
 from envd_docker_container import engine as eng
 from envd_docker_container.hijack import ExecStream
 from envd_docker_container.report import Reporter
@@ -129,7 +129,7 @@ def open_connection(engine: eng.Engine, container: str, *, timeout: float,
         if why:
             raise BuildkitConnectionError(
                 f"BuildKit in container `{container}` does not answer: {why}",
-                kind=getattr(exc, "kind", "unavailable"),
+                kind=exc.kind or ErrorKind.UNAVAILABLE,
                 hint=f"see `docker logs {container}`, or recreate it with bootstrap --force",
             ) from None
         raise
@@ -177,7 +177,7 @@ def wait_until_ready(engine: eng.Engine, container: str, timeout: float, *,
     raise BuildkitConnectionError(
         f"timeout {timeout:g}s: BuildKit in container `{container}` did not become ready"
         + (f" ({last})" if last else ""),
-        kind="timeout",
+        kind=ErrorKind.TIMEOUT,
         hint=f"see `docker logs {container}`; raise BUILDKIT_CONNECTING_TIMEOUT on a slow host",
     )
 
@@ -221,6 +221,7 @@ def ensure_running(engine: eng.Engine, container: str, spec: DaemonSpec, *, forc
             if force and not owned(info):
                 raise BuilderError(
                     f"container `{container}` was not created by envd; it is not recreated",
+                    kind=ErrorKind.CONFLICT,
                     hint=f"remove it yourself (`docker rm -f {container}`) and bootstrap again",
                 )
             if force:
@@ -339,6 +340,7 @@ def remove(engine: eng.Engine, container: str, volume: str | None, *, volumes: b
         if not owned(info):
             raise BuilderError(
                 f"container `{container}` was not created by envd; it is left alone",
+                kind=ErrorKind.CONFLICT,
                 hint=f"remove it with `docker rm -f {container}` if you mean to",
             )
         if state_of(info) in ("running", "paused", "restarting"):

@@ -1,35 +1,31 @@
-"""How bootstrap tells the user what it does: one small seam.
+"""Progress lines of bootstrap and remove: the core's :data:`~envd_core.builder.Report`.
 
-Bootstrap stages (pull, create, start, fallback to a restricted container, ready) are reported
-through a :data:`Reporter`, a callable taking one line. Today the default writes
-``envd: <line>`` to stderr, like the core's warnings; when the core's builder contract grows a
-progress argument, :meth:`DockerContainerBuilder.bootstrap` passes it here and nothing else
-changes.
+The core's builder contract passes a ``report`` callable (the CLI prints each line to stderr;
+the default :func:`~envd_core.builder.silent` drops them). :class:`Recorder` keeps the lines,
+for tests and for callers that want to show them later.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
-#: Receives one human-readable line per stage or progress update.
-Reporter = Callable[[str], None]
+from envd_core.builder import Report, silent
+
+#: Kept as names of this module for the bench and the tests.
+Reporter = Report
+quiet_reporter = silent
 
 
 def stderr_reporter(line: str) -> None:
-    """Write ``envd: <line>`` to stderr (stdout stays clean for ``--format json``)."""
+    """Write ``envd: <line>`` to stderr (for scripts that call the builder directly)."""
     sys.stderr.write(f"envd: {line}\n")
     sys.stderr.flush()
 
 
-def quiet_reporter(line: str) -> None:
-    """Discard progress (status probes, tests that check only the outcome)."""
-
-
 class Recorder:
-    """A reporter that keeps the lines (tests, and ``--format json`` summaries)."""
+    """A report that keeps the lines (tests, and ``--format json`` summaries)."""
 
-    def __init__(self, forward: Reporter | None = None) -> None:
+    def __init__(self, forward: Report | None = None) -> None:
         self.lines: list[str] = []
         self._forward = forward
 

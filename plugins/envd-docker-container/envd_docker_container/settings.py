@@ -30,6 +30,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from envd_core.errors import ValidationError
 
@@ -111,7 +112,8 @@ def _host(value: str, what: str) -> str:
             host = host[len(scheme):]
     host = host.rstrip("/")
     if not _HOST_RE.match(host):
-        raise ValidationError(f"{what}: `{value}` is not a registry host such as `mirror.corp:5000`")
+        raise ValidationError(
+            f"{what}: `{value}` is not a registry host such as `mirror.corp:5000`")
     return host
 
 
@@ -142,7 +144,8 @@ def load_registry_config(path: str) -> dict[str, RegistrySettings]:
     base = os.path.dirname(os.path.abspath(path))
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not entry.get("name"):
-            raise ValidationError(f"{what}: `name` key is required for the registry at index {index}")
+            raise ValidationError(
+                f"{what}: `name` key is required for the registry at index {index}")
         host = _host(str(entry["name"]), what)
         reg = found.setdefault(host, RegistrySettings())
         if entry.get("mirror"):
@@ -195,9 +198,11 @@ def _toml_str(value: str) -> str:
 
 
 def _user_registries(text: str, path: str) -> set[str]:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: buildkitd itself will report a broken file
+    import importlib
+
+    try:  # Python >= 3.11; on 3.10 buildkitd itself reports a broken file
+        tomllib: Any = importlib.import_module("tomllib")
+    except ImportError:
         return set()
 
     try:

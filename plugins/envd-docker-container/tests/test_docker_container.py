@@ -168,7 +168,7 @@ def test_user_config_is_kept_and_clashes_refused(tmp_path: Path) -> None:
     assert isinstance(registry, dict)
     assert registry["docker.io"] == {"mirrors": ["mine"]}
     assert registry["lan:5000"] == {"http": True, "insecure": True}
-    with pytest.raises(ValidationError, match="already configures registry `docker.io`"):
+    with pytest.raises(ValidationError, match=r"already configures registry `docker\.io`"):
         settings.render_config({"config": str(user), "mirror": "other"})
 
 

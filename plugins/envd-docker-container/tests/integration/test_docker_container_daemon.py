@@ -18,6 +18,7 @@ from dc_helpers import docker_cli, exists
 from envd_docker_container import DockerContainerBuilder
 from envd_docker_container.report import Recorder
 
+from envd_core.builder import DaemonAction
 from envd_core.errors import BuilderError
 
 ENVD = shutil.which("envd", path=os.path.dirname(sys.executable)) or "envd"
@@ -35,7 +36,10 @@ def test_bootstrap_reuses_and_handles_every_state(container_name: str,
                                                   builder_options: dict[str, str]) -> None:
     builder = DockerContainerBuilder(container_name, builder_options)
     log = Recorder()
-    builder.bootstrap(report=log)
+    assert builder.needs_bootstrap() is True
+    change = builder.bootstrap(report=log)
+    assert change.action == DaemonAction.CREATED and container_name in change.detail
+    assert builder.needs_bootstrap() is False
     first = builder.last_bootstrap
     assert first is not None and first.action == "created"
     assert first.security in ("privileged", "restricted")
@@ -50,7 +54,8 @@ def test_bootstrap_reuses_and_handles_every_state(container_name: str,
     assert container_id(container_name) == original
 
     docker_cli("pause", container_name)
-    builder.bootstrap(report=log)
+    assert builder.needs_bootstrap() is True
+    assert builder.bootstrap(report=log).action == DaemonAction.STARTED
     assert builder.last_bootstrap is not None and builder.last_bootstrap.action == "unpaused"
     assert state(container_name) == "running"
 
@@ -65,7 +70,7 @@ def test_bootstrap_reuses_and_handles_every_state(container_name: str,
     # Changed options: reported stale, kept without force, recreated with it (volume kept).
     changed = DockerContainerBuilder(container_name, {**builder_options,
                                                       "buildkitd-flags": "--debug"})
-    changed.bootstrap(report=log)
+    assert "stale" in changed.bootstrap(report=log).detail
     outcome = changed.last_bootstrap
     assert outcome is not None and outcome.action == "reused"
     assert outcome.stale == ["the builder options or the buildkitd config changed"]
@@ -84,7 +89,9 @@ def test_bootstrap_reuses_and_handles_every_state(container_name: str,
     changed.bootstrap(report=log)
     assert changed.last_bootstrap is not None and changed.last_bootstrap.action == "created"
 
-    changed.remove(volumes=True, report=log)
+    removed = changed.remove(report=log)
+    assert removed.action == "removed"
+    assert changed.remove(report=log).action == "absent"
     assert not exists("container", container_name)
     assert not exists("volume", f"{container_name}_state")
 
@@ -150,7 +157,7 @@ def test_missing_ca_is_one_line_and_creates_nothing(container_name: str, tmp_pat
     ca.unlink()
     from envd_core.errors import ValidationError
 
-    with pytest.raises(ValidationError, match="mirror-ca.pem") as info:
+    with pytest.raises(ValidationError, match=r"mirror-ca\.pem") as info:
         builder.bootstrap(report=Recorder())
     assert "\n" not in info.value.message
     assert not exists("container", container_name)
@@ -197,7 +204,7 @@ def test_status_running_stopped_missing(envd, container_name: str,  # type: igno
         return found
 
     missing = status()
-    assert missing["reachable"] is False and missing["error_kind"] == "missing"
+    assert missing["reachable"] is False and missing["error_kind"] == "not-found"
     assert not exists("container", container_name)  # a status probe never bootstraps
     DockerContainerBuilder(container_name, builder_options).bootstrap(report=Recorder())
     running = status()
@@ -207,10 +214,10 @@ def test_status_running_stopped_missing(envd, container_name: str,  # type: igno
     assert any(line.startswith("dc ") and "running" in line for line in table.splitlines())
     docker_cli("stop", "-t", "1", container_name)
     stopped = status()
-    assert stopped["reachable"] is False and stopped["error_kind"] == "stopped"
-    assert "exited" in str(stopped["error"])
+    assert stopped["reachable"] is False and stopped["error_kind"] == "unavailable"
+    assert "is exited" in str(stopped["error"])
     table = envd("context", "ls", "--status").stdout
-    assert any(line.startswith("dc ") and "stopped" in line for line in table.splitlines())
+    assert any(line.startswith("dc ") and "is exited" in line for line in table.splitlines())
 
 
 def test_bad_container_name_is_refused_at_create(envd) -> None:  # type: ignore[no-untyped-def]
@@ -243,10 +250,10 @@ def test_build_rebootstraps_after_kill_and_rm(envd, container_name: str,  # type
     assert f"creating container `{container_name}`" in again.stderr
     assert (out.parent / "out2" / "marker").read_text() == "h7\n"
     # Told not to bootstrap: one line, nothing created.
-    envd("context", "update", "dc", "--builder-opt", "auto-bootstrap=false")
     docker_cli("rm", "-f", container_name)
-    proc = envd("build", "--output", f"type=local,dest={out}3", cwd=project, check=False)
-    assert "auto-bootstrap is off" in _one_line(proc)
+    proc = envd("build", "--no-bootstrap", "--output", f"type=local,dest={out}3", cwd=project,
+                check=False)
+    assert "is not running" in _one_line(proc)
     assert not exists("container", container_name)
 
 
@@ -292,3 +299,22 @@ def test_readiness_timeout_is_one_line_and_undone(container_name: str,
     with pytest.raises(ValidationError, match="BUILDKIT_CONNECTING_TIMEOUT"):
         builder.bootstrap(report=Recorder())
     assert not exists("container", container_name)
+
+
+def test_envd_bootstrap_and_builder_rm(envd, container_name: str,  # type: ignore[no-untyped-def]
+                                       builder_options: dict[str, str]) -> None:
+    """The core's commands drive this builder through the contract."""
+    envd("context", "create", "--name", "dc", "--builder", "docker-container",
+         "--builder-address", container_name, *_opts(builder_options), "--use")
+    first = json.loads(envd("bootstrap", "--timeout", "60s", "--format", "json").stdout)
+    assert first["action"] == "created" and first["running"] is True, first
+    assert first["managed"] is True and first["workers"] == 1
+    again = json.loads(envd("bootstrap", "--format", "json").stdout)
+    assert again["action"] == "reused"
+    proc = envd("builder", "rm", "--keep-state")
+    assert not exists("container", container_name)
+    assert exists("volume", f"{container_name}_state"), proc.stderr
+    envd("bootstrap", "--timeout", "60s")
+    envd("builder", "rm")
+    assert not exists("container", container_name)
+    assert not exists("volume", f"{container_name}_state")
