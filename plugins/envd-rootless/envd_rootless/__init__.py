@@ -21,14 +21,21 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from envd_core import hookimpl
-from envd_core.builder import Builder, BuilderStatus, strip_scheme
-from envd_core.errors import ValidationError
+from envd_core.builder import (
+    Builder,
+    BuilderStatus,
+    DaemonAction,
+    DaemonChange,
+    Report,
+    silent,
+    strip_scheme,
+)
+from envd_core.errors import ErrorKind, ValidationError
 from envd_core.options import Option
 
 if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
     from envd_rootless.daemon import Paths
-    from envd_rootless.report import Reporter
 
 __all__ = ["RootlessBuilder"]
 
@@ -53,8 +60,6 @@ class RootlessBuilder(Builder):
         Option("buildkitd-flags", "extra buildkitd flags, e.g. --oci-worker-no-process-sandbox"),
         Option("ephemeral", "stop the daemon when the envd command that started it ends (CI)",
                kind="bool", default="false"),
-        Option("auto-bootstrap", "start the daemon when a build needs it", kind="bool",
-               default="true"),
     )
 
     @classmethod
@@ -94,59 +99,63 @@ class RootlessBuilder(Builder):
                     net=opts.get("net") or "host", config=opts.get("config"),
                     flags=_flags(opts.get("buildkitd-flags")))
 
-    # -- lifecycle -------------------------------------------------------------------------
-    def bootstrap(self, *, force: bool = False, report: Reporter | None = None,
-                  timeout: float | None = None) -> None:
-        """Start the daemon unless it runs (``force``: restart it). Outcome in
-        :attr:`last_bootstrap` (``started``, ``restarted`` or ``reused``)."""
+    # -- lifecycle (the core calls these: envd bootstrap, auto-bootstrap, envd builder rm) --
+    def needs_bootstrap(self) -> bool:
+        """True when no live daemon answers to the pid file (no gRPC; never raises)."""
         from envd_rootless import daemon
-        from envd_rootless.report import stderr_reporter
+
+        try:
+            return daemon.running_pid(self.paths) is None
+        except Exception:  # noqa: BLE001 - unsure: let the connect that follows explain
+            return False
+
+    def bootstrap(self, *, force: bool = False, report: Report = silent) -> DaemonChange:
+        """Start the daemon unless it runs (``force``: restart it), and wait until it answers."""
+        from envd_rootless import daemon
 
         daemon.refuse_root()
-        report = report or stderr_reporter
         paths = self.paths
         pid = daemon.running_pid(paths)
         if pid is not None and not force:
-            self.last_bootstrap = "reused"
-            return
+            return DaemonChange(DaemonAction.REUSED, f"rootless buildkitd, pid {pid}")
         command = self._command()  # checks the tools before anything is started
-        if pid is not None:
-            daemon.stop(paths, report=report)
-        else:
-            daemon.stop(paths, report=lambda _line: None)  # stale pid file or socket
-        new_pid = daemon.start(paths, command, report=report,
-                               timeout=_ready_timeout() if timeout is None else timeout)
-        self.last_bootstrap = "restarted" if pid is not None else "started"
+        daemon.stop(paths, report=report if pid is not None else silent)
+        new_pid = daemon.start(paths, command, report=report, timeout=_ready_timeout())
         if self.option("ephemeral"):
             atexit.register(_stop_if_same, paths, new_pid)
+        action = DaemonAction.RECREATED if pid is not None else DaemonAction.CREATED
+        return DaemonChange(action, f"rootless buildkitd, pid {new_pid}, log {paths.log}")
 
-    def remove(self, *, volumes: bool = False, report: Reporter | None = None) -> None:
-        """Stop the daemon; with ``volumes`` also delete its BuildKit state (the cache)."""
+    def remove(self, *, keep_state: bool = False, report: Report = silent) -> DaemonChange:
+        """Stop the daemon; unless ``keep_state``, also delete its BuildKit state (the cache)."""
+        import os
         import shutil
 
         from envd_rootless import daemon
-        from envd_rootless.report import stderr_reporter
 
-        report = report or stderr_reporter
         paths = self.paths
-        daemon.stop(paths, report=report)
-        if volumes:
+        stopped = daemon.stop(paths, report=report)
+        had_state = os.path.exists(paths.data)
+        if not keep_state:
             kit = self.given_options.get("rootlesskit") or shutil.which("rootlesskit")
             daemon.remove_data(paths, kit)
+        if not stopped and not (had_state and not keep_state):
+            return DaemonChange(DaemonAction.ABSENT, f"no rootless buildkitd `{self.address}`")
+        return DaemonChange(DaemonAction.REMOVED,
+                            "rootless buildkitd" + ("" if keep_state else " and its state"))
 
     def connect(self, *, timeout: float) -> Connection:
-        """Connect to the socket; start the daemon first if it is not running."""
+        """Connect to the socket. Starting the daemon is the core's job (auto-bootstrap
+        before a build, ``envd bootstrap``)."""
         from envd_core.buildkit.errors import BuildkitConnectionError
         from envd_core.buildkit.transport import connect_unix
         from envd_rootless import daemon
 
         paths = self.paths
         if daemon.running_pid(paths) is None:
-            if not self.option("auto-bootstrap"):
-                raise BuildkitConnectionError(
-                    f"rootless BuildKit `{self.address}` is not running and auto-bootstrap is "
-                    "off", kind="stopped", hint="run `envd bootstrap`")
-            self.bootstrap()
+            raise BuildkitConnectionError(
+                f"rootless BuildKit `{self.address}` is not running", kind=ErrorKind.NOT_FOUND,
+                hint="start it with `envd bootstrap` (a build does it unless --no-bootstrap)")
         return connect_unix(paths.socket, timeout=timeout)
 
     def status(self, *, timeout: float = 3.0) -> BuilderStatus:
@@ -155,7 +164,7 @@ class RootlessBuilder(Builder):
 
         paths = self.paths
         if daemon.running_pid(paths) is None:
-            return BuilderStatus(reachable=False, error_kind="stopped",
+            return BuilderStatus(reachable=False, error_kind=ErrorKind.NOT_FOUND,
                                  error=f"rootless BuildKit `{self.address}` is not running "
                                        f"(no live daemon for `{paths.socket}`)")
         return _probe_unix(paths.socket, timeout)
@@ -174,8 +183,7 @@ def _probe_unix(socket_path: str, timeout: float) -> BuilderStatus:
     try:
         connection = connect_unix(socket_path, timeout=timeout)
     except EnvdError as exc:
-        return BuilderStatus(reachable=False, error=exc.message,
-                             error_kind=getattr(exc, "kind", None) or "unavailable")
+        return BuilderStatus(reachable=False, error=exc.message, error_kind=exc.kind)
     try:
         found: dict[str, Any] = probe(connection, timeout=timeout)
     finally:

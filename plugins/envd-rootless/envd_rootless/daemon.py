@@ -19,6 +19,7 @@ The next envd command finds the daemon through the pid file (checked against
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from envd_core.errors import BuilderError
+from envd_core.errors import BuilderError, ErrorKind
 from envd_rootless.report import Reporter
 
 READY_DEFAULT = 30.0
@@ -76,6 +77,7 @@ def refuse_root() -> None:
         raise BuilderError(
             "the `rootless` builder runs BuildKit as your own unprivileged user, and envd is "
             "running as root",
+            kind=ErrorKind.UNSUPPORTED,
             hint="run envd as a normal user (with /etc/subuid and /etc/subgid ranges), or use "
                  "the `docker-container` or `unix` builder as root",
         )
@@ -202,18 +204,14 @@ def _terminate(pid: int, grace: float = 10.0) -> None:
         if finished:
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _cleanup(paths: Paths) -> None:
     for path in (paths.pidfile, paths.socket, paths.otel):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
     shutil.rmtree(paths.rootlesskit_state, ignore_errors=True)
 
 

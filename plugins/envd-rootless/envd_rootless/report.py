@@ -1,23 +1,20 @@
-"""How the rootless builder reports its stages: one line per stage through a callable.
+"""Progress lines of bootstrap and remove: the core's :data:`~envd_core.builder.Report`.
 
-The same seam as the docker-container builder's: today ``envd: <line>`` on stderr; when the
-core's builder contract takes a progress argument, the builder passes it here instead.
+The CLI prints each line to stderr; :func:`~envd_core.builder.silent` (the default) drops them.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
-#: Receives one human-readable line per stage.
-Reporter = Callable[[str], None]
+from envd_core.builder import Report, silent
+
+#: Kept as names of this module.
+Reporter = Report
+quiet_reporter = silent
 
 
 def stderr_reporter(line: str) -> None:
-    """Write ``envd: <line>`` to stderr (stdout stays clean for ``--format json``)."""
+    """Write ``envd: <line>`` to stderr (the ephemeral daemon's stop at exit uses it)."""
     sys.stderr.write(f"envd: {line}\n")
     sys.stderr.flush()
-
-
-def quiet_reporter(line: str) -> None:
-    """Discard progress."""

@@ -87,3 +87,15 @@ def test_import_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+def test_nothing_to_remove_is_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    builder = RootlessBuilder("buildkitd")
+    assert builder.needs_bootstrap() is True
+    assert builder.remove().action == "absent"
+    status = builder.status()
+    assert status.reachable is False and status.error_kind == "not-found"
+    with pytest.raises(BuilderError, match="is not running"):
+        builder.connect(timeout=1)

@@ -36,6 +36,7 @@ def user_venv(infra: dict[str, Any]) -> Iterator[str]:
         subprocess.run([python, "-m", "venv", venv], check=True, timeout=120)
         subprocess.run([f"{venv}/bin/pip", "install", "-q", "-e", str(REPO), "-e",
                         str(REPO / "plugins" / "envd-rootless"), "-e",
+                        str(REPO / "plugins" / "envd-docker-client"), "-e",
                         str(REPO / "plugins" / "envd-docker-runner")],
                        check=True, timeout=900, capture_output=True)
         subprocess.run(["chmod", "-R", "a+rX", venv], check=True)
@@ -125,7 +126,7 @@ def test_seed_scenario_as_unprivileged_user(user: AsUser, infra: dict[str, Any])
               name, "--builder-opt", f"buildkitd={infra['BUILDKITD']}", "--use")
     stopped = json.loads(user.envd("context", "ls", "--status", "--format", "json").stdout)
     status = next(r for r in stopped if r["context"] == "rl")["status"]
-    assert status["reachable"] is False and status["error_kind"] == "stopped"
+    assert status["reachable"] is False and status["error_kind"] == "not-found"
     try:
         built = user.envd("build", "--progress", "plain", "--output",
                           f"type=image,name={image},push=true", cwd=project)
@@ -149,8 +150,7 @@ def test_seed_scenario_as_unprivileged_user(user: AsUser, infra: dict[str, Any])
         user.envd("build", "--output", f"type=image,name={image},push=true", cwd=project)
         assert sorted(user.daemon_pids(name)) == sorted(pids)
     finally:
-        user.sh(f"python -c \"from envd_rootless import RootlessBuilder as R; "
-                f"R('{name}').remove(volumes=True)\"", check=False)
+        user.envd("builder", "rm", check=False)
         subprocess.run(["docker", "rmi", "-f", image], check=False, capture_output=True)
     assert user.daemon_pids(name) == []
     assert not (user.home / "data" / "envd" / "rootless" / name).exists()
@@ -177,7 +177,8 @@ def test_as_root_it_is_one_line(tmp_path: Path, infra: dict[str, Any]) -> None:
     env.update(ENVD_CONFIG_DIR=str(tmp_path / "c"), XDG_RUNTIME_DIR=str(tmp_path / "run"))
     subprocess.run([envd, "context", "create", "--name", "rl", "--builder", "rootless",
                     "--use"], env=env, check=True, capture_output=True)
-    (tmp_path / "build.envd").write_text(f'def build():\n    base(image="{infra["IMAGE_BUSYBOX"]}")\n')
+    busybox = infra["IMAGE_BUSYBOX"]
+    (tmp_path / "build.envd").write_text(f'def build():\n    base(image="{busybox}")\n')
     proc = subprocess.run([envd, "build", "--output", f"type=local,dest={tmp_path / 'o'}"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("envd: ")]
