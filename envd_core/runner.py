@@ -113,7 +113,8 @@ class Runner(ABC):
 
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
         self.address = address
-        self.options = dict(options or {})
+        #: The values given with `--runner-opt` (strings, as stored).
+        self.option_values: dict[str, str] = dict(options or {})
 
     # -- addresses and options -------------------------------------------------------------
     @classmethod

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
         connect_bridge,
         connect_tcp,
         connect_unix,
-        dial_docker_upgrade,
         dial_process,
         parse_go_duration,
     )
@@ -79,7 +78,6 @@ __all__ = [
     "connect_bridge",
     "connect_tcp",
     "connect_unix",
-    "dial_docker_upgrade",
     "dial_process",
     "diff",
     "git",

@@ -122,3 +122,53 @@ def test_build_from_auth_registry_needs_credentials(infra: dict[str, Any], auth_
                    env={**os.environ, "DOCKER_CONFIG": str(tmp_path / "empty")})
     assert anonymous.returncode != 0
     assert "401 Unauthorized" in anonymous.stderr or "authoriz" in anonymous.stderr.lower()
+
+
+# The tag v0.18.2 of moby/buildkit; the infra stamps it into both binaries (docs/infra.md).
+RELEASE = ("github.com/moby/buildkit", "v0.18.2", "e4da654b1251f91e914fab18eba33743aefd7080")
+
+
+@pytest.mark.parametrize("key", ["BUILDKITD", "BUILDCTL"])
+def test_binaries_report_the_release_version(infra: dict[str, Any], key: str) -> None:
+    words = sh(infra[key], "--version").stdout.split()
+    assert tuple(words[1:4]) == RELEASE, words
+
+
+@pytest.mark.parametrize("which", ["unix", "tcp", "mtls"])
+def test_info_rpc_reports_the_release_version(infra: dict[str, Any], buildkit_mtls: Any,
+                                              which: str) -> None:
+    # What `envd context ls --status` shows as the version comes from this RPC.
+    from envd_core.buildkit.client import BuildkitClient
+    from envd_core.buildkit.transport import TLSConfig, connect_tcp, connect_unix
+
+    if which == "unix":
+        conn = connect_unix(infra["BUILDKIT_UNIX"])
+    else:
+        host, port = infra["BUILDKIT_TCP" if which == "tcp" else "BUILDKIT_MTLS"].removeprefix(
+            "tcp://").rsplit(":", 1)
+        tls = TLSConfig(buildkit_mtls.ca, buildkit_mtls.cert, buildkit_mtls.key,
+                        buildkit_mtls.servername) if which == "mtls" else None
+        conn = connect_tcp(host, int(port), tls=tls)
+    try:
+        info = BuildkitClient(conn).info(timeout=30)
+    finally:
+        conn.close()
+    assert info is not None
+    assert (info.package, info.version, info.revision) == RELEASE
+
+
+def test_context_ls_status_shows_the_release_version(infra: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    import json
+    import os
+    import shutil
+    import sys
+
+    envd = shutil.which("envd", path=os.path.dirname(sys.executable)) or "envd"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
+    env.update(ENVD_CONFIG_DIR=str(tmp_path / "config"), DOCKER_HOST=infra["DOCKER_HOST"])
+    sh(envd, "context", "create", "--name", "stamped", "--builder", "tcp",
+       "--builder-address", infra["BUILDKIT_TCP"], env=env)
+    rows = json.loads(sh(envd, "context", "ls", "--status", "--format", "json", env=env).stdout)
+    status = {row["context"]: row["status"] for row in rows}["stamped"]
+    assert status["version"] == RELEASE[1], status

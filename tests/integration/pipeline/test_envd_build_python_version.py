@@ -1,4 +1,4 @@
-"""install.python(version=...) gets the distribution's Python when it matches, else one clear line."""
+"""install.python(version=...) gets the distribution's Python when it matches, else one line."""
 
 from __future__ import annotations
 

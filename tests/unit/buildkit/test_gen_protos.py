@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "gen-protos"
+# The script runs grpc_tools from the interpreter running these tests (whatever venv that is),
+# not from a `.venv` that may not exist.
+ENV = {**os.environ, "ENVD_PYTHON": sys.executable}
 
 
 def test_generated_code_is_up_to_date() -> None:
-    proc = subprocess.run([str(SCRIPT), "--check"], capture_output=True, text=True, check=False)
+    proc = subprocess.run([str(SCRIPT), "--check"], capture_output=True, text=True, env=ENV,
+                          check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "up to date" in proc.stdout
 
 
 def test_unknown_argument_is_refused() -> None:
-    proc = subprocess.run([str(SCRIPT), "--bogus"], capture_output=True, text=True, check=False)
+    proc = subprocess.run([str(SCRIPT), "--bogus"], capture_output=True, text=True, env=ENV,
+                          check=False)
     assert proc.returncode == 2
     assert "`--bogus`" in proc.stderr
 

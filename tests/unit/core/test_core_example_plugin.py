@@ -14,7 +14,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import tomllib
 from _core_support import assert_one_error
 
 from envd_core.plugins import Plugins
@@ -25,6 +24,11 @@ from envd_core.testing import (
     StubRunner,
     make_plugin,
 )
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the floor is 3.10: tomli (a test dependency there) is the same parser
+    import tomli as tomllib
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "envd-example-plugin"
 

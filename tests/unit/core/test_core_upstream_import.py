@@ -18,8 +18,7 @@ from _core_support import assert_one_error
 from _gob_writer import CONTEXT_FIELDS, STRING, envd_contexts
 
 from envd_core.builder import Builder
-from envd_core.runner import Runner
-from envd_core.testing import EnvdCli, make_plugin
+from envd_core.testing import EnvdCli, StubRunner, make_plugin
 
 DATA = Path(__file__).parent / "data" / "upstream"
 UPSTREAM_KEYS = ("context", "builder", "builder_addr", "runner", "runner_addr", "current")
@@ -45,7 +44,7 @@ class MobyLike(_Fake):
     default_address = "envd_buildkitd"
 
 
-class DockerLike(Runner):
+class DockerLike(StubRunner):
     name = "docker"
 
 
