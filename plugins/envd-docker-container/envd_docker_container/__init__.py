@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from envd_core import hookimpl
 from envd_core.builder import (
@@ -127,8 +127,8 @@ class DockerContainerBuilder(Builder):
 
     @property
     def given_options(self) -> Mapping[str, str]:
-        """The options stored in the context (the class attribute declares them)."""
-        return cast("Mapping[str, str]", self.__dict__.get("options", {}))
+        """The option values stored in the context, as strings."""
+        return self.option_values
 
     @property
     def container(self) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from envd_core import hookimpl
 from envd_core.builder import (
@@ -80,8 +80,8 @@ class RootlessBuilder(Builder):
 
     @property
     def given_options(self) -> Mapping[str, str]:
-        """The options stored in the context (the class attribute declares them)."""
-        return cast("Mapping[str, str]", self.__dict__.get("options", {}))
+        """The option values stored in the context, as strings."""
+        return self.option_values
 
     @property
     def paths(self) -> Paths:

@@ -153,7 +153,7 @@ def test_missing_ca_is_one_line_and_creates_nothing(container_name: str, tmp_pat
         {"name": "docker.io", "mirror": "mirror.corp:5000", "ca": str(ca)}]}))
     builder = DockerContainerBuilder(container_name, {**builder_options,
                                                       "registry-config": str(config)})
-    DockerContainerBuilder.check_options(builder.options)  # fine while the file is there
+    DockerContainerBuilder.check_options(builder.option_values)  # fine while the file is there
     ca.unlink()
     from envd_core.errors import ValidationError
 
