@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
+from urllib.parse import quote
 
 from envd_core.errors import BuilderError
 from envd_docker_container.endpoint import Endpoint
-from envd_docker_container.hijack import ExecStream, start_exec
+from envd_docker_container.hijack import ExecStream, request_json, start_exec
 from envd_docker_container.report import Reporter
 
 #: Label keys on what the plugin creates (containers and volumes).
@@ -122,14 +123,17 @@ class Engine:
 
     # -- containers ------------------------------------------------------------------------
     def inspect(self, name: str) -> dict[str, Any] | None:
-        """The container's inspect document, or ``None`` when there is none by that name."""
-        with self._errors(f"inspect container `{name}`"):
-            import docker.errors
+        """The container's inspect document, or ``None`` when there is none by that name.
 
-            try:
-                return dict(self.api.inspect_container(name))
-            except docker.errors.NotFound:
-                return None
+        A plain request, not the SDK: every build asks this (see :func:`.hijack.request_json`).
+        """
+        status, body = request_json(self.endpoint, "GET", f"/containers/{quote(name)}/json")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            raise EngineError(f"Docker Engine refused to inspect container `{name}`: "
+                              f"{_message(body)}", status=status)
+        return body
 
     def create(self, name: str, *, image: str, entrypoint: list[str], command: list[str],
                labels: Mapping[str, str], network: str | None, volume: str | None,
@@ -207,13 +211,17 @@ class Engine:
 
     # -- exec ------------------------------------------------------------------------------
     def exec_stream(self, container: str, argv: list[str], *, timeout: float) -> ExecStream:
-        """Run ``argv`` in the container with its stdio as a byte stream (no TTY)."""
-        with self._errors(f"exec in container `{container}`"):
-            created = self.api.exec_create(container, argv, stdin=True, stdout=True,
-                                           stderr=True, tty=False)
-            exec_id = str(created["Id"])
-            version = self.api_version
-        return start_exec(self.endpoint, exec_id, api_version=version, timeout=timeout)
+        """Run ``argv`` in the container with its stdio as a byte stream (no TTY).
+
+        Plain requests, not the SDK: this runs for every gRPC connection of every build."""
+        status, body = request_json(
+            self.endpoint, "POST", f"/containers/{quote(container)}/exec",
+            {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False,
+             "Cmd": list(argv)}, timeout=timeout)
+        if status != 201 or not isinstance(body, dict) or "Id" not in body:
+            raise EngineError(f"Docker Engine refused to exec in container `{container}`: "
+                              f"{_message(body)}", status=status)
+        return start_exec(self.endpoint, str(body["Id"]), api_version="", timeout=timeout)
 
     # -- images ----------------------------------------------------------------------------
     def image_id(self, ref: str) -> str | None:
@@ -275,6 +283,12 @@ class Engine:
 
             with suppress(docker.errors.NotFound):
                 self.api.remove_volume(name)
+
+
+def _message(body: object) -> str:
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return str(body or "no answer")[:300]
 
 
 def _short(exc: BaseException) -> str:
