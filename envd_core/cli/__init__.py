@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "prune": "envd_core.cli.cache:prune",
     "disk-usage": "envd_core.cli.cache:disk_usage",
     "completion": "envd_core.cli.completion:completion",
+    "login": "envd_core.cli.login:login",
+    "logout": "envd_core.cli.login:logout",
 }
 
 
