@@ -3,7 +3,9 @@
 Routes, JSON and statuses are upstream envd-server's (``/api/v1/users/<login>/environments``…).
 What the API has no route for is refused in one line: commands run over SSH through the server's
 gateway, not through the API (``exec``); the server has no stopped state, so ``stop`` is refused
-and ``envd down`` removes, as upstream's does; pause and resume carry upstream's message.
+and ``envd down`` removes, as upstream's does; pause and resume are not offered (``can_pause``
+is false; upstream says "pausing/resuming environments is not supported for the runner
+envd-server").
 """
 
 from __future__ import annotations
@@ -294,14 +296,6 @@ class EnvdServerRunner(Runner):
             f"runner `envd-server` cannot run commands through its API in `{name}`",
             hint=f"use SSH through the server's gateway: `ssh {name}.envd`",
         )
-
-    def pause(self, name: str) -> None:
-        raise RunnerUnsupportedError(
-            "pausing/resuming environments is not supported for the runner envd-server")
-
-    def resume(self, name: str) -> None:
-        raise RunnerUnsupportedError(
-            "pausing/resuming environments is not supported for the runner envd-server")
 
     # -- images -------------------------------------------------------------------------------
     def images(self) -> list[ImageInfo]:
