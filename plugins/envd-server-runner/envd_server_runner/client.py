@@ -171,7 +171,9 @@ class ServerClient:
                 f"TLS: `{self.where}` does not speak TLS ({reason})",
                 hint="use an http:// runner address for a plain-HTTP server",
             )
-        if "alert" in lowered or "certificate" in lowered or not reason:
+        # TLS 1.3 verifies the client after the client's handshake ends: a refusal arrives as
+        # an alert or, from servers that just hang up, as an EOF on the first read
+        if any(word in lowered for word in ("alert", "certificate", "eof")) or not reason:
             if sent:
                 what = f"envd's client certificate `{sent}`"
             else:
