@@ -95,7 +95,8 @@ class EnvdServerRunner(Runner):
 
     def client(self, *, token: str | None = None) -> ServerClient:
         """A client for the server, with ``token`` (or none) in ``Authorization``."""
-        return ServerClient(self.server, tls_settings(self.server, self.runner_options), token=token)
+        tls = tls_settings(self.server, self.runner_options)
+        return ServerClient(self.server, tls, token=token)
 
     def credential(self) -> Credential:
         """The login to use: the context's, else the only one kept for this server."""

@@ -1,22 +1,19 @@
-"""Fixtures: envd-server doubles on the shared dockerd, and runners logged in to them."""
+"""Fixtures: envd-server doubles on the shared dockerd, and token stores."""
 
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+# the double is test infrastructure beside these tests, not part of the plugin package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from double import EnvdServerDouble  # noqa: E402
-from envd_server_runner import EnvdServerRunner  # noqa: E402
-from envd_server_runner.tokens import TokenStore  # noqa: E402
-
-BUSYBOX = "127.0.0.1:5000/busybox:latest"
+from envd_server_double import EnvdServerDouble
+from envd_server_runner.tokens import TokenStore
 
 
 @pytest.fixture
@@ -43,19 +40,3 @@ def double(make_double: Callable[..., EnvdServerDouble]) -> EnvdServerDouble:
 @pytest.fixture
 def tokens(tmp_path: Path) -> TokenStore:
     return TokenStore(tmp_path / "tokens")
-
-
-def unique(prefix: str = "envd-h13-") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-def logged_in(double: EnvdServerDouble, tokens: TokenStore, *, context: str = "ctx",
-              user: str | None = None, password: str = "s3cret",
-              options: dict[str, str] | None = None) -> EnvdServerRunner:
-    """A runner for ``double`` whose user is registered and logged in for ``context``."""
-    runner = EnvdServerRunner(double.address, options, context=context, tokens=tokens)
-    name = user or unique("user-")
-    runner.client().request("POST", "/register", {"login_name": name, "password": password},
-                            auth=False)
-    runner.login(context, username=name, password=password)
-    return runner

@@ -7,8 +7,8 @@ import uuid
 from typing import Any, ClassVar
 
 import pytest
-from conftest import BUSYBOX, logged_in
-from double import EnvdServerDouble
+from envd_server_double import EnvdServerDouble
+from envd_server_double.support import BUSYBOX, logged_in
 from envd_server_runner import EnvdServerRunner
 from envd_server_runner.tokens import TokenStore
 
@@ -95,4 +95,6 @@ def test_create_polls_until_running_and_sends_upstreams_wire(
     assert [i.tags for i in images] == [(BUSYBOX,)]
     assert runner.inspect_image(BUSYBOX).id.startswith("sha256:")
     runner.remove(name)
-    assert not double.docker.containers.list(all=True, filters={"name": double.container_name(name)})
+    leftovers = double.docker.containers.list(all=True,
+                                              filters={"name": double.container_name(name)})
+    assert not leftovers

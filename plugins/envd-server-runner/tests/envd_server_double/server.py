@@ -76,7 +76,7 @@ class EnvdServerDouble:
 
     def __init__(self, *, jwt_secret: str = "envd-server", tls: ssl.SSLContext | None = None,
                  docker_host: str = "unix:///var/run/docker.sock",
-                 token_lifetime: float = 365 * 24 * 3600) -> None:
+                 token_lifetime: float = 365 * 24 * 3600, port: int = 0) -> None:
         self.secret = jwt_secret
         self.token_lifetime = token_lifetime
         self.id = uuid.uuid4().hex[:8]
@@ -88,7 +88,7 @@ class EnvdServerDouble:
         #: Every request's method, path and Authorization header, for wire-level assertions.
         self.requests: list[tuple[str, str, str | None]] = []
         handler = type("Handler", (_Handler,), {"double": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         if tls is not None:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
