@@ -60,10 +60,10 @@ class TestEnvdServerRunnerLifecycle(RunnerContract):
                                    f"in `{spec.name}`")
         assert info.value.hint == f"use SSH through the server's gateway: `ssh {spec.name}.envd`"
 
-    def test_exec_env_workdir_user_stdin(self) -> None:
+    def test_exec_env_workdir_user_stdin(self, lifecycle: Any) -> None:
         pytest.skip("envd-server has no exec route: commands go through its SSH gateway")
 
-    def test_ports_are_published_on_free_host_ports(self) -> None:
+    def test_ports_are_published_on_free_host_ports(self, lifecycle: Any) -> None:
         pytest.skip("envd-server publishes no host ports: ports are forwarded over its SSH")
 
     def test_stop_and_remove(self, lifecycle: Any) -> None:
