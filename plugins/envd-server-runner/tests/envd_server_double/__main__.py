@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import ssl
 import time
+from types import FrameType
 
 from .server import EnvdServerDouble
 
@@ -27,7 +29,10 @@ def main() -> None:
             tls.load_verify_locations(args.client_ca)
     double = EnvdServerDouble(jwt_secret=args.jwt_secret, tls=tls, docker_host=args.docker_host,
                               port=args.port)
-    print(f"envd-server double on {double.address} (Ctrl-C stops it and removes its containers)")
+    # a background job ignores SIGINT: stop (and clean up) on SIGTERM too
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"envd-server double on {double.address} "
+          "(Ctrl-C or SIGTERM stops it and removes its containers)")
     try:
         while True:
             time.sleep(3600)
@@ -35,6 +40,10 @@ def main() -> None:
         pass
     finally:
         double.close()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
