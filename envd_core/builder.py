@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from envd_core.errors import BuilderError, EnvdError, ErrorKind, ValidationError
-from envd_core.options import Option
+from envd_core.options import Option, option_value
 
 if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
@@ -204,7 +204,8 @@ class Builder(ABC):
 
     def __init__(self, address: str, options: Mapping[str, str] | None = None) -> None:
         self.address = address
-        self.options = dict(options or {})
+        #: The values given with `--builder-opt` (strings, as stored); read one with :meth:`option`.
+        self.option_values: dict[str, str] = dict(options or {})
 
     # -- addresses -------------------------------------------------------------------------
     @classmethod
@@ -234,11 +235,7 @@ class Builder(ABC):
 
     def option(self, key: str) -> Any:
         """The converted value of option ``key`` (its declared default when unset)."""
-        for opt in self.options_declared():
-            if opt.name == key:
-                raw = self.options.get(key, opt.default)
-                return None if raw is None else opt.convert(raw)
-        raise KeyError(key)
+        return option_value(self.options_declared(), self.option_values, key)
 
     @classmethod
     def options_declared(cls) -> tuple[Option, ...]:
@@ -247,7 +244,7 @@ class Builder(ABC):
         names = {opt.name for opt in own}
         return own + tuple(opt for opt in COMMON_OPTIONS if opt.name not in names)
 
-    @classmethod
+    @classmethod  # noqa: B027 - an optional check: the default accepts every combination
     def check_options(cls, options: Mapping[str, str]) -> None:
         """Check options against each other (each one is already valid on its own).
 
@@ -337,7 +334,9 @@ class Builder(ABC):
         :class:`~envd_core.errors.BuilderError` with one line on failure, leaving nothing
         half-created. The default (``can_bootstrap`` false) does nothing and returns ``NONE``.
         """
-        return DaemonChange(DaemonAction.NONE, f"builder type `{self.name}` does not start a daemon")
+        return DaemonChange(
+            DaemonAction.NONE, f"builder type `{self.name}` does not start a daemon"
+        )
 
     def remove(self, *, keep_state: bool = False, report: Report = silent) -> DaemonChange:
         """Stop and remove the daemon this builder started (``envd builder rm``).
@@ -348,7 +347,9 @@ class Builder(ABC):
         ``report``. Never touch anything this builder did not create. The default
         (``can_bootstrap`` false) does nothing and returns ``NONE``.
         """
-        return DaemonChange(DaemonAction.NONE, f"builder type `{self.name}` does not start a daemon")
+        return DaemonChange(
+            DaemonAction.NONE, f"builder type `{self.name}` does not start a daemon"
+        )
 
 
 _STATUS_FIELDS = {f.name for f in attrs.fields(BuilderStatus)}

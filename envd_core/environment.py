@@ -75,7 +75,8 @@ def _check_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         )
 
 
-def _check_port(value: int, what: str) -> None:
+def _check_port(value: object, what: str) -> None:
+    # `object`: records are built from user and plugin input, so the type is checked at run time
     if not isinstance(value, int) or not 1 <= value <= 65535:
         raise ValidationError(f"invalid {what} `{value}`: must be a number from 1 to 65535")
 

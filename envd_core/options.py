@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -82,6 +82,19 @@ class Option:
         if self.kind == "int":
             return int(stored)
         return stored
+
+
+def option_value(declared: Iterable[Option], values: Mapping[str, str], key: str) -> Any:
+    """The converted value of option ``key``: the given string, else its declared default.
+
+    ``None`` when neither is set. A key that is not declared raises :class:`KeyError` (a bug in
+    the caller, not bad input). Builders and runners read their options through this.
+    """
+    for opt in declared:
+        if opt.name == key:
+            raw = values.get(key, opt.default)
+            return None if raw is None else opt.convert(raw)
+    raise KeyError(key)
 
 
 def parse_pairs(pairs: Iterable[str], *, flag: str) -> dict[str, str]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar
 
 from envd_core.builder import strip_scheme
 from envd_core.environment import (
@@ -45,7 +45,7 @@ from envd_core.environment import (
     RunnerStatus,
 )
 from envd_core.errors import RunnerError, ValidationError
-from envd_core.options import Option
+from envd_core.options import Option, option_value
 
 __all__ = [
     "EnvironmentExistsError",
@@ -115,7 +115,8 @@ class Runner(ABC):
 
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
         self.address = address
-        self.options = dict(options or {})
+        #: The values given with `--runner-opt` (strings, as stored).
+        self.option_values: dict[str, str] = dict(options or {})
 
     # -- addresses and options -------------------------------------------------------------
     @classmethod
@@ -132,6 +133,10 @@ class Runner(ABC):
     def options_declared(cls) -> tuple[Option, ...]:
         """The options ``--runner-opt`` accepts (override to compute them)."""
         return tuple(cls.options)
+
+    def option(self, key: str) -> Any:
+        """The converted value of option ``key`` (its declared default when unset)."""
+        return option_value(self.options_declared(), self.option_values, key)
 
     # -- required: the lifecycle ------------------------------------------------------------
     @abstractmethod

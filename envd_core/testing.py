@@ -63,6 +63,7 @@ __all__ = [
     "StoreContract",
     "StubBuilder",
     "StubRunner",
+    "assert_one_error",
     "builder_capability_problems",
     "clean_envd_environ",
     "make_plugin",
@@ -174,6 +175,22 @@ class CliResult:
 
     def __str__(self) -> str:  # shown by pytest when an assertion on the result fails
         return f"exit {self.exit_code}\n--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+
+
+def assert_one_error(result: CliResult, code: int = 1) -> str:
+    """Assert ``result`` failed with exit ``code`` and said so in one ``envd:`` line (+ a hint).
+
+    The house rule for bad input: one line (what, why, what to do), an optional ``hint:`` line,
+    never a traceback. Returns stderr for further checks.
+    """
+    assert result.exit_code == code, result
+    lines = result.stderr_lines
+    assert 1 <= len(lines) <= 2, result
+    assert lines[0].startswith("envd: "), result
+    if len(lines) == 2:
+        assert lines[1].startswith("hint: "), result
+    assert "Traceback" not in result.stderr
+    return result.stderr
 
 
 class EnvdCli:
@@ -294,7 +311,8 @@ def _check_options(options: Sequence[Any], owner: str) -> None:
             assert opt.parse(opt.default) is not None
 
 
-def _check_type_name(cls: type, base: type) -> str:
+def _check_type_name(cls: object, base: type) -> str:
+    # `object`: a plugin may hand over anything; the contract checks it at run time
     assert isinstance(cls, type) and issubclass(cls, base)
     name = getattr(cls, "name", None)
     assert isinstance(name, str) and name, f"{cls.__qualname__} has no `name`"
@@ -315,7 +333,7 @@ def builder_capability_problems(cls: type[Builder]) -> list[str]:
     for flag in ("can_push", "can_bootstrap", "supports_merge_op", "exporter_applies_config"):
         if not isinstance(getattr(cls, flag), bool):
             problems.append(f"`{flag}` must be True or False")
-    exporters = cls.exporters
+    exporters: object = cls.exporters  # declared a frozenset; a plugin may assign anything
     if not isinstance(exporters, frozenset) or not all(isinstance(e, str) and e for e in exporters):
         problems.append("`exporters` must be a frozenset of exporter names")
     promised = {
@@ -350,7 +368,7 @@ class BuilderContract:
         _check_options(self.builder_cls.options_declared(), f"builder `{self.builder_cls.name}`")
 
     def test_exporters_are_names(self) -> None:
-        exporters = self.builder_cls.exporters
+        exporters: object = self.builder_cls.exporters
         assert isinstance(exporters, frozenset) and all(isinstance(e, str) for e in exporters)
 
     def test_capabilities_are_consistent(self) -> None:

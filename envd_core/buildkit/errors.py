@@ -39,7 +39,7 @@ def _rpc_parts(exc: BaseException) -> tuple[str, str]:
         try:
             c = code()
             return (getattr(c, "name", str(c)) or "", details() or "")
-        except Exception:  # noqa: BLE001, S110 - an RpcError that is not a Call: use str()
+        except Exception:  # noqa: BLE001 - an RpcError that is not a Call: use str()
             pass
     return ("", str(exc))
 
@@ -126,7 +126,10 @@ def connection_error(
             "start buildkitd or fix the address"
         )
     elif kind is ErrorKind.DNS:
-        msg = f"cannot connect to BuildKit at `{target}`: the host name does not resolve; fix the address"
+        msg = (
+            f"cannot connect to BuildKit at `{target}`: the host name does not resolve; "
+            "fix the address"
+        )
     elif kind is ErrorKind.TIMEOUT:
         msg = (
             f"BuildKit at `{target}` did not answer in time; check the daemon is running or raise "

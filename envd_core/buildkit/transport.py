@@ -91,7 +91,7 @@ def parse_go_duration(text: str) -> float:
 
 
 def connect_timeout(timeout: float | None = None) -> float:
-    """The connect timeout: ``timeout`` if given, else ``$BUILDKIT_CONNECTING_TIMEOUT``, else 5 s."""
+    """The connect timeout: ``timeout`` if given, else ``$BUILDKIT_CONNECTING_TIMEOUT``, else 5s."""
     if timeout is not None:
         return timeout
     raw = os.environ.get(TIMEOUT_ENV)
@@ -168,7 +168,7 @@ class Connection:
             for closer in reversed(self._closers):
                 closer()
 
-    def __enter__(self) -> Connection:  # noqa: PYI034 - final in practice
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -27,6 +27,17 @@ COMMANDS: dict[str, str] = {
     "prune": "envd_core.cli.cache:prune",
     "disk-usage": "envd_core.cli.cache:disk_usage",
     "completion": "envd_core.cli.completion:completion",
+    "up": "envd_core.cli.up:up",
+    "run": "envd_core.cli.up:run",
+    "down": "envd_core.cli.envs:down",
+    "destroy": "envd_core.cli.envs:destroy",
+    "envs": "envd_core.cli.envs:envs",
+    "exec": "envd_core.cli.lifecycle:exec_",
+    "pause": "envd_core.cli.lifecycle:pause",
+    "resume": "envd_core.cli.lifecycle:resume",
+    "top": "envd_core.cli.lifecycle:top",
+    "images": "envd_core.cli.images:images",
+    "version": "envd_core.cli.version:version",
     "login": "envd_core.cli.login:login",
     "logout": "envd_core.cli.login:logout",
 }
@@ -131,8 +142,9 @@ def run(cli: click.Group, argv: list[str] | None = None) -> int:
     # grpc's C core logs handshake failures straight to stderr; envd reports them itself.
     os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if debug else "NONE")
     try:
-        cli.main(args=args, prog_name="envd", standalone_mode=False)
-        return 0
+        # Without standalone mode click returns ctx.exit(code)'s code instead of exiting.
+        code = cli.main(args=args, prog_name="envd", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except EnvdError as exc:
         if debug:
             import traceback

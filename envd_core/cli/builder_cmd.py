@@ -1,4 +1,7 @@
-"""``envd builder``: manage the daemon behind a context's builder (``rm``, like ``docker buildx rm``)."""
+"""``envd builder``: manage the daemon behind a context's builder.
+
+``envd builder rm`` works like ``docker buildx rm``.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ def rm(app: Any, name: str | None, keep_state: bool, fmt: str) -> None:
                               "keep_state": keep_state, **change.to_json()}))
         return
     if change.action is DaemonAction.ABSENT:
-        info(f"No buildkitd to remove for {target.url}" + (f": {change.detail}" if change.detail else ""))
+        detail = f": {change.detail}" if change.detail else ""
+        info(f"No buildkitd to remove for {target.url}{detail}")
     else:
         info(f"Builder {target.url} is removed" + (f": {change.detail}" if change.detail else ""))

@@ -28,6 +28,7 @@ def load_build(
     *,
     user_config: str | Path | None = None,
     cwd: str | Path | None = None,
+    check_buildable: bool = True,
 ) -> BuildGraph:
     """Evaluate the build file of build context ``path`` (``--path``) and return its graph.
 
@@ -35,9 +36,10 @@ def load_build(
     ``<path>/<file>`` when that exists, else ``<file>`` relative to ``cwd`` (upstream's rule).
     ``extra_functions`` are vendor built-ins (see :func:`envd_core.envdfile.lang.evaluate`);
     ``user_config`` is evaluated first (upstream's ``~/.config/envd/config.envd``).
+    ``check_buildable=False`` accepts calls this envd cannot build (graph-only use).
     """
-    from envd_core.envdfile.lang import evaluate
     from envd_core.envdfile.buildflags import locate_build_file, parse_from
+    from envd_core.envdfile.lang import evaluate
 
     spec = parse_from(from_spec)
     context = Path(path)
@@ -48,6 +50,7 @@ def load_build(
         function=spec.function,
         extra_functions=extra_functions,
         user_config=Path(user_config) if user_config else None,
+        check_buildable=check_buildable,
     )
 
 

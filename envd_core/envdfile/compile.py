@@ -2,15 +2,20 @@
 
 The chain of steps (each a BuildKit vertex, so each is cached on its own):
 
-1. base image (``nvidia/cuda:<v>-cudnn<n>-devel-ubuntu22.04`` with ``install.cuda``)
+1. base image (with ``install.cuda``: ``docker.io/nvidia/cuda:<v>-cudnn<n>-<runtime|devel>-<image>``
+   as upstream picks it)
 2. ``config.apt_source`` → ``/etc/apt/sources.list``
 3. apt: every system package in one ``apt-get install`` with locked cache mounts on
    ``/var/cache/apt`` and ``/var/lib/apt`` (nothing of them lands in the image)
-4. Python: a venv at ``/opt/envd/venv`` (Debian's Python refuses system-wide pip installs,
-   PEP 668), first on PATH; pip with a cache mount on ``/root/.cache/pip``; ``config.pip_index``
-   → ``PIP_INDEX_URL`` for that step only; requirements files and local wheels are bind-mounted
-   read-only from the ``build-context`` local source
-5. R packages, git config, ``io.copy``, ``io.http``, then ``run()`` steps in call order
+4. Python (:mod:`~envd_core.envdfile.pysteps`, :mod:`~envd_core.envdfile.condasteps`): the
+   requested version with conda or micromamba as upstream, or the image's own in a venv at
+   ``/opt/envd/venv`` when it is that version; one pip step per ``python_packages`` call,
+   requirements files, local wheels; then conda packages
+5. Julia, pixi, R packages, Julia packages (:mod:`~envd_core.envdfile.releases`)
+6. ``io.http``, ``io.copy``, codex, git config, then ``run()`` steps in call order
+
+Every step sees upstream's base environment and ``runtime.environ``. docs/build-language.md
+lists where the result differs from upstream's and why.
 
 Network steps get the proxy variables and, with ``ca_bundle_secret``, the extra CA bundle as a
 SECRET mount (id ``envd-ca-bundle``) plus ``PIP_CERT``/``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE``:
@@ -20,34 +25,42 @@ the CA is visible during that step only and never written into the image.
 from __future__ import annotations
 
 import hashlib
-import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import attrs
 
-from envd_core.envdfile.errors import UnsupportedBuildError
-from envd_core.envdfile.graph import BuildGraph
-from envd_core.envdfile.image_config import DEFAULT_PATH, image_config
-from envd_core.envdfile.lang.install import PYTHON_VERSION_DEFAULT as PYTHON_DEFAULT
 from envd_core.envdfile.buildflags import DEFAULT_PLATFORM, environment_name
+from envd_core.envdfile.errors import UnsupportedBuildError
+from envd_core.envdfile.graph import DEFAULT_IMAGE, BuildGraph
+from envd_core.envdfile.image_config import DEFAULT_PATH, image_config
+from envd_core.envdfile.pysteps import (
+    PythonInstaller,
+    install_python,
+    pip_steps,
+    uses_micromamba,
+)
+from envd_core.envdfile.releases import (
+    install_agents,
+    install_julia,
+    install_pixi,
+    julia_packages,
+)
 
 if TYPE_CHECKING:
     from envd_core.buildkit import llb as llb_mod
     from envd_core.buildkit._pb import ops_pb2
 
 CONTEXT_NAME = "build-context"
-VENV = "/opt/envd/venv"
 CA_SECRET_ID = "envd-ca-bundle"
 CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
 #: apt gets the CA elsewhere: installing `ca-certificates` rewrites CA_PATH, which must not be a
 #: read-only mount at that moment.
 APT_CA_PATH = "/run/envd/apt-ca-bundle.crt"
-PIP_CACHE = "/root/.cache/pip"
-DOWNLOAD_DIR = "/opt/envd/downloads"
+#: Where io.http files land: upstream's extra-source dir (``/home/envd/extra_source``).
+DOWNLOAD_DIR = "/home/envd/extra_source"
 CONTEXT_MOUNT = "/run/envd/context"
 
 #: Languages installable from the distribution (the version argument is not honoured).
@@ -83,6 +96,8 @@ class CompileOptions:
     proxy_env: Mapping[str, str] = attrs.field(factory=dict)
     #: Exec network mode for steps that download: "sandbox" (daemon default) or "host".
     network: str = "sandbox"
+    #: Where install.python(version) gets a Python the image lacks (upstream's micromamba).
+    python_installer: PythonInstaller = attrs.field(factory=PythonInstaller)
 
 
 @attrs.define
@@ -121,7 +136,16 @@ class _Compiler:
         self.context_used = False
         self.path_prefix: list[str] = []
         self.image_env: dict[str, str] = {}
-        self.env: dict[str, str] = {"PATH": ":".join(DEFAULT_PATH)}
+        # Every step sees upstream's base environment and the declared runtime.environ, as in
+        # upstream (compileBaseImage adds both to the base state); PATH is the compiler's.
+        self.env: dict[str, str] = {
+            "DEBIAN_FRONTEND": "noninteractive", "PATH": ":".join(DEFAULT_PATH),
+            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+            **{k: v for k, v in graph.runtime.environ.items() if k != "PATH"},
+        }
+        self.image_ref = graph.image
+        #: Things built differently from what the file says, one line each (like upstream's).
+        self.warnings: list[str] = []
 
     # -- helpers ---------------------------------------------------------------------------
     def context(self, include: list[str] | None = None) -> llb_mod.State:
@@ -167,8 +191,17 @@ class _Compiler:
     def base(self) -> llb_mod.State:
         g = self.graph
         ref = g.image
-        if g.cuda is not None and not g.image_set:
-            ref = f"nvidia/cuda:{g.cuda}-cudnn{g.cudnn or '8'}-devel-ubuntu22.04"
+        if g.cuda is not None:
+            # Upstream's GetCUDAImage: CUDA always replaces the base image (runtime flavour
+            # unless dev), and says so when the file named another image.
+            flavour = "devel" if g.dev else "runtime"
+            ref = (f"docker.io/nvidia/cuda:{g.cuda}-cudnn{g.cudnn or '8'}-{flavour}-"
+                   + g.image.replace(":", "", 1))
+            if g.image != DEFAULT_IMAGE:
+                self.warnings.append(
+                    f"install.cuda(): CUDA is only tested with {DEFAULT_IMAGE}; the base image "
+                    f"`{g.image}` is replaced by `{ref}`")
+        self.image_ref = ref
         st = self.llb.image(ref, platform=self.platform)
         for key, value in self.env.items():
             st = st.with_env(key, value)
@@ -194,7 +227,10 @@ class _Compiler:
         if g.apt_sources:
             st = st.mkfile("/etc/apt/sources.list", "\n".join(g.apt_sources) + "\n")
         pkgs = self.system_packages()
-        python = g.wants_python() or g.uv_python is not None
+        # The venv needs python3 + venv from the distribution when the image lacks them;
+        # micromamba brings its own Python.
+        python = (g.wants_python() or g.uv_python is not None) and not uses_micromamba(
+            g, self.image_ref)
         if not pkgs and not python:
             return st
         ca_opt = ""
@@ -227,55 +263,17 @@ class _Compiler:
         return self.run(st, "\n".join(lines), name=f"apt-get install {shown}", network=True,
                         mounts=mounts, ca_path=APT_CA_PATH)
 
-    def python_version_required(self) -> str | None:
-        """The Python version build.envd asked for explicitly (the default is not enforced)."""
-        lang = self.graph.language("python")
-        if lang is None or not lang.version or lang.version == PYTHON_DEFAULT:
-            return None
-        return lang.version
-
     def python(self, st: llb_mod.State) -> llb_mod.State:
-        g = self.graph
-        if not g.wants_python() and g.uv_python is None:
+        if not self.graph.wants_python() and self.graph.uv_python is None:
             return st
-        wanted = self.python_version_required()
-        venv = f"python3 -m venv {VENV}"
-        name = f"create the Python venv {VENV}"
-        if wanted:
-            venv = _python_version_check(wanted) + "\n" + venv
-            name += f" (Python {wanted})"
-        st = self.run(st, venv, name=name)
-        self.path_prefix.append(f"{VENV}/bin")
-        st = st.with_env("PATH", f"{VENV}/bin:" + st.get_env("PATH"))
-        st = st.with_env("VIRTUAL_ENV", VENV)
-        self.image_env["VIRTUAL_ENV"] = VENV
-        args: list[str] = []
-        mounts: list[Any] = [self.llb.cache(PIP_CACHE, f"envd-pip-cache-{self.platform}")]
-        files = g.requirements_files + g.local_wheels
-        if files:
-            mounts.append(self.llb.bind(CONTEXT_MOUNT, self.context(include=files),
-                                        readonly=True))
-        for req in g.requirements_files:
-            args += ["-r", f"{CONTEXT_MOUNT}/{req}"]
-        args += [f"{CONTEXT_MOUNT}/{w}" for w in g.local_wheels]
-        args += g.python_commands()
-        if g.jupyter is not None:
-            args.append("jupyter")
-        if g.uv_python is not None:
-            args.append("uv")
-        if not args:
-            return st
-        env: dict[str, str] = {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        if g.pip_index is not None:
-            env["PIP_INDEX_URL"] = g.pip_index.url
-            if g.pip_index.extra_url:
-                env["PIP_EXTRA_INDEX_URL"] = g.pip_index.extra_url
-            if g.pip_index.trust:
-                hosts = {urlparse(u).hostname for u in (g.pip_index.url, g.pip_index.extra_url)}
-                env["PIP_TRUSTED_HOST"] = " ".join(sorted(h for h in hosts if h))
-        script = f"{VENV}/bin/pip install " + " ".join(shlex.quote(a) for a in args)
-        return self.run(st, script, name="pip install " + " ".join(args), network=True,
-                        env=env, mounts=mounts)
+        st, python = install_python(self, st)
+        st = pip_steps(self, st, python)
+        if self.graph.conda is not None and self.graph.language("python") is not None:
+            from envd_core.envdfile.condasteps import conda_packages
+
+            # upstream's working dir: /home/envd/<build context directory name>
+            st = conda_packages(self, st, f"/home/envd/{self.opts.context_dir.absolute().name}")
+        return st
 
     def r_packages(self, st: llb_mod.State) -> llb_mod.State:
         g = self.graph
@@ -287,8 +285,16 @@ class _Compiler:
         return self.run(st, script, name="install R packages", network=True)
 
     def files(self, st: llb_mod.State) -> llb_mod.State:
+        """io.http downloads, then io.copy, in upstream's order; then the git config."""
         g = self.graph
         llb = self.llb
+        for dl in g.downloads:
+            # upstream copies the download's directory into the extra-source dir
+            st = st.copy(_http_source(llb, dl.url, dl.checksum, dl.filename), "/", DOWNLOAD_DIR)
+        for item in g.copies:
+            source = llb.image(item.image, platform=self.platform) if item.image else \
+                self.context(include=[item.source])
+            st = st.copy(source, item.source, item.target)
         if g.git is not None:
             lines = ["[user]"]
             if g.git.name:
@@ -298,13 +304,6 @@ class _Compiler:
             if g.git.editor:
                 lines += ["[core]", f"\teditor = {g.git.editor}"]
             st = st.mkfile("/etc/gitconfig", "\n".join(lines) + "\n")
-        for item in g.copies:
-            source = llb.image(item.image, platform=self.platform) if item.image else \
-                self.context(include=[item.source])
-            st = st.copy(source, item.source, item.target)
-        for dl in g.downloads:
-            st = st.copy(_http_source(llb, dl.url, dl.checksum, dl.filename), dl.filename,
-                         f"{DOWNLOAD_DIR}/{dl.filename}")
         return st
 
     def run_steps(self, st: llb_mod.State, wd: str) -> llb_mod.State:
@@ -340,67 +339,36 @@ def _http_source(llb: Any, url: str, checksum: str, filename: str) -> Any:
     return llb.http(url, filename=filename, checksum=checksum or None)
 
 
-def _python_version_check(wanted: str) -> str:
-    """Shell that fails the step, saying why, when the image's Python is not ``wanted``.
-
-    Python comes from the base image or the distribution's packages; a build.envd that asks for
-    another version gets a clear error instead of a silently different interpreter.
-    """
-    if not re.fullmatch(r"[0-9]+(\.[0-9]+){0,2}", wanted):
-        raise UnsupportedBuildError(
-            f"install.python(version={wanted!r}): give a version such as '3.11'"
-        )
-    message = (
-        f"install.python(version='{wanted}'): this image provides Python $have; use a base "
-        f"image whose Python (or distribution package) is {wanted}"
-    )
-    return (
-        "have=$(python3 -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])') && "
-        f'case "$have" in {wanted}|{wanted}.*) ;; *) echo "{message}" >&2; exit 1;; esac'
-    )
-
-
 def check_supported(graph: BuildGraph) -> list[str]:
-    """Refuse what cannot be built; return warnings for what is left out on purpose.
+    """Refuse what cannot be built; return warnings for what is built differently.
 
-    Refused (the environment would be wrong without it): conda packages / env files / channel
-    config, Julia, pixi. Left out with a warning (editor and agent extras; the environment
-    still works): VS Code extensions, codex, RStudio Server, and a bare ``install.conda()``,
-    whose Python comes from the venv instead.
+    Build files meet these refusals at the call already (``evaluate(check_buildable=True)``,
+    with the position); this catches graphs a vendor function or a graph-only evaluation made.
+    Conda comes with ``install.python()`` only, as in upstream; alone it is a warning.
     """
     unsupported = []
     warnings: list[str] = []
     conda = graph.conda
-    if conda is not None and (conda.packages or conda.env_file or conda.channel_config
-                              or conda.channels):
-        unsupported.append("install.conda_packages / conda env files / conda channels")
-    elif conda is not None:
-        warnings.append(
-            f"install.conda(): conda is not installed; Python packages go into the venv "
-            f"{VENV} instead"
-        )
-    if graph.language("julia") or graph.julia_packages:
-        unsupported.append("install.julia")
-    if "pixi" in graph.extensions:
-        unsupported.append("install.pixi")
+    if conda is not None and graph.language("python") is None:
+        if conda.packages or conda.env_file:
+            raise UnsupportedBuildError(
+                "install.conda_packages: conda is installed with install.python() (as "
+                "upstream does it); add install.python() to the build function")
+        warnings.append("install.conda(): without install.python() nothing is installed "
+                        "(as upstream); add install.python() to get a conda environment")
+    if graph.vscode_extensions:
+        unsupported.append("install.vscode_extensions")
     if unsupported:
         raise UnsupportedBuildError(
             f"this envd cannot build {', '.join(f'`{u}`' for u in unsupported)} yet; "
             "remove those calls or build with upstream envd"
         )
     for lang in graph.languages:
-        # An explicit Python version is checked at build time (see _python_version_check).
         if lang.version and lang.name != "python":
             warnings.append(
                 f"install.{lang.name}(version={lang.version!r}): the version is not enforced; "
                 "the base image's or the distribution's package is used"
             )
-    if graph.vscode_extensions:
-        warnings.append("install.vscode_extensions(): skipped (the marketplace is not used)")
-    if "code_agents" in graph.extensions:
-        warnings.append("install.codex(): skipped (not installable by this envd yet)")
-    if graph.rstudio_server:
-        warnings.append("config.rstudio_server(): RStudio Server is not installed")
     return warnings
 
 
@@ -415,9 +383,14 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
     st = c.base()
     st = c.apt(st)
     st = c.python(st)
+    # upstream: languages, then pip/conda/uv, pixi, R packages, Julia packages
+    st = install_julia(c, st)
+    st = install_pixi(c, st)
     st = c.r_packages(st)
+    st = julia_packages(c, st)
     st = c.files(st)
-    name = environment_name(opts.context_dir) if opts.context_dir else ""
+    st = install_agents(c, st)
+    name = environment_name(opts.context_dir)
     st, wd = c.workdir(st, name)
     st = c.run_steps(st, wd)
     definition = st.to_definition(c.platform)
@@ -433,6 +406,6 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
         secrets_needed=[CA_SECRET_ID] if opts.ca_bundle_secret else [],
         entitlements=["network.host"] if opts.network == "host" else [],
         shared_key="envd-" + hashlib.sha256(context.encode()).hexdigest()[:32],
-        warnings=warnings,
+        warnings=warnings + c.warnings,
         platform=c.platform,
     )

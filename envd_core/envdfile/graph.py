@@ -157,7 +157,8 @@ class BuildGraph:
     cuda: str | None = None
     cudnn: str = ""
     r_packages: list[str] = attrs.field(factory=list)
-    julia_packages: list[str] = attrs.field(factory=list)
+    #: One inner list per `install.julia_packages(name=...)` call (upstream's JuliaPackages).
+    julia_packages: list[list[str]] = attrs.field(factory=list)
     vscode_extensions: list[str] = attrs.field(factory=list)
     cran_mirror: str = ""
     julia_pkg_server: str = ""
@@ -214,5 +215,5 @@ class BuildGraph:
         """True when the image needs a Python/pip toolchain at build time."""
         return bool(
             self.language("python") or self.python_packages or self.requirements_files
-            or self.local_wheels or self.jupyter or self.conda
+            or self.local_wheels or self.jupyter
         )

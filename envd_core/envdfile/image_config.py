@@ -133,7 +133,7 @@ def general_graph_json(
         "RequirementsFile": g.requirements_files[0] if g.requirements_files else None,
         "PythonWheels": list(g.local_wheels) or None,
         "RPackages": _lists_or_empty(g.r_packages),
-        "JuliaPackages": _lists_or_empty(g.julia_packages),
+        "JuliaPackages": [list(call) for call in g.julia_packages],
         "SystemPackages": list(g.apt_packages),
         "VSCodePlugins": [_vscode_plugin(ext) for ext in g.vscode_extensions] or None,
         "UserDirectories": [],

@@ -131,5 +131,6 @@ def remove_builder(
             hint="stop that daemon where it runs; `envd context rm` forgets the context",
             kind=ErrorKind.UNSUPPORTED,
         )
-    report(f"Removing the buildkitd of {builder.url}" + (" (keeping its state)" if keep_state else ""))
+    keeping = " (keeping its state)" if keep_state else ""
+    report(f"Removing the buildkitd of {builder.url}{keeping}")
     return builder.remove(keep_state=keep_state, report=report)

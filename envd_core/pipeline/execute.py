@@ -62,7 +62,7 @@ def _proxy_env() -> dict[str, str]:
 
 def resolve_ca_bundle(request: BuildRequest, builder: Builder) -> str | None:
     """The extra CA bundle: ``--ca-bundle``, else ``ENVD_CA_BUNDLE``, else the context option."""
-    chosen = request.ca_bundle or os.environ.get("ENVD_CA_BUNDLE") or builder.options.get("ca-bundle")
+    chosen = request.ca_bundle or os.environ.get("ENVD_CA_BUNDLE") or builder.option_values.get("ca-bundle")
     if not chosen:
         return None
     path = os.path.abspath(os.path.expanduser(chosen))

@@ -6,6 +6,7 @@ another start time, so ``stop`` never signals a process ``up`` did not start.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -105,10 +106,9 @@ def stop(name: str, grace: float = 20) -> bool:
         time.sleep(0.1)
     if starttime(pid) == start:
         os.kill(pid, signal.SIGKILL)
-    try:  # children left in its session (runc shims of a killed buildkitd)
+    # children left in its session (runc shims of a killed buildkitd)
+    with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
     pidfile.unlink(missing_ok=True)
     return True
 

@@ -1,4 +1,6 @@
-"""The `build.envd` language: Starlark evaluation into a :class:`~envd_core.envdfile.graph.BuildGraph`.
+"""The `build.envd` language: Starlark evaluation into a build graph.
+
+The graph is :class:`~envd_core.envdfile.graph.BuildGraph`.
 
 Importing this package is cheap; starlark-pyo3 is imported when :func:`evaluate` runs.
 """

@@ -26,10 +26,11 @@ from envd_core.envdfile.errors import (
     BuildFileError,
     BuildFileNotFoundError,
     BuildFunctionError,
+    UnsupportedBuildError,
 )
 from envd_core.envdfile.graph import BuildGraph
 from envd_core.envdfile.lang import args as _args
-from envd_core.envdfile.lang.builtins import builtin_table, data_paths
+from envd_core.envdfile.lang.builtins import UNBUILDABLE, builtin_table, data_paths
 from envd_core.errors import EnvdError
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class _Evaluator:
         roots: list[Path],
         extra_functions: Mapping[str, Callable[..., Any]],
         timeout: float,
+        check_buildable: bool = True,
     ) -> None:
         import starlark as sl
 
@@ -66,6 +68,9 @@ class _Evaluator:
         self.graph = graph
         self.roots = [r.resolve() for r in roots]
         self.table = builtin_table(extra_functions)
+        #: Standard names refused at the call (a vendor override is taken as buildable).
+        self.refused = {n: r for n, r in UNBUILDABLE.items()
+                        if check_buildable and n not in extra_functions}
         self.pending: EnvdError | None = None
         self.cache: dict[Path, starlark.FrozenModule] = {}
         self.loading: list[Path] = []
@@ -85,7 +90,13 @@ class _Evaluator:
                 except (TypeError, ValueError):
                     # Callables without an inspectable signature (C functions): call directly.
                     return func(self.graph, *args, **kwargs)
-                return func(*((self.graph,) + bound.args[1:]), **bound.kwargs)
+                result = func(self.graph, *bound.args[1:], **bound.kwargs)
+                if name in self.refused:
+                    raise UnsupportedBuildError(
+                        f"`{name}` cannot be built by this envd: {self.refused[name]}; remove "
+                        "the call or build this file with upstream envd"
+                    )
+                return result
             except EnvdError as exc:
                 self.pending = exc
                 raise
@@ -282,9 +293,9 @@ class _Evaluator:
             name = attr.group("name")
             owner = re.search(r"([A-Za-z_]\w*)\s*\.\s*" + re.escape(name), excerpt)
             mod = owner.group(1) if owner else None
-            members = [n.split(".", 1)[1] for n in self.table if mod and n.startswith(mod + ".")]
-            if mod and members:
-                close = difflib.get_close_matches(name, members, n=3, cutoff=0.5)
+            in_module = [n.split(".", 1)[1] for n in self.table if mod and n.startswith(mod + ".")]
+            if mod and in_module:
+                close = difflib.get_close_matches(name, in_module, n=3, cutoff=0.5)
                 hint = f"; did you mean {_quote_list(close, prefix=mod + '.')}?" if close else ""
                 return f"`{mod}` has no function `{name}`{hint}"
         return message
@@ -359,6 +370,7 @@ def evaluate(
     extra_functions: Mapping[str, Callable[..., Any]] | None = None,
     user_config: Path | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    check_buildable: bool = True,
 ) -> BuildGraph:
     """Evaluate the build file ``path`` and call ``function``; return the filled graph.
 
@@ -367,6 +379,8 @@ def evaluate(
     universe function. Each receives the graph first, then the script's arguments (checked
     against the callable's annotations). ``user_config`` (upstream's
     ``~/.config/envd/config.envd``) is evaluated first, into the same graph.
+    ``check_buildable`` refuses, at their position, the calls :data:`UNBUILDABLE` names;
+    pass False to only build the graph (comparisons with upstream, graph tests).
     Raises :class:`BuildFileError` subclasses for every problem in the files.
     """
     graph = BuildGraph()
@@ -374,9 +388,10 @@ def evaluate(
     roots = [Path(context_dir).absolute()]
     if path.parent.resolve() not in [r.resolve() for r in roots]:
         roots.append(path.parent)
-    ev = _Evaluator(graph, roots, extra_functions or {}, timeout)
+    ev = _Evaluator(graph, roots, extra_functions or {}, timeout, check_buildable)
     if user_config is not None and Path(user_config).is_file():
-        config_ev = _Evaluator(graph, [Path(user_config).parent], extra_functions or {}, timeout)
+        config_ev = _Evaluator(graph, [Path(user_config).parent], extra_functions or {}, timeout,
+                               check_buildable)
         config_ev.eval_file(Path(user_config))
     if not path.is_file():
         raise BuildFileNotFoundError(

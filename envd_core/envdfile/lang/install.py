@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+from collections.abc import Callable
+from typing import Any
+
 from envd_core.envdfile.errors import BuildArgumentError
 from envd_core.envdfile.graph import BuildGraph, CondaConfig
 
@@ -9,10 +14,16 @@ PYTHON_VERSION_DEFAULT = "3.11"
 
 
 def python(graph: BuildGraph, version: str = PYTHON_VERSION_DEFAULT) -> None:
-    """Install CPython ``version`` (upstream refuses Python 2)."""
+    """Install CPython ``version``: ``""``/``"3"`` mean 3.11, else ``3.x[.y]`` (as upstream)."""
     if version.startswith("2"):
         raise BuildArgumentError(
             f"`install.python` does not support Python 2 (got `{version}`); use 3.x"
+        )
+    if version not in ("", "3") and not re.fullmatch(r"3\.[0-9]+(\.[0-9]+)?", version):
+        # upstream refuses these when compiling; here the call's position is known
+        raise BuildArgumentError(
+            f"`install.python` python version `{version}` is not supported; give one such "
+            "as `3.11`"
         )
     graph.set_language("python", version)
 
@@ -82,7 +93,15 @@ def python_packages(
 ) -> None:
     """Install PyPI packages, a requirements file of the build context, and local wheels."""
     if name:
-        graph.python_packages.append([n.strip() for n in name])
+        entries = [n.strip() for n in name]
+        try:  # pip gets the entries split into words (upstream's llb.Shlex); check that now
+            shlex.split(" ".join(entries), comments=True)
+        except ValueError as exc:
+            raise BuildArgumentError(
+                f"`install.python_packages` name {entries} cannot be split into pip arguments "
+                f"({exc}); close the quote"
+            ) from None
+        graph.python_packages.append(entries)
     if local_wheels:
         for wheel in local_wheels:
             if not wheel.endswith(".whl"):
@@ -100,9 +119,12 @@ def conda_packages(
     channel: list[str] | None = None,
     env_file: str = "",
 ) -> None:
-    """Install conda packages (needs `install.conda()` semantics; enables conda implicitly)."""
+    """Install conda packages into the envd environment (after `install.conda()`, as upstream)."""
     if graph.conda is None:
-        graph.conda = CondaConfig()
+        raise BuildArgumentError(
+            "`install.conda_packages` cannot install conda packages when conda is not "
+            "installed; call install.conda() (and install.python()) first"
+        )
     graph.conda.packages.extend(name or [])
     graph.conda.channels.extend(channel or [])
     if env_file:
@@ -120,7 +142,7 @@ def julia_packages(graph: BuildGraph, name: list[str]) -> None:
     """Install Julia packages."""
     if not name:
         raise BuildArgumentError("`install.julia_packages` needs at least one package in `name`")
-    graph.julia_packages.extend(name)
+    graph.julia_packages.append(list(name))
 
 
 def cuda(graph: BuildGraph, version: str, cudnn: str = "8") -> None:
@@ -139,7 +161,7 @@ def vscode_extensions(graph: BuildGraph, name: list[str]) -> None:
     graph.vscode_extensions.extend(name)
 
 
-INSTALL = {
+INSTALL: dict[str, Callable[..., Any]] = {
     "python": python,
     "conda": conda,
     "uv": uv,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
+from typing import Any
 
 from envd_core.envdfile.errors import BuildArgumentError
 from envd_core.envdfile.graph import (
@@ -39,10 +41,11 @@ def pip_index(graph: BuildGraph, url: str, extra_url: str = "", trust: bool = Fa
 
 def conda_channel(graph: BuildGraph, channel: str = "") -> None:
     """Write ``channel`` (a .condarc YAML text) as conda's channel configuration."""
-    from envd_core.envdfile.graph import CondaConfig
-
     if graph.conda is None:
-        graph.conda = CondaConfig()
+        raise BuildArgumentError(
+            "`config.conda_channel` cannot configure conda when conda is not installed; call "
+            "install.conda() first"
+        )
     graph.conda.channel_config = channel
 
 
@@ -112,7 +115,7 @@ def owner(graph: BuildGraph, uid: int, gid: int) -> None:
     graph.owner_uid, graph.owner_gid = uid, gid
 
 
-CONFIG = {
+CONFIG: dict[str, Callable[..., Any]] = {
     "apt_source": apt_source, "pip_index": pip_index, "conda_channel": conda_channel,
     "cran_mirror": cran_mirror, "julia_pkg_server": julia_pkg_server, "jupyter": jupyter,
     "rstudio_server": rstudio_server, "gpu": gpu, "shm_size": shm_size,
@@ -149,7 +152,7 @@ def http(graph: BuildGraph, url: str, checksum: str = "", filename: str = "") ->
     graph.downloads.append(HttpInfo(url=url, checksum=checksum, filename=name))
 
 
-IO = {"copy": copy, "http": http}
+IO: dict[str, Callable[..., Any]] = {"copy": copy, "http": http}
 
 
 # ---------------------------------------------------------------- runtime.*
@@ -212,7 +215,7 @@ def init(graph: BuildGraph, commands: list[str] | None = None) -> None:
         graph.runtime.init.append(list(commands))
 
 
-RUNTIME = {
+RUNTIME: dict[str, Callable[..., Any]] = {
     "command": command, "daemon": daemon, "expose": expose, "environ": environ,
     "mount": mount, "init": init,
 }
@@ -229,7 +232,7 @@ def envd_data(graph: BuildGraph, name: str = "") -> str:
     return f"~/.envd/data/{name}"
 
 
-DATA = {"envd": envd_data}
+DATA: dict[str, Callable[..., Any]] = {"envd": envd_data}
 DATA_PATHS = {"huggingface": "~/.cache/huggingface", "dgl": "~/.dgl"}
 
 

@@ -6,6 +6,9 @@ defaults. They only record intent in the graph; nothing here touches files or th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from envd_core.envdfile.errors import BuildArgumentError
 from envd_core.envdfile.graph import BuildGraph, GitConfig, RunStep
 
@@ -52,7 +55,7 @@ def include(graph: BuildGraph, git: str = "") -> None:
     )
 
 
-UNIVERSE = {
+UNIVERSE: dict[str, Callable[..., Any]] = {
     "base": base,
     "shell": shell,
     "run": run,

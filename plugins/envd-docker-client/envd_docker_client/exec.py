@@ -8,6 +8,7 @@ the bytes are raw. :class:`ExecStream` also serves as a ``ByteStream`` for the B
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import sys
@@ -88,17 +89,13 @@ class ExecStream:
         self.sock.sendall(data)
 
     def shutdown_write(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
     def close(self) -> None:
         # shutdown first: close() alone does not wake a thread blocked in recv() on Linux
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         try:
             self.sock.close()
         finally:

@@ -5,11 +5,13 @@ then carry raw HTTP/2 in which *we* are the client (``/grpc``, dockerd's embedde
 server (``/session``). The SDK's hijack support (``socket=True``) serves attach and exec, and
 reads the answer through ``http.client``, whose buffered reader may already hold the first
 HTTP/2 bytes that arrive together with the 101. So the request is written and the status line
-parsed here, and any bytes that came after the header are handed back first. Only ``unix://`` and plain ``tcp://`` daemons are supported.
+parsed here, and any bytes that came after the header are handed back first. Only ``unix://``
+and plain ``tcp://`` daemons are supported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 
@@ -46,10 +48,8 @@ class _PrefixedSocket:
         self._sock.shutdown(how)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
 
 

@@ -31,7 +31,8 @@ def test_unreachable_daemon_is_one_line_of_the_asked_kind(tmp_path: Path) -> Non
     with pytest.raises(BuilderError) as info:
         open_client(f"unix://{tmp_path}/none.sock", error=BuilderError)
     assert str(info.value) == (
-        f"cannot reach the Docker daemon at `unix://{tmp_path}/none.sock`: No such file or directory"
+        f"cannot reach the Docker daemon at `unix://{tmp_path}/none.sock`: "
+        "No such file or directory"
     )
     assert info.value.hint == "start dockerd or set DOCKER_HOST"
 

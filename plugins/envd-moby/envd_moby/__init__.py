@@ -55,7 +55,7 @@ class MobyWorkerBuilder(Builder):
         """The Docker daemon: the ``host`` option, else ``DOCKER_HOST``, else the local socket."""
         from envd_docker_client.client import docker_host
 
-        return docker_host(self.options.get("host"))
+        return docker_host(self.option_values.get("host"))
 
     def connect(self, *, timeout: float) -> Connection:
         from envd_docker_client.upgrade import dial_docker_upgrade
@@ -77,8 +77,11 @@ class MobyWorkerBuilder(Builder):
             from envd_docker_client.images import engine_version
 
             try:
-                client = open_client(self.options.get("host"), timeout=timeout, error=BuilderError)
-                found.version = f"dockerd {engine_version(client, self.docker_host, error=BuilderError)}"
+                client = open_client(
+                    self.option_values.get("host"), timeout=timeout, error=BuilderError
+                )
+                engine = engine_version(client, self.docker_host, error=BuilderError)
+                found.version = f"dockerd {engine}"
             except EnvdError:
                 pass  # reachable over /grpc is what counts; the version is a nicety
         return found
@@ -86,7 +89,7 @@ class MobyWorkerBuilder(Builder):
     def _client(self) -> docker.DockerClient:
         from envd_docker_client.client import open_client
 
-        return open_client(self.options.get("host"), error=BuilderError)
+        return open_client(self.option_values.get("host"), error=BuilderError)
 
     def apply_image_config(self, name: str, config: dict[str, Any]) -> None:
         """Set the config the ``moby`` exporter ignored, through the Docker API."""

@@ -6,6 +6,7 @@ import pytest
 from envd_moby import MobyWorkerBuilder
 
 from envd_core.errors import ValidationError
+from envd_core.testing import BuilderContract
 
 
 def test_defaults_match_upstream() -> None:
@@ -34,8 +35,6 @@ def test_missing_docker_socket_is_refused(tmp_path: object) -> None:
     assert status.reachable is False
     assert status.error_kind in ("refused", "unavailable")
 
-
-from envd_core.testing import BuilderContract
 
 
 class TestMobyContract(BuilderContract):

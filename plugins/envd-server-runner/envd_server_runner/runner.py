@@ -71,8 +71,6 @@ class EnvdServerRunner(Runner):
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None,
                  *, context: str | None = None, tokens: TokenStore | None = None) -> None:
         super().__init__(address, options)
-        # the base class keeps them as `options`, which mypy sees as the declared Option tuple
-        self.runner_options: dict[str, str] = dict(options or {})
         #: The context whose token to use; ``None`` finds the token by server address.
         self.context = context
         self.tokens = tokens or TokenStore()
@@ -95,7 +93,7 @@ class EnvdServerRunner(Runner):
 
     def client(self, *, token: str | None = None) -> ServerClient:
         """A client for the server, with ``token`` (or none) in ``Authorization``."""
-        tls = tls_settings(self.server, self.runner_options)
+        tls = tls_settings(self.server, self.option_values)
         return ServerClient(self.server, tls, token=token)
 
     def credential(self) -> Credential:

@@ -84,7 +84,7 @@ def test_a_build_that_still_reports_unknown_fails_loudly(envd_infra: ModuleType,
     # Should the ldflags stop reaching the linker (a renamed variable upstream), `up` must say
     # so instead of installing binaries that report v0.0.0+unknown.
     monkeypatch.setattr(envd_infra.installs, "buildkit_ldflags", lambda: ["-ldflags", ""])
-    with pytest.raises(envd_infra.shell.InfraError, match="v0.0.0"):
+    with pytest.raises(envd_infra.shell.InfraError, match=r"v0\.0\.0"):
         envd_infra.installs.ensure_buildkit_binaries()
     assert not (envd_infra.config.BIN / "buildkitd").exists()
 

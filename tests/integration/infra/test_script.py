@@ -29,7 +29,7 @@ def _infra(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_env_json_has_every_contract_key(infra: dict[str, Any]) -> None:
-    assert KEYS <= set(infra)
+    assert set(infra) >= KEYS
     assert infra["DOCKER_HOST"] == "unix:///var/run/docker.sock"
     offset = int(os.environ.get("ENVD_INFRA_PORT_OFFSET", "0"))  # isolated second instance
     assert infra["BUILDKIT_TCP"] == f"tcp://127.0.0.1:{1234 + offset}"

@@ -19,7 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "infra"
 
 
 def test_state_dir_comes_from_the_environment(envd_infra: ModuleType, tmp_path: Path) -> None:
-    assert envd_infra.config.PIDS == tmp_path / "state" / "pids"
+    assert tmp_path / "state" / "pids" == envd_infra.config.PIDS
     assert envd_infra.config.REGISTRY == "127.0.0.1:5000"
 
 

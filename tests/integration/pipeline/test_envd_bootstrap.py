@@ -87,7 +87,8 @@ def test_build_bootstraps_once_before_solving(cli: Any, register_plugin: Any, bu
     ManagedTcp.calls = []
     register_plugin(make_plugin(builders=[ManagedTcp], runners=[StubRunner]))
     assert cli("context", "create", "--name", "managed", "--builder", "managed-tcp",
-               "--builder-address", buildkit_tcp.removeprefix("tcp://"), "--runner", StubRunner.name,
+               "--builder-address", buildkit_tcp.removeprefix("tcp://"),
+               "--runner", StubRunner.name,
                "--use").exit_code == 0
     project = tmp_path / "project"
     project.mkdir()

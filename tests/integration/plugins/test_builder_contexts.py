@@ -43,7 +43,8 @@ def _free_port() -> int:
 
 def test_status_of_every_working_builder(envd, buildkit_tcp, buildkit_unix, buildkit_mtls) -> None:  # type: ignore[no-untyped-def]
     m = buildkit_mtls
-    envd("context", "create", "--name", "tcp", "--builder", "tcp", "--builder-address", buildkit_tcp)
+    envd("context", "create", "--name", "tcp", "--builder", "tcp",
+         "--builder-address", buildkit_tcp)
     envd("context", "create", "--name", "unix", "--builder", "unix",
          "--builder-address", buildkit_unix)
     envd("context", "create", "--name", "mtls", "--builder", "tcp", "--builder-address",

@@ -205,7 +205,7 @@ def test_tls_client_to_plain_server(http1_server: int, tmp_path: Path) -> None:
 
 
 def test_tls_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="`.*missing.pem`"):
+    with pytest.raises(ValidationError, match=r"`.*missing\.pem`"):
         TLSConfig(ca=tmp_path / "missing.pem").credentials()
     with pytest.raises(ValidationError, match="go together"):
         TLSConfig(cert=tmp_path / "c.pem").credentials()

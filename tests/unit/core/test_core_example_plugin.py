@@ -14,14 +14,16 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from _core_support import assert_one_error
 
+from envd_core.environment import EnvironmentSpec, GPURequest, Mount, PortMapping, Resources
+from envd_core.errors import RunnerError
 from envd_core.plugins import Plugins
 from envd_core.testing import (
     BuilderContract,
     RunnerContract,
     StubBuilder,
     StubRunner,
+    assert_one_error,
     make_plugin,
 )
 
@@ -36,8 +38,10 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "envd-exam
 def load_example() -> ModuleType:
     if "envd_example_plugin" in sys.modules:
         return sys.modules["envd_example_plugin"]
+    package = EXAMPLE / "envd_example_plugin"
+    # a package (its runner is a submodule), so it needs its search location
     spec = importlib.util.spec_from_file_location(
-        "envd_example_plugin", EXAMPLE / "envd_example_plugin" / "__init__.py"
+        "envd_example_plugin", package / "__init__.py", submodule_search_locations=[str(package)]
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -52,6 +56,13 @@ example = load_example()
 class TestExampleBuilderContract(BuilderContract):
     builder_cls = example.SocketDirBuilder
     valid_address = "/run/buildkit/"
+
+
+class TestExampleRunnerContract(RunnerContract):
+    """The static checks; the lifecycle on a real dockerd is in tests/integration/plugins."""
+
+    runner_cls = example.DockerCliRunner
+    valid_address = "unix:///var/run/docker.sock"
 
 
 class TestStubBuilderContract(BuilderContract):
@@ -127,3 +138,52 @@ def test_example_imports_nothing_heavy():
 @pytest.mark.parametrize("address", ["/run/buildkit", "/run/buildkit/", "/run//buildkit"])
 def test_example_normalizes_one_spelling(address):
     assert example.SocketDirBuilder.normalize_address(address) == "/run/buildkit"
+
+
+def test_runner_through_context_create_and_plugins_ls(cli, register_plugin):
+    register_plugin(example, name="example")
+    created = cli("context", "create", "--name", "cli", "--builder", "example-socket",
+                  "--runner", "example-docker-cli",
+                  "--runner-address", "example-docker-cli://unix:///var/run/docker.sock",
+                  "--runner-opt", "docker=/usr/local/bin/docker")
+    assert created.exit_code == 0, created
+    details = json.loads(cli("context", "inspect", "cli", "--no-status").stdout)
+    assert details["runner"] == "example-docker-cli"
+    assert details["runner_address"] == "unix:///var/run/docker.sock"  # scheme dropped once
+    assert details["runner_options"] == {"docker": "/usr/local/bin/docker"}
+
+    typo = cli("context", "create", "--name", "typo", "--builder", "example-socket",
+               "--runner", "example-docker-cli", "--runner-opt", "dokker=x")
+    assert "runner `example-docker-cli` has no option `dokker`" in assert_one_error(typo, code=2)
+
+    (row,) = [r for r in json.loads(cli("plugins", "ls", "--format", "json").stdout)
+              if r["name"] == "example"]
+    assert (row["builders"], row["runners"]) == (["example-socket"], ["example-docker-cli"])
+
+
+def test_runner_without_docker_client_says_so(monkeypatch):
+    runner = example.DockerCliRunner(None, {"docker": "no-such-docker-client"})
+    with pytest.raises(RunnerError, match="cannot find the docker client `no-such-docker-client`"):
+        runner.list_environments()
+    status = runner.status(timeout=1)
+    assert not status.reachable
+    assert status.error is not None and "no-such-docker-client" in status.error
+
+
+def test_runner_translates_a_spec_into_docker_run_flags():
+    spec = EnvironmentSpec(
+        name="envd-h9-flags", image="busybox", entrypoint=("sh", "-c"), command=("sleep 1",),
+        env={"A": "1"}, working_dir="/w", user="1000",
+        mounts=(Mount("/src", "/dst", read_only=True),), ports=(PortMapping(8888),),
+        resources=Resources(cpus=1.5, memory_bytes=2**20))
+    argv = example.DockerCliRunner(None)._run_args(spec)
+    assert argv[-3:] == ["busybox", "-c", "sleep 1"]  # the entrypoint's tail, then the command
+    assert argv[argv.index("--entrypoint") + 1] == "sh"
+    assert "type=bind,source=/src,target=/dst,readonly" in argv
+    assert "127.0.0.1::8888/tcp" in argv
+    assert argv[argv.index("--memory") + 1] == "1048576b"
+    assert argv[argv.index("--cpus") + 1] == "1.5"
+    with pytest.raises(RunnerError, match="cannot give environments GPUs"):
+        example.DockerCliRunner(None)._run_args(
+            EnvironmentSpec(name="g", image="busybox",
+                            resources=Resources(gpus=GPURequest(count=1))))

@@ -10,14 +10,13 @@ from abc import abstractmethod
 from typing import Any
 
 import pytest
-from _core_support import assert_one_error
 
 from envd_core import hookimpl
 from envd_core.builder import Builder
 from envd_core.contexts.store import FileStore
 from envd_core.errors import PluginError
 from envd_core.plugins import Plugins
-from envd_core.testing import EnvdCli, StubBuilder, StubRunner, make_plugin
+from envd_core.testing import EnvdCli, StubBuilder, StubRunner, assert_one_error, make_plugin
 
 
 class CloudBuilder(Builder):
@@ -262,7 +261,7 @@ BROKEN_PLUGIN = """
 """
 
 
-def test_entry_point_plugin_failing_to_import_warns_and_ls_works(entry_point_site,
+def test_entry_point_plugin_failing_to_import_warns_and_ls_works(entry_point_site, envd_config_dir,
                                                                  monkeypatch):
     entry_point_site("broken", BROKEN_PLUGIN, dist="envd-broken")
     monkeypatch.setenv("ENVD_PLUGINS", "broken")

@@ -120,3 +120,19 @@ def test_the_guide_describes_every_runner_member() -> None:
     members |= {name for name in Runner.__annotations__ if not name.startswith("_")}
     missing = sorted(m for m in members if not re.search(rf"`{re.escape(m)}[`(]", section))
     assert missing == [], f"plugin-guide §3 does not describe: {missing}"
+
+
+def test_option_reads_the_converted_value_or_the_declared_default() -> None:
+    from envd_core.options import Option
+    from envd_core.testing import StubRunner
+
+    class WithOptions(StubRunner):
+        options = (Option("retries", "attempts", kind="int", default="3"),
+                   Option("verbose", "say more", kind="bool"))
+
+    runner = WithOptions(None, {"verbose": "true"})
+    assert runner.option("retries") == 3
+    assert runner.option("verbose") is True
+    assert WithOptions(None).option("verbose") is None
+    with pytest.raises(KeyError):
+        runner.option("nope")

@@ -105,7 +105,7 @@ def test_context_json_round_trip_and_omissions():
 @pytest.mark.parametrize("data", [None, {}, {"name": "n"}, {"name": 1, "builder": {"type": "t"}},
                                   {"name": "n", "builder": {"type": "t", "options": []}}])
 def test_malformed_entry_names_where(data):
-    with pytest.raises(StoreError, match="^somewhere: malformed context entry"):
+    with pytest.raises(StoreError, match=r"^somewhere: malformed context entry"):
         Context.from_json(data, where="somewhere")
 
 
@@ -169,7 +169,7 @@ def test_strip_scheme_removes_exactly_one():
 def test_builder_defaults():
     builder = StubBuilder("addr", {"x": "1"})
     assert builder.url == "envd-testing-builder://addr"
-    assert builder.options == {"x": "1"}
+    assert builder.option_values == {"x": "1"}
     with pytest.raises(KeyError):
         builder.option("x")  # undeclared options are not readable
     with pytest.raises(ValidationError, match="does not take `other://` addresses"):

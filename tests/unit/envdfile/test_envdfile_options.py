@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envd_core.envdfile.errors import BuildOptionError
 from envd_core.envdfile.buildflags import (
     CacheSpec,
     FromSpec,
@@ -24,8 +24,9 @@ from envd_core.envdfile.buildflags import (
     platform_tag,
     read_csv_record,
 )
-from envd_core.imageref import parse_reference
+from envd_core.envdfile.errors import BuildOptionError
 from envd_core.errors import EnvdError, ValidationError
+from envd_core.imageref import parse_reference
 
 
 # ------------------------------------------------------------------ CSV
@@ -229,10 +230,8 @@ def test_cache_parsers_only_raise_envd_errors(values: list[str]) -> None:
 def test_tag_from_platform_parsers_only_raise_envd_errors(text: str) -> None:
     for call in (lambda: normalize_tag(text or "x"), lambda: parse_from(text),
                  lambda: parse_platforms(text)):
-        try:
+        with contextlib.suppress(EnvdError):
             call()
-        except EnvdError:
-            pass
 
 
 @settings(max_examples=200, deadline=None)

@@ -129,7 +129,9 @@ def test_bootstrap_that_never_comes_up_is_one_line(cli: Any, recording: Any) -> 
 def project(tmp_path: Path) -> Path:
     path = tmp_path / "project"
     path.mkdir()
-    (path / "build.envd").write_text('def build():\n    base(image="127.0.0.1:5000/debian:bookworm")\n')
+    (path / "build.envd").write_text(
+        'def build():\n    base(image="127.0.0.1:5000/debian:bookworm")\n'
+    )
     return path
 
 

@@ -1,4 +1,4 @@
-"""Example envd plugin: the builder type ``example-socket``.
+"""Example envd plugin: the builder ``example-socket`` and the runner ``example-docker-cli``.
 
 It reaches a BuildKit daemon through a *socket directory*: the address is a directory, and the
 daemon listens on ``<directory>/buildkitd.sock`` (the layout ``buildkitd --root DIR`` setups
@@ -8,6 +8,9 @@ often use). It shows everything a builder plugin needs:
 - an address check (``normalize_address``) that accepts the address with or without scheme;
 - ``connect`` importing grpc lazily, so ``envd context ls`` stays fast;
 - the ``envd_builder_types`` hook, exposed through the entry point group ``envd``.
+
+The runner (:mod:`envd_example_plugin.runner`) runs environments as containers through the
+``docker`` command-line client, showing a runner written without any SDK.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from envd_core import hookimpl
 from envd_core.builder import Builder
 from envd_core.errors import ValidationError
 from envd_core.options import Option
+from envd_example_plugin.runner import DockerCliRunner
 
 if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
+
+__all__ = ["DockerCliRunner", "SocketDirBuilder"]
 
 SOCKET_NAME = "buildkitd.sock"
 
@@ -66,3 +72,9 @@ class SocketDirBuilder(Builder):
 def envd_builder_types() -> list[type[Any]]:
     """The builder types this plugin adds."""
     return [SocketDirBuilder]
+
+
+@hookimpl
+def envd_runner_types() -> list[type[Any]]:
+    """The runner types this plugin adds."""
+    return [DockerCliRunner]

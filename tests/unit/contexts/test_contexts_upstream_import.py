@@ -1,5 +1,5 @@
 """``envd context import --from-upstream`` and the first-run hint, on files written by the real
-upstream envd v1.3.4 binary (see ``test_core_gob.py`` for where ``data/upstream/`` came from).
+upstream envd v1.3.4 binary (see ``test_contexts_gob.py`` for where ``data/upstream/`` came from).
 
 Plugins here are stand-ins for tcp, unix, moby-worker and docker (core tests never import the
 plugin packages); docker-container, kube-pod and the envd-server runner are left uninstalled, as
@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _core_support import assert_one_error
 from _gob_writer import CONTEXT_FIELDS, STRING, envd_contexts
 
 from envd_core.builder import Builder
-from envd_core.testing import EnvdCli, StubRunner, make_plugin
+from envd_core.testing import EnvdCli, StubRunner, assert_one_error, make_plugin
 
 DATA = Path(__file__).parent / "data" / "upstream"
 UPSTREAM_KEYS = ("context", "builder", "builder_addr", "runner", "runner_addr", "current")

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _core_support import assert_one_error
 
 from envd_core.builder import Builder, BuilderStatus
 from envd_core.options import Option
-from envd_core.testing import EnvdCli, StubRunner, make_plugin
+from envd_core.testing import EnvdCli, StubRunner, assert_one_error, make_plugin
 
 
 class TcpLike(Builder):

@@ -70,7 +70,8 @@ def test_writer_reproduces_upstream():
     assert envd_contexts(value.value["Current"], value.value["Contexts"]) == real
 
 
-# envd_contexts("x", []) ends with the value message (1 length byte + 6): cutting it leaves the type definitions
+# envd_contexts("x", []) ends with the value message (1 length byte + 6): cutting it leaves the
+# type definitions
 @pytest.mark.parametrize("data, message", [
     (b"", "empty file"),
     (b"\x05\x01", "truncated data: the message at byte 0 needs 5 bytes, 1 remain"),

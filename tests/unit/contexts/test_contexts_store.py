@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -13,13 +14,12 @@ import sys
 import textwrap
 
 import pytest
-from _core_support import assert_one_error
 
 from envd_core.contexts import store as store_module
 from envd_core.contexts.model import Context
 from envd_core.contexts.store import SCHEMA_VERSION, FileStore, config_dir
 from envd_core.errors import StoreError
-from envd_core.testing import StoreContract, StubBuilder, StubRunner, make_plugin
+from envd_core.testing import StoreContract, StubBuilder, StubRunner, assert_one_error, make_plugin
 
 
 class TestFileStoreContract(StoreContract):
@@ -250,10 +250,8 @@ def test_sigkill_at_random_points_leaves_old_or_new_state(envd_config_dir, tmp_p
         proc = subprocess.Popen([sys.executable, str(script), str(envd_config_dir)],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=rng.uniform(0.0, 0.3))
-        except subprocess.TimeoutExpired:
-            pass
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         contexts = FileStore(envd_config_dir).load()  # parses: never torn

@@ -84,8 +84,10 @@ def test_side_by_side_with_upstream(upstream_envd, envd_script, entry_point_site
     # the same messages for the same mistakes
     duplicate = ["context", "create", "--name", "default", "--builder-address", "h:1"]
     for theirs_args, ours_args in (
-        (duplicate + ["--builder", "tcp"], duplicate + ["--builder", "envd-testing-builder",
-                                                        "--runner", "envd-testing-runner"]),
+        (
+            [*duplicate, "--builder", "tcp"],
+            [*duplicate, "--builder", "envd-testing-builder", "--runner", "envd-testing-runner"],
+        ),
         (["context", "rm", "--name", "default"],) * 2,
     ):
         theirs, mine = upstream(*theirs_args), ours(*ours_args)

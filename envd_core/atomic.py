@@ -1,0 +1,83 @@
+"""Writing user files safely: an exclusive lock, then temp file + fsync + rename + dir fsync.
+
+The pattern of :mod:`envd_core.contexts.store`, as one helper for every other file envd writes
+for the user (``~/.ssh/config``, key pairs). A process killed at any point leaves the old file or
+the new one, never a torn one; concurrent ``envd`` processes serialise on the lock file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from envd_core.errors import EnvdError, StoreError
+
+__all__ = ["LOCK_TIMEOUT", "locked", "write_atomic"]
+
+LOCK_TIMEOUT = 10.0
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path, *, timeout: float = LOCK_TIMEOUT,
+           error: type[EnvdError] = StoreError) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600) for the block."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise error(f"cannot open lock file `{lock_path}`: {exc.strerror}") from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise error(f"cannot lock `{lock_path}`: {exc.strerror}") from None
+                if time.monotonic() > deadline:
+                    raise error(
+                        f"`{lock_path}` is held by another envd process",
+                        hint="retry, or look for a stuck envd process",
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600,
+                 error: type[EnvdError] = StoreError) -> None:
+    """Replace ``path`` with ``data`` atomically; the new file gets ``mode``.
+
+    A symlinked ``path`` (dotfile managers) is followed: the file it points to is replaced and
+    the link stays a link.
+    """
+    import tempfile
+
+    target = Path(os.path.realpath(path))
+    directory = target.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise error(f"cannot write `{path}`: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise error(f"cannot write `{path}`: {exc.strerror}") from None
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

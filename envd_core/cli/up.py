@@ -1,0 +1,234 @@
+"""``envd up`` (build, then run) and ``envd run`` (run an existing image), and attaching."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from envd_core.cli._envs_common import runner_of, ssh_config
+from envd_core.cli.render import info
+
+
+def _launch_options(func: Any) -> Any:
+    """The flags ``up`` and ``run`` share (upstream's names and defaults)."""
+    options = [
+        click.option("--name", default=None, help="Environment name (default: from --path)."),
+        click.option("--path", "-p", default=".", show_default=True, type=click.Path(),
+                     help="Project directory (mounted at /home/envd/<dir>)."),
+        click.option("--volume", "-v", "volumes", multiple=True, metavar="HOST:CONTAINER",
+                     help="Mount a host directory into the environment."),
+        click.option("--detach", is_flag=True, help="Do not attach after starting."),
+        click.option("--host", default="127.0.0.1", show_default=True,
+                     help="Host address the environment's SSH port listens on."),
+        click.option("--shm-size", "shm_size", default=2048, show_default=True, type=int,
+                     help="Shared memory size (megabytes)."),
+        click.option("--cpus", default=None, type=float, help="CPUs, such as 0.5, 1, 2."),
+        click.option("--cpu-set", "cpu_set", default=None, metavar="0-3",
+                     help="CPUs the environment may use, such as 0-3 or 1,3."),
+        click.option("--memory", default=None, help="Memory limit, such as 512M or 2G."),
+        click.option("--gpus", default=0, show_default=True, type=int,
+                     help="Number of GPUs (overrides config.gpu())."),
+        click.option("--gpu-set", "gpu_set", default=None, metavar="all",
+                     help="GPU devices: all, count=N or device=1,3 (overrides --gpus)."),
+        click.option("--no-gpu", "no_gpu", is_flag=True,
+                     help="Start without GPUs even if the image asks for them."),
+        click.option("--cap", "caps", multiple=True, metavar="SYS_PTRACE",
+                     help="Add a Linux capability."),
+        click.option("--force", is_flag=True,
+                     help="Replace the environment even if it is running."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _options(image: str, params: dict[str, Any]) -> Any:
+    from envd_core.environments.names import environment_name
+    from envd_core.environments.spec import LaunchOptions
+
+    project = Path(params["path"]).resolve()
+    return LaunchOptions(
+        name=params["name"] or environment_name(project), image=image, project=project,
+        volumes=tuple(params["volumes"]), host=params["host"], shm_size_mb=params["shm_size"],
+        cpus=params["cpus"], cpu_set=params["cpu_set"], memory=params["memory"],
+        gpus=params["gpus"], gpu_set=params["gpu_set"], no_gpu=params["no_gpu"],
+        caps=tuple(params["caps"]),
+    )
+
+
+def _check_early(options: Any) -> None:
+    """Every flag checked before a build or a runner call (a bad volume costs nothing)."""
+    from envd_core.environments.spec import build_spec
+
+    build_spec(options, {})
+
+
+def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout: float,
+           alias: str) -> Any:
+    from envd_core.contexts.store import config_dir
+    from envd_core.environments.keys import ensure_key_pair
+    from envd_core.environments.operations import launch
+
+    key = ensure_key_pair(config_dir())
+    environment = launch(runner, options, force=params["force"], timeout=timeout,
+                         ssh_config=ssh_config(), identity_file=key, ssh_alias=alias)
+    info(f"Environment {environment.name} is running ({environment.image})")
+    if environment.ssh is not None:
+        info(f"SSH entry: ssh {alias}.envd (port {environment.ssh.port})")
+    if not params["detach"]:
+        code = attach(runner, environment, alias)
+        if code:
+            sys.exit(code)  # run() drops click.Exit codes (main returns them)
+    return environment
+
+
+@click.command("up")
+@click.option("--tag", "-t", default=None, help="Image name:tag (default: <dir>:dev).")
+@click.option("--from", "-f", "from_spec", default=None, metavar="FILE[:FUNC]",
+              help="Build file and function (default: build.envd:build).")
+@_launch_options
+@click.option("--timeout", default="30s", show_default=True,
+              help="How long to wait for the environment to run.")
+@click.option("--use-proxy", "--proxy", "use_proxy", is_flag=True,
+              help="Pass HTTP_PROXY/HTTPS_PROXY/NO_PROXY to build steps.")
+@click.option("--export-cache", "--ec", "export_cache", multiple=True, metavar="SPEC",
+              help="Export the build cache, e.g. type=registry,ref=host/cache:tag.")
+@click.option("--import-cache", "--ic", "import_cache", multiple=True, metavar="SPEC",
+              help="Import a build cache, e.g. type=registry,ref=host/cache:tag.")
+@click.option("--platform", default=None, metavar="OS/ARCH", help="Target platform.")
+@click.option("--ca-bundle", default=None, type=click.Path(),
+              help="Extra CA bundle for networked build steps (never stored in the image).")
+@click.option("--progress", default=None, type=click.Choice(["auto", "tty", "plain", "json"]),
+              help="Build progress output.")
+@click.pass_obj
+def up(app: Any, /, **params: Any) -> None:
+    """Build the environment, start it, write its SSH entry and attach."""
+    from envd_core.envdfile.buildflags import default_tag, normalize_tag
+    from envd_core.environments.operations import check_pair, check_replaceable
+    from envd_core.environments.spec import parse_duration
+    from envd_core.pipeline.execute import BuildRequest, run_build
+
+    timeout = parse_duration(params["timeout"])
+    project = Path(params["path"])
+    if not project.is_dir():
+        raise click.BadParameter(f"`{params['path']}` is not a directory", param_hint="--path")
+    tag = normalize_tag(params["tag"] or default_tag(project.resolve()))
+    options = _options(tag, params)
+    _check_early(options)
+    resolved = app.resolve()
+    builder = app.contexts.builder_for(resolved.context)
+    runner = app.contexts.runner_for(resolved.context)
+    check_pair(builder, runner)
+    check_replaceable(runner, options.name, force=params["force"])
+    mode = params["progress"] or os.environ.get("BUILDKIT_PROGRESS") or "auto"
+    request = BuildRequest(
+        path=project, from_spec=params["from_spec"], tag=tag,
+        export_cache=params["export_cache"], import_cache=params["import_cache"],
+        platform=params["platform"], progress=mode, use_proxy=params["use_proxy"],
+        ca_bundle=params["ca_bundle"],
+    )
+    info(f"Building {tag} on {builder.url} (context `{resolved.context.name}`)")
+    run_build(request, builder=builder, runner=runner,
+              extra_functions=app.plugins.build_functions(),
+              warn=lambda message: info(f"warning: {message}"))
+    # upstream names `up`'s SSH host after the raw directory name; ours is the environment
+    # name for both commands, so `down` always finds the entry it must remove
+    _start(app, runner, options, params, timeout, options.name)
+
+
+@click.command("run")
+@click.option("--image", default=None, help="Image to run (default: <dir>:dev).")
+@_launch_options
+@click.option("--timeout", default="30m0s", show_default=True,
+              help="How long to wait for the environment to run.")
+@click.pass_obj
+def run(app: Any, /, **params: Any) -> None:
+    """Start an environment from an existing image."""
+    from envd_core.envdfile.buildflags import default_tag, normalize_tag
+    from envd_core.environments.spec import parse_duration
+
+    timeout = parse_duration(params["timeout"])
+    image = params["image"] or normalize_tag(default_tag(Path(params["path"]).resolve()))
+    options = _options(image, params)
+    _check_early(options)
+    _start(app, runner_of(app), options, params, timeout, options.name)
+
+
+def attach(runner: Any, environment: Any, alias: str) -> int:
+    """An interactive shell: over SSH when the environment's SSH server answers, else through
+    the runner's exec with a terminal (dev images carry no SSH server yet)."""
+    import shutil
+    import subprocess
+
+    from envd_core.environments.names import ssh_host
+    from envd_core.environments.operations import shell_argv, ssh_answers
+
+    ssh = environment.ssh
+    if ssh is not None and shutil.which("ssh"):
+        host = "127.0.0.1" if ssh.host in ("0.0.0.0", "") else ssh.host
+        if ssh_answers(host, ssh.port):
+            from envd_core.environments.sshconfig import default_path
+
+            config = ssh_config().path
+            extra = [] if config == default_path() else ["-F", str(config)]
+            return subprocess.call(["ssh", *extra, ssh_host(alias)])
+    info(f"No SSH server answers in `{environment.name}` (this image has none yet): "
+         f"attaching through runner `{runner.name}`'s exec; leave with `exit`")
+    return exec_shell(runner, environment.name, shell_argv(environment),
+                      workdir=None)
+
+
+class _TextSink:
+    """A binary writer onto a text stream (stdout replaced in-process, e.g. by tests)."""
+
+    def __init__(self, text: Any) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        self.text.write(data.decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
+def _binary(stream: Any) -> Any:
+    return getattr(stream, "buffer", None) or _TextSink(stream)
+
+
+def _stdin_tty() -> int | None:
+    """The file descriptor of stdin when it is a terminal."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return fd if os.isatty(fd) else None
+
+
+def exec_shell(runner: Any, name: str, argv: list[str], *, workdir: str | None,
+               interactive: bool = True) -> int:
+    """Run ``argv`` in ``name``: wired to this terminal in raw mode when stdin is one (and the
+    runner has TTYs); otherwise with our pipes, stdin only when ``interactive``."""
+    stdin_fd = _stdin_tty() if interactive else None
+    out = _binary(sys.stdout)
+    if stdin_fd is None or not runner.supports_tty:
+        source = getattr(sys.stdin, "buffer", None) if interactive else None
+        return int(runner.exec(name, argv, stdin=source, stdout=out,
+                               stderr=_binary(sys.stderr), workdir=workdir))
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(stdin_fd)
+    raw_in = open(stdin_fd, "rb", buffering=0, closefd=False)  # noqa: SIM115 - reads return at once
+    columns, lines = os.get_terminal_size(stdin_fd)
+    env = {"TERM": os.environ.get("TERM", "xterm"), "COLUMNS": str(columns), "LINES": str(lines)}
+    try:
+        tty.setraw(stdin_fd, termios.TCSANOW)  # keep what the user typed ahead
+        return int(runner.exec(name, argv, tty=True, stdin=raw_in, stdout=out, env=env,
+                               workdir=workdir))
+    finally:
+        termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)

@@ -1,0 +1,337 @@
+"""What ``envd up/run/down/envs/exec/top/images`` do, through the runner contract only.
+
+The CLI parses flags and renders; everything it decides lives here, so any runner type
+(Docker, envd-server, a vendor's) gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from envd_core.builder import Builder
+from envd_core.environment import Environment, EnvironmentStatus, ImageInfo
+from envd_core.environments.names import (
+    LABEL_APT,
+    LABEL_CONTEXT,
+    LABEL_CUDA,
+    LABEL_CUDNN,
+    LABEL_GENERAL_GRAPH,
+    LABEL_GPU,
+    LABEL_PYPI,
+    LABEL_RUNTIME_GRAPH,
+    LABEL_VENDOR,
+    VENDOR_ENVD,
+    label_json,
+    ssh_host,
+)
+from envd_core.environments.spec import LaunchOptions, build_spec
+from envd_core.environments.sshconfig import SSHConfig, SSHEntry
+from envd_core.errors import RunnerError, ValidationError
+from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
+
+__all__ = [
+    "check_pair",
+    "check_replaceable",
+    "describe_rows",
+    "environment_row",
+    "find_image",
+    "image_row",
+    "launch",
+    "remove_environment",
+    "shell_argv",
+    "ssh_answers",
+    "wait_running",
+]
+
+
+# -- before a build -------------------------------------------------------------------------
+def check_pair(builder: Builder, runner: Runner, *, timeout: float = 5.0) -> None:
+    """Fail in one line, before building, when this builder's output cannot reach this runner.
+
+    The runner must answer; and the image must land where the runner runs it: a builder that
+    exports into dockerd (``moby``) pairs with the Docker runner, any other builder needs a
+    runner that can load a docker-format tarball.
+    """
+    status = runner.status(timeout=timeout)
+    if not status.reachable:
+        raise RunnerError(
+            f"runner `{runner.name}` is not reachable: {status.error or 'no answer'}",
+            hint="start it, or use a context whose runner is up (`envd context ls --status`)",
+        )
+    if "moby" in builder.exporters:
+        if runner.name != "docker":
+            raise ValidationError(
+                f"builder `{builder.name}` puts images into dockerd, which runner "
+                f"`{runner.name}` does not run from",
+                hint="use a builder that can export a tarball or push (e.g. `tcp`)",
+            )
+        return
+    if not runner.can_load_images:
+        raise ValidationError(
+            f"runner `{runner.name}` cannot load images built by builder `{builder.name}`",
+            hint="use a context whose runner can load images (e.g. `docker`)",
+        )
+
+
+# -- images ---------------------------------------------------------------------------------
+def _candidates(ref: str) -> set[str]:
+    """The spellings Docker may list a reference under (``name`` means ``name:latest``)."""
+    last = ref.rsplit("/", 1)[-1]
+    full = ref if (":" in last or "@" in last) else f"{ref}:latest"
+    out = {ref, full}
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if full.startswith(prefix):
+            out.add(full[len(prefix):])
+    return out
+
+
+def find_image(runner: Runner, ref: str) -> ImageInfo | None:
+    """The image ``ref`` in the runner's store, or ``None`` (also when the runner cannot list)."""
+    if not runner.can_manage_images:
+        return None
+    wanted = _candidates(ref)
+    hex_id = ref.removeprefix("sha256:").lower()
+    by_id = len(hex_id) >= 12 and all(c in "0123456789abcdef" for c in hex_id)
+    for image in runner.images():
+        if wanted.intersection(image.tags) or image.id == ref or (
+            by_id and image.id.removeprefix("sha256:").startswith(hex_id)
+        ):
+            return image
+    return None
+
+
+def envd_images(runner: Runner) -> list[ImageInfo]:
+    """The images envd built (upstream lists those with ``vendor=envd``)."""
+    return [i for i in runner.images() if i.labels.get(LABEL_VENDOR) == VENDOR_ENVD]
+
+
+def _human_size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.3g}{unit}"
+        value /= 1000
+    return f"{value:.3g}TB"
+
+
+def human_duration(seconds: float) -> str:
+    """How long ago, in the words of docker's ``HumanDuration`` (upstream's ``created``)."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def _ago(when: dt.datetime | None) -> str:
+    if when is None:
+        return "-"
+    return human_duration((dt.datetime.now(dt.timezone.utc) - when).total_seconds())
+
+
+def image_row(image: ImageInfo) -> dict[str, Any]:
+    """Upstream's ``images ls`` JSON keys (``endpoint`` holds the build context)."""
+    labels = image.labels
+    row: dict[str, Any] = {
+        "name": image.tags[0] if image.tags else "<none>:<none>",
+        "endpoint": labels.get(LABEL_CONTEXT) or None,
+        "gpu": labels.get(LABEL_GPU) == "true",
+        "cuda": labels.get(LABEL_CUDA) or None,
+        "cudnn": labels.get(LABEL_CUDNN) or None,
+        "image_id": image.id.split(":")[-1][:12],
+        "created": _ago(image.created),
+        "size": _human_size(image.size_bytes),
+    }
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def dependencies(labels: Mapping[str, str]) -> list[dict[str, str]]:
+    """Python and APT packages from the image labels (``describe``)."""
+    out: list[dict[str, str]] = []
+    for command in label_json(labels, LABEL_PYPI) or []:
+        for name in str(command).split():
+            out.append({"name": name, "type": "Python"})
+    for name in label_json(labels, LABEL_APT) or []:
+        out.append({"name": str(name), "type": "APT"})
+    return out
+
+
+# -- environments ---------------------------------------------------------------------------
+def endpoint(environment: Environment) -> str:
+    """Services other than SSH as ``service: http://host:port`` (upstream's endpoint column)."""
+    parts = []
+    for port in environment.ports:
+        if port.service and port.service != "ssh":
+            host = "127.0.0.1" if port.host_ip in ("0.0.0.0", "") else port.host_ip
+            parts.append(f"{port.service}: http://{host}:{port.host_port}")
+    return ", ".join(parts)
+
+
+def environment_row(environment: Environment) -> dict[str, Any]:
+    """Upstream's ``envs ls`` JSON keys, plus where SSH listens and the runner's id."""
+    labels = environment.labels
+    row: dict[str, Any] = {
+        "name": environment.name,
+        "endpoint": endpoint(environment) or None,
+        "ssh_target": ssh_host(environment.name),
+        "image": environment.image,
+        "gpu": labels.get(LABEL_GPU) == "true",
+        "cuda": labels.get(LABEL_CUDA) or None,
+        "cudnn": labels.get(LABEL_CUDNN) or None,
+        "status": environment.status.value,
+        "ssh_port": environment.ssh.port if environment.ssh else None,
+        "id": environment.id[:12],
+    }
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def describe_rows(environment: Environment) -> dict[str, Any]:
+    """``envs describe``: the published ports and the dependencies, upstream's JSON shape."""
+    ports = [{
+        "name": p.service or "",
+        "container_port": str(p.container_port),
+        "protocol": p.protocol,
+        "host_ip": p.host_ip,
+        "host_port": str(p.host_port),
+    } for p in environment.ports]
+    return {"ports": ports, "dependencies": dependencies(environment.labels)}
+
+
+def runtime_commands(environment: Environment) -> dict[str, str]:
+    """``runtime.command(commands={...})`` of the image the environment runs."""
+    graph = label_json(environment.labels, LABEL_RUNTIME_GRAPH)
+    commands = graph.get("commands") if isinstance(graph, dict) else None
+    return {str(k): str(v) for k, v in (commands or {}).items()}
+
+
+def shell_argv(environment: Environment) -> list[str]:
+    """The shell to attach with: the build file's ``shell()`` if any, else bash, else sh."""
+    general = label_json(environment.labels, LABEL_GENERAL_GRAPH)
+    wanted = str(general.get("Shell") or "") if isinstance(general, dict) else ""
+    first = wanted if wanted and wanted.isidentifier() else "bash"
+    script = (f"if command -v {first} >/dev/null 2>&1; then exec {first}; "
+              "elif command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi")
+    return ["/bin/sh", "-c", script]
+
+
+def wait_running(runner: Runner, name: str, timeout: float,
+                 sleep: Callable[[float], None] = time.sleep) -> Environment:
+    """Poll until ``name`` runs (upstream polls every second, up to ``--timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        environment = runner.inspect(name)
+        if environment.status is EnvironmentStatus.RUNNING:
+            return environment
+        if environment.status in (EnvironmentStatus.EXITED, EnvironmentStatus.DEAD):
+            raise RunnerError(f"environment `{name}` is {environment.status.value} after start",
+                              hint="see why with the runner's logs; remove it with "
+                                   f"envd down --name {name}")
+        if time.monotonic() >= deadline:
+            raise RunnerError(f"environment `{name}` is not running after {timeout:g}s "
+                              f"(it is {environment.status.value})",
+                              hint="raise --timeout, or check the runner")
+        sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def ssh_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Does an SSH server greet on ``host:port``? (A port proxy alone accepts and closes.)"""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def check_replaceable(runner: Runner, name: str, *, force: bool) -> bool:
+    """Whether ``name`` exists and may be replaced; a live one without ``force`` is an error.
+
+    As upstream: an existing environment is removed first, a running one only with ``--force``.
+    ``up`` calls this before building, so a refusal costs no build.
+    """
+    try:
+        existing = runner.inspect(name)
+    except EnvironmentNotFoundError:
+        return False
+    if existing.status in (EnvironmentStatus.RUNNING, EnvironmentStatus.PAUSED,
+                           EnvironmentStatus.RESTARTING) and not force:
+        raise EnvironmentExistsError(
+            f"environment `{name}` is already {existing.status.value}",
+            hint=f"replace it with --force, or remove it first (envd down --name {name})",
+        )
+    return True
+
+
+def launch(
+    runner: Runner,
+    options: LaunchOptions,
+    *,
+    force: bool,
+    timeout: float,
+    ssh_config: SSHConfig | None,
+    identity_file: Path | None,
+    ssh_alias: str | None = None,
+) -> Environment:
+    """Create the environment of ``options`` and wait for it; write its SSH entry.
+
+    As upstream: an existing environment of that name is replaced when it is not running, and a
+    running one only with ``force``. The SSH entry (``<ssh_alias or name>.envd``) is written
+    after the environment runs, so a failed start never touches ``~/.ssh/config``.
+    """
+    image = find_image(runner, options.image)
+    if image is None and runner.can_manage_images:
+        raise RunnerError(
+            f"image `{options.image}` is not in runner `{runner.name}`'s image store",
+            hint="build it first (envd build / envd up), or pull it",
+        )
+    spec = build_spec(options, image.labels if image else {})
+    replace = check_replaceable(runner, spec.name, force=force)
+    runner.create(spec, replace=replace)
+    environment = wait_running(runner, spec.name, timeout)
+    if ssh_config is not None and environment.ssh is not None and identity_file is not None:
+        host = "127.0.0.1" if environment.ssh.host in ("0.0.0.0", "") else environment.ssh.host
+        ssh_config.set(SSHEntry(host=ssh_host(ssh_alias or spec.name), hostname=host,
+                                port=environment.ssh.port, identity_file=str(identity_file)))
+    return environment
+
+
+def remove_environment(runner: Runner, name: str, ssh_config: SSHConfig | None) -> bool:
+    """Remove ``name`` (even while it runs) and its SSH entry; ``False`` if it did not exist.
+
+    The SSH entry goes even when the environment is already gone (killed and removed by hand).
+    """
+    existed = True
+    try:
+        runner.remove(name, force=True)
+    except EnvironmentNotFoundError:
+        existed = False
+    if ssh_config is not None:
+        removed = ssh_config.remove(ssh_host(name))
+        existed = existed or removed
+    return existed
