@@ -143,8 +143,7 @@ class EnvdServerRunner(Runner):
             image=str(spec.get("image") or ""),
             status=_PHASES.get(str(status.get("phase") or "").lower(), EnvironmentStatus.UNKNOWN),
             runner=self.name,
-            # the API exposes no uid: name and creation time tell two incarnations apart
-            id=f"{data['name']}@{created_at or 0}",
+            id=_environment_id(data["name"], created_at),
             created=created,
             labels=labels,
             ssh=Endpoint(self.server.host, SSH_GATEWAY_PORT),
@@ -339,6 +338,17 @@ class EnvdServerRunner(Runner):
         except (RunnerError, ValidationError) as exc:
             return RunnerStatus(reachable=False, error=str(exc))
         return RunnerStatus(reachable=True)
+
+
+def _environment_id(name: str, created_at: Any) -> str:
+    """A stable id for one incarnation of an environment.
+
+    The API exposes no uid; name and creation time tell two incarnations apart. Hashed to hex
+    so that listings which shorten ids to 12 characters, as docker's do, still tell them apart.
+    """
+    import hashlib
+
+    return hashlib.sha256(f"{name}@{created_at or 0}".encode()).hexdigest()
 
 
 def _image(data: Any) -> ImageInfo:
