@@ -110,6 +110,8 @@ class Runner(ABC):
     supports_mounts: ClassVar[bool] = False
     #: ``Resources.gpus`` is honoured; otherwise ``create`` refuses a GPU request.
     supports_gpus: ClassVar[bool] = False
+    #: :meth:`login` and :meth:`logout` keep a credential for the runner (``envd login``).
+    can_login: ClassVar[bool] = False
 
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
         self.address = address
@@ -246,6 +248,28 @@ class Runner(ABC):
     def remove_image(self, name: str, *, force: bool = False) -> None:
         """Remove image ``name`` from the runner's store (:attr:`can_manage_images`)."""
         raise self._unsupported("remove images")
+
+    # -- optional: authentication ---------------------------------------------------------
+    def login(
+        self,
+        context: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        public_key: str | None = None,
+    ) -> str:
+        """Authenticate as ``username`` and keep the credential for ``context`` (:attr:`can_login`).
+
+        Without a password the runner may register the user first, as upstream does.
+        ``public_key`` (OpenSSH text) is registered for SSH when the runner has a gateway. The
+        credential is stored per context with mode 0600 and never printed or logged. Returns
+        the runner's status line (``Login succeeded``).
+        """
+        raise self._unsupported("log in")
+
+    def logout(self, context: str) -> bool:
+        """Forget the credential kept for ``context``; ``False`` if none (:attr:`can_login`)."""
+        raise self._unsupported("log out")
 
     # -- optional: the runner itself --------------------------------------------------------
     def status(self, *, timeout: float = 3.0) -> RunnerStatus:

@@ -58,6 +58,7 @@ _FLAG_METHODS: dict[str, tuple[str, ...]] = {
     "can_pause": ("pause", "resume"),
     "can_show_logs": ("logs",),
     "can_list_processes": ("top",),
+    "can_login": ("login", "logout"),
 }
 _LABEL = "ai.tensorchord.envd.contract"
 
@@ -122,6 +123,7 @@ class RunnerContract:
             "can_load_images": ("load_image", (io.BytesIO(b""),)),
             "can_push_images": ("push_image", ("x",)),
             "can_manage_images": ("images", ()),
+            "can_login": ("logout", ("x",)),
         }
         for flag, (method, args) in calls.items():
             owner: Any = Runner if getattr(self.runner_cls, flag) else self.runner_cls

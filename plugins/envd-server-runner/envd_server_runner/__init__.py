@@ -1,0 +1,20 @@
+"""Runner type ``envd-server``: environments live on an envd-server, reached over its REST API.
+
+The address is the server (``http://host:8080``, ``https://host:8443/prefix``); empty means
+``ENVD_SERVER_HOST`` or upstream's default ``http://0.0.0.0:8080``. ``envd login`` keeps a token
+per context (mode 0600). Only the standard library is used (``http.client``, ``ssl``), imported
+when a method needs it, so ``envd context ls`` stays light.
+"""
+
+from __future__ import annotations
+
+from envd_core import hookimpl
+from envd_core.runner import Runner
+from envd_server_runner.runner import EnvdServerRunner
+
+__all__ = ["EnvdServerRunner"]
+
+
+@hookimpl
+def envd_runner_types() -> list[type[Runner]]:
+    return [EnvdServerRunner]
