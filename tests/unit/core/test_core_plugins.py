@@ -60,7 +60,8 @@ def test_hook_envd_builder_types_end_to_end_through_the_cli(cli, register_plugin
 
     rows = json.loads(cli("context", "ls", "--format", "json").stdout)
     assert {"context": "c1", "builder": "cloud", "builder_addr": "cloud://eu-1",
-            "runner": StubRunner.name, "current": False, "installed": True} in rows
+            "runner": StubRunner.name, "current": False, "installed": True,
+            "origin": "user"} in rows
 
     inspected = cli("context", "inspect", "c1", "--no-status")
     assert inspected.exit_code == 0, inspected
@@ -244,7 +245,7 @@ def test_envd_plugins_and_envd_disable_plugins(entry_point_site, monkeypatch, en
             monkeypatch.delenv(key, raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        return {info.name for info in Plugins.create().infos()}
+        return {info.name for info in Plugins.create().infos() if info.state == "enabled"}
 
     everything = loaded()
     assert {"core", "alpha", "beta"} <= everything
@@ -305,15 +306,17 @@ def test_plugins_ls_json_and_table(cli, register_plugin):
     listed = json.loads(as_json.stdout)
     assert listed[0] == {"name": "core", "distribution": "envd-core",
                          "version": listed[0]["version"], "builders": [], "runners": [],
-                         "stores": ["file"], "error": None}
+                         "stores": ["file"], "error": None, "state": "enabled",
+                         "origin": "built-in", "declares_distribution": None}
     assert {"name": "cloudy", "distribution": None, "version": None, "builders": ["cloud"],
-            "runners": [StubRunner.name], "stores": [], "error": None} in listed
+            "runners": [StubRunner.name], "stores": [], "error": None, "state": "enabled",
+            "origin": "third-party", "declares_distribution": None} in listed
 
     as_table = cli("plugins", "ls")
     assert as_table.exit_code == 0, as_table
     header, *rows = as_table.stdout.splitlines()
-    assert header.split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "BUILDERS", "RUNNERS",
-                              "STORES", "STATUS"]
+    assert header.split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "ORIGIN", "STATE",
+                              "BUILDERS", "RUNNERS", "STORES", "STATUS"]
     assert rows[0].split()[0] == "core"
     cloudy = next(row for row in rows if row.startswith("cloudy"))
     assert "cloud" in cloudy and cloudy.rstrip().endswith("ok")
