@@ -66,6 +66,10 @@ class ContextOperations:
         self.plugins = plugins
         self.store = store or open_store(plugins)
         self._team: dict[str, TeamContext] | None = None
+        self._warned = False
+        # the seed checks a distribution's first current context against the team contexts:
+        # the ones read here, so a broken team file is reported once
+        self.store.seed = lambda: plugins.initial_contexts(set(self.team))
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -77,9 +81,25 @@ class ContextOperations:
 
     def load(self) -> ContextSet:
         """The user's contexts with the team contexts their names do not hide."""
+        from envd_core.contexts.model import DEFAULT_NAME
         from envd_core.contexts.team import layer
 
-        return layer(self.store.load(), self.team)
+        view = layer(self.store.load(), self.team)
+        if view.current is not None and view.current not in view.contexts:
+            # the current context was a team context that is gone (its plugin disabled or
+            # uninstalled, its file removed): fall back to stock envd's `default`, loudly
+            gone, view.current = view.current, (
+                DEFAULT_NAME if DEFAULT_NAME in view.contexts else None
+            )
+            if not self._warned:
+                self._warned = True
+                import sys
+
+                sys.stderr.write(
+                    f'envd: warning: current context "{gone}" is no longer defined; using '
+                    f'"{view.current}" (choose one with `envd context use NAME`)\n'
+                )
+        return view
 
     def _refuse_team(self, name: str, contexts: ContextSet, verb: str) -> None:
         """A team context (not hidden by a user context) cannot be changed: say so, once."""
