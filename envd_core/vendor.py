@@ -117,7 +117,9 @@ class VendorHooks:
         for impl in self._impls("envd_commands"):
             returned = self._call(impl, "envd_commands") or {}
             if not isinstance(returned, Mapping):
-                raise PluginError(f"plugin `{impl.plugin_name}`: envd_commands must return a mapping")
+                raise PluginError(
+                    f"plugin `{impl.plugin_name}`: envd_commands must return a mapping"
+                )
             for name, target in returned.items():
                 if not (isinstance(name, str) and name and isinstance(target, str)
                         and ":" in target):
@@ -140,6 +142,7 @@ class VendorHooks:
     # -- option defaults ---------------------------------------------------------------------
     def option_defaults(self, kind: str, type_name: str, declared: Any) -> dict[str, str]:
         """Defaults for the options of ``kind`` (builder/runner) type ``type_name``, parsed."""
+        from envd_core.errors import EnvdError
         from envd_core.options import parse_options
 
         key = f"{kind}.{type_name}"
@@ -159,11 +162,10 @@ class VendorHooks:
                                   "a mapping of option to value")
             try:
                 parsed = parse_options(declared, dict(values), owner=f"{kind} `{type_name}`")
-            except Exception as exc:
-                message = getattr(exc, "message", str(exc))
+            except EnvdError as exc:
                 raise PluginError(
                     f"plugin `{impl.plugin_name}`: bad default option for {kind} "
-                    f"`{type_name}`: {message}",
+                    f"`{type_name}`: {exc.message}",
                     hint=f"disable it with `envd plugins disable {impl.plugin_name}`",
                 ) from None
             for option, value in parsed.items():

@@ -66,7 +66,9 @@ class Context:
                 description=_str(data.get("description", "")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise StoreError(f"{where}: malformed context entry ({exc.__class__.__name__}: {exc})")
+            raise StoreError(
+                f"{where}: malformed context entry ({exc.__class__.__name__}: {exc})"
+            ) from None
 
 
 def _str(value: Any) -> str:

@@ -55,8 +55,7 @@ def team_contexts(plugins: Plugins) -> dict[str, TeamContext]:
 
 def _wrap(prefix: str, exc: EnvdError) -> EnvdError:
     """Prefix an error as upstream envd does (``failed to create context: …``)."""
-    wrapped = type(exc)(f"{prefix}: {exc.message}", hint=exc.hint)
-    return wrapped
+    return type(exc)(f"{prefix}: {exc.message}", hint=exc.hint)
 
 
 class ContextOperations:

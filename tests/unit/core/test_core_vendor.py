@@ -105,8 +105,8 @@ def test_hook_envd_team_contexts_usable_not_editable(
     assert removed.startswith('envd: failed to remove context: context "shared" is a read-only')
     message = assert_one_error(cli("context", "update", "shared", "--description", "x"))
     assert message.splitlines() == [
-        'envd: failed to update context: context "shared" is a read-only team context '
-        "(plugin acme) and cannot be updated",
+        ('envd: failed to update context: context "shared" is a read-only team context '
+         "(plugin acme) and cannot be updated"),
         "hint: make your own copy: envd context export shared | envd context import my-shared -"]
     refused = assert_one_error(cli("context", "create", "shared", "--builder", StubBuilder.name,
                                    "--builder-address", "y", "--runner", StubRunner.name))
@@ -156,9 +156,9 @@ def test_current_team_context_gone_falls_back_to_default_with_a_warning(
     plugins.unregister(name)
     shown = cli("context", "show")
     assert shown.stdout == "default\t(from current context)\n"
-    assert shown.stderr_lines == ['envd: warning: current context "shared" is no longer '
-                                  'defined; using "default" (choose one with `envd context use '
-                                  'NAME`)']
+    assert shown.stderr_lines == [('envd: warning: current context "shared" is no longer '
+                                   'defined; using "default" (choose one with `envd context use '
+                                   'NAME`)')]
 
 
 # -- envd_commands ----------------------------------------------------------------------------
