@@ -36,6 +36,10 @@ def complete_context_names(
 
             store = open_store(Plugins.create(), wanted)
         names = list(store.peek().contexts)
+        # team contexts of the system directory too (a plugin's would need every plugin loaded)
+        from envd_core.contexts.team import read_dir, team_dir
+
+        names += [t.context.name for t in read_dir(team_dir())[0] if t.context.name not in names]
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]

@@ -32,7 +32,8 @@ def vendor(**hooks: Any) -> object:
 
 
 @pytest.fixture
-def team_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def team_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, envd_config_dir: Path) -> Path:
+    # after envd_config_dir, which clears every ENVD_* variable
     folder = tmp_path / "contexts.d"
     folder.mkdir()
     monkeypatch.setenv("ENVD_TEAM_CONTEXTS_DIR", str(folder))
@@ -284,3 +285,13 @@ def test_plugins_disable_concurrent_writers_lose_nothing(envd_config_dir: Path) 
     assert all(p.wait(timeout=60) == 0 for p in procs)
     stored = json.loads((envd_config_dir / "plugins.json").read_text())
     assert stored["disabled"] == sorted(f"p{i}" for i in range(20))
+
+
+def test_completion_offers_team_directory_contexts(team_dir: Path, envd_config_dir: Path) -> None:
+    from envd_core.cli.context import complete_context_names
+
+    (team_dir / "farm.json").write_text(json.dumps(
+        {"format": "envd-team-contexts/v1", "contexts": [SHARED.to_json()]}))
+    items = complete_context_names(None, None, "")  # type: ignore[arg-type]
+    assert [item.value for item in items] == ["default", "shared"]
+    assert not envd_config_dir.exists()  # completion still writes nothing
