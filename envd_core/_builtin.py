@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from envd_core.contexts.model import DEFAULT_NAME, Context, default_context
+from envd_core.contexts.sqlite_store import SqliteStore
 from envd_core.contexts.store import FileStore
 from envd_core.hookspecs import hookimpl
 
 
 @hookimpl
 def envd_context_stores() -> list[type]:
-    return [FileStore]
+    return [FileStore, SqliteStore]
 
 
 @hookimpl

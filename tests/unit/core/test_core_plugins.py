@@ -180,13 +180,13 @@ class AltFileStore(FileStore):
 def test_hook_envd_context_stores_selects_store_by_env(cli, plugins, register_plugin,
                                                        envd_config_dir):
     register_plugin(make_plugin(stores=[AltFileStore]), name="altstore")
-    assert set(plugins.store_types) == {"file", "alt"}
+    assert set(plugins.store_types) == {"file", "sqlite", "alt"}
     result = cli("context", "ls", env={"ENVD_CONTEXT_STORE": "alt"})
     assert result.exit_code == 0, result
     assert (envd_config_dir / "alt-contexts.json").exists()
     assert not (envd_config_dir / "contexts.json").exists()
     missing = cli("context", "ls", env={"ENVD_CONTEXT_STORE": "vault"})
-    assert "unknown context store `vault` (installed: alt, file)" in assert_one_error(missing)
+    assert "unknown context store `vault` (installed: alt, file, sqlite)" in assert_one_error(missing)
 
 
 def test_hook_envd_build_functions_merged_and_checked(plugins, register_plugin):
@@ -306,7 +306,7 @@ def test_plugins_ls_json_and_table(cli, register_plugin):
     listed = json.loads(as_json.stdout)
     assert listed[0] == {"name": "core", "distribution": "envd-core",
                          "version": listed[0]["version"], "builders": [], "runners": [],
-                         "stores": ["file"], "error": None, "state": "enabled",
+                         "stores": ["file", "sqlite"], "error": None, "state": "enabled",
                          "origin": "built-in", "declares_distribution": None}
     assert {"name": "cloudy", "distribution": None, "version": None, "builders": ["cloud"],
             "runners": [StubRunner.name], "stores": [], "error": None, "state": "enabled",
