@@ -332,11 +332,15 @@ class ContextOperations:
                 use=use,
             )
 
+        from envd_core.contexts.team import layer
+
+        # planned against the team contexts too: an upstream context named like one is
+        # skipped ("a different context exists here"), never stored beside it
         if dry_run:
-            return plan(self.store.peek())
+            return plan(layer(self.store.peek(), self.team))
         with self.store.transaction() as contexts:
-            result = plan(contexts)
-            apply_plan(result, contexts)
+            result = plan(layer(contexts, self.team))
+            apply_plan(result, contexts, team=set(self.team))
         return result
 
 

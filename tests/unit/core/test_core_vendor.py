@@ -295,3 +295,25 @@ def test_completion_offers_team_directory_contexts(team_dir: Path, envd_config_d
     items = complete_context_names(None, None, "")  # type: ignore[arg-type]
     assert [item.value for item in items] == ["default", "shared"]
     assert not envd_config_dir.exists()  # completion still writes nothing
+
+
+def test_upstream_import_never_stores_a_team_contexts_name(
+        cli: Any, register_plugin: Any, team_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, envd_config_dir: Path) -> None:
+    from test_core_upstream_import import DATA, DockerLike, MobyLike, TcpLike, UnixLike
+
+    register_plugin(make_plugin(builders=[TcpLike, UnixLike, MobyLike], runners=[DockerLike]))
+    home = tmp_path / "home"
+    (home / ".config" / "envd").mkdir(parents=True)
+    (home / ".config" / "envd" / "contexts").write_bytes((DATA / "every-type.gob").read_bytes())
+    monkeypatch.setenv("HOME", str(home))
+    team = Context(name="tcp-ctx", builder="tcp", builder_address="farm.corp:1234")
+    (team_dir / "corp.json").write_text(json.dumps(
+        {"format": "envd-team-contexts/v1", "contexts": [team.to_json()]}))
+    done = cli("context", "import", "--from-upstream", "--format", "json")
+    assert done.exit_code == 0, done
+    (item,) = [c for c in json.loads(done.stdout)["contexts"] if c["context"] == "tcp-ctx"]
+    assert item["action"] == "skipped" and "a different context `tcp-ctx`" in item["reason"]
+    stored = json.loads((envd_config_dir / "contexts.json").read_text())
+    assert "tcp-ctx" not in [c["name"] for c in stored["contexts"]]
+    assert "unix-ctx" in [c["name"] for c in stored["contexts"]]  # the others are imported
