@@ -303,6 +303,11 @@ def inspect_(app: Any, name: str | None, no_status: bool, timeout: float) -> Non
     data["origin"] = contexts.origin(ctx.name) or "user"
     builder_ok, runner_ok = app.contexts.is_installed(ctx)
     data["installed"] = {"builder": builder_ok, "runner": runner_ok}
+    # the context's options over the plugins' defaults (envd_option_defaults): what is used
+    data["options_in_force"] = {
+        kind: app.contexts.options_in_force(ctx, kind)
+        for kind, ok in (("builder", builder_ok), ("runner", runner_ok)) if ok
+    }
     if not no_status:
         data["status"] = _probe_all(app, [ctx], timeout)[ctx.name]
     click.echo(dump_json(data, pretty=True))

@@ -207,6 +207,12 @@ def test_hook_envd_option_defaults_fill_what_the_context_leaves_unset(
     mine = Context(name="m", builder=StubBuilder.name, builder_address="x",
                    builder_options={"ca-bundle": str(own)})
     assert ops.builder_for(mine).options == {"ca-bundle": str(own)}  # the context wins
+    created = cli("context", "create", "plain", "--builder", StubBuilder.name,
+                  "--builder-address", "x", "--runner", StubRunner.name)
+    assert created.exit_code == 0, created
+    shown = json.loads(cli("context", "inspect", "plain", "--no-status").stdout)
+    assert shown["builder_options"] == {}  # the store keeps only what the user set
+    assert shown["options_in_force"] == {"builder": {"ca-bundle": str(bundle)}, "runner": {}}
 
 
 def test_hook_envd_option_defaults_bad_value_names_the_plugin(
