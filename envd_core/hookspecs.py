@@ -20,6 +20,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from envd_core.builder import Builder
+    from envd_core.contexts.model import Context
     from envd_core.contexts.store import ContextStore
     from envd_core.pipeline.causes import Cause
     from envd_core.runner import Runner
@@ -136,4 +137,143 @@ def envd_build_failure_causes() -> Sequence[Cause]:
             )]
 
     *Since 0.1.*
+    """
+
+
+@hookspec
+def envd_default_contexts() -> Sequence[Context]:
+    """Return the contexts a fresh context store starts with.
+
+    **When:** once, when a store is used for the first time (no ``contexts.json`` yet). The core's
+    own ``default`` context (dockerd's embedded BuildKit) comes through this hook too, from the
+    plugin ``core``; a distribution adds its own beside it. Existing stores are never changed:
+    what a user stored is theirs.
+
+    **Returns:** a list of :class:`envd_core.contexts.model.Context`. The seeded contexts are
+    ordinary user contexts (editable, removable). A name given by two plugins is an error naming
+    both.
+
+    **Example**::
+
+        @hookimpl
+        def envd_default_contexts():
+            return [Context(name="acme-laptop", builder="moby-worker",
+                            builder_address="envd_buildkitd")]
+
+    *Since 0.2.*
+    """
+
+
+@hookspec(firstresult=True)
+def envd_default_current() -> str | None:
+    """Return the name of the context that is current on first use.
+
+    **When:** with :func:`envd_default_contexts`, when a store is used for the first time. The
+    first plugin that returns a name wins; distributions are asked before the core, whose answer
+    is ``default``.
+
+    **Returns:** the name of a context seeded by :func:`envd_default_contexts` or of a team
+    context (:func:`envd_team_contexts`), or ``None`` to leave the choice to another plugin. A
+    name that is neither is an error naming the plugin.
+
+    **Example**::
+
+        @hookimpl
+        def envd_default_current():
+            return "acme-shared"
+
+    *Since 0.2.*
+    """
+
+
+@hookspec
+def envd_team_contexts() -> Sequence[Context]:
+    """Return read-only team contexts: shared builders every user of the plugin gets.
+
+    **When:** once per process, when contexts are first listed or resolved. They join the
+    contexts of ``/etc/envd/contexts.d/*.json`` (``ENVD_TEAM_CONTEXTS_DIR``) as a layer over the
+    user's store: usable (``envd context use``, ``--context``), never editable, and a user
+    context of the same name cannot be created.
+
+    **Returns:** a list of :class:`envd_core.contexts.model.Context`. A name given by two
+    plugins is an error naming both; a name also in the system directory is taken from the
+    directory (the machine's administrator has the last word).
+
+    **Example**::
+
+        @hookimpl
+        def envd_team_contexts():
+            return [Context(name="acme-shared", builder="tcp",
+                            builder_address="buildkit.acme.internal:1234",
+                            description="Acme's shared builder")]
+
+    *Since 0.2.*
+    """
+
+
+@hookspec
+def envd_commands() -> Mapping[str, str]:
+    """Return extra top-level ``envd`` commands or command groups, imported only when run.
+
+    **When:** when ``envd`` is given a command name it does not know, and for ``envd --help``.
+    Built-in commands are looked up first and never ask plugins, so ``envd context ls`` never
+    imports a plugin's command modules.
+
+    **Returns:** a mapping of command names to ``"module:attribute"`` strings naming a
+    :class:`click.Command` or :class:`click.Group`. The string (not the command) keeps start-up
+    lazy. A name that is a built-in command, or given by two plugins, is an error naming the
+    plugin. The command receives the CLI's state with ``@click.pass_obj`` like built-ins.
+
+    **Example**::
+
+        @hookimpl
+        def envd_commands():
+            return {"acme": "acme_envd.cli:acme"}
+
+    *Since 0.2.*
+    """
+
+
+@hookspec
+def envd_option_defaults() -> Mapping[str, Mapping[str, str]]:
+    """Return default values for builder and runner options.
+
+    **When:** each time a builder or runner is created from a context. An option the context
+    sets always wins; a default fills only what it leaves unset. ``envd context inspect`` shows
+    the options in force.
+
+    **Returns:** a mapping of ``"builder.<type>"`` or ``"runner.<type>"`` to ``{option: value}``,
+    e.g. a CA bundle for every builder (``ca-bundle``), a BuildKit image or registry mirrors for
+    a builder type that declares such options. Each option must be one the type declares and
+    each value must parse (a ``path`` option must exist), or the error names the plugin. Two
+    plugins giving the same option is an error.
+
+    **Example**::
+
+        @hookimpl
+        def envd_option_defaults():
+            return {"builder.tcp": {"ca-bundle": "/etc/ssl/acme/ca.pem"}}
+
+    *Since 0.2.*
+    """
+
+
+@hookspec
+def envd_distribution() -> Mapping[str, str] | None:
+    """Name the envd distribution this plugin makes: a company's packaged envd.
+
+    **When:** for ``envd plugins ls`` and ``envd version``, and to mark the plugins installed by
+    the same Python package as ``distribution`` in ``envd plugins ls``.
+
+    **Returns:** ``{"name": ..., "version": ...}`` (``version`` defaults to the version of the
+    Python package that installed the plugin), or ``None``. Two plugins naming a distribution
+    is an error naming both: one envd is one distribution.
+
+    **Example**::
+
+        @hookimpl
+        def envd_distribution():
+            return {"name": "Acme envd", "version": "2026.11"}
+
+    *Since 0.2.*
     """

@@ -12,6 +12,9 @@ Environment switches (each tested):
 ``ENVD_TRACE_HOOKS=1``
     print every hook call and what each plugin returned to stderr.
 
+Beside them, ``envd plugins disable NAME`` stores NAME in ``plugins.json`` (see
+:mod:`envd_core.plugin_config`); a disabled plugin is listed but never imported.
+
 A plugin that fails to import, or defines a hook envd does not know (a typo), is left out with a
 one-line warning; commands that do not need it keep working.
 """
@@ -33,6 +36,7 @@ from envd_core.builder import Builder
 from envd_core.contexts.store import ContextStore
 from envd_core.errors import ContextError, PluginError
 from envd_core.runner import Runner
+from envd_core.vendor import Distribution, VendorHooks
 
 if TYPE_CHECKING:
     from envd_core.pipeline.causes import Cause
@@ -51,6 +55,13 @@ KNOWN_PROVIDERS: Mapping[str, str] = {
     "docker": "envd-docker-runner",
     "envd-server": "envd-server-runner",
 }
+
+#: The Python packages of plugins kept in envd's own repository (``plugins/``, the examples):
+#: ``envd plugins ls`` shows them as ``in-repo``, other packages as ``third-party``.
+IN_REPO = frozenset({
+    "envd-tcp", "envd-moby", "envd-docker-client", "envd-docker-runner", "envd-example-plugin",
+    *KNOWN_PROVIDERS.values(),
+})
 
 _KINDS: dict[str, tuple[str, type, str]] = {
     # attribute: (hook, base class, noun)
@@ -71,6 +82,11 @@ class PluginInfo:
     runners: list[str] = attrs.field(factory=list)
     stores: list[str] = attrs.field(factory=list)
     error: str | None = None
+    #: ``enabled``, or why not: ``disabled`` (``envd plugins disable``),
+    #: ``disabled by ENVD_DISABLE_PLUGINS``, ``not in ENVD_PLUGINS``.
+    state: str = "enabled"
+    #: ``built-in``, ``in-repo``, ``third-party`` or ``distribution`` (set by ``infos()``).
+    origin: str = "third-party"
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -82,7 +98,7 @@ def _split_env(value: str | None) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
-class Plugins:
+class Plugins(VendorHooks):
     """The loaded plugins and the types they provide, validated on first use."""
 
     def __init__(self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
@@ -115,12 +131,22 @@ class Plugins:
         return plugins
 
     def _load_entry_points(self) -> None:
+        from envd_core.plugin_config import disabled_plugins
+
         only = _split_env(os.environ.get("ENVD_PLUGINS"))
         blocked = _split_env(os.environ.get("ENVD_DISABLE_PLUGINS")) or set()
+        disabled = disabled_plugins()
         for ep in entry_points(GROUP):
-            if ep.name in blocked or (only is not None and ep.name not in only):
-                continue
             dist_name, version = ep.distribution, ep.version
+            state = (
+                "disabled by ENVD_DISABLE_PLUGINS" if ep.name in blocked
+                else "not in ENVD_PLUGINS" if only is not None and ep.name not in only
+                else "disabled" if ep.name in disabled
+                else None
+            )
+            if state is not None:  # listed by `plugins ls`, never imported
+                self._infos[ep.name] = PluginInfo(ep.name, dist_name, version, state=state)
+                continue
             try:
                 module = ep.load()
             except Exception as exc:  # noqa: BLE001 - any import-time failure of third-party code
@@ -178,9 +204,25 @@ class Plugins:
         return lines
 
     def infos(self) -> list[PluginInfo]:
+        """Every plugin, loaded or not, with what it provides, its state and its origin."""
         for kind in _KINDS:
             self._collect(kind)
+        dist = self.distribution()
+        for info in self._infos.values():
+            if info.name == "core":
+                info.origin = "built-in"
+            elif dist is not None and (
+                info.name == dist.plugin
+                or (info.distribution is not None and info.distribution == dist.package)
+            ):
+                info.origin = "distribution"
+            elif info.distribution in IN_REPO:
+                info.origin = "in-repo"
         return sorted(self._infos.values(), key=lambda info: (info.name != "core", info.name))
+
+    def known(self, name: str) -> PluginInfo | None:
+        """The plugin called ``name``, whether loaded, disabled or broken."""
+        return self._infos.get(name)
 
     @property
     def builder_types(self) -> dict[str, type[Builder]]:
@@ -205,6 +247,10 @@ class Plugins:
         """The plugin that registered type ``name`` of ``kind`` (builders/runners/stores)."""
         self._collect(kind)
         return self._owner.get((kind, name))
+
+    def loaded(self, name: str) -> bool:
+        """Whether plugin ``name`` is registered (loaded and valid)."""
+        return self.pm.has_plugin(name)
 
     def build_functions(self) -> dict[str, Callable[..., Any]]:
         """Extra build.envd functions from every plugin; a name given twice is an error."""
@@ -309,6 +355,15 @@ class Plugins:
                     getattr(info, kind).append(name)
         self._types[kind] = found
         return found
+
+
+def distribution(plugins: Plugins | None = None) -> Distribution | None:
+    """The envd distribution installed (``envd_distribution``), or ``None`` for stock envd.
+
+    For ``envd version`` and ``envd plugins ls``: ``str()`` of the result is ``"Acme envd
+    2026.11"``. Loads the plugins (entry points included) when ``plugins`` is not given.
+    """
+    return (plugins or Plugins.create()).distribution()
 
 
 def _validate_type(cls: object, base: type, noun: str, plugin: str) -> str:

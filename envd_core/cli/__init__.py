@@ -44,23 +44,60 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use.
 
-    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+    Built-in commands come from ``lazy``; a name that is not built in is looked up in the
+    plugins' ``envd_commands`` (``plugin_commands``), so a built-in command never loads a
+    plugin's command table, let alone its modules.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        lazy: dict[str, str],
+        plugin_commands: Callable[[click.Context], dict[str, str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = lazy
+        self.plugin_commands = plugin_commands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx)) | {
             name for name, target in self.lazy.items() if _module_exists(target)
         }
+        if self.plugin_commands is not None:
+            names |= set(self.plugin_commands(ctx))
         return sorted(names)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy and _module_exists(self.lazy[cmd_name]):
-            module_name, attr = self.lazy[cmd_name].split(":")
-            return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
-        return super().get_command(ctx, cmd_name)
+            return _load(self.lazy[cmd_name])
+        found = super().get_command(ctx, cmd_name)
+        if found is None and self.plugin_commands is not None and not cmd_name.startswith("-"):
+            target = self.plugin_commands(ctx).get(cmd_name)
+            if target is not None:
+                return _load(target, plugin=True)
+        return found
+
+
+def _load(target: str, *, plugin: bool = False) -> click.Command:
+    module_name, _, attr = target.partition(":")
+    try:
+        found: object = importlib.import_module(module_name.strip())
+        for part in attr.strip().split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        if not plugin:
+            raise
+        from envd_core.errors import PluginError
+
+        raise PluginError(f"command `{target}` of a plugin cannot be loaded: {exc}") from None
+    if not isinstance(found, click.Command):
+        from envd_core.errors import PluginError
+
+        raise PluginError(f"plugin command `{target}` is not a click command")
+    return found
 
 
 def _module_exists(target: str) -> bool:
@@ -111,11 +148,22 @@ def _default_plugins() -> Any:
 
 def create_cli(plugins_factory: Callable[[], Any] | None = None) -> click.Group:
     """Build the ``envd`` command group around a plugin manager factory."""
-    factory = plugins_factory or _default_plugins
+    make = plugins_factory or _default_plugins
+
+    def plugins_of(ctx: click.Context) -> Any:
+        # one plugin manager per run, shared by the command table and the commands
+        meta = ctx.find_root().meta
+        if "envd.plugins" not in meta:
+            meta["envd.plugins"] = make()
+        return meta["envd.plugins"]
+
+    def plugin_commands(ctx: click.Context) -> dict[str, str]:
+        return plugins_of(ctx).commands(COMMANDS)  # type: ignore[no-any-return]
 
     @click.group(
         cls=LazyGroup,
         lazy=COMMANDS,
+        plugin_commands=plugin_commands,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     @click.option("--context", "context_name", metavar="NAME", help="Use this context.")
@@ -124,7 +172,7 @@ def create_cli(plugins_factory: Callable[[], Any] | None = None) -> click.Group:
     @click.pass_context
     def cli(ctx: click.Context, context_name: str | None, debug: bool) -> None:
         """envd: build development environments on BuildKit, run them anywhere."""
-        ctx.obj = App(factory, context=context_name, debug=debug)
+        ctx.obj = App(lambda: plugins_of(ctx), context=context_name, debug=debug)
 
     return cli
 

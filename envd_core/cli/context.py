@@ -36,6 +36,10 @@ def complete_context_names(
 
             store = open_store(Plugins.create(), wanted)
         names = list(store.peek().contexts)
+        # team contexts of the system directory too (a plugin's would need every plugin loaded)
+        from envd_core.contexts.team import read_dir, team_dir
+
+        names += [t.context.name for t in read_dir(team_dir())[0] if t.context.name not in names]
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
@@ -209,7 +213,7 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
     if fmt == "json":
         rows: list[dict[str, Any]] = []
         for ctx in items:
-            row = context_row(ctx, contexts.current)
+            row = context_row(ctx, contexts.current, contexts.origin(ctx.name))
             builder_ok, runner_ok = app.contexts.is_installed(ctx)
             row["installed"] = builder_ok and runner_ok
             if with_status:
@@ -218,6 +222,10 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
         click.echo(dump_json(rows))
         return
     headers = ["context", "builder", "builder addr", "runner", "runner addr"]
+    # the origin column appears only beside team contexts: a stock listing stays upstream's
+    with_origin = bool(contexts.origins)
+    if with_origin:
+        headers.append("origin")
     if with_status:
         headers.append("status")
     table_rows = []
@@ -231,6 +239,8 @@ def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
             ctx.runner + ("" if runner_ok else " (not installed)"),
             ctx.runner_address or "",
         ]
+        if with_origin:
+            cells.append(contexts.origin(ctx.name) or "user")
         if with_status:
             cells.append(_status_cell(statuses[ctx.name]))
         table_rows.append(cells)
@@ -267,11 +277,13 @@ def rm(app: Any, name_flag: str | None, name_arg: str | None) -> None:
 def show(app: Any, fmt: str) -> None:
     """Print the context in force and why it is in force."""
     resolved = app.resolve()
+    origin = app.contexts.load().origin(resolved.context.name)
     if fmt == "json":
         click.echo(dump_json({"context": resolved.context.name, "source": resolved.source,
-                              "detail": resolved.detail}))
+                              "detail": resolved.detail, "origin": origin or "user"}))
     else:
-        click.echo(f"{resolved.context.name}\t(from {resolved.reason})")
+        defined = f"; read-only team context, {origin}" if origin else ""
+        click.echo(f"{resolved.context.name}\t(from {resolved.reason}{defined})")
 
 
 @context.command("inspect")
@@ -288,8 +300,14 @@ def inspect_(app: Any, name: str | None, no_status: bool, timeout: float) -> Non
     ctx = contexts.get(name) if name else app.resolve().context
     data = context_details(ctx)
     data["current"] = ctx.name == contexts.current
+    data["origin"] = contexts.origin(ctx.name) or "user"
     builder_ok, runner_ok = app.contexts.is_installed(ctx)
     data["installed"] = {"builder": builder_ok, "runner": runner_ok}
+    # the context's options over the plugins' defaults (envd_option_defaults): what is used
+    data["options_in_force"] = {
+        kind: app.contexts.options_in_force(ctx, kind)
+        for kind, ok in (("builder", builder_ok), ("runner", runner_ok)) if ok
+    }
     if not no_status:
         data["status"] = _probe_all(app, [ctx], timeout)[ctx.name]
     click.echo(dump_json(data, pretty=True))

@@ -316,7 +316,8 @@ def _value(types: dict[int, WireType], type_id: int, reader: _Reader, depth: int
                 return found
             number += delta
             if number >= len(wire.fields):
-                raise reader.fail(f"field number {number} of {wire.name or 'a struct'} is undefined")
+                struct = wire.name or "a struct"
+                raise reader.fail(f"field number {number} of {struct} is undefined")
             field, field_type = wire.fields[number]
             found[field] = _value(types, field_type, reader, depth + 1)
     if isinstance(wire, MapType):

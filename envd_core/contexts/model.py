@@ -66,7 +66,9 @@ class Context:
                 description=_str(data.get("description", "")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise StoreError(f"{where}: malformed context entry ({exc.__class__.__name__}: {exc})")
+            raise StoreError(
+                f"{where}: malformed context entry ({exc.__class__.__name__}: {exc})"
+            ) from None
 
 
 def _str(value: Any) -> str:
@@ -90,10 +92,19 @@ def default_context() -> Context:
 
 @attrs.define
 class ContextSet:
-    """Every context of a store, in creation order, and the name of the current one."""
+    """Every context of a store, in creation order, and the name of the current one.
+
+    ``origins`` is empty in what a store holds; the view :func:`envd_core.contexts.team.layer`
+    builds over it names, for each read-only team context, where it was defined.
+    """
 
     contexts: dict[str, Context] = attrs.field(factory=dict)
     current: str | None = None
+    origins: dict[str, str] = attrs.field(factory=dict)
+
+    def origin(self, name: str) -> str | None:
+        """Where the read-only context ``name`` was defined; ``None`` for the user's own."""
+        return self.origins.get(name)
 
     def get(self, name: str) -> Context:
         try:

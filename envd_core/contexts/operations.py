@@ -21,6 +21,7 @@ from envd_core.plugins import KNOWN_PROVIDERS, Plugins
 from envd_core.runner import Runner
 
 if TYPE_CHECKING:
+    from envd_core.contexts.team import TeamContext
     from envd_core.contexts.upstream import ImportPlan
 
 EXPORT_FORMAT = "envd-context/v1"
@@ -33,13 +34,28 @@ def open_store(plugins: Plugins, name: str | None = None) -> ContextStore:
     if wanted not in stores:
         known = ", ".join(sorted(stores)) or "none"
         raise ContextError(f"unknown context store `{wanted}` (installed: {known})")
-    return stores[wanted]()
+    store = stores[wanted]()
+    # a fresh store starts with what the plugins' envd_default_contexts give (the core's
+    # `default` among them); asked only when the store is first written
+    store.seed = lambda: plugins.initial_contexts(set(team_contexts(plugins)))
+    return store
+
+
+def team_contexts(plugins: Plugins) -> dict[str, TeamContext]:
+    """Read-only team contexts by name: the system directory first, then plugins."""
+    import sys
+
+    from envd_core.contexts.team import merge, read_dir, team_dir
+
+    from_dir, warnings = read_dir(team_dir())
+    for line in warnings:
+        sys.stderr.write(f"envd: warning: {line}\n")
+    return merge([*from_dir, *plugins.team_contexts()])
 
 
 def _wrap(prefix: str, exc: EnvdError) -> EnvdError:
     """Prefix an error as upstream envd does (``failed to create context: …``)."""
-    wrapped = type(exc)(f"{prefix}: {exc.message}", hint=exc.hint)
-    return wrapped
+    return type(exc)(f"{prefix}: {exc.message}", hint=exc.hint)
 
 
 class ContextOperations:
@@ -48,10 +64,51 @@ class ContextOperations:
     def __init__(self, plugins: Plugins, store: ContextStore | None = None) -> None:
         self.plugins = plugins
         self.store = store or open_store(plugins)
+        self._team: dict[str, TeamContext] | None = None
+        self._warned = False
+        # the seed checks a distribution's first current context against the team contexts:
+        # the ones read here, so a broken team file is reported once
+        self.store.seed = lambda: plugins.initial_contexts(set(self.team))
 
     # -- reading ---------------------------------------------------------------------------
+    @property
+    def team(self) -> dict[str, TeamContext]:
+        """The read-only team contexts (read once per process)."""
+        if self._team is None:
+            self._team = team_contexts(self.plugins)
+        return self._team
+
     def load(self) -> ContextSet:
-        return self.store.load()
+        """The user's contexts with the team contexts their names do not hide."""
+        from envd_core.contexts.model import DEFAULT_NAME
+        from envd_core.contexts.team import layer
+
+        view = layer(self.store.load(), self.team)
+        if view.current is not None and view.current not in view.contexts:
+            # the current context was a team context that is gone (its plugin disabled or
+            # uninstalled, its file removed): fall back to stock envd's `default`, loudly
+            gone, view.current = view.current, (
+                DEFAULT_NAME if DEFAULT_NAME in view.contexts else None
+            )
+            if not self._warned:
+                self._warned = True
+                import sys
+
+                sys.stderr.write(
+                    f'envd: warning: current context "{gone}" is no longer defined; using '
+                    f'"{view.current}" (choose one with `envd context use NAME`)\n'
+                )
+        return view
+
+    def _refuse_team(self, name: str, contexts: ContextSet, verb: str) -> None:
+        """A team context (not hidden by a user context) cannot be changed: say so, once."""
+        if name in self.team and name not in contexts.contexts:
+            origin = self.team[name].origin
+            raise ContextError(
+                f'context "{name}" is a read-only team context ({origin}) and cannot be {verb}',
+                hint=f"make your own copy: envd context export {name} | "
+                f"envd context import my-{name} -",
+            )
 
     def resolve(self, *, flag: str | None = None) -> Resolved:
         return resolve(self.load(), flag=flag)
@@ -66,12 +123,22 @@ class ContextOperations:
     def builder_for(self, context: Context) -> Builder:
         """An instance of the context's builder type, or an error naming the missing package."""
         cls = self._type_for(context, "builder", context.builder)
-        return cls(context.builder_address, context.builder_options)  # type: ignore[no-any-return]
+        options = self.options_in_force(context, "builder")
+        return cls(context.builder_address, options)  # type: ignore[no-any-return]
 
     def runner_for(self, context: Context) -> Runner:
         """An instance of the context's runner type, or an error naming the missing package."""
         cls = self._type_for(context, "runner", context.runner)
-        return cls(context.runner_address, context.runner_options)  # type: ignore[no-any-return]
+        options = self.options_in_force(context, "runner")
+        return cls(context.runner_address, options)  # type: ignore[no-any-return]
+
+    def options_in_force(self, context: Context, kind: str) -> dict[str, str]:
+        """The context's options over the plugins' defaults (``envd_option_defaults``)."""
+        type_name = context.builder if kind == "builder" else context.runner
+        own = context.builder_options if kind == "builder" else context.runner_options
+        cls = self._type_for(context, kind, type_name)
+        defaults = self.plugins.option_defaults(kind, type_name, cls.options_declared())
+        return {**defaults, **own}
 
     def _type_for(self, context: Context, noun: str, type_name: str) -> Any:
         installed = self.plugins.builder_types if noun == "builder" else self.plugins.runner_types
@@ -142,6 +209,11 @@ class ContextOperations:
         try:
             context = self.build_context(**fields)
             with self.store.transaction() as contexts:
+                if context.name in self.team and context.name not in contexts.contexts:
+                    raise ContextError(
+                        f'context "{context.name}" is a team context '
+                        f"({self.team[context.name].origin}); choose another name"
+                    )
                 contexts.add(context)
                 if use:
                     contexts.use(context.name)
@@ -164,6 +236,7 @@ class ContextOperations:
         """Change fields of an existing context; what is not given stays as it is."""
         try:
             with self.store.transaction() as contexts:
+                self._refuse_team(name, contexts, "updated")
                 old = contexts.get(name)
                 bopts = {k: v for k, v in old.builder_options.items() if k not in unset_options}
                 ropts = {k: v for k, v in old.runner_options.items() if k not in unset_options}
@@ -192,6 +265,7 @@ class ContextOperations:
     def remove(self, name: str) -> Context:
         try:
             with self.store.transaction() as contexts:
+                self._refuse_team(name, contexts, "removed")
                 return contexts.remove(name)
         except EnvdError as exc:
             raise _wrap("failed to remove context", exc) from None
@@ -199,7 +273,10 @@ class ContextOperations:
     def use(self, name: str) -> None:
         try:
             with self.store.transaction() as contexts:
-                contexts.use(name)
+                if name in self.team and name not in contexts.contexts:
+                    contexts.current = name  # usable, not copied: the store keeps only the name
+                else:
+                    contexts.use(name)
         except EnvdError as exc:
             raise _wrap(f"failed to use the specified context {name}", exc) from None
 
@@ -255,11 +332,15 @@ class ContextOperations:
                 use=use,
             )
 
+        from envd_core.contexts.team import layer
+
+        # planned against the team contexts too: an upstream context named like one is
+        # skipped ("a different context exists here"), never stored beside it
         if dry_run:
-            return plan(self.store.peek())
+            return plan(layer(self.store.peek(), self.team))
         with self.store.transaction() as contexts:
-            result = plan(contexts)
-            apply_plan(result, contexts)
+            result = plan(layer(contexts, self.team))
+            apply_plan(result, contexts, team=set(self.team))
         return result
 
 
@@ -304,8 +385,11 @@ def read_document(source: str) -> Any:
         raise ValidationError(f"`{source}` is not a JSON context export ({exc})") from None
 
 
-def context_row(context: Context, current: str | None) -> dict[str, Any]:
-    """Upstream's ``context ls --format json`` keys (runner_addr omitted when unset)."""
+def context_row(
+    context: Context, current: str | None, origin: str | None = None
+) -> dict[str, Any]:
+    """Upstream's ``context ls --format json`` keys (runner_addr omitted when unset), then
+    ``origin``: ``user``, or where a read-only team context was defined."""
     row: dict[str, Any] = {
         "context": context.name,
         "builder": context.builder,
@@ -315,6 +399,7 @@ def context_row(context: Context, current: str | None) -> dict[str, Any]:
     if context.runner_address:
         row["runner_addr"] = context.runner_address
     row["current"] = context.name == current
+    row["origin"] = origin or "user"
     return row
 
 

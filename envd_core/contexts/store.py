@@ -21,7 +21,7 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -64,6 +64,9 @@ class ContextStore(ABC):
     name: ClassVar[str]
     #: One line for ``envd plugins ls``.
     summary: ClassVar[str] = ""
+    #: What a fresh store holds (the ``envd_default_contexts`` hook, set by ``open_store``);
+    #: ``None`` means the core's ``default`` alone. Stores call :meth:`initial`.
+    seed: Callable[[], ContextSet] | None = None
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory or config_dir()
@@ -89,6 +92,10 @@ class ContextStore(ABC):
         """Where the contexts live, for messages."""
         return str(self.directory)
 
+    def initial(self) -> ContextSet:
+        """What this store holds before its first write (see :attr:`seed`)."""
+        return self.seed() if self.seed is not None else _initial()
+
 
 class FileStore(ContextStore):
     """The embedded default store: one JSON file, atomic writes under a file lock."""
@@ -112,7 +119,7 @@ class FileStore(ContextStore):
 
     def peek(self) -> ContextSet:
         found = self._read()
-        return found if found is not None else _initial()
+        return found if found is not None else self.initial()
 
     def exists(self) -> bool:
         """Whether the store file has been written yet."""
@@ -125,7 +132,7 @@ class FileStore(ContextStore):
             self._remove_stale_temp_files()
             contexts = self._read()
             if contexts is None:
-                contexts = _initial()
+                contexts = self.initial()
             before = _encode(contexts)
             yield contexts
             after = _encode(contexts)
@@ -204,7 +211,7 @@ class FileStore(ContextStore):
 
 
 def _initial() -> ContextSet:
-    """What a store holds before its first write: ``default``, current."""
+    """The core's own first contents: ``default``, current (stores used without plugins)."""
     contexts = ContextSet()
     contexts.add(default_context())
     contexts.current = DEFAULT_NAME

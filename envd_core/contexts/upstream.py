@@ -27,7 +27,7 @@ report.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -377,13 +377,22 @@ def _plan_current(
     return "switched", ""
 
 
-def apply_plan(plan: ImportPlan, contexts: ContextSet) -> None:
-    """Store what ``plan`` imports into ``contexts`` (a store transaction's set)."""
+def apply_plan(
+    plan: ImportPlan, contexts: ContextSet, *, team: Collection[str] = ()
+) -> None:
+    """Store what ``plan`` imports into ``contexts`` (a store transaction's set).
+
+    ``team`` names read-only team contexts the plan may switch to: the store then keeps only
+    the name as current, as ``envd context use`` does.
+    """
     for item in plan.items:
         if item.action == IMPORTED and item.context is not None:
             contexts.add(item.context)
     if plan.current_action == "switched":
-        contexts.use(plan.upstream_current)
+        if plan.upstream_current in team and plan.upstream_current not in contexts.contexts:
+            contexts.current = plan.upstream_current
+        else:
+            contexts.use(plan.upstream_current)
 
 
 # -- first run -------------------------------------------------------------------------------

@@ -69,10 +69,11 @@ def test_side_by_side_with_upstream(upstream_envd, envd_script, entry_point_site
     assert gob.stat().st_mtime_ns == gob_stat.st_mtime_ns
     assert json.loads(upstream("context", "ls", "--format", "json").stdout) == upstream_rows
 
-    # the same default context, the same JSON keys in the same order (ours adds `installed`)
+    # the same default context, the same JSON keys in the same order (ours adds `installed`
+    # and `origin`, which says whether a context is the user's or a read-only team context)
     ours_rows = json.loads(ours("context", "ls", "--format", "json").stdout)
     upstream_default = next(r for r in upstream_rows if r["context"] == "default")
-    ours_default = {k: v for k, v in ours_rows[0].items() if k != "installed"}
+    ours_default = {k: v for k, v in ours_rows[0].items() if k not in ("installed", "origin")}
     assert list(ours_default.items()) == list(upstream_default.items())
 
     # the same table headers

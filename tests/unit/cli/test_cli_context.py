@@ -187,6 +187,7 @@ def test_first_run_creates_current_default(cli, envd_config_dir):
     assert json.loads(result.stdout) == [{
         "context": "default", "builder": "moby-worker",
         "builder_addr": "moby-worker://envd_buildkitd", "runner": "docker", "current": True,
+        "origin": "user",
         "installed": False,
     }]
     stored = json.loads((envd_config_dir / "contexts.json").read_text())
@@ -269,7 +270,7 @@ def test_precedence_flag_env_project_file_current(ctx, envd_config_dir, monkeypa
         "flagged\t(from --context flag)\n")
     as_json = ctx("context", "show", "--format", "json", env={"ENVD_CONTEXT": "env"})
     assert json.loads(as_json.stdout) == {"context": "env", "source": "ENVD_CONTEXT",
-                                          "detail": None}
+                                          "detail": None, "origin": "user"}
     # a name that does not exist says where it came from
     missing = ctx("context", "show", env={"ENVD_CONTEXT": "ghost"})
     assert 'context "ghost" (from ENVD_CONTEXT) does not exist' in assert_one_error(missing)

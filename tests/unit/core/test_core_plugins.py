@@ -59,7 +59,8 @@ def test_hook_envd_builder_types_end_to_end_through_the_cli(cli, register_plugin
 
     rows = json.loads(cli("context", "ls", "--format", "json").stdout)
     assert {"context": "c1", "builder": "cloud", "builder_addr": "cloud://eu-1",
-            "runner": StubRunner.name, "current": False, "installed": True} in rows
+            "runner": StubRunner.name, "current": False, "installed": True,
+            "origin": "user"} in rows
 
     inspected = cli("context", "inspect", "c1", "--no-status")
     assert inspected.exit_code == 0, inspected
@@ -178,13 +179,13 @@ class AltFileStore(FileStore):
 def test_hook_envd_context_stores_selects_store_by_env(cli, plugins, register_plugin,
                                                        envd_config_dir):
     register_plugin(make_plugin(stores=[AltFileStore]), name="altstore")
-    assert set(plugins.store_types) == {"file", "alt"}
+    assert set(plugins.store_types) == {"file", "sqlite", "alt"}
     result = cli("context", "ls", env={"ENVD_CONTEXT_STORE": "alt"})
     assert result.exit_code == 0, result
     assert (envd_config_dir / "alt-contexts.json").exists()
     assert not (envd_config_dir / "contexts.json").exists()
     missing = cli("context", "ls", env={"ENVD_CONTEXT_STORE": "vault"})
-    assert "unknown context store `vault` (installed: alt, file)" in assert_one_error(missing)
+    assert "unknown context store `vault` (installed: alt, file, sqlite)" in assert_one_error(missing)
 
 
 def test_hook_envd_build_functions_merged_and_checked(plugins, register_plugin):
@@ -243,7 +244,7 @@ def test_envd_plugins_and_envd_disable_plugins(entry_point_site, monkeypatch, en
             monkeypatch.delenv(key, raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        return {info.name for info in Plugins.create().infos()}
+        return {info.name for info in Plugins.create().infos() if info.state == "enabled"}
 
     everything = loaded()
     assert {"core", "alpha", "beta"} <= everything
@@ -304,15 +305,17 @@ def test_plugins_ls_json_and_table(cli, register_plugin):
     listed = json.loads(as_json.stdout)
     assert listed[0] == {"name": "core", "distribution": "envd-core",
                          "version": listed[0]["version"], "builders": [], "runners": [],
-                         "stores": ["file"], "error": None}
+                         "stores": ["file", "sqlite"], "error": None, "state": "enabled",
+                         "origin": "built-in", "declares_distribution": None}
     assert {"name": "cloudy", "distribution": None, "version": None, "builders": ["cloud"],
-            "runners": [StubRunner.name], "stores": [], "error": None} in listed
+            "runners": [StubRunner.name], "stores": [], "error": None, "state": "enabled",
+            "origin": "third-party", "declares_distribution": None} in listed
 
     as_table = cli("plugins", "ls")
     assert as_table.exit_code == 0, as_table
     header, *rows = as_table.stdout.splitlines()
-    assert header.split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "BUILDERS", "RUNNERS",
-                              "STORES", "STATUS"]
+    assert header.split() == ["PLUGIN", "DISTRIBUTION", "VERSION", "ORIGIN", "STATE",
+                              "BUILDERS", "RUNNERS", "STORES", "STATUS"]
     assert rows[0].split()[0] == "core"
     cloudy = next(row for row in rows if row.startswith("cloudy"))
     assert "cloud" in cloudy and cloudy.rstrip().endswith("ok")
