@@ -40,7 +40,7 @@ def complete_context_names(
         from envd_core.contexts.team import read_dir, team_dir
 
         names += [t.context.name for t in read_dir(team_dir())[0] if t.context.name not in names]
-    except Exception:  # completion must never print a traceback into the shell
+    except Exception:  # noqa: BLE001 - completion must never print a traceback into the shell
         return []
     return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
@@ -50,7 +50,9 @@ def _name(flag: str | None, positional: str | None, command: str) -> str:
         raise UsageError(f"give the context name once (--name `{flag}` or `{positional}`)")
     name = flag or positional
     if not name:
-        raise UsageError(f'Required flag "name" not set (usage: envd context {command} --name NAME)')
+        raise UsageError(
+            f'Required flag "name" not set (usage: envd context {command} --name NAME)'
+        )
     return name
 
 
@@ -179,14 +181,14 @@ def _probe_all(app: Any, contexts: list[Any], timeout: float) -> dict[str, dict[
             return BuilderStatus(False, error=error, error_kind="plugin-missing").to_json()
         try:
             return builder.status(timeout=timeout).to_json()  # type: ignore[no-any-return]
-        except Exception as exc:  # a plugin bug must not break the listing
+        except Exception as exc:  # noqa: BLE001 - a plugin bug must not break the listing
             return BuilderStatus(False, error=f"{type(exc).__name__}: {exc}",
                                  error_kind="error").to_json()
 
     if not contexts:
         return {}
     with ThreadPoolExecutor(max_workers=min(16, len(contexts))) as pool:
-        return dict(zip((c.name for c in contexts), pool.map(one, contexts)))
+        return dict(zip((c.name for c in contexts), pool.map(one, contexts), strict=True))
 
 
 def _status_cell(status: dict[str, Any]) -> str:

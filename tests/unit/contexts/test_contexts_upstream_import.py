@@ -17,6 +17,7 @@ import pytest
 from _gob_writer import CONTEXT_FIELDS, STRING, envd_contexts
 
 from envd_core.builder import Builder
+from envd_core.contexts.model import Context
 from envd_core.testing import EnvdCli, StubRunner, assert_one_error, make_plugin
 
 DATA = Path(__file__).parent / "data" / "upstream"
@@ -324,3 +325,32 @@ def test_context_ls_pays_for_the_gob_reader_only_when_importing(tmp_path, with_u
         assert report["code"] == 0
         expected = ["envd_core.contexts.upstream"] if with_upstream else []
         assert report["loaded"] == expected
+
+
+@pytest.fixture
+def team_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, envd_config_dir: Path) -> Path:
+    """An empty system directory of team contexts (after envd_config_dir clears ENVD_*)."""
+    directory = tmp_path / "team"
+    directory.mkdir()
+    monkeypatch.setenv("ENVD_TEAM_CONTEXTS_DIR", str(directory))
+    return directory
+
+
+def test_upstream_import_never_stores_a_team_contexts_name(
+        cli: Any, register_plugin: Any, team_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, envd_config_dir: Path) -> None:
+    register_plugin(make_plugin(builders=[TcpLike, UnixLike, MobyLike], runners=[DockerLike]))
+    home = tmp_path / "home"
+    (home / ".config" / "envd").mkdir(parents=True)
+    (home / ".config" / "envd" / "contexts").write_bytes((DATA / "every-type.gob").read_bytes())
+    monkeypatch.setenv("HOME", str(home))
+    team = Context(name="tcp-ctx", builder="tcp", builder_address="farm.corp:1234")
+    (team_dir / "corp.json").write_text(json.dumps(
+        {"format": "envd-team-contexts/v1", "contexts": [team.to_json()]}))
+    done = cli("context", "import", "--from-upstream", "--format", "json")
+    assert done.exit_code == 0, done
+    (item,) = [c for c in json.loads(done.stdout)["contexts"] if c["context"] == "tcp-ctx"]
+    assert item["action"] == "skipped" and "a different context `tcp-ctx`" in item["reason"]
+    stored = json.loads((envd_config_dir / "contexts.json").read_text())
+    assert "tcp-ctx" not in [c["name"] for c in stored["contexts"]]
+    assert "unix-ctx" in [c["name"] for c in stored["contexts"]]  # the others are imported

@@ -185,7 +185,8 @@ def test_hook_envd_context_stores_selects_store_by_env(cli, plugins, register_pl
     assert (envd_config_dir / "alt-contexts.json").exists()
     assert not (envd_config_dir / "contexts.json").exists()
     missing = cli("context", "ls", env={"ENVD_CONTEXT_STORE": "vault"})
-    assert "unknown context store `vault` (installed: alt, file, sqlite)" in assert_one_error(missing)
+    expected = "unknown context store `vault` (installed: alt, file, sqlite)"
+    assert expected in assert_one_error(missing)
 
 
 def test_hook_envd_build_functions_merged_and_checked(plugins, register_plugin):

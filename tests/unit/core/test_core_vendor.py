@@ -11,13 +11,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from _core_support import assert_one_error
 
 from envd_core import hookimpl
 from envd_core.contexts.model import Context
 from envd_core.errors import PluginError
 from envd_core.plugins import Plugins, distribution
-from envd_core.testing import EnvdCli, StubBuilder, StubRunner, make_plugin
+from envd_core.testing import EnvdCli, StubBuilder, StubRunner, assert_one_error, make_plugin
 
 SHARED = Context(name="shared", builder=StubBuilder.name, builder_address="farm:1",
                  runner=StubRunner.name, description="the team's builder")
@@ -201,12 +200,12 @@ def test_hook_envd_option_defaults_fill_what_the_context_leaves_unset(
 
     ops = ContextOperations(plugins)
     plain = Context(name="p", builder=StubBuilder.name, builder_address="x")
-    assert ops.builder_for(plain).options == {"ca-bundle": str(bundle)}
+    assert ops.builder_for(plain).option_values == {"ca-bundle": str(bundle)}
     own = tmp_path / "own.pem"
     own.write_text("pem")
     mine = Context(name="m", builder=StubBuilder.name, builder_address="x",
                    builder_options={"ca-bundle": str(own)})
-    assert ops.builder_for(mine).options == {"ca-bundle": str(own)}  # the context wins
+    assert ops.builder_for(mine).option_values == {"ca-bundle": str(own)}  # the context wins
     created = cli("context", "create", "plain", "--builder", StubBuilder.name,
                   "--builder-address", "x", "--runner", StubRunner.name)
     assert created.exit_code == 0, created
@@ -302,24 +301,3 @@ def test_completion_offers_team_directory_contexts(team_dir: Path, envd_config_d
     assert [item.value for item in items] == ["default", "shared"]
     assert not envd_config_dir.exists()  # completion still writes nothing
 
-
-def test_upstream_import_never_stores_a_team_contexts_name(
-        cli: Any, register_plugin: Any, team_dir: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, envd_config_dir: Path) -> None:
-    from test_core_upstream_import import DATA, DockerLike, MobyLike, TcpLike, UnixLike
-
-    register_plugin(make_plugin(builders=[TcpLike, UnixLike, MobyLike], runners=[DockerLike]))
-    home = tmp_path / "home"
-    (home / ".config" / "envd").mkdir(parents=True)
-    (home / ".config" / "envd" / "contexts").write_bytes((DATA / "every-type.gob").read_bytes())
-    monkeypatch.setenv("HOME", str(home))
-    team = Context(name="tcp-ctx", builder="tcp", builder_address="farm.corp:1234")
-    (team_dir / "corp.json").write_text(json.dumps(
-        {"format": "envd-team-contexts/v1", "contexts": [team.to_json()]}))
-    done = cli("context", "import", "--from-upstream", "--format", "json")
-    assert done.exit_code == 0, done
-    (item,) = [c for c in json.loads(done.stdout)["contexts"] if c["context"] == "tcp-ctx"]
-    assert item["action"] == "skipped" and "a different context `tcp-ctx`" in item["reason"]
-    stored = json.loads((envd_config_dir / "contexts.json").read_text())
-    assert "tcp-ctx" not in [c["name"] for c in stored["contexts"]]
-    assert "unix-ctx" in [c["name"] for c in stored["contexts"]]  # the others are imported
