@@ -1,7 +1,7 @@
 """Writing user files safely: an exclusive lock, then temp file + fsync + rename + dir fsync.
 
-The pattern of :mod:`envd_core.contexts.store`, as one helper for every other file envd writes
-for the user (``~/.ssh/config``, key pairs). A process killed at any point leaves the old file or
+The one way envd writes a file it keeps for the user: the context store, plugin settings,
+``~/.ssh/config``, key pairs. A process killed at any point leaves the old file or
 the new one, never a torn one; concurrent ``envd`` processes serialise on the lock file.
 """
 
@@ -17,15 +17,18 @@ from pathlib import Path
 
 from envd_core.errors import EnvdError, StoreError
 
-__all__ = ["LOCK_TIMEOUT", "locked", "write_atomic"]
+__all__ = ["LOCK_TIMEOUT", "locked", "remove_stale_temp_files", "write_atomic"]
 
 LOCK_TIMEOUT = 10.0
 
 
 @contextlib.contextmanager
-def locked(lock_path: Path, *, timeout: float = LOCK_TIMEOUT,
+def locked(lock_path: Path, *, guards: Path | None = None, timeout: float = LOCK_TIMEOUT,
            error: type[EnvdError] = StoreError) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600) for the block."""
+    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600) for the block.
+
+    ``guards`` is the file the lock protects, named when another process holds it too long.
+    """
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
@@ -41,8 +44,8 @@ def locked(lock_path: Path, *, timeout: float = LOCK_TIMEOUT,
                     raise error(f"cannot lock `{lock_path}`: {exc.strerror}") from None
                 if time.monotonic() > deadline:
                     raise error(
-                        f"`{lock_path}` is held by another envd process",
-                        hint="retry, or look for a stuck envd process",
+                        f"`{guards or lock_path}` is locked by another envd process",
+                        hint=f"retry, or check for a stuck process holding `{lock_path}`",
                     ) from None
                 time.sleep(0.01)
         yield
@@ -81,3 +84,13 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600,
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temp_files(path: Path) -> None:
+    """Remove temp files :func:`write_atomic` left for ``path`` when its writer was killed.
+
+    Call it while holding the file's lock: writers hold it, so any temp file seen then is stale.
+    """
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()

@@ -16,14 +16,11 @@ Read on every command (plugins are loaded on every command): the read is one sma
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from envd_core.atomic import locked, remove_stale_temp_files, write_atomic
 from envd_core.contexts.store import config_dir
 from envd_core.errors import StoreError
 
@@ -68,7 +65,7 @@ def set_disabled(name: str, disabled: bool) -> bool:
         if wanted == current:
             return False
         doc = {"schema": SCHEMA_VERSION, "disabled": sorted(wanted)}
-        _write(path, (json.dumps(doc, indent=2) + "\n").encode())
+        write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
         return True
 
 
@@ -92,49 +89,6 @@ def _decode(raw: bytes, path: Path) -> set[str]:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot open lock file `{lock_path}`: {exc.strerror}") from None
-    try:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise StoreError(f"cannot lock `{lock_path}`: {exc.strerror}") from None
-                if time.monotonic() > deadline:
-                    raise StoreError(f"`{path}` is locked by another envd process") from None
-                time.sleep(0.01)
-        # temp files seen while holding the lock were left by a killed writer
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+    with locked(path.with_name(path.name + ".lock"), guards=path, timeout=LOCK_TIMEOUT):
+        remove_stale_temp_files(path)
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _write(path: Path, data: bytes) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise StoreError(f"cannot write `{path}`: {exc.strerror}") from None
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -15,16 +15,14 @@ replaced: the error names it and the user decides.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from envd_core.atomic import locked, remove_stale_temp_files, write_atomic
 from envd_core.contexts.model import DEFAULT_NAME, Context, ContextSet, default_context
 from envd_core.errors import StoreError
 
@@ -129,7 +127,7 @@ class FileStore(ContextStore):
     def transaction(self) -> Iterator[ContextSet]:
         self._ensure_directory()
         with self._locked():
-            self._remove_stale_temp_files()
+            remove_stale_temp_files(self.path)
             contexts = self._read()
             if contexts is None:
                 contexts = self.initial()
@@ -146,38 +144,11 @@ class FileStore(ContextStore):
         except OSError as exc:
             raise StoreError(f"cannot create `{self.directory}`: {exc.strerror}") from None
 
-    def _remove_stale_temp_files(self) -> None:
-        """Temp files left by a writer killed before its rename (writes hold the lock, so any
-        temp file seen while holding it is stale)."""
-        for stale in self.directory.glob(f".{FILE_NAME}.*.tmp"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        lock_path = self.directory / (FILE_NAME + ".lock")
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot open lock file `{lock_path}`: {exc.strerror}") from None
-        try:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise StoreError(f"cannot lock `{lock_path}`: {exc.strerror}") from None
-                    if time.monotonic() > deadline:
-                        raise StoreError(
-                            f"`{self.path}` is locked by another envd process",
-                            hint=f"retry, or check for a stuck process holding `{lock_path}`",
-                        ) from None
-                    time.sleep(0.01)
+        with locked(self.directory / (FILE_NAME + ".lock"), guards=self.path,
+                    timeout=LOCK_TIMEOUT):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def _read(self) -> ContextSet | None:
         try:
@@ -189,25 +160,7 @@ class FileStore(ContextStore):
         return _decode(raw, where=str(self.path))
 
     def _write(self, data: bytes) -> None:
-        import tempfile  # only writers pay for it (random, shutil…): `ls` stays lean
-
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{FILE_NAME}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise StoreError(f"cannot write `{self.path}`: {exc.strerror}") from None
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.path, data)
 
 
 def _initial() -> ContextSet:
