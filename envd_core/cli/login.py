@@ -8,8 +8,6 @@ keeps the credential per context (mode 0600); envd never prints it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -17,7 +15,6 @@ import click
 from envd_core.cli.render import info
 from envd_core.errors import EnvdError
 
-_KEY_NAME = "id_rsa_envd"
 
 
 @click.command("login")
@@ -63,51 +60,12 @@ def logout(app: Any) -> None:
 
 
 def _public_key() -> str:
-    """The public half of envd's SSH key pair (``id_rsa_envd.pub``), generated on first use.
-
-    The environments commands own the key pair (``envd_core.environments.keys``); until that
-    module is present this finds upstream's or our pair, or generates one with ``ssh-keygen``.
-    """
-    import contextlib
-    import importlib
-
+    """The public half of envd's SSH key pair (``id_rsa_envd.pub``), generated on first use."""
     from envd_core.contexts.store import config_dir
+    from envd_core.environments.keys import ensure_key_pair
 
-    ensure_key_pair: Callable[[Path], Path] = _ensure_key_pair
-    # by name: the module lands with the environments branch, and mypy must pass either way;
-    # until then this file's own fallback below makes the pair
-    with contextlib.suppress(ImportError):
-        ensure_key_pair = importlib.import_module("envd_core.environments.keys").ensure_key_pair
-    key = Path(ensure_key_pair(config_dir()))
+    key = ensure_key_pair(config_dir())
     try:
         return key.with_suffix(".pub").read_text().strip()
     except OSError as exc:
         raise EnvdError(f"cannot read `{key.with_suffix('.pub')}`: {exc.strerror}") from None
-
-
-def _ensure_key_pair(directory: Path) -> Path:
-    import os
-    import shutil
-    import subprocess
-
-    for candidate in (directory, Path.home() / ".config" / "envd"):
-        key = candidate / _KEY_NAME
-        if key.is_file() and key.with_suffix(".pub").is_file():
-            return key
-    keygen = shutil.which("ssh-keygen")
-    if keygen is None:
-        raise EnvdError("cannot generate envd's SSH key: `ssh-keygen` is not installed",
-                        hint="install the OpenSSH client (apt-get install openssh-client)")
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = directory / f".{_KEY_NAME}.{os.getpid()}.tmp"
-    proc = subprocess.run(
-        [keygen, "-q", "-t", "rsa", "-b", "4096", "-m", "PEM", "-N", "", "-C", "envd",
-         "-f", str(tmp)],
-        capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
-    )
-    if proc.returncode != 0:
-        raise EnvdError(f"ssh-keygen failed: {proc.stderr.strip() or proc.returncode}")
-    key = directory / _KEY_NAME
-    os.replace(tmp.with_name(tmp.name + ".pub"), key.with_suffix(".pub"))
-    os.replace(tmp, key)
-    return key
