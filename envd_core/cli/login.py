@@ -16,7 +16,6 @@ from envd_core.cli.render import info
 from envd_core.errors import EnvdError
 
 
-
 @click.command("login")
 @click.option("-u", "--username", metavar="NAME",
               help="Login name (default: <user>-<hostname>, registered if new).")
