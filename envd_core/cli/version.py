@@ -22,6 +22,8 @@ def version(app: Any, short: bool, detail: bool, fmt: str) -> None:
     from envd_core import __version__
 
     data: dict[str, Any] = {"envd": __version__}
+    found = app.plugins.distribution()  # a vendor's envd names itself (envd_distribution)
+    data["distribution"] = None if found is None else found.to_json()
     if not short:
         data["python_version"] = platform.python_version()
         data["platform"] = f"{sys.platform}/{platform.machine()}"
@@ -44,6 +46,8 @@ def version(app: Any, short: bool, detail: bool, fmt: str) -> None:
     if short:
         click.echo(f"envd: {__version__}")
         return
+    if found is not None:
+        click.echo(f"distribution: {found}")
     for key in ("envd", "python_version", "platform", "context", "runner", "runner_version",
                 "runner_error"):
         if data.get(key) is not None:

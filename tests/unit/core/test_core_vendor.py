@@ -233,6 +233,9 @@ def test_hook_envd_distribution_named_once(cli: Any, plugins: Plugins,
     assert found is not None and str(found) == "Acme envd 2026.11" and found.plugin == "acme"
     listing = cli("plugins", "ls")
     assert listing.stdout.splitlines()[0] == "Distribution: Acme envd 2026.11 (plugin acme)"
+    assert "distribution: Acme envd 2026.11" in cli("version").stdout.splitlines()
+    named = json.loads(cli("version", "--format", "json").stdout)["distribution"]
+    assert (named["name"], named["version"], named["plugin"]) == ("Acme envd", "2026.11", "acme")
     rows = {r["name"]: r for r in json.loads(cli("plugins", "ls", "-f", "json").stdout)}
     assert rows["acme"]["origin"] == "distribution"
     assert rows["acme"]["declares_distribution"]["name"] == "Acme envd"

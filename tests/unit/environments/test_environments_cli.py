@@ -162,8 +162,9 @@ def test_version_json_lists_plugins(envs_cli: EnvdCli) -> None:
     data = json.loads(envs_cli("version", "--format", "json").stdout)
     assert data["envd"] and data["python_version"] == ".".join(map(str, sys.version_info[:3]))
     assert isinstance(data["plugins"], list)
+    assert data["distribution"] is None  # stock envd
     short = json.loads(envs_cli("version", "--short", "-f", "json").stdout)
-    assert set(short) == {"envd"}
+    assert set(short) == {"envd", "distribution"}
     detail = json.loads(envs_cli("version", "--detail", "-f", "json").stdout)
     assert detail["runner"] == "recording" and detail["context"] == "rec"
 
