@@ -239,10 +239,12 @@ class RunnerContract:
         assert code == 0 and out == payload
 
     def test_exec_with_tty(self, lifecycle: _Lifecycle) -> None:
-        if not self.runner_cls.supports_tty:
-            pytest.skip("runner does not support a TTY")
         spec = lifecycle.spec()
         lifecycle.create(spec)
+        if not self.runner_cls.supports_tty:  # refused in one line, never a silent non-tty run
+            with pytest.raises(RunnerError):
+                lifecycle.runner.exec(spec.name, ["true"], tty=True, stdout=io.BytesIO())
+            return
         code, out = lifecycle.output(spec.name, ["sh", "-c", "test -t 1 && echo tty"], tty=True)
         assert code == 0 and out.strip() == b"tty"
 
@@ -285,20 +287,23 @@ class RunnerContract:
         assert spec.name not in {env.name for env in lifecycle.runner.list_environments()}
 
     def test_pause_and_resume(self, lifecycle: _Lifecycle) -> None:
-        if not self.runner_cls.can_pause:
-            pytest.skip("runner cannot pause")
         spec = lifecycle.spec()
         lifecycle.create(spec)
+        if not self.runner_cls.can_pause:
+            _assert_unsupported(lambda: lifecycle.runner.pause(spec.name))
+            _assert_unsupported(lambda: lifecycle.runner.resume(spec.name))
+            return
         lifecycle.runner.pause(spec.name)
         assert lifecycle.runner.inspect(spec.name).status is EnvironmentStatus.PAUSED
         lifecycle.runner.resume(spec.name)
         assert lifecycle.runner.inspect(spec.name).status is EnvironmentStatus.RUNNING
 
     def test_logs(self, lifecycle: _Lifecycle) -> None:
-        if not self.runner_cls.can_show_logs:
-            pytest.skip("runner cannot show logs")
         spec = lifecycle.spec(command=("sh", "-c", "echo first; echo second; exec sleep 600"))
         lifecycle.create(spec)
+        if not self.runner_cls.can_show_logs:
+            _assert_unsupported(lambda: b"".join(lifecycle.runner.logs(spec.name)))
+            return
         deadline = time.monotonic() + lifecycle.timeout
         text = b""
         while time.monotonic() < deadline and b"second" not in text:
@@ -308,12 +313,20 @@ class RunnerContract:
         assert b"".join(lifecycle.runner.logs(spec.name, tail=1)) == b"second\n"
 
     def test_top(self, lifecycle: _Lifecycle) -> None:
-        if not self.runner_cls.can_list_processes:
-            pytest.skip("runner cannot list processes")
         spec = lifecycle.spec()
         lifecycle.create(spec)
+        if not self.runner_cls.can_list_processes:
+            _assert_unsupported(lambda: lifecycle.runner.top(spec.name))
+            return
         titles, rows = lifecycle.runner.top(spec.name)
         assert titles and any("sleep" in " ".join(row) for row in rows), (titles, rows)
+
+
+def _assert_unsupported(call: Callable[[], object]) -> None:
+    """An ability the runner does not declare is refused with one line, on a real environment."""
+    with pytest.raises(RunnerUnsupportedError) as info:
+        call()
+    assert "\n" not in str(info.value), info.value
 
 
 class _Lifecycle:

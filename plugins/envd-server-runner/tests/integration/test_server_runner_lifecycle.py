@@ -12,7 +12,7 @@ from envd_server_double.support import BUSYBOX, logged_in
 from envd_server_runner import EnvdServerRunner
 from envd_server_runner.tokens import TokenStore
 
-from envd_core.environment import EnvironmentSpec, EnvironmentStatus
+from envd_core.environment import EnvironmentSpec, EnvironmentStatus, PortMapping
 from envd_core.runner import EnvironmentNotFoundError, Runner, RunnerUnsupportedError
 from envd_core.testing import RunnerContract
 
@@ -61,10 +61,20 @@ class TestEnvdServerRunnerLifecycle(RunnerContract):
         assert info.value.hint == f"use SSH through the server's gateway: `ssh {spec.name}.envd`"
 
     def test_exec_env_workdir_user_stdin(self, lifecycle: Any) -> None:
-        pytest.skip("envd-server has no exec route: commands go through its SSH gateway")
+        # envd-server has no exec route: commands go through its SSH gateway, whatever the options
+        spec = lifecycle.spec()
+        lifecycle.create(spec)
+        with pytest.raises(RunnerUnsupportedError):
+            lifecycle.runner.exec(spec.name, ["cat"], env={"A": "b"}, workdir="/tmp", user="1",
+                                  stdin=io.BytesIO(b"x"), stdout=io.BytesIO())
 
     def test_ports_are_published_on_free_host_ports(self, lifecycle: Any) -> None:
-        pytest.skip("envd-server publishes no host ports: ports are forwarded over its SSH")
+        # envd-server publishes no host ports: they are forwarded over its SSH gateway, which is
+        # the one endpoint the environment reports
+        spec = lifecycle.spec(ports=(PortMapping(8080, service="web"),))
+        created = lifecycle.create(spec)
+        assert created.ports == ()
+        assert created.ssh is not None and created.ssh.port == 2222
 
     def test_stop_and_remove(self, lifecycle: Any) -> None:
         spec = lifecycle.spec()
