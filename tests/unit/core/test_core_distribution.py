@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,9 +21,12 @@ EXAMPLE = ROOT / "docs" / "examples" / "acme-envd"
 def acme_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`pip install` of the example: no network (no deps, the venv's setuptools builds it)."""
     target = tmp_path_factory.mktemp("acme-site")
+    # setuptools builds in the source tree (build/, *.egg-info): build a copy, never the repo
+    source = tmp_path_factory.mktemp("acme-src") / "acme-envd"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(EXAMPLE)],
+         "--no-index", "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert done.returncode == 0, done.stderr
