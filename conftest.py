@@ -8,6 +8,7 @@ failure, because in CI a skipped integration test means something was never test
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -215,12 +216,31 @@ class DisposableBuildkitd:
 @pytest.fixture
 def disposable_buildkitd(infra: dict[str, Any]) -> Iterator[DisposableBuildkitd]:
     """Start a buildkitd on a fresh unix socket and root dir; kill it afterwards."""
+    with _disposable_buildkitd(infra) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def tiny_disk_buildkitd(infra: dict[str, Any]) -> Iterator[DisposableBuildkitd]:
+    """A disposable buildkitd whose state lives on a 64 MiB tmpfs: its disk fills up."""
+    with _disposable_buildkitd(infra, tmpfs_size="64m") as daemon:
+        yield daemon
+
+
+@contextlib.contextmanager
+def _disposable_buildkitd(
+    infra: dict[str, Any], *, tmpfs_size: str | None = None
+) -> Iterator[DisposableBuildkitd]:
     if os.geteuid() != 0:
-        pytest.skip("a root buildkitd needs root")
+        pytest.skip("a root buildkitd (and mounting a tmpfs) needs root")
     scratch = Path(infra["INFRA_DIR"]) / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     # Short path on purpose: unix socket paths are limited to 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="bk-", dir=scratch))
+    if tmpfs_size is not None:
+        (root / "state").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={tmpfs_size}", "tmpfs",
+                        str(root / "state")], check=True)
     sock = root / "bk.sock"
     config = root / "buildkitd.toml"
     config.write_text(f'[registry."{infra["REGISTRY"]}"]\n  http = true\n  insecure = true\n'

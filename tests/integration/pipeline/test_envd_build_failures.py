@@ -10,13 +10,6 @@ line break.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,55 +141,11 @@ def test_unresolvable_host(envd: _Envd, tmp_path: Path, registry: str) -> None:
 # -- a full disk: a private buildkitd whose root is a tiny tmpfs ------------------------------
 
 
-@pytest.fixture
-def tiny_buildkitd(infra: dict[str, Any]) -> Iterator[str]:
-    """A buildkitd of our own on a 64 MiB tmpfs, with its own socket; stopped afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs and running a root buildkitd need root")
-    scratch = Path(infra["INFRA_DIR"]) / "scratch"
-    scratch.mkdir(parents=True, exist_ok=True)
-    top = Path(tempfile.mkdtemp(prefix="bkfull-", dir=scratch))
-    root = top / "root"
-    root.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(root)], check=True)
-    sock = top / "bk.sock"
-    config = top / "buildkitd.toml"
-    config.write_text(f'[registry."{infra["REGISTRY"]}"]\n  http = true\n  insecure = true\n')
-    log = (top / "buildkitd.log").open("wb")
-    proc = subprocess.Popen(
-        [infra["BUILDKITD"], "--root", str(root), "--addr", f"unix://{sock}", "--config",
-         str(config), "--otel-socket-path", str(top / "otel.sock"), "--oci-worker=true",
-         "--containerd-worker=false", "--oci-worker-net=host"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run([infra["BUILDCTL"], "--addr", f"unix://{sock}", "debug", "workers"],
-                             capture_output=True, check=False, timeout=20).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("tiny buildkitd did not start: "
-                                   + (top / "buildkitd.log").read_text()[-800:])
-            time.sleep(0.2)
-        yield f"unix://{sock}"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-        for target in sorted((m for m in mounts if m.startswith(f"{root}")), key=len,
-                             reverse=True):
-            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
-        shutil.rmtree(top, ignore_errors=True)
-
-
-def test_disk_full(envd: _Envd, tmp_path: Path, registry: str, tiny_buildkitd: str) -> None:
+def test_disk_full(envd: _Envd, tmp_path: Path, registry: str,
+                   tiny_disk_buildkitd: Any) -> None:
     """A step that fills the builder's disk: the fix is `envd prune`."""
     envd.run("context", "create", "--name", "tiny", "--builder", "unix", "--builder-address",
-             tiny_buildkitd, "--use")
+             tiny_disk_buildkitd.address, "--use")
     command = "dd if=/dev/zero of=/fill bs=1M count=256"
     context = _context(tmp_path / "env", f'base(image="{registry}/busybox:latest", dev=False)',
                        f'run(commands=["{command}"])')
