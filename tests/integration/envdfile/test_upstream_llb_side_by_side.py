@@ -70,8 +70,8 @@ DIFFERENCES: dict[str, dict[str, str]] = {
         "copies": "no micromamba copied in, for the same reason",
     },
 }
-#: corpus file -> why ours refuses to compile it (upstream compiles it). Empty: the one
-#: refused function, install.vscode_extensions, cannot be compiled offline by upstream either.
+#: corpus file -> why ours refuses to compile it (upstream compiles it). Empty: ours refuses no
+#: upstream function.
 REFUSED: dict[str, str] = {}
 
 
