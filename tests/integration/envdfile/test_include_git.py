@@ -1,19 +1,20 @@
 """``include(git=...)`` over the git wire protocol: a real ``git daemon`` on 127.0.0.1.
 
-The fixture starts ``git daemon`` on a free port of its own (git ships it; scripts/setup installs
-git) and stops it by its pid. Upstream's ``examples/include_pkg`` shape: a module of functions.
+The fixture starts ``git daemon`` on a free port of its own (git_server.py; git ships it,
+scripts/setup installs git) and stops it by its pid. Upstream's ``examples/include_pkg``
+shape: a module of functions.
 """
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from git_server import free_port, make_repo
+from git_server import git_daemon as serve
 
 from envd_core.envdfile import load_build
 from envd_core.envdfile.compile import CompileOptions, compile_graph
@@ -22,54 +23,16 @@ from envd_core.envdfile.errors import BuildFileError
 pytestmark = pytest.mark.integration
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                          cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def git_daemon(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A served bare repository ``envdlib.git`` with tag v1: its ``git://`` URL, the daemon."""
-    work = tmp_path / "work"
-    work.mkdir()
-    git(work, "init", "-q", "-b", "main")
-    (work / "tensorboard.envd").write_text(textwrap.dedent("""\
+    served = make_repo(tmp_path, "envdlib", {"tensorboard.envd": textwrap.dedent("""\
         def tensorboard(host_port=6006):
             install.python_packages(name=["tensorboard"])
             runtime.expose(envd_port=6006, host_port=host_port, service="tensorboard")
-        """))
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "v1")
-    git(work, "tag", "v1")
-    served = tmp_path / "served"
-    served.mkdir()
-    git(tmp_path, "clone", "-q", "--bare", str(work), str(served / "envdlib.git"))
-    port = free_port()
-    proc = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={served}",
-         "--listen=127.0.0.1", f"--port={port}", str(served)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"git daemon did not listen on {port}") from None
-                time.sleep(0.1)
-        yield f"git://127.0.0.1:{port}/envdlib.git", proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+        """)})
+    with serve(served) as (base, proc):
+        yield f"{base}/envdlib.git", proc
 
 
 @pytest.fixture
