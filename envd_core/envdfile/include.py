@@ -145,9 +145,13 @@ class _GitFailed(Exception):
 
 
 def _last_line(text: str) -> str:
+    """git's error as one line: its ``fatal:``/``error:`` line and what follows it (git breaks
+    "unable to connect to HOST:" and the reason over two lines)."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
-    return (fatal or lines or [""])[-1]
+    for i, line in enumerate(lines):
+        if line.startswith(("fatal:", "error:")):
+            return " ".join(lines[i:])[:300]
+    return (lines or [""])[-1][:300]
 
 
 def repo_key(url: str) -> str:
