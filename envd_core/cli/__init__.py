@@ -38,6 +38,8 @@ COMMANDS: dict[str, str] = {
     "top": "envd_core.cli.lifecycle:top",
     "images": "envd_core.cli.images:images",
     "version": "envd_core.cli.version:version",
+    "init": "envd_core.cli.init_new:init",
+    "new": "envd_core.cli.init_new:new",
     "login": "envd_core.cli.login:login",
     "logout": "envd_core.cli.login:logout",
 }
