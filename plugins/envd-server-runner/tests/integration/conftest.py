@@ -40,3 +40,40 @@ def double(make_double: Callable[..., EnvdServerDouble]) -> EnvdServerDouble:
 @pytest.fixture
 def tokens(tmp_path: Path) -> TokenStore:
     return TokenStore(tmp_path / "tokens")
+
+
+@pytest.fixture(scope="session")
+def sshd_image(infra: dict[str, Any]) -> str:
+    """The stand-in environment image with OpenSSH's sshd on 2222 (``sshd_image/Dockerfile``).
+
+    Built once on the shared buildkitd and pushed to the local registry, tagged by the
+    Dockerfile's hash, so later runs (and an unchanged Dockerfile) find it there and skip the
+    build (about 100 s on this machine, mostly apt).
+    """
+    import hashlib
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    folder = Path(__file__).resolve().parent.parent / "envd_server_double" / "sshd_image"
+    digest = hashlib.sha256((folder / "Dockerfile").read_bytes()).hexdigest()[:12]
+    registry = str(infra["REGISTRY"])
+    ref = f"{registry}/envd-test/server-sshd:{digest}"
+    request = urllib.request.Request(
+        f"http://{registry}/v2/envd-test/server-sshd/manifests/{digest}", method="HEAD",
+        headers={"Accept": "application/vnd.oci.image.index.v1+json, "
+                           "application/vnd.docker.distribution.manifest.v2+json, "
+                           "application/vnd.oci.image.manifest.v1+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return ref
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+    subprocess.run(
+        [str(infra["BUILDCTL"]), "--addr", str(infra["BUILDKIT_TCP"]), "build",
+         "--frontend", "dockerfile.v0", "--local", f"context={folder}",
+         "--local", f"dockerfile={folder}",
+         "--output", f"type=image,name={ref},push=true"],
+        check=True, capture_output=True, timeout=900)
+    return ref

@@ -1,0 +1,100 @@
+"""``envd up`` on an envd-server context, end to end, through the real ``envd`` console script.
+
+Build on the shared buildkitd (``tcp``), push to the local registry, create the environment on
+the double, wait for ``Running``, write the gateway's SSH entry, ``--sync`` the project; then the
+system OpenSSH client reaches the environment with ``ssh <name>.envd``, ``envd sync`` carries a
+local change over, and ``envd down`` removes the environment and the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from envd_server_double import EnvdServerDouble
+from envd_server_double.support import unique
+
+ENVD = str(Path(sys.executable).parent / "envd")
+
+
+class Envd:
+    """``envd`` in a subprocess with its own HOME, config dir and SSH config."""
+
+    def __init__(self, root: Path) -> None:
+        self.home = root / "home"
+        self.home.mkdir()
+        self.ssh_config = root / "ssh_config"
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("ENVD_") or k == "ENVD_CA_BUNDLE"}
+        self.env.update(HOME=str(self.home), ENVD_CONFIG_DIR=str(root / "envd-config"),
+                        ENVD_SSH_CONFIG=str(self.ssh_config))
+
+    def __call__(self, *args: str, cwd: Path | None = None,
+                 timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([ENVD, *args], env=self.env, cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        assert proc.returncode == 0, (args, proc.stdout[-3000:], proc.stderr[-5000:])
+        return proc
+
+    def ssh(self, host: str, command: str) -> str:
+        proc = subprocess.run(["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes", host,
+                               command], capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert proc.returncode == 0, (command, proc.stderr)
+        return proc.stdout
+
+
+def test_up_sync_ssh_and_down(double: EnvdServerDouble, tmp_path: Path, sshd_image: str,
+                              infra: dict[str, Any]) -> None:
+    envd = Envd(tmp_path)
+    envd("context", "create", "--name", "srv", "--builder", "tcp",
+         "--builder-address", str(infra["BUILDKIT_TCP"]).removeprefix("tcp://"),
+         "--runner", "envd-server", "--runner-address", double.address,
+         "--runner-opt", f"ssh-port={double.gateway.port}", "--use")
+    user = unique("up-")
+    envd("login", "-u", user)  # register, log in, upload envd's public key
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "build.envd").write_text(textwrap.dedent(f"""\
+        def build():
+            base(image="{sshd_image}", dev=False)
+            config.entrypoint(["/usr/sbin/sshd", "-D", "-e"])
+        """))
+    (project / "hello.txt").write_text("first\n")
+    name = unique()
+    tag = f"{infra['REGISTRY']}/envd-test/server-up:{name}"
+    up = envd("up", "--path", str(project), "--name", name, "--tag", tag, "--detach",
+              "--sync", "--timeout", "120s")
+    assert f"ssh {name}.envd" in up.stderr
+    # the entry goes through the gateway as <login>/<env>, as upstream writes it
+    config = envd.ssh_config.read_text()
+    assert f"Host {name}.envd\n" in config and f"  User {user}/{name}\n" in config
+    assert f"  Port {double.gateway.port}\n" in config and "ForwardAgent" not in config
+    # the image was pushed where the server pulls it from
+    assert double.images[tag]["name"] == tag
+
+    remote = f"/home/envd/{project.name}"
+    assert envd.ssh(f"{name}.envd", f"id -un; cat {remote}/hello.txt").split() == [
+        "envd", "first"]
+
+    # a local change reaches the environment with `envd sync`
+    (project / "hello.txt").write_text("second\n")
+    (project / "sub").mkdir()
+    (project / "sub" / "new.txt").write_text("new\n")
+    envd("sync", "--path", str(project), "--name", name)
+    assert envd.ssh(f"{name}.envd", f"cat {remote}/hello.txt {remote}/sub/new.txt").split() == [
+        "second", "new"]
+
+    rows = json.loads(envd("envs", "ls", "--format", "json").stdout)
+    row = next(r for r in rows if r["name"] == name)
+    assert row["status"] == "running" and row["ssh_target"] == f"{name}.envd"
+
+    envd("down", "--name", name)
+    assert f"Host {name}.envd" not in envd.ssh_config.read_text()
+    assert not double.docker.containers.list(all=True,
+                                             filters={"name": double.container_name(name)})
