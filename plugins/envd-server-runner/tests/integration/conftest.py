@@ -44,12 +44,13 @@ def tokens(tmp_path: Path) -> TokenStore:
 
 @pytest.fixture(scope="session")
 def sshd_image(infra: dict[str, Any]) -> str:
-    """The stand-in environment image with OpenSSH's sshd on 2222 (``sshd_image/Dockerfile``).
+    """The stand-in environment image with upstream's envd-sshd on 2222 (``sshd_image/``).
 
-    Built once on the shared buildkitd and pushed to the local registry, tagged by the
-    Dockerfile's hash, so later runs (and an unchanged Dockerfile) find it there and skip the
-    build (about 100 s on this machine, mostly apt).
+    Built once on the shared buildkitd from the infra's envd-sshd image (``SSHD_IMAGE``) and
+    pushed to the local registry, tagged by the Dockerfile's hash, so later runs (and an
+    unchanged Dockerfile) find it there and skip the build (a few seconds: one COPY, one RUN).
     """
+    assert infra.get("SSHD_IMAGE"), "scripts/infra up builds envd-sshd (SSHD_IMAGE)"
     import hashlib
     import subprocess
     import urllib.error

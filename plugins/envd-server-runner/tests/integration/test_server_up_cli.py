@@ -31,7 +31,9 @@ def test_up_sync_ssh_and_down(double: EnvdServerDouble, tmp_path: Path, sshd_ima
     (project / "build.envd").write_text(textwrap.dedent(f"""\
         def build():
             base(image="{sshd_image}", dev=False)
-            config.entrypoint(["/usr/sbin/sshd", "-D", "-e"])
+            # a non-dev build runs as root: drop to envd as a dev image's supervisor does
+            config.entrypoint(["setpriv", "--reuid=envd", "--regid=envd", "--init-groups",
+                               "/usr/bin/envd-sshd", "--port", "2222", "--shell", "/bin/bash"])
         """))
     (project / "hello.txt").write_text("first\n")
     name = unique()
