@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,27 @@ def double(make_double: Callable[..., EnvdServerDouble]) -> EnvdServerDouble:
 @pytest.fixture
 def tokens(tmp_path: Path) -> TokenStore:
     return TokenStore(tmp_path / "tokens")
+
+
+@pytest.fixture
+def not_envd_server() -> Iterator[str]:
+    """An HTTP server that is not envd-server (answers HTML 404 everywhere)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        do_POST = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
 
 
 @pytest.fixture(scope="session")

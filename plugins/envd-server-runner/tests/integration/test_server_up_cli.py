@@ -68,3 +68,41 @@ def test_up_sync_ssh_and_down(double: EnvdServerDouble, tmp_path: Path, sshd_ima
     assert f"Host {name}.envd" not in envd.ssh_config.read_text()
     assert not double.docker.containers.list(all=True,
                                              filters={"name": double.container_name(name)})
+
+
+def _one_line(proc: Any) -> str:
+    """The error of a failed command: exactly one `envd:` line (and a hint), no traceback."""
+    assert proc.returncode != 0, proc
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("envd: ")]
+    assert len(lines) == 1, proc.stderr
+    return str(lines[0])
+
+
+def test_errors_through_the_cli_are_one_line(double: EnvdServerDouble, tmp_path: Path,
+                                             not_envd_server: str) -> None:
+    envd = Envd(tmp_path)
+    envd("context", "create", "--name", "srv", "--builder", "tcp", "--builder-address",
+         "127.0.0.1:1234", "--runner", "envd-server", "--runner-address", double.address,
+         "--use")
+    envd("login", "-u", unique("err-"))
+    token_file = Path(envd.env["ENVD_CONFIG_DIR"]) / "envd-server" / "srv.json"
+    data = json.loads(token_file.read_text())
+    header, claims, signature = data["token"].split(".")
+    token_file.write_text(json.dumps({**data, "token": f"{header}.{claims}.x{signature[1:]}"}))
+    proc = envd("envs", "ls", check=False)
+    assert _one_line(proc) == (f"envd: envd-server at `{double.address}` refused the request "
+                               "(401 Unauthorized): invalid token: signature is invalid")
+    assert "envd login" in proc.stderr  # the hint: log in again
+    assert data["token"].split(".")[2] not in proc.stderr
+
+    for name, address, expected in (
+            ("gone", "http://127.0.0.1:9", ("envd: cannot reach envd-server at "
+                                           "`http://127.0.0.1:9`: Connection refused")),
+            ("other", not_envd_server, (f"envd: `{not_envd_server}` is not an envd-server: "
+                                       "POST /login answered 404 without envd-server's error "
+                                       "JSON"))):
+        envd("context", "create", "--name", name, "--builder", "tcp", "--builder-address",
+             "127.0.0.1:1234", "--runner", "envd-server", "--runner-address", address)
+        proc = envd("--context", name, "login", "-u", "x", "-p", "y", check=False)
+        assert _one_line(proc) == expected
