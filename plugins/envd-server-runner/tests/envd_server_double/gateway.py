@@ -102,7 +102,12 @@ class SSHGateway:
 
             def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                                      orig_port: int) -> Any:
-                return _forward(self, dest_host, dest_port)
+                # a handler: asyncssh calls it with the channel's reader and writer
+                async def handler(reader: asyncssh.SSHReader[bytes],
+                                  writer: asyncssh.SSHWriter[bytes]) -> None:
+                    await _forward(self, dest_host, dest_port, reader, writer)
+
+                return handler
 
         def relay(process: asyncssh.SSHServerProcess[bytes]) -> Any:
             return _relay(process)
@@ -148,7 +153,26 @@ async def _relay(process: asyncssh.SSHServerProcess[bytes]) -> None:
         process.exit(result.exit_status if result.exit_status is not None else 255)
 
 
-async def _forward(server: Any, dest_host: str, dest_port: int) -> Any:
+async def _forward(server: Any, dest_host: str, dest_port: int,
+                   reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
     """``ssh -L``: a direct-tcpip channel opened onwards from the environment's sshd."""
-    backend = await server.connect_backend()
-    return await backend.forward_connection(dest_host, dest_port)
+    try:
+        backend = await server.connect_backend()
+        remote_reader, remote_writer = await backend.open_connection(
+            dest_host, dest_port, encoding=None)
+    except (OSError, asyncssh.Error):
+        writer.close()
+        return
+
+    async def pump(source: Any, sink: Any) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+        except (OSError, asyncssh.Error):
+            pass
+        finally:
+            sink.write_eof() if sink.can_write_eof() else sink.close()
+
+    await asyncio.gather(pump(reader, remote_writer), pump(remote_reader, writer))
+    writer.close()
+    remote_writer.close()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 from envd_server_double import EnvdServerDouble
@@ -71,6 +73,28 @@ def test_ssh_through_the_gateway(double: EnvdServerDouble, tokens: TokenStore, t
     proc = _ssh(config.path, f"{name}.envd", "sha256sum", data=blob)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split()[0].decode() == hashlib.sha256(blob).hexdigest()
+
+    # ssh -L (what the entry's LocalForward lines do) goes on from inside the environment:
+    # here to the environment's own SSH server, which greets through the tunnel
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    tunnel = subprocess.Popen(
+        ["ssh", "-F", str(config.path), "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+         "-N", "-L", f"{local}:localhost:2222", f"{name}.envd"], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", local), timeout=10) as conn:
+                    assert conn.recv(8).startswith(b"SSH-2.0")
+                    break
+            except ConnectionRefusedError:
+                assert tunnel.poll() is None and time.monotonic() < deadline, tunnel.stderr
+                time.sleep(0.5)
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
 
 
 def test_gateway_refuses_foreign_keys_and_environments(
