@@ -327,6 +327,12 @@ def launch(
             )
         labels = image.labels if image else labels
     spec = build_spec(options, labels, mount_project=runner.supports_mounts)
+    if runner.pulls_images and image_labels is None:
+        import attrs
+
+        # `run` of an image only the runner's registry knows: its labels are unknown, so keep
+        # the image's own entrypoint rather than the keep-alive meant for entrypoint-less ones
+        spec = attrs.evolve(spec, entrypoint=None, command=None)
     replace = check_replaceable(runner, spec.name, force=force)
     runner.create(spec, replace=replace)
     environment = wait_running(runner, spec.name, timeout)
