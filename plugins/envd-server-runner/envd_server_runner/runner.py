@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from envd_core.environment import (
+    DEFAULT_HOST_IP,
     Endpoint,
     Environment,
     EnvironmentSpec,
@@ -229,6 +230,9 @@ class EnvdServerRunner(Runner):
             refused.append("added capabilities")
         if spec.user:
             refused.append("a user")
+        if any(p.service == "ssh" and p.host_ip != DEFAULT_HOST_IP for p in spec.ports):
+            # upstream: "Failed to modify the sshd host when runner is envd-server."
+            refused.append("another SSH host (--host): SSH goes through the server's gateway")
         if refused:
             raise RunnerError(
                 f"environment `{spec.name}`: envd-server cannot honour {', '.join(refused)}",
