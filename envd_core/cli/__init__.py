@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "up": "envd_core.cli.up:up",
     "run": "envd_core.cli.up:run",
     "down": "envd_core.cli.envs:down",
+    "sync": "envd_core.cli.sync:sync",
     "destroy": "envd_core.cli.envs:destroy",
     "envs": "envd_core.cli.envs:envs",
     "exec": "envd_core.cli.lifecycle:exec_",
