@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from bootstrap_doubles import RecordingBuilder
 
-from envd_core.builder import Builder, BuilderStatus, DaemonAction, DaemonChange, Report, silent
+from envd_core.builder import Builder
 from envd_core.errors import BuilderError, ErrorKind
 from envd_core.testing import (
     BuilderContract,
@@ -24,69 +25,9 @@ from envd_core.testing import (
 )
 
 
-class _Closable:
-    def close(self) -> None:
-        RecordingBuilder.calls.append(("close",))
-
-
-class RecordingBuilder(Builder):
-    """Manages a pretend daemon; records every contract call with its arguments."""
-
-    name = "recording"
-    summary = "records contract calls"
-    can_bootstrap = True
-    calls: ClassVar[list[tuple[Any, ...]]] = []
-    #: what the pretend daemon is: "missing", "running"
-    daemon: ClassVar[str] = "missing"
-    connect_fails: ClassVar[bool] = False
-
-    def connect(self, *, timeout: float) -> Any:
-        self.calls.append(("connect", timeout))
-        if self.connect_fails or self.daemon != "running":
-            raise BuilderError(f"no buildkitd at `{self.url}`", kind=ErrorKind.REFUSED)
-        return _Closable()
-
-    def status(self, *, timeout: float = 3.0) -> BuilderStatus:
-        self.calls.append(("status", timeout))
-        if self.daemon != "running":
-            return BuilderStatus(False, error="stopped", error_kind="refused")
-        return BuilderStatus(True, version="v9.9.9", platforms=["linux/amd64"], workers=1)
-
-    def needs_bootstrap(self) -> bool:
-        self.calls.append(("needs_bootstrap",))
-        return self.daemon != "running"
-
-    def bootstrap(self, *, force: bool = False, report: Report = silent) -> DaemonChange:
-        self.calls.append(("bootstrap", force))
-        report("creating container recording-daemon")
-        was = type(self).daemon
-        type(self).daemon = "running"
-        action = DaemonAction.REUSED if was == "running" else DaemonAction.CREATED
-        return DaemonChange(action, "container recording-daemon")
-
-    def remove(self, *, keep_state: bool = False, report: Report = silent) -> DaemonChange:
-        self.calls.append(("remove", keep_state))
-        report("removing container recording-daemon")
-        was = type(self).daemon
-        type(self).daemon = "missing"
-        return DaemonChange(DaemonAction.ABSENT if was == "missing" else DaemonAction.REMOVED)
-
-
 class TestRecordingBuilder(BuilderContract):
     builder_cls = RecordingBuilder
     valid_address = "pretend"
-
-
-@pytest.fixture
-def recording(cli: Any, register_plugin: Any) -> type[RecordingBuilder]:
-    RecordingBuilder.calls = []
-    RecordingBuilder.daemon = "missing"
-    RecordingBuilder.connect_fails = False
-    register_plugin(make_plugin(builders=[RecordingBuilder], runners=[StubRunner]))
-    made = cli("context", "create", "--name", "rec", "--builder", "recording",
-               "--builder-address", "pretend", "--runner", StubRunner.name, "--use")
-    assert made.exit_code == 0, made
-    return RecordingBuilder
 
 
 def names(calls: list[tuple[Any, ...]]) -> list[str]:
