@@ -2,7 +2,7 @@
 
 The SDK is imported when an :class:`Engine` is first used, never at plugin import, so that
 ``envd context ls`` loads no Docker client. Failures become one-line ``BuilderError``\\ s that
-name the engine. The attached exec stream is the exception: see :mod:`.hijack`.
+name the engine. The attached exec stream is the exception: see :mod:`envd_docker_client.hijack`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import quote
 
+from envd_docker_client.hijack import ExecStream, request_json, start_exec
+
 from envd_core.errors import BuilderError
 from envd_docker_container.endpoint import Endpoint
-from envd_docker_container.hijack import ExecStream, request_json, start_exec
 from envd_docker_container.report import Reporter
 
 #: Label keys on what the plugin creates (containers and volumes).
@@ -125,7 +126,8 @@ class Engine:
     def inspect(self, name: str) -> dict[str, Any] | None:
         """The container's inspect document, or ``None`` when there is none by that name.
 
-        A plain request, not the SDK: every build asks this (see :func:`.hijack.request_json`).
+        A plain request, not the SDK: every build asks this (see
+        :func:`envd_docker_client.hijack.request_json`).
         """
         status, body = request_json(self.endpoint, "GET", f"/containers/{quote(name)}/json")
         if status == 404:

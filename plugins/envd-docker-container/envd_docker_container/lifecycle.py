@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from envd_docker_client.hijack import ExecStream
+
 from envd_core.buildkit.errors import BuildkitConnectionError
 from envd_core.errors import BuilderError, ErrorKind
 from envd_docker_container import engine as eng
-from envd_docker_container.hijack import ExecStream
 from envd_docker_container.report import Reporter
 from envd_docker_container.settings import ENTRY_SCRIPT, SOCKET, STATE_DIR, DaemonSpec
 
