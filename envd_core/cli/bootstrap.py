@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import click
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
 from envd_core.cli.render import dump_json, info
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _STAGES = ("SSH Key", "registry CA keypair", "registry json config", "autocomplete", "buildkit")
 
