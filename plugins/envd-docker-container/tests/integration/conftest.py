@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ def e2e() -> ModuleType:
     spec = importlib.util.spec_from_file_location("_envd_e2e_support", E2E_SUPPORT)
     assert spec is not None and spec.loader is not None, E2E_SUPPORT
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
     spec.loader.exec_module(module)
     return module
 
