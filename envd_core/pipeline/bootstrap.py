@@ -79,10 +79,21 @@ def bootstrap_builder(
         )
     report(f"Waiting for the buildkitd at {builder.url} (up to {timeout:g}s)")
     started = time.monotonic()
-    connection = builder.connect(timeout=timeout)
+    if not builder.can_bootstrap:
+        connection = builder.connect(timeout=timeout)
+        connection.close()
+    # A managed builder's bootstrap returned once its daemon answered ListWorkers: asking
+    # `status` is enough (each connection to an exec'd transport starts a process).
     waited = time.monotonic() - started
-    connection.close()
     status = builder.status(timeout=timeout)
+    if builder.can_bootstrap:
+        waited = time.monotonic() - started
+    if builder.can_bootstrap and not status.reachable:
+        raise BuilderError(
+            f"the buildkitd of `{builder.url}` was started but does not answer: {status.error}",
+            kind=status.error_kind or ErrorKind.UNAVAILABLE,
+            hint="see its log (`envd bootstrap` again waits for it)",
+        )
     if not status.reachable:
         # it answered a moment ago: say what the second look found, in one line
         raise BuilderError(

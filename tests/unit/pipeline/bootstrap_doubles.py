@@ -34,6 +34,9 @@ class RecordingBuilder(Builder):
 
     def status(self, *, timeout: float = 3.0) -> BuilderStatus:
         self.calls.append(("status", timeout))
+        if self.connect_fails:
+            return BuilderStatus(False, error=f"no buildkitd at `{self.url}`",
+                                 error_kind="refused")
         if self.daemon != "running":
             return BuilderStatus(False, error="stopped", error_kind="refused")
         return BuilderStatus(True, version="v9.9.9", platforms=["linux/amd64"], workers=1)
