@@ -22,14 +22,16 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _STAGES = ("SSH Key", "registry CA keypair", "registry json config", "autocomplete", "buildkit")
 
 
-def _go_bool(name: str, help_: str) -> Callable[[_F], _F]:
+def _go_bool(name: str, help_: str, short: str | None = None) -> Callable[[_F], _F]:
     """A Go-style bool flag: ``--name`` or ``--name=true|false`` (upstream's spelling)."""
-    return click.option(f"--{name}", type=click.BOOL, default=True, show_default=True,
+    decls = [f"-{short}", f"--{name}"] if short else [f"--{name}"]
+    return click.option(*decls, type=click.BOOL, default=True, show_default=True,
                         is_flag=False, flag_value=True, metavar="[=BOOL]", help=help_)
 
 
 @click.command("bootstrap")
-@_go_bool("buildkit", "Bootstrap the builder's BuildKit (`--buildkit=false` skips the stage).")
+@_go_bool("buildkit", "Bootstrap the builder's BuildKit (`--buildkit=false` skips the stage).",
+          short="b")
 @_go_bool("with-autocomplete", "Install shell completion for $SHELL (bash, zsh or fish).")
 @click.option("-m", "--dockerhub-mirror", default=None, metavar="URL",
               help="Registry mirror for --registry (Docker Hub by default).")

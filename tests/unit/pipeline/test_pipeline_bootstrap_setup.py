@@ -83,7 +83,7 @@ def test_json_reports_every_stage(cli: Any, recording: Any, envd_config_dir: Pat
 
 
 def test_buildkit_false_skips_the_builder(cli: Any, recording: Any) -> None:
-    done = cli("bootstrap", "--buildkit=false", "--with-autocomplete", "false",
+    done = cli("bootstrap", "-b", "false", "--with-autocomplete", "false",
                "--format", "json")
     assert done.exit_code == 0, done
     assert recording.calls == []
