@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 
 from envd_core.builder import Builder, silent
-from envd_core.errors import BuildError, ValidationError
+from envd_core.errors import BuilderError, BuildError, EnvdError, ValidationError
 from envd_core.pipeline.causes import BUILTIN_CAUSES, Cause
 from envd_core.runner import Runner
 
@@ -215,6 +215,39 @@ def _explain(
                               target=target)
         printer.failed(err.to_dict())
         raise err from None
+    except BuilderError as exc:
+        # The link to the daemon dropped mid-solve (a killed daemon or container, a proxy
+        # cutting the stream): a connection error, which must read as a failed build.
+        err = explain_failure(link_lost(exc), causes=causes, target=target)
+        printer.failed(err.to_dict())
+        raise err from None
+
+
+def link_lost(exc: EnvdError) -> BuildError:
+    """A connection error raised during a solve, as a ``session``-stage :class:`BuildError`.
+
+    The transport's own wording (``closed the connection without answering; if it requires
+    TLS…``) is written for a connect and misleads mid-build; it is kept as ``detail`` for the
+    cause table and for ``--debug``, and the step that was running becomes ``step``.
+    """
+    m = re.search(r"\(during step `(?P<step>.+)`\)$", exc.message)
+    return BuildError(exc.message, hint=exc.hint, kind=exc.kind, stage="session",
+                      step=m.group("step") if m else None, detail=exc.message)
+
+
+def _push_after_export(builder: Builder, name: str, printer: Any,
+                       causes: Sequence[Cause]) -> str | None:
+    """Push what a ``moby`` export left in dockerd's store; a failure goes through the table."""
+    try:
+        return builder.push(name)
+    except BuildError:
+        raise
+    except EnvdError as exc:
+        failure = BuildError(exc.message, hint=exc.hint, kind=exc.kind, stage="push",
+                             detail=exc.message)
+        err = explain_failure(failure, causes=causes, target=name)
+        printer.failed(err.to_dict())
+        raise err from None
 
 
 def run_build(
@@ -403,7 +436,8 @@ def _solve(
             builder.apply_image_config(name, compiled.image_config)
         result.destination = f"dockerd's image store as {name}"
         if push_after:
-            result.digest = builder.push(name) or result.digest
+            pushed = _push_after_export(builder, name, printer, request.causes)
+            result.digest = pushed or result.digest
             result.pushed = True
             result.destination = name
     elif kind == "image":

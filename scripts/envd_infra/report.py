@@ -11,6 +11,7 @@ from .config import (
     BUILDKIT_IMAGE,
     BUILDKIT_IMAGE_REF,
     BUILDKIT_MTLS,
+    BUILDKIT_ROOTLESS_IMAGE_REF,
     BUILDKIT_TCP,
     BUILDKIT_UNIX,
     CA_BUNDLE,
@@ -59,6 +60,7 @@ def env_map() -> dict[str, object]:
         "BUILDKIT_IMAGE_REF": BUILDKIT_IMAGE_REF,
         "SSHD_IMAGE": SSHD_IMAGE_REF,
         "ENVD_SSHD": str(BIN / "envd-sshd"),
+        "BUILDKIT_ROOTLESS_IMAGE_REF": BUILDKIT_ROOTLESS_IMAGE_REF,
         "BUILDCTL": str(BIN / "buildctl"),
         "BUILDKITD": str(BIN / "buildkitd"),
         "UPSTREAM_ENVD": str(envd) if envd.exists() else "",
@@ -80,8 +82,8 @@ def status_map() -> dict[str, str]:
     for name in BUILDKITDS:
         st[name] = "up" if tracked(name) and buildkitd_probe(name) else "down"
     if st["dockerd"].startswith("up") and st["registry"] == "up":
-        refs = [r for r, _ in IMAGES.values()] + [BUILDKIT_IMAGE_REF, IMAGE_PYTHON_HOSTCA,
-                                                   SSHD_IMAGE_REF]
+        refs = [r for r, _ in IMAGES.values()] + [BUILDKIT_IMAGE_REF, BUILDKIT_ROOTLESS_IMAGE_REF,
+                                                   IMAGE_PYTHON_HOSTCA, SSHD_IMAGE_REF]
         missing = [r for r in refs if not in_registry(r)]
         st["images"] = "complete" if not missing else "missing " + " ".join(missing)
     else:
