@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from envd_core import timings
 from envd_core.builder import Builder, silent
 from envd_core.errors import BuildError, ValidationError
 from envd_core.pipeline.causes import BUILTIN_CAUSES, Cause
@@ -235,6 +236,26 @@ def run_build(
     first solve, a builder that manages its daemon bootstraps it if it is missing
     (:func:`envd_core.pipeline.bootstrap.ensure_running`); ``report`` receives those lines.
     """
+    timings.start()
+    try:
+        return _run_build(request, builder=builder, runner=runner,
+                          extra_functions=extra_functions, progress_stream=progress_stream,
+                          warn=warn, announce=announce, report=report)
+    finally:
+        timings.dump()
+
+
+def _run_build(
+    request: BuildRequest,
+    *,
+    builder: Builder,
+    runner: Runner | None,
+    extra_functions: Mapping[str, Callable[..., Any]] | None,
+    progress_stream: Any,
+    warn: Callable[[str], None] | None,
+    announce: Callable[[str], None] | None,
+    report: Callable[[str], None] | None,
+) -> list[BuildResult]:
     from envd_core.envdfile import load_build
     from envd_core.envdfile.buildflags import (
         default_tag,
@@ -262,7 +283,9 @@ def run_build(
     imports = parse_import_cache(list(request.import_cache))
     ca_bundle = resolve_ca_bundle(request, builder)
 
+    timings.mark("flags")
     graph = load_build(context_dir, request.from_spec, extra_functions)
+    timings.mark("starlark")
     results = []
     ready = False  # ensure_running runs once per build, before the first platform's solve
 
@@ -274,6 +297,7 @@ def run_build(
             ensure_running(builder, auto_bootstrap=request.auto_bootstrap,
                            report=report or silent)
             ready = True
+            timings.mark("bootstrap check")
 
     for platform in platforms:
         results.append(_build_one(
@@ -308,6 +332,7 @@ def _build_one(
             proxy_env=_proxy_env() if request.use_proxy else {},
         ),
     )
+    timings.mark("llb")
     for warning in compiled.warnings:
         if warn is not None:
             warn(warning)
@@ -361,7 +386,9 @@ def _solve(
     secrets = {CA_SECRET_ID: SecretSource.from_file(ca_bundle)} if ca_bundle else {}
     local_dirs = {name: LocalDir(path) for name, path in compiled.local_dirs.items()}
     result = BuildResult(tag=tag, output_type=kind, destination="")
+    timings.mark("imports (build)")
     connection = builder.connect(timeout=connect_timeout())
+    timings.mark("connect")
     try:
         with _export_target(kind, spec, runner) as (target, tarball):
             session = Session(
@@ -391,17 +418,21 @@ def _solve(
                 with open(tarball, "rb") as handle:
                     runner.load_image(handle)
                 result.destination = f"runner `{runner.name}` (loaded as {tag})"
+                timings.mark("load into runner")
     finally:
         connection.close()
+        timings.mark("disconnect")
     name = exporter_attrs.get("name", tag)
     if kind == "moby":
         if not builder.exporter_applies_config:
             builder.apply_image_config(name, compiled.image_config)
+            timings.mark("image config")
         result.destination = f"dockerd's image store as {name}"
         if push_after:
             result.digest = builder.push(name) or result.digest
             result.pushed = True
             result.destination = name
+            timings.mark("push")
     elif kind == "image":
         result.pushed = _truthy(exporter_attrs.get("push"))
         result.destination = name if result.pushed else f"the builder's image store as {name}"
