@@ -10,11 +10,11 @@ It is a cache, never a source of truth:
 
 * it is written by the full CLI after it loaded the plugins (:func:`write`), and read only by the
   fast path, which falls back to the full CLI whenever the index is missing, unreadable or stale;
-* it is stale when anything it was built from changed: the set of ``envd`` entry points (a
-  distribution installed, removed or upgraded: its ``*.dist-info`` folder, name, version or
-  entry-point value), a plugin's enabled state (``ENVD_PLUGINS``, ``ENVD_DISABLE_PLUGINS``,
-  ``envd plugins disable``), or the modification time of any ``.py`` file of a plugin's package
-  (an editable install being edited);
+* it is stale when anything it was built from changed: a directory on ``sys.path`` (a
+  distribution installed, removed or upgraded changes its directory's mtime), the plugin
+  switches (``ENVD_PLUGINS``, ``ENVD_DISABLE_PLUGINS``, ``envd plugins disable``), or the
+  modification time of any ``.py`` file of a plugin's package (an editable install being
+  edited);
 * one file per interpreter and ``sys.path`` (``plugin-index-<hash>.json`` in
   ``$ENVD_CACHE_DIR``, else ``$XDG_CACHE_HOME/envd``, else ``~/.cache/envd``), so two venvs never
   overwrite each other's.
@@ -68,13 +68,50 @@ def split_env(value: str | None) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
-def enabled_entry_points() -> tuple[list[EntryPoint], list[EntryPoint]]:
-    """The ``envd`` entry points that load and those that do not, under the current switches."""
+def _switches() -> tuple[set[str] | None, set[str], set[str]]:
+    """The plugin switches: ``ENVD_PLUGINS``, ``ENVD_DISABLE_PLUGINS``, ``plugins.json``."""
     from envd_core.plugin_config import disabled_plugins
 
     only = split_env(os.environ.get("ENVD_PLUGINS"))
     blocked = split_env(os.environ.get("ENVD_DISABLE_PLUGINS")) or set()
-    disabled = disabled_plugins()
+    return only, blocked, disabled_plugins()
+
+
+def _switches_key() -> list[Any]:
+    only, blocked, disabled = _switches()
+    return [None if only is None else sorted(only), sorted(blocked), sorted(disabled)]
+
+
+def _paths_key() -> list[list[Any]]:
+    """Each ``sys.path`` directory that holds distributions, with its modification time.
+
+    Installing, removing or upgrading a distribution adds or removes a ``*.dist-info`` folder
+    in its directory, which changes that directory's mtime: comparing these few ``stat`` calls
+    tells that the entry points are the ones indexed without reading every distribution's
+    ``entry_points.txt`` (the bulk of the check's cost otherwise). A directory without any
+    distribution (the script's own, a project directory that changes all the time) is recorded
+    as such and checked to still hold none.
+    """
+    key: list[list[Any]] = []
+    for base in sys.path:
+        try:
+            names = os.listdir(base or ".")
+        except OSError:
+            key.append([base, None])
+            continue
+        if any(n.endswith((".dist-info", ".egg-info")) for n in names):
+            try:
+                key.append([base, os.stat(base or ".").st_mtime_ns])
+            except OSError:
+                key.append([base, None])
+        else:
+            key.append([base, "no distributions"])
+    return key
+
+
+def enabled_entry_points() -> tuple[list[EntryPoint], list[EntryPoint]]:
+    """The ``envd`` entry points that load and those that do not, under the current switches."""
+    only, blocked, disabled = _switches()
     enabled: list[EntryPoint] = []
     skipped: list[EntryPoint] = []
     for ep in entry_points(GROUP):
@@ -155,7 +192,8 @@ def write(plugins: Plugins) -> None:
                 for kind in kinds:
                     entry[kind] = sorted(n for n, o in owners[kind].items() if o == ep.name)
             entries[ep.name] = entry
-        doc = {"version": INDEX_VERSION, "plugins": entries}
+        doc = {"version": INDEX_VERSION, "paths": _paths_key(), "switches": _switches_key(),
+               "plugins": entries}
         data = (json.dumps(doc, sort_keys=True) + "\n").encode()
         path = index_path()
         try:
@@ -199,19 +237,16 @@ def read_for_contexts() -> Index | None:
             doc = json.load(fh)
         if doc.get("version") != INDEX_VERSION:
             return None
-        entries = doc["plugins"]
-        enabled, _skipped = enabled_entry_points()
-        if sorted(entries) != sorted(ep.name for ep in enabled):
-            return None
+        if doc["paths"] != _paths_key() or doc["switches"] != _switches_key():
+            return None  # a distribution came, went or changed, or a plugin was switched
         builders: set[str] = set()
         runners: set[str] = set()
-        for ep in enabled:
-            entry = entries[ep.name]
-            if entry.get("error") or entry["id"] != _identity(ep):
+        for entry in doc["plugins"].values():
+            if entry.get("error"):
                 return None
             files = entry["files"]
             if not files or _files_signature(files[0]) != files:
-                return None
+                return None  # a plugin's code was edited (an editable install)
             if CONTEXT_HOOKS.intersection(entry["hooks"]):
                 return None
             builders.update(entry["builders"])
