@@ -22,6 +22,7 @@ from envd_core import timings
 from envd_core.builder import Builder, silent
 from envd_core.errors import BuildError, ValidationError
 from envd_core.pipeline.causes import BUILTIN_CAUSES, Cause
+from envd_core.pipeline.early import EarlyConnection, early_connect_enabled
 from envd_core.runner import Runner
 
 CA_SECRET_ID = "envd-ca-bundle"
@@ -103,6 +104,22 @@ def plan_exporter(spec: Any, *, tag: str, builder: Builder) -> tuple[str, dict[s
     if kind in ("image", "moby", "docker", "oci"):
         attrs_.setdefault("name", tag)
     return kind, attrs_
+
+
+def _plan_output(spec: Any, *, tag: str, builder: Builder) -> tuple[str, dict[str, str], bool]:
+    """The exporter, its attributes and whether to push after a ``moby`` export; an output this
+    builder cannot deliver is a ValidationError before anything is built or contacted."""
+    kind, exporter_attrs = plan_exporter(spec, tag=tag, builder=builder)
+    push_after = spec is not None and spec.type == "image" and kind == "moby" and _truthy(
+        spec.attrs.get("push")
+    )
+    if push_after and not builder.can_push:
+        raise ValidationError(
+            f"builder `{builder.name}` exports into its daemon's image store and cannot push "
+            "from there",
+            hint="push the image yourself, or build on a context whose builder can push",
+        )
+    return kind, exporter_attrs, push_after
 
 
 def _truthy(value: str | None) -> bool:
@@ -264,7 +281,6 @@ def _run_build(
         parse_import_cache,
         parse_output,
         parse_platforms,
-        platform_tag,
     )
 
     context_dir = request.path.resolve()
@@ -283,9 +299,36 @@ def _run_build(
     imports = parse_import_cache(list(request.import_cache))
     ca_bundle = resolve_ca_bundle(request, builder)
 
+    if request.dump_llb is None:
+        _plan_output(spec, tag=tag, builder=builder)  # refuse a bad --output before connecting
     timings.mark("flags")
-    graph = load_build(context_dir, request.from_spec, extra_functions)
-    timings.mark("starlark")
+    early = (
+        EarlyConnection(builder)
+        if request.dump_llb is None and not builder.can_bootstrap and early_connect_enabled()
+        else None
+    )
+    try:
+        graph = load_build(context_dir, request.from_spec, extra_functions)
+        timings.mark("starlark")
+        return _build_all(graph, request, context_dir=context_dir, spec=spec, tag=tag,
+                          platforms=platforms, multi=multi, builder=builder, runner=runner,
+                          ca_bundle=ca_bundle, imports=imports, exports=exports,
+                          progress_stream=progress_stream, warn=warn, announce=announce,
+                          report=report, early=early)
+    finally:
+        if early is not None:
+            early.discard()
+
+
+def _build_all(
+    graph: Any, request: BuildRequest, *, context_dir: Path, spec: Any, tag: str,
+    platforms: list[str], multi: bool, builder: Builder, runner: Runner | None,
+    ca_bundle: str | None, imports: list[Any], exports: list[Any], progress_stream: Any,
+    warn: Callable[[str], None] | None, announce: Callable[[str], None] | None,
+    report: Callable[[str], None] | None, early: EarlyConnection | None,
+) -> list[BuildResult]:
+    from envd_core.envdfile.buildflags import platform_tag
+
     results = []
     ready = False  # ensure_running runs once per build, before the first platform's solve
 
@@ -306,6 +349,7 @@ def _run_build(
             spec=spec, builder=builder, runner=runner, ca_bundle=ca_bundle, imports=imports,
             exports=exports, progress_stream=progress_stream, multi=multi,
             warn=warn if platform == platforms[0] else None, announce=announce, prepare=prepare,
+            early=early if platform == platforms[0] else None,
         ))
     return results
 
@@ -316,6 +360,7 @@ def _build_one(
     runner: Runner | None, ca_bundle: str | None, imports: list[Any], exports: list[Any],
     progress_stream: Any, multi: bool, warn: Callable[[str], None] | None,
     announce: Callable[[str], None] | None, prepare: Callable[[], None],
+    early: EarlyConnection | None = None,
 ) -> BuildResult:
     from envd_core.envdfile.buildflags import platform_tag
     from envd_core.envdfile.compile import CompileOptions, compile_graph
@@ -345,19 +390,10 @@ def _build_one(
             Path(request.dump_llb).write_bytes(data)
         return BuildResult(tag=tag, output_type="llb", destination=request.dump_llb)
 
-    kind, exporter_attrs = plan_exporter(spec, tag=tag, builder=builder)
+    kind, exporter_attrs, push_after = _plan_output(spec, tag=tag, builder=builder)
     if multi and spec is not None and "name" in spec.attrs:
         # several platforms: each result gets its own -os-arch name, as the tag does
         exporter_attrs["name"] = platform_tag(spec.attrs["name"], platform, multi=True)
-    push_after = spec is not None and spec.type == "image" and kind == "moby" and _truthy(
-        spec.attrs.get("push")
-    )
-    if push_after and not builder.can_push:
-        raise ValidationError(
-            f"builder `{builder.name}` exports into its daemon's image store and cannot push "
-            "from there",
-            hint="push the image yourself, or build on a context whose builder can push",
-        )
     if announce is not None:
         announce(platform)
     prepare()
@@ -368,7 +404,7 @@ def _build_one(
         compiled, builder=builder, runner=runner, spec=spec, kind=kind,
         exporter_attrs=exporter_attrs, tag=tag, ca_bundle=ca_bundle, imports=imports,
         exports=exports, push_after=push_after, request=request,
-        progress_stream=progress_stream,
+        progress_stream=progress_stream, early=early,
     )
 
 
@@ -376,6 +412,7 @@ def _solve(
     compiled: Any, *, builder: Builder, runner: Runner | None, spec: Any, kind: str,
     exporter_attrs: dict[str, str], tag: str, ca_bundle: str | None, imports: list[Any],
     exports: list[Any], push_after: bool, request: BuildRequest, progress_stream: Any,
+    early: EarlyConnection | None = None,
 ) -> BuildResult:
     from envd_core.buildkit.client import BuildkitClient
     from envd_core.buildkit.exporters import Exporter
@@ -387,7 +424,7 @@ def _solve(
     local_dirs = {name: LocalDir(path) for name, path in compiled.local_dirs.items()}
     result = BuildResult(tag=tag, output_type=kind, destination="")
     timings.mark("imports (build)")
-    connection = builder.connect(timeout=connect_timeout())
+    connection = early.take() if early is not None else builder.connect(timeout=connect_timeout())
     timings.mark("connect")
     try:
         with _export_target(kind, spec, runner) as (target, tarball):
