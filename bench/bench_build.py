@@ -167,7 +167,10 @@ def main() -> None:
     registry, buildctl, ca = infra["REGISTRY"], infra["BUILDCTL"], infra["CA_BUNDLE"]
     work = Path(tempfile.mkdtemp(prefix="envd-bench-build-"))
     example = Path(shutil.copytree(args.example, work / Path(args.example).name))
-    env = {k: v for k, v in os.environ.items() if k not in ("BUILDKIT_PROGRESS", "ENVD_CONTEXT")}
+    # PYTHONDONTWRITEBYTECODE (set in some CI and agent shells) would make every envd run
+    # compile its modules from source, a cost no installed envd pays
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("BUILDKIT_PROGRESS", "ENVD_CONTEXT", "PYTHONDONTWRITEBYTECODE")}
     env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"])
     skipped: dict[str, str] = {}
     with private_buildkitd(infra) as (unix_addr, tcp_addr):
@@ -188,7 +191,9 @@ def main() -> None:
             elapsed = timed([ENVD, "build", "--progress", "plain", "--ca-bundle", ca, "--output",
                              f"type=image,name={registry}/bench/envd:latest,push=true"],
                             cwd=example, env={**env, "ENVD_TIMINGS": str(timings_file)})
-            breakdowns.append(breakdown(timings_file, spawned, elapsed))
+            if timings_file.exists():  # an envd without ENVD_TIMINGS support writes none
+                breakdowns.append(breakdown(timings_file, spawned, elapsed))
+                timings_file.unlink()
             return elapsed
 
         llb_file = work / "example.llb"
