@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -255,4 +255,31 @@ def main(argv: list[str] | None = None, *, write_index: bool = False) -> None:
     """Run the full CLI and exit; with ``write_index`` the plugins loaded are recorded in the
     plugin index (for the fast path of the read-only context commands)."""
     args = sys.argv[1:] if argv is None else argv
-    sys.exit(run(create_cli(_indexed_plugins if write_index else None), args))
+    code = run(create_cli(_indexed_plugins if write_index else None), args)
+    if "grpc" in sys.modules:
+        exit_now(code)
+    sys.exit(code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process once the command is done, without the interpreter's teardown.
+
+    After a command that talked to BuildKit, grpc's core shutdown (registered with
+    ``Py_AtExit``) and tearing down the modules took 0.2-0.4 s on the test machine: a fifth of
+    a cached rebuild, spent after the result was printed. Everything a normal exit does that can
+    matter still happens, in its order: non-daemon threads are joined, ``atexit`` handlers run
+    (logging flushes its handlers there), stdout and stderr are flushed. Only for the console
+    script: in-process callers (tests, ``create_cli``) never get here.
+    """
+    import atexit
+    import contextlib
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe: nothing left to save
+            stream.flush()
+    os._exit(code)
