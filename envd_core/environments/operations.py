@@ -29,7 +29,7 @@ from envd_core.environments.names import (
     label_json,
     ssh_host,
 )
-from envd_core.environments.spec import LaunchOptions, build_spec
+from envd_core.environments.spec import LaunchOptions, build_spec, is_dev_image
 from envd_core.environments.sshconfig import SSHConfig, SSHEntry
 from envd_core.errors import RunnerError, ValidationError
 from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
@@ -46,6 +46,7 @@ __all__ = [
     "shell_argv",
     "ssh_answers",
     "wait_running",
+    "wait_ssh",
 ]
 
 
@@ -269,6 +270,30 @@ def ssh_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def wait_ssh(environment: Environment, timeout: float,
+             progress: Callable[[str], None] | None = None,
+             sleep: Callable[[float], None] = time.sleep) -> None:
+    """Poll until the environment's SSH server greets (every 0.1 s), or fail after ``timeout``."""
+    assert environment.ssh is not None
+    host = "127.0.0.1" if environment.ssh.host in ("0.0.0.0", "") else environment.ssh.host
+    port = environment.ssh.port
+    start = time.monotonic()
+    told = 0.0
+    while not ssh_answers(host, port, timeout=1.0):
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            raise RunnerError(
+                f"the SSH server of `{environment.name}` does not answer on {host}:{port} "
+                f"after {max(timeout, 0):.0f}s",
+                hint=f"see /var/log/envd/sshd.log in it (envd exec --name {environment.name} "
+                     "cat /var/log/envd/sshd.log), or raise --timeout")
+        if progress is not None and waited - told >= 2.0:
+            told = waited
+            progress(f"waiting for the SSH server of {environment.name} on {host}:{port} "
+                     f"({waited:.0f}s)")
+        sleep(0.1)
+
+
 def check_replaceable(runner: Runner, name: str, *, force: bool) -> bool:
     """Whether ``name`` exists and may be replaced; a live one without ``force`` is an error.
 
@@ -297,8 +322,12 @@ def launch(
     ssh_config: SSHConfig | None,
     identity_file: Path | None,
     ssh_alias: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Environment:
     """Create the environment of ``options`` and wait for it; write its SSH entry.
+
+    A dev image (``base(dev=True)``) is waited for until its SSH server greets, within the same
+    ``timeout``; ``progress`` receives a line now and then while that takes.
 
     As upstream: an existing environment of that name is replaced when it is not running, and a
     running one only with ``force``. The SSH entry (``<ssh_alias or name>.envd``) is written
@@ -312,8 +341,11 @@ def launch(
         )
     spec = build_spec(options, image.labels if image else {})
     replace = check_replaceable(runner, spec.name, force=force)
+    started = time.monotonic()
     runner.create(spec, replace=replace)
     environment = wait_running(runner, spec.name, timeout)
+    if image is not None and is_dev_image(image.labels) and environment.ssh is not None:
+        wait_ssh(environment, timeout - (time.monotonic() - started), progress)
     if ssh_config is not None and environment.ssh is not None and identity_file is not None:
         host = "127.0.0.1" if environment.ssh.host in ("0.0.0.0", "") else environment.ssh.host
         ssh_config.set(SSHEntry(host=ssh_host(ssh_alias or spec.name), hostname=host,

@@ -19,7 +19,13 @@ from envd_core.environment import (
 )
 from envd_core.errors import EnvdError, RunnerError, ValidationError
 from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
-from envd_docker_runner.mapping import LABEL_NAME, container_config, host_config, to_environment
+from envd_docker_runner.mapping import (
+    LABEL_NAME,
+    container_config,
+    host_config,
+    to_environment,
+    with_free_ports,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -127,6 +133,8 @@ class DockerRunner(Runner):
             )
         if exists:
             self.remove(spec.name, force=True)
+        if self.host.startswith("unix://"):
+            spec = with_free_ports(spec)  # a local daemon: its host ports are ours
         with docker_errors(self.host, f"create `{spec.name}`"):
             try:
                 created = api.create_container(
