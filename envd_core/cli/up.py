@@ -174,10 +174,13 @@ def attach(runner: Any, environment: Any, alias: str) -> int:
         host = "127.0.0.1" if ssh.host in ("0.0.0.0", "") else ssh.host
         answers = ssh_answers(host, ssh.port)
     if answers and shutil.which("ssh"):
-        from envd_core.environments.sshconfig import default_path
+        import pwd
 
+        # OpenSSH reads ~/.ssh/config from the passwd entry's home, never from $HOME: name the
+        # file whenever ours is elsewhere (HOME changed, ENVD's own ssh config path)
         config = ssh_config().path
-        extra = [] if config == default_path() else ["-F", str(config)]
+        home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+        extra = [] if config == home / ".ssh" / "config" else ["-F", str(config)]
         return subprocess.call(["ssh", *extra, ssh_host(alias)])
     why = ("no `ssh` client is installed here" if answers else
            "its image has no SSH server (built without base(dev=True))")

@@ -22,6 +22,7 @@ from envd_core.environments.names import (
     LABEL_CUDNN,
     LABEL_GENERAL_GRAPH,
     LABEL_GPU,
+    LABEL_JUPYTER_ADDRESS,
     LABEL_PYPI,
     LABEL_RUNTIME_GRAPH,
     LABEL_VENDOR,
@@ -194,6 +195,18 @@ def endpoint(environment: Environment) -> str:
     return ", ".join(parts)
 
 
+def jupyter_address(environment: Environment) -> str | None:
+    """``http://host:port`` of the environment's Jupyter: the runner's label, else its port."""
+    label = environment.labels.get(LABEL_JUPYTER_ADDRESS)
+    if label:
+        return label
+    for port in environment.ports:
+        if port.service == "jupyter":
+            host = "127.0.0.1" if port.host_ip in ("0.0.0.0", "") else port.host_ip
+            return f"http://{host}:{port.host_port}"
+    return None
+
+
 def environment_row(environment: Environment) -> dict[str, Any]:
     """Upstream's ``envs ls`` JSON keys, plus where SSH listens and the runner's id."""
     labels = environment.labels
@@ -207,6 +220,7 @@ def environment_row(environment: Environment) -> dict[str, Any]:
         "cudnn": labels.get(LABEL_CUDNN) or None,
         "status": environment.status.value,
         "ssh_port": environment.ssh.port if environment.ssh else None,
+        "jupyter_address": jupyter_address(environment),
         "id": environment.id[:12],
     }
     return {k: v for k, v in row.items() if v is not None}
