@@ -92,19 +92,24 @@ def _candidates(ref: str) -> set[str]:
     return out
 
 
-def find_image(runner: Runner, ref: str) -> ImageInfo | None:
-    """The image ``ref`` in the runner's store, or ``None`` (also when the runner cannot list)."""
-    if not runner.can_manage_images:
-        return None
+def match_image(images: list[ImageInfo], ref: str) -> ImageInfo | None:
+    """The image of ``images`` that ``ref`` names (a tag in any spelling, or an id prefix)."""
     wanted = _candidates(ref)
     hex_id = ref.removeprefix("sha256:").lower()
     by_id = len(hex_id) >= 12 and all(c in "0123456789abcdef" for c in hex_id)
-    for image in runner.images():
+    for image in images:
         if wanted.intersection(image.tags) or image.id == ref or (
             by_id and image.id.removeprefix("sha256:").startswith(hex_id)
         ):
             return image
     return None
+
+
+def find_image(runner: Runner, ref: str) -> ImageInfo | None:
+    """The image ``ref`` in the runner's store, or ``None`` (also when the runner cannot list)."""
+    if not runner.can_manage_images:
+        return None
+    return runner.find_image(ref)
 
 
 def envd_images(runner: Runner) -> list[ImageInfo]:
