@@ -298,7 +298,8 @@ def wait_ssh(environment: Environment, timeout: float,
     port = environment.ssh.port
     start = time.monotonic()
     told = 0.0
-    while not ssh_answers(host, port, timeout=1.0):
+    # a short probe: before sshd listens, Docker's port proxy accepts and then sends nothing
+    while not ssh_answers(host, port, timeout=0.3):
         waited = time.monotonic() - start
         if waited >= timeout:
             raise RunnerError(
