@@ -42,8 +42,8 @@ __all__ = [
     "supervisor_script",
 ]
 
-#: Upstream's image (tensorchord/envd-sshd-from-scratch) at the envd version we follow.
-DEFAULT_SSHD_IMAGE = "docker.io/tensorchord/envd-sshd-from-scratch:v1.3.4"
+#: Upstream's image (its ``types.EnvdSshdImage``) at the envd version we follow.
+DEFAULT_SSHD_IMAGE = "ghcr.io/tensorchord/envd-sshd-from-scratch:v1.3.4"
 SSHD_IMAGE_ENV = "ENVD_SSHD_IMAGE"
 SSHD_BIN = "/var/envd/bin/envd-sshd"
 SUPERVISOR = "/var/envd/bin/envd-supervisor"
