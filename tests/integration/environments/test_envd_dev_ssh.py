@@ -232,3 +232,14 @@ def test_bad_input_on_a_dev_image_is_one_line(envd: DevEnvd, project: Path,
                     cwd=project, check=False)
         assert fragment in one_line(proc)
         assert envd.ssh_config == USER_SSH
+
+
+def test_an_image_without_a_shell_is_one_line(envd: DevEnvd, docker_host: str) -> None:
+    # the sshd image holds nothing but the envd-sshd binary: no /bin/sh to keep it running
+    name = f"envd-h8-{uuid.uuid4().hex[:8]}"
+    proc = envd("run", "--image", envd.sshd_image, "--detach", "--name", name, check=False)
+    line = one_line(proc)
+    assert f"environment `{name}` failed to start" in line and "/bin/sh" in line
+    assert envd.ssh_config == USER_SSH
+    assert docker("ps", "-aq", "--filter", f"name=^{name}$",
+                  docker_host=docker_host).stdout.strip() == ""
