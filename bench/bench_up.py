@@ -94,10 +94,10 @@ def main() -> int:
         return int(docker("port", name, "2222/tcp").rsplit(":", 1)[1])
 
     image = f"{name}:dev"
-    envd("up", "--detach", "--progress", "plain")  # the one real build
-    envd("down", "--name", name)
     times: dict[str, list[float]] = {"envd up": [], "envd run": [], "floor": []}
     try:
+        envd("up", "--detach", "--progress", "plain")  # the one real build
+        envd("down", "--name", name)
         for _ in range(args.runs):
             t = time.monotonic()
             envd("up", "--detach", "--progress", "plain")
