@@ -41,6 +41,28 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+# ---------------------------------------------------------------- the user's files
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _keep_out_of_the_users_config() -> Iterator[None]:
+    """Point ``ENVD_CONFIG_DIR`` at a session temp dir unless the run already names one.
+
+    A test that forgets the ``envd_config_dir`` fixture, or a subprocess it starts, would
+    otherwise read and write the real ``~/.config/envd`` of whoever runs the suite (it happened:
+    contexts leaked into /root/.config/envd). Tests that need their own dir still set it.
+    """
+    if os.environ.get("ENVD_CONFIG_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="envd-test-config-") as tmp:
+        os.environ["ENVD_CONFIG_DIR"] = tmp
+        try:
+            yield
+        finally:
+            os.environ.pop("ENVD_CONFIG_DIR", None)
+
+
 # ---------------------------------------------------------------- hooks
 
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "up": "envd_core.cli.up:up",
     "run": "envd_core.cli.up:run",
     "down": "envd_core.cli.envs:down",
+    "sync": "envd_core.cli.sync:sync",
     "destroy": "envd_core.cli.envs:destroy",
     "envs": "envd_core.cli.envs:envs",
     "exec": "envd_core.cli.lifecycle:exec_",
@@ -38,6 +39,8 @@ COMMANDS: dict[str, str] = {
     "top": "envd_core.cli.lifecycle:top",
     "images": "envd_core.cli.images:images",
     "version": "envd_core.cli.version:version",
+    "init": "envd_core.cli.init_new:init",
+    "new": "envd_core.cli.init_new:new",
     "login": "envd_core.cli.login:login",
     "logout": "envd_core.cli.login:logout",
 }

@@ -432,5 +432,10 @@ def _render_upstream_import(plan: Any, *, fmt: str, dry_run: bool) -> None:
         info(f"Current context not changed: {plan.current_reason}")
     elif plan.current_action == "not-requested":
         info(f'Upstream\'s current context is "{current}"; add --use to make it current here')
+    for login in plan.logins:
+        action = f"would be {login.action}" if dry_run and login.action == "imported" \
+            else login.action
+        info(f"envd-server login `{login.login_name}` for context {login.context}: {action}"
+             + (f" ({login.reason})" if login.reason else ""))
     for file_name, why in plan.to_json()["not_imported"].items():
         info(f"Not imported yet: {file_name}, {why}")

@@ -23,6 +23,7 @@ from envd_core.runner import Runner
 if TYPE_CHECKING:
     from envd_core.contexts.team import TeamContext
     from envd_core.contexts.upstream import ImportPlan
+    from envd_core.contexts.upstream_auth import UpstreamAuth
 
 EXPORT_FORMAT = "envd-context/v1"
 
@@ -322,6 +323,11 @@ class ContextOperations:
         )
 
         source = read_upstream(path or upstream_file())
+        from envd_core.contexts.upstream_auth import AUTH_FILE, read_upstream_auth
+
+        # read before anything is stored: a damaged login file stops the import unwritten
+        auth_path = source.path.parent / AUTH_FILE
+        auth = read_upstream_auth(auth_path) if auth_path.is_file() else None
 
         def plan(contexts: ContextSet) -> ImportPlan:
             return plan_import(
@@ -337,11 +343,26 @@ class ContextOperations:
         # planned against the team contexts too: an upstream context named like one is
         # skipped ("a different context exists here"), never stored beside it
         if dry_run:
-            return plan(layer(self.store.peek(), self.team))
-        with self.store.transaction() as contexts:
-            result = plan(layer(contexts, self.team))
-            apply_plan(result, contexts, team=set(self.team))
-        return result
+            result = plan(layer(self.store.peek(), self.team))
+        else:
+            with self.store.transaction() as contexts:
+                result = plan(layer(contexts, self.team))
+                apply_plan(result, contexts, team=set(self.team))
+        if auth is None:
+            return result
+        return self._import_upstream_logins(result, auth, dry_run=dry_run)
+
+    def _import_upstream_logins(self, plan: ImportPlan, auth: UpstreamAuth, *,
+                                dry_run: bool) -> ImportPlan:
+        """Offer upstream's current envd-server login to the contexts the plan imported."""
+        import attrs
+
+        from envd_core.contexts.upstream_auth import plan_logins
+
+        targets = [item.context for item in plan.items
+                   if item.action in ("imported", "unchanged") and item.context is not None]
+        logins = plan_logins(auth, targets, self.runner_for, dry_run=dry_run)
+        return attrs.evolve(plan, logins=tuple(logins))
 
 
 def missing_type_message(

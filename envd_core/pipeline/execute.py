@@ -60,6 +60,8 @@ class BuildResult:
     pushed: bool = False
     digest: str | None = None
     exporter_response: dict[str, str] = attrs.field(factory=dict)
+    #: The image's labels (``envd up`` hands them to a runner that cannot look them up).
+    labels: dict[str, str] = attrs.field(factory=dict)
 
 
 def _proxy_env() -> dict[str, str]:
@@ -370,7 +372,9 @@ def _solve(
 
     secrets = {CA_SECRET_ID: SecretSource.from_file(ca_bundle)} if ca_bundle else {}
     local_dirs = {name: LocalDir(path) for name, path in compiled.local_dirs.items()}
-    result = BuildResult(tag=tag, output_type=kind, destination="")
+    labels = (compiled.image_config.get("config") or {}).get("Labels") or {}
+    result = BuildResult(tag=tag, output_type=kind, destination="",
+                         labels={str(k): str(v) for k, v in labels.items()})
     connection = builder.connect(timeout=connect_timeout())
     try:
         with _export_target(kind, spec, runner) as (target, tarball):
