@@ -254,6 +254,16 @@ class Runner(ABC):
         """The images in the runner's store (:attr:`can_manage_images`)."""
         raise self._unsupported("list images")
 
+    def find_image(self, ref: str) -> ImageInfo | None:
+        """The image ``ref`` (a name or an id) in the runner's store, or ``None``.
+
+        The default scans :meth:`images`; override it when the store can look one image up
+        directly (listing every image is slow on a busy Docker daemon).
+        """
+        from envd_core.environments.operations import match_image
+
+        return match_image(self.images(), ref)
+
     def remove_image(self, name: str, *, force: bool = False) -> None:
         """Remove image ``name`` from the runner's store (:attr:`can_manage_images`)."""
         raise self._unsupported("remove images")

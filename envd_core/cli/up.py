@@ -79,7 +79,7 @@ def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout:
     key = ensure_key_pair(config_dir())
     environment = launch(runner, options, force=params["force"], timeout=timeout,
                          ssh_config=ssh_config(), identity_file=key, ssh_alias=alias,
-                         image_labels=image_labels)
+                         image_labels=image_labels, progress=info)
     info(f"Environment {environment.name} is running ({environment.image})")
     if environment.ssh is not None:
         info(f"SSH entry: ssh {alias}.envd (port {environment.ssh.port})")
@@ -173,8 +173,8 @@ def run(app: Any, /, **params: Any) -> None:
 
 
 def attach(runner: Any, environment: Any, alias: str) -> int:
-    """An interactive shell: over SSH when the environment's SSH server answers, else through
-    the runner's exec with a terminal (dev images carry no SSH server yet)."""
+    """An interactive shell: ``ssh <alias>.envd`` with the system OpenSSH client when the
+    environment's SSH server answers (dev images), else the runner's exec with a terminal."""
     import shutil
     import subprocess
 
@@ -182,16 +182,23 @@ def attach(runner: Any, environment: Any, alias: str) -> int:
     from envd_core.environments.operations import shell_argv, ssh_answers
 
     ssh = environment.ssh
-    if ssh is not None and shutil.which("ssh"):
+    answers = False
+    if ssh is not None:
         host = "127.0.0.1" if ssh.host in ("0.0.0.0", "") else ssh.host
-        if ssh_answers(host, ssh.port):
-            from envd_core.environments.sshconfig import default_path
+        answers = ssh_answers(host, ssh.port)
+    if answers and shutil.which("ssh"):
+        import pwd
 
-            config = ssh_config().path
-            extra = [] if config == default_path() else ["-F", str(config)]
-            return subprocess.call(["ssh", *extra, ssh_host(alias)])
-    info(f"No SSH server answers in `{environment.name}` (this image has none yet): "
-         f"attaching through runner `{runner.name}`'s exec; leave with `exit`")
+        # OpenSSH reads ~/.ssh/config from the passwd entry's home, never from $HOME: name the
+        # file whenever ours is elsewhere (HOME changed, ENVD's own ssh config path)
+        config = ssh_config().path
+        home = Path(pwd.getpwuid(os.getuid()).pw_dir)
+        extra = [] if config == home / ".ssh" / "config" else ["-F", str(config)]
+        return subprocess.call(["ssh", *extra, ssh_host(alias)])
+    why = ("no `ssh` client is installed here" if answers else
+           "its image has no SSH server (built without base(dev=True))")
+    info(f"Attaching to `{environment.name}` through runner `{runner.name}`'s exec: {why}; "
+         "leave with `exit`")
     return exec_shell(runner, environment.name, shell_argv(environment),
                       workdir=None)
 

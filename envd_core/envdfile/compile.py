@@ -99,6 +99,14 @@ class CompileOptions:
     network: str = "sandbox"
     #: Where install.python(version) gets a Python the image lacks (upstream's micromamba).
     python_installer: PythonInstaller = attrs.field(factory=PythonInstaller)
+    #: Dev images (``base(dev=True)``): the SSH public key baked in as authorized key.
+    authorized_key: str = ""
+    #: Dev images: the image holding ``/usr/bin/envd-sshd`` (None: ``ENVD_SSHD_IMAGE`` or
+    #: upstream's, see :mod:`envd_core.envdfile.devimage`).
+    sshd_image: str | None = None
+    #: Dev images: uid/gid of user ``envd`` when the file sets no ``config.owner`` (None: the
+    #: building user's, as upstream).
+    dev_owner: tuple[int, int] | None = None
 
 
 @attrs.define
@@ -367,6 +375,17 @@ def check_supported(graph: BuildGraph) -> list[str]:
     return warnings
 
 
+def _dev_owner(graph: BuildGraph, opts: CompileOptions) -> tuple[int, int]:
+    """uid/gid of user ``envd``: ``config.owner``, else the option, else the building user."""
+    if graph.owner_uid is not None:
+        return graph.owner_uid, graph.owner_gid if graph.owner_gid is not None else graph.owner_uid
+    if opts.dev_owner is not None:
+        return opts.dev_owner
+    import os
+
+    return os.getuid(), os.getgid()
+
+
 def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
                   platform: str | None = None) -> CompiledBuild:
     """Turn ``graph`` into LLB and an image config (see the module docstring for the steps)."""
@@ -389,11 +408,22 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
     name = environment_name(opts.context_dir)
     st, wd = c.workdir(st, name)
     st = c.run_steps(st, wd)
+    dev_owner = _dev_owner(graph, opts) if graph.dev else None
+    if dev_owner is not None:
+        from envd_core.envdfile.devimage import add_dev_layers, sshd_image
+
+        st = add_dev_layers(c, st, uid=dev_owner[0], gid=dev_owner[1], workdir=wd,
+                            authorized_key=opts.authorized_key,
+                            sshd_ref=opts.sshd_image or sshd_image())
     definition = st.to_definition(c.platform)
     context = str(opts.context_dir.absolute())
     config = image_config(graph, platform=c.platform, environment_name=name,
                           path_prefix=c.path_prefix, working_dir=wd, extra_env=c.image_env,
                           context_dir=context)
+    if dev_owner is not None:
+        from envd_core.envdfile.devimage import dev_config
+
+        dev_config(config, uid=dev_owner[0], gid=dev_owner[1], workdir=wd)
     return CompiledBuild(
         state=st,
         definition=definition,

@@ -31,6 +31,8 @@ LABEL_CONTEXT = LABEL_PREFIX + "build.context"
 LABEL_APT = LABEL_PREFIX + "apt.packages"
 LABEL_PYPI = LABEL_PREFIX + "pypi.commands"
 LABEL_ENV_NAME = LABEL_PREFIX + "name"
+#: Where the environment's Jupyter answers on the host, written by the runner (upstream's name).
+LABEL_JUPYTER_ADDRESS = LABEL_PREFIX + "jupyter.address"
 VENDOR_ENVD = "envd"
 
 #: What upstream keeps of a directory name: runs of characters Docker accepts in a name.

@@ -22,6 +22,7 @@ from envd_core.environments.names import (
     LABEL_CUDNN,
     LABEL_GENERAL_GRAPH,
     LABEL_GPU,
+    LABEL_JUPYTER_ADDRESS,
     LABEL_PYPI,
     LABEL_RUNTIME_GRAPH,
     LABEL_VENDOR,
@@ -29,7 +30,7 @@ from envd_core.environments.names import (
     label_json,
     ssh_host,
 )
-from envd_core.environments.spec import LaunchOptions, build_spec
+from envd_core.environments.spec import LaunchOptions, build_spec, is_dev_image
 from envd_core.environments.sshconfig import SSHConfig
 from envd_core.errors import RunnerError, ValidationError
 from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
@@ -46,6 +47,7 @@ __all__ = [
     "shell_argv",
     "ssh_answers",
     "wait_running",
+    "wait_ssh",
 ]
 
 
@@ -99,19 +101,24 @@ def _candidates(ref: str) -> set[str]:
     return out
 
 
-def find_image(runner: Runner, ref: str) -> ImageInfo | None:
-    """The image ``ref`` in the runner's store, or ``None`` (also when the runner cannot list)."""
-    if not runner.can_manage_images:
-        return None
+def match_image(images: list[ImageInfo], ref: str) -> ImageInfo | None:
+    """The image of ``images`` that ``ref`` names (a tag in any spelling, or an id prefix)."""
     wanted = _candidates(ref)
     hex_id = ref.removeprefix("sha256:").lower()
     by_id = len(hex_id) >= 12 and all(c in "0123456789abcdef" for c in hex_id)
-    for image in runner.images():
+    for image in images:
         if wanted.intersection(image.tags) or image.id == ref or (
             by_id and image.id.removeprefix("sha256:").startswith(hex_id)
         ):
             return image
     return None
+
+
+def find_image(runner: Runner, ref: str) -> ImageInfo | None:
+    """The image ``ref`` in the runner's store, or ``None`` (also when the runner cannot list)."""
+    if not runner.can_manage_images:
+        return None
+    return runner.find_image(ref)
 
 
 def envd_images(runner: Runner) -> list[ImageInfo]:
@@ -202,6 +209,18 @@ def endpoint(environment: Environment) -> str:
     return ", ".join(parts)
 
 
+def jupyter_address(environment: Environment) -> str | None:
+    """``http://host:port`` of the environment's Jupyter: the runner's label, else its port."""
+    label = environment.labels.get(LABEL_JUPYTER_ADDRESS)
+    if label:
+        return label
+    for port in environment.ports:
+        if port.service == "jupyter":
+            host = "127.0.0.1" if port.host_ip in ("0.0.0.0", "") else port.host_ip
+            return f"http://{host}:{port.host_port}"
+    return None
+
+
 def environment_row(environment: Environment) -> dict[str, Any]:
     """Upstream's ``envs ls`` JSON keys, plus where SSH listens and the runner's id."""
     labels = environment.labels
@@ -215,6 +234,7 @@ def environment_row(environment: Environment) -> dict[str, Any]:
         "cudnn": labels.get(LABEL_CUDNN) or None,
         "status": environment.status.value,
         "ssh_port": environment.ssh.port if environment.ssh else None,
+        "jupyter_address": jupyter_address(environment),
         "id": environment.id[:12],
     }
     return {k: v for k, v in row.items() if v is not None}
@@ -278,6 +298,31 @@ def ssh_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def wait_ssh(environment: Environment, timeout: float,
+             progress: Callable[[str], None] | None = None,
+             sleep: Callable[[float], None] = time.sleep) -> None:
+    """Poll until the environment's SSH server greets (every 0.1 s), or fail after ``timeout``."""
+    assert environment.ssh is not None
+    host = "127.0.0.1" if environment.ssh.host in ("0.0.0.0", "") else environment.ssh.host
+    port = environment.ssh.port
+    start = time.monotonic()
+    told = 0.0
+    # a short probe: before sshd listens, Docker's port proxy accepts and then sends nothing
+    while not ssh_answers(host, port, timeout=0.3):
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            raise RunnerError(
+                f"the SSH server of `{environment.name}` does not answer on {host}:{port} "
+                f"after {max(timeout, 0):.0f}s",
+                hint=f"see /var/log/envd/sshd.log in it (envd exec --name {environment.name} "
+                     "cat /var/log/envd/sshd.log), or raise --timeout")
+        if progress is not None and waited - told >= 2.0:
+            told = waited
+            progress(f"waiting for the SSH server of {environment.name} on {host}:{port} "
+                     f"({waited:.0f}s)")
+        sleep(0.1)
+
+
 def check_replaceable(runner: Runner, name: str, *, force: bool) -> bool:
     """Whether ``name`` exists and may be replaced; a live one without ``force`` is an error.
 
@@ -307,8 +352,12 @@ def launch(
     identity_file: Path | None,
     ssh_alias: str | None = None,
     image_labels: Mapping[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Environment:
     """Create the environment of ``options`` and wait for it; write its SSH entry.
+
+    A dev image (``base(dev=True)``) is waited for until its SSH server greets, within the same
+    ``timeout``; ``progress`` receives a line now and then while that takes.
 
     As upstream: an existing environment of that name is replaced when it is not running, and a
     running one only with ``force``. The SSH entry (``<ssh_alias or name>.envd``) is written
@@ -334,8 +383,11 @@ def launch(
         # the image's own entrypoint rather than the keep-alive meant for entrypoint-less ones
         spec = attrs.evolve(spec, entrypoint=None, command=None)
     replace = check_replaceable(runner, spec.name, force=force)
+    started = time.monotonic()
     runner.create(spec, replace=replace)
     environment = wait_running(runner, spec.name, timeout)
+    if is_dev_image(labels) and environment.ssh is not None:
+        wait_ssh(environment, timeout - (time.monotonic() - started), progress)
     if ssh_config is not None and identity_file is not None:
         entry = runner.ssh_entry(environment, host=ssh_host(ssh_alias or spec.name),
                                  identity_file=identity_file)

@@ -197,6 +197,12 @@ def runtime_mounts(labels: Mapping[str, str]) -> list[Mount]:
     return out
 
 
+def is_dev_image(labels: Mapping[str, str]) -> bool:
+    """Built with ``base(dev=True)``: the image's own entrypoint runs its SSH server."""
+    general = label_json(labels, LABEL_GENERAL_GRAPH)
+    return isinstance(general, dict) and general.get("Dev") is True
+
+
 def start_script(labels: Mapping[str, str]) -> tuple[str, ...]:
     """PID 1 of an environment without an entrypoint of its own.
 
@@ -246,8 +252,8 @@ def build_spec(options: LaunchOptions, image_labels: Mapping[str, str], *,
         gpus=_gpus(options, image_labels),
     )
     extra: dict[str, Any] = {}
-    if not image_entrypoint(image_labels):
-        # no server of its own to keep it up (dev images get sshd + a supervisor later)
+    if not image_entrypoint(image_labels) and not is_dev_image(image_labels):
+        # no server of its own to keep it up (a dev image's supervisor does that itself)
         extra = {"entrypoint": start_script(image_labels), "command": ()}
     return EnvironmentSpec(
         name=options.name,

@@ -389,6 +389,15 @@ def _build_all(
     return results
 
 
+def _public_key() -> str:
+    """The public half of the envd key pair (made on first use), for dev images' sshd."""
+    from envd_core.contexts.store import config_dir
+    from envd_core.environments.keys import ensure_key_pair
+
+    key = ensure_key_pair(config_dir())
+    return Path(str(key) + ".pub").read_text().strip()
+
+
 def _build_one(
     graph: Any, request: BuildRequest, *, context_dir: Path, platform: str, tag: str, spec: Any,
     builder: Builder,
@@ -410,6 +419,7 @@ def _build_one(
             merge_op=builder.supports_merge_op,
             no_cache=request.no_cache,
             proxy_env=_proxy_env() if request.use_proxy else {},
+            authorized_key=_public_key() if graph.dev else "",
         ),
     )
     timings.mark("llb")

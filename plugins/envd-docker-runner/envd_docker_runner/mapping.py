@@ -35,6 +35,10 @@ __all__ = [
 LABEL_NAME = "ai.tensorchord.envd.name"
 #: The host port of the SSH server, as upstream writes it for `envd` clients.
 LABEL_SSH_PORT = "ai.tensorchord.envd.ssh.port"
+#: Where Jupyter and RStudio Server answer on the host (upstream's label names).
+LABEL_JUPYTER_ADDRESS = "ai.tensorchord.envd.jupyter.address"
+LABEL_RSTUDIO_ADDRESS = "ai.tensorchord.envd.rstudio.server.address"
+ADDRESS_LABELS = {"jupyter": LABEL_JUPYTER_ADDRESS, "rstudio-server": LABEL_RSTUDIO_ADDRESS}
 #: ``ai.tensorchord.envd.service.<service>=<port>/<proto>``: the service behind a port.
 LABEL_SERVICE_PREFIX = "ai.tensorchord.envd.service."
 #: The port envd's SSH server listens on inside an environment.
@@ -52,7 +56,35 @@ def labels_for(spec: EnvironmentSpec) -> dict[str, str]:
             labels[LABEL_SERVICE_PREFIX + port.service] = f"{port.container_port}/{port.protocol}"
         if (port.service == "ssh" or port.container_port == SSH_PORT) and port.host_port:
             labels[LABEL_SSH_PORT] = str(port.host_port)
+        if port.service in ADDRESS_LABELS and port.host_port:
+            host = "127.0.0.1" if port.host_ip in ("", "0.0.0.0") else port.host_ip
+            labels[ADDRESS_LABELS[port.service]] = f"http://{host}:{port.host_port}"
     return labels
+
+
+def with_free_ports(spec: EnvironmentSpec) -> EnvironmentSpec:
+    """``spec`` with a free host port for every port that asks for one (``host_port=None``).
+
+    Chosen here rather than by Docker so the SSH port and the service addresses can be written
+    into the container's labels, which are fixed at creation (upstream picks them the same way).
+    Only meaningful when the daemon shares this host's ports: the caller checks that.
+    """
+    import socket
+
+    import attrs
+
+    ports = []
+    for port in spec.ports:
+        if port.host_port is None:
+            kind = socket.SOCK_STREAM if port.protocol == "tcp" else socket.SOCK_DGRAM
+            try:
+                with socket.socket(socket.AF_INET, kind) as sock:
+                    sock.bind((port.host_ip or "0.0.0.0", 0))
+                    port = attrs.evolve(port, host_port=sock.getsockname()[1])
+            except OSError:
+                pass  # an address this host lacks: Docker reports it clearly at start
+        ports.append(port)
+    return attrs.evolve(spec, ports=tuple(ports))
 
 
 def container_config(spec: EnvironmentSpec) -> dict[str, Any]:

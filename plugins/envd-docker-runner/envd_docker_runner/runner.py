@@ -19,7 +19,13 @@ from envd_core.environment import (
 )
 from envd_core.errors import EnvdError, RunnerError, ValidationError
 from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
-from envd_docker_runner.mapping import LABEL_NAME, container_config, host_config, to_environment
+from envd_docker_runner.mapping import (
+    LABEL_NAME,
+    container_config,
+    host_config,
+    to_environment,
+    with_free_ports,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -127,6 +133,8 @@ class DockerRunner(Runner):
             )
         if exists:
             self.remove(spec.name, force=True)
+        if self.host.startswith("unix://"):
+            spec = with_free_ports(spec)  # a local daemon: its host ports are ours
         with docker_errors(self.host, f"create `{spec.name}`"):
             try:
                 created = api.create_container(
@@ -307,6 +315,24 @@ class DockerRunner(Runner):
             for row in rows
         ]
 
+    def find_image(self, ref: str) -> ImageInfo | None:
+        # one inspect instead of listing every image (GET /images/json takes seconds on a busy
+        # daemon, and `up` asks before every start)
+        import docker.errors
+
+        try:
+            with docker_errors(self.host, f"inspect the image `{ref}`"):
+                row: dict[str, Any] = self.client().api.inspect_image(ref)  # type: ignore[no-untyped-call]
+        except docker.errors.NotFound:
+            return None
+        return ImageInfo(
+            id=str(row.get("Id", "")),
+            tags=tuple(row.get("RepoTags") or ()),
+            created=_parse_created(row.get("Created")),
+            size_bytes=row.get("Size"),
+            labels=(row.get("Config") or {}).get("Labels") or {},
+        )
+
     def remove_image(self, name: str, *, force: bool = False) -> None:
         import docker.errors
 
@@ -328,3 +354,10 @@ class DockerRunner(Runner):
                                 version=f"dockerd {engine_version(client, self.host)}")
         except EnvdError as exc:  # unreachable, or a DOCKER_HOST that is not an address
             return RunnerStatus(reachable=False, error=str(exc))
+
+
+def _parse_created(text: str | None) -> dt.datetime | None:
+    """``Created`` of an image inspect (RFC 3339 with nanoseconds)."""
+    from envd_docker_runner.mapping import _parse_time
+
+    return _parse_time(text)

@@ -81,6 +81,8 @@ def test_full_spec_mapping(tmp_path: object) -> None:
         "team": "ml", LABEL_NAME: "proj",
         "ai.tensorchord.envd.service.ssh": "2222/tcp",
         "ai.tensorchord.envd.service.jupyter": "8888/tcp",
+        # a fixed host port is known at creation: its address goes into upstream's label
+        "ai.tensorchord.envd.jupyter.address": "http://127.0.0.1:9999",
     }
     assert config["ports"] == [(2222, "tcp"), (8888, "tcp"), (53, "udp")]
     hc = _docker_host_config(spec)
@@ -171,3 +173,23 @@ def test_inspect_json_to_environment() -> None:
 class TestDockerRunnerContract(RunnerContract):
     runner_cls = DockerRunner
     valid_address = "unix:///var/run/docker.sock"
+
+
+def test_free_ports_are_picked_before_creation_so_labels_can_name_them() -> None:
+    from envd_docker_runner.mapping import LABEL_SSH_PORT, labels_for, with_free_ports
+
+    from envd_core.environment import EnvironmentSpec, PortMapping
+
+    spec = EnvironmentSpec(name="p", image="i", ports=(
+        PortMapping(2222, None, "127.0.0.1", service="ssh"),
+        PortMapping(8888, None, "127.0.0.1", service="jupyter"),
+        PortMapping(8000, 18000, "127.0.0.1", service="web"),
+    ))
+    assert LABEL_SSH_PORT not in labels_for(spec)
+    chosen = with_free_ports(spec)
+    ssh, jupyter, web = chosen.ports
+    assert ssh.host_port and jupyter.host_port and ssh.host_port != jupyter.host_port
+    assert web.host_port == 18000  # a port the user fixed stays
+    labels = labels_for(chosen)
+    assert labels[LABEL_SSH_PORT] == str(ssh.host_port)
+    assert labels["ai.tensorchord.envd.jupyter.address"] == f"http://127.0.0.1:{jupyter.host_port}"

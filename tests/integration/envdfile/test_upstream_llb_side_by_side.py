@@ -41,8 +41,9 @@ STUBS = [
     "nvidia/cuda:12.2.0-cudnn8-devel-ubuntu22.04",
     "nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu20.04",
 ]
-DEV_SETUP = ("dev images: upstream adds its dev tooling (built-in apt packages, envd-sshd, "
-             "horust, starship, the envd user); ours builds no dev tooling yet")
+DEV_SETUP = ("dev images: both copy envd-sshd from upstream's image; upstream also installs "
+             "built-in apt packages, horust and starship, ours a shell supervisor "
+             "(docs/environments.md)")
 
 #: The repository ``include_git`` includes (served by a real git daemon, upstream clones it with
 #: go-git, ours with git): two files, a private name, a load() between siblings.
@@ -66,8 +67,7 @@ PYTHON_IN_IMAGE = {
 
 #: corpus file -> {field: why ours differs}. Fields not named here must be equal.
 DIFFERENCES: dict[str, dict[str, str]] = {
-    "cuda_dev": {"apt": DEV_SETUP, "copies": DEV_SETUP,
-                 "env": DEV_SETUP + " (ours has no step to carry an env)"},
+    "cuda_dev": {"apt": DEV_SETUP, "copies": DEV_SETUP},
     "dev_editor": {"apt": DEV_SETUP + "; git_config is written as /etc/gitconfig with git "
                           "installed, upstream configures git for the dev user only",
                    "copies": DEV_SETUP},

@@ -161,7 +161,8 @@ def test_git_config_and_dev_workdir(tmp_path: Path) -> None:
     ctx.mkdir()
     c = compile_(ctx, 'base(dev=True)\ngit_config(name="A", email="a@b.c", editor="vim")\n'
                       'run("pwd", mount_host=True)')
-    (_, run_step) = execs(c)  # apt (git), then the run step in the working dir
+    # apt (git), then the run step in the working dir, then the dev image's user step
+    (_, run_step, _) = execs(c)
     assert run_step.meta.cwd == "/home/envd/MyProject"
     assert any(m.dest == "/home/envd/MyProject" and m.readonly for m in run_step.mounts)
     mk = [a for o in ops(c) if o.WhichOneof("op") == "file" for a in o.file.actions]
@@ -254,7 +255,8 @@ def test_rstudio_server_installs_nothing_and_adds_its_port_like_upstream(tmp_pat
     # upstream expects RStudio Server in the image (a rocker base) and only runs it
     c = compile_(tmp_path, 'base(image="127.0.0.1:5000/debian:bookworm", dev=True)\n'
                            'config.rstudio_server()')
-    assert execs(c) == []
+    # only the dev image's own step (user envd) runs: nothing installs RStudio Server
+    assert ["/etc/passwd" in e.meta.args[-1] for e in execs(c)] == [True]
     assert "8787/tcp" in c.image_config["config"]["ExposedPorts"]
     assert {"name": "rstudio-server", "port": 8787} in json.loads(
         c.image_config["config"]["Labels"]["ai.tensorchord.envd.ports"])

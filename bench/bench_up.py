@@ -1,0 +1,139 @@
+"""``envd up --detach`` of an already-built dev environment until SSH answers, vs the floor.
+
+Not a test. Needs ``scripts/infra up`` (dockerd, the registry's python base, the envd-sshd
+image)::
+
+    .venv/bin/python bench/bench_up.py [--runs 5] [--json]
+
+One dev project (``base(image=<registry>/python:3.11-bookworm, dev=True)`` plus an env var) is
+built once with ``envd up --detach`` and removed again. Then, interleaved, each run times:
+
+- ``envd up``: a fresh ``envd up --detach`` process (the build is cached: the build file is
+  evaluated and solved again, nothing runs), from its start until the environment's SSH server
+  greets on its published port (``up`` itself waits for that);
+- ``envd run``: ``envd run --detach`` of the built image (no build), same end point;
+- ``floor``: ``docker run -d -p 127.0.0.1::2222`` of the same image with the same mount, then
+  the same wait for the SSH greeting. This is what any tool must pay at least.
+
+Between runs the environment is removed (not timed). HOME and ``ENVD_CONFIG_DIR`` are temp
+dirs: the user's ``~/.ssh/config`` is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVD = str(Path(sys.executable).with_name("envd"))
+
+
+def infra_env() -> dict[str, str]:
+    """``scripts/infra env --json`` (endpoints and image names)."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "infra"), "env", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    return {k: str(v) for k, v in json.loads(out).items()}
+
+
+def greets(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.settimeout(1)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def wait_ssh(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not greets(port):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: no SSH greeting on 127.0.0.1:{port}")
+        time.sleep(0.02)
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    infra = infra_env()
+    work = Path(tempfile.mkdtemp(prefix="envd-bench-up-"))
+    home = work / "home"
+    (home / ".ssh").mkdir(parents=True)
+    name = f"envd-bench-up-{uuid.uuid4().hex[:6]}"
+    project = work / name
+    project.mkdir()
+    (project / "build.envd").write_text(
+        "# syntax=v1\ndef build():\n"
+        f'    base(image="{infra["REGISTRY"]}/python:3.11-bookworm", dev=True)\n'
+        '    runtime.environ(env={"BENCH": "1"})\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
+    env.update(HOME=str(home), ENVD_CONFIG_DIR=str(home / "envd-config"),
+               ENVD_SSHD_IMAGE=infra["SSHD_IMAGE"], DOCKER_HOST=infra["DOCKER_HOST"])
+
+    def envd(*argv: str) -> None:
+        subprocess.run([ENVD, *argv], cwd=project, env=env, check=True,
+                       capture_output=True, text=True)
+
+    def ssh_port() -> int:
+        return int(docker("port", name, "2222/tcp").rsplit(":", 1)[1])
+
+    image = f"{name}:dev"
+    times: dict[str, list[float]] = {"envd up": [], "envd run": [], "floor": []}
+    try:
+        envd("up", "--detach", "--progress", "plain")  # the one real build
+        envd("down", "--name", name)
+        for _ in range(args.runs):
+            t = time.monotonic()
+            envd("up", "--detach", "--progress", "plain")
+            wait_ssh(ssh_port())
+            times["envd up"].append(time.monotonic() - t)
+            envd("down", "--name", name)
+
+            t = time.monotonic()
+            envd("run", "--image", image, "--detach")
+            wait_ssh(ssh_port())
+            times["envd run"].append(time.monotonic() - t)
+            envd("down", "--name", name)
+
+            t = time.monotonic()
+            docker("run", "-d", "--name", name, "-p", "127.0.0.1::2222",
+                   "-v", f"{project}:/home/envd/{name}", image)
+            wait_ssh(ssh_port())
+            times["floor"].append(time.monotonic() - t)
+            docker("rm", "-f", name)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {"runs": args.runs, "median_s": med, "min_s": {k: min(v) for k, v in times.items()},
+              "ratio_up": med["envd up"] / med["floor"],
+              "ratio_run": med["envd run"] / med["floor"]}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{'':10} {'median':>8} {'min':>8}   ({args.runs} runs, interleaved)")
+        for k in times:
+            print(f"{k:10} {med[k]:8.3f} {result['min_s'][k]:8.3f}")  # type: ignore[index]
+        print(f"envd up / floor: {result['ratio_up']:.2f}x; "
+              f"envd run / floor: {result['ratio_run']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
