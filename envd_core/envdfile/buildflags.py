@@ -322,12 +322,7 @@ def parse_platforms(text: str | list[str] | tuple[str, ...] | None) -> list[str]
     raw = [p for p in raw if p]
     if not raw:
         return [DEFAULT_PLATFORM]
-    out: list[str] = []
-    for item in raw:
-        normalised = normalize_platform(item)
-        if normalised not in out:
-            out.append(normalised)
-    return out
+    return list(dict.fromkeys(normalize_platform(item) for item in raw))
 
 
 def normalize_platform(text: str) -> str:

@@ -76,13 +76,13 @@ def codex(graph: BuildGraph, version: str | None = None) -> None:
 
 
 def apt_packages(graph: BuildGraph, name: list[str] | None = None) -> None:
-    """Install Debian/Ubuntu packages with apt (deduplicated, order kept)."""
+    """Install Debian/Ubuntu packages with apt (order kept; duplicates are dropped once the
+    evaluation ends, in linear time, see ``dedupe_graph``)."""
     for pkg in name or []:
         pkg = pkg.strip()
         if not pkg:
             raise BuildArgumentError("`install.apt_packages` got an empty package name")
-        if pkg not in graph.apt_packages:
-            graph.apt_packages.append(pkg)
+        graph.apt_packages.append(pkg)
 
 
 def python_packages(

@@ -188,3 +188,19 @@ def test_bad_limit_settings_are_one_validation_error(monkeypatch: pytest.MonkeyP
     with pytest.raises(ValidationError) as info:
         limits_in_force()
     assert LIMITS_ENV in info.value.message
+
+
+# ---------------------------------------------------------------- linear de-duplication
+def test_many_apt_packages_are_deduplicated_in_order(tmp_path: Path) -> None:
+    """Issue 15: `pkg not in list` made 40,000 packages take 18 s, 300,000 never finish."""
+    (tmp_path / "build.envd").write_text(
+        "def build():\n"
+        "    install.apt_packages(name=['p%d' % (i % 100000) for i in range(150000)])\n"
+        "    install.apt_packages(name=['p0', 'new'])\n"
+        "    data.envd(name='a')\n    data.envd(name='a')\n"
+    )
+    graph = evaluate(tmp_path / "build.envd", context_dir=tmp_path,
+                     limits=EvalLimits(isolate=False))
+    assert len(graph.apt_packages) == 100001
+    assert graph.apt_packages[:2] == ["p0", "p1"] and graph.apt_packages[-1] == "new"
+    assert graph.extensions["data_sources"] == ["a"]
