@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from envd_core.atomic import locked, remove_stale_temp_files, write_atomic
 from envd_core.contexts.model import DEFAULT_NAME, Context, ContextSet, default_context
 from envd_core.errors import StoreError
+from envd_core.paths import fix_for
 
 SCHEMA_VERSION = 1
 FILE_NAME = "contexts.json"
@@ -142,7 +143,8 @@ class FileStore(ContextStore):
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create `{self.directory}`: {exc.strerror}") from None
+            raise StoreError(f"cannot create `{self.directory}`: {exc.strerror}",
+                             hint=fix_for(exc)) from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -156,7 +158,8 @@ class FileStore(ContextStore):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StoreError(f"cannot read `{self.path}`: {exc.strerror}") from None
+            raise StoreError(f"cannot read `{self.path}`: {exc.strerror}",
+                             hint=fix_for(exc)) from None
         return _decode(raw, where=str(self.path))
 
     def _write(self, data: bytes) -> None:

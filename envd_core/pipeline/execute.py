@@ -245,11 +245,14 @@ def run_build(
         parse_platforms,
         platform_tag,
     )
+    from envd_core.paths import check_component_lengths, is_dir
 
+    check_component_lengths(request.path, "--path")
     context_dir = request.path.resolve()
-    if not context_dir.is_dir():
+    if not is_dir(context_dir):
         raise ValidationError(f"build context `{request.path}` is not a directory")
     spec = parse_output(request.output)
+    check_destinations(spec, request.dump_llb)
     tag = normalize_tag(request.tag or default_tag(context_dir))
     platforms = parse_platforms(request.platform)
     multi = len(platforms) > 1
@@ -286,6 +289,19 @@ def run_build(
     return results
 
 
+def check_destinations(spec: Any, dump_llb: str | None) -> None:
+    """``--dump-llb`` and ``--output dest=`` can be written: checked before the build file is
+    evaluated, so a typo in a path does not cost a whole solve."""
+    from envd_core.paths import check_output_dir, check_output_file
+
+    if dump_llb and dump_llb != "-":
+        check_output_file(dump_llb, "--dump-llb")
+    if spec is not None and spec.dest_kind == "file":
+        check_output_file(spec.dest, "--output dest")
+    elif spec is not None and spec.dest_kind == "dir":
+        check_output_dir(spec.dest, "--output dest")
+
+
 def _build_one(
     graph: Any, request: BuildRequest, *, context_dir: Path, platform: str, tag: str, spec: Any,
     builder: Builder,
@@ -317,7 +333,9 @@ def _build_one(
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         else:
-            Path(request.dump_llb).write_bytes(data)
+            from envd_core.paths import write_file
+
+            write_file(request.dump_llb, data, "--dump-llb")
         return BuildResult(tag=tag, output_type="llb", destination=request.dump_llb)
 
     kind, exporter_attrs = plan_exporter(spec, tag=tag, builder=builder)

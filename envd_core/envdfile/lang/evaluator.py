@@ -425,7 +425,7 @@ def _evaluate(
         config_ev = _Evaluator(graph, [Path(user_config).parent], extra_functions or {}, guard,
                                check_buildable)
         config_ev.eval_file(Path(user_config))
-    if not path.is_file():
+    if not path.is_file():  # lengths of --path/--from were checked by the caller
         raise BuildFileNotFoundError(
             f"build file `{path}` does not exist; create it or point --path/--from at it"
         )
