@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 from envd_core.atomic import locked, remove_stale_temp_files, write_atomic
 from envd_core.contexts.model import DEFAULT_NAME, Context, ContextSet, default_context
-from envd_core.errors import StoreError
+from envd_core.contexts.validate import validate_name
+from envd_core.errors import StoreError, ValidationError
 from envd_core.paths import fix_for
 
 SCHEMA_VERSION = 1
@@ -203,6 +204,11 @@ def _decode(raw: bytes, *, where: str) -> ContextSet:
             ctx = Context.from_json(entry, where=f"context store `{where}` is corrupt")
         except StoreError as exc:
             raise StoreError(exc.message, hint=fix) from None
+        try:  # a hand-edited name (`../x`, an ESC byte) would be listed and echoed as is
+            validate_name(ctx.name)
+        except ValidationError as exc:
+            raise StoreError(f"context store `{where}` is corrupt: {exc.message}",
+                             hint=fix) from None
         if ctx.name in contexts.contexts:
             raise StoreError(f"context store `{where}` lists `{ctx.name}` twice", hint=fix)
         contexts.contexts[ctx.name] = ctx

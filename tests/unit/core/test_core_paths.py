@@ -93,3 +93,43 @@ def test_write_failure_names_the_path_and_the_cause(tmp_path: Path) -> None:
     error = path_error(OSError(errno.EROFS, "Read-only file system"), "write", "/x/y")
     assert error.message == "cannot write `/x/y`: Read-only file system"
     assert error.hint and "read-only" in error.hint
+
+
+# ---------------------------------------------------------------- option validation (item 8)
+@pytest.mark.parametrize(("raw", "needle"), [
+    ("{tmp}", "is not a regular file"),
+    ("/dev/null", "is not a regular file"),
+    ("{tmp}/missing.pem", "does not exist"),
+])
+def test_path_options_must_name_a_regular_file(tmp_path: Path, raw: str, needle: str) -> None:
+    from envd_core.options import Option
+
+    with pytest.raises(ValidationError) as info:
+        Option("ca-bundle", "CA", kind="path").parse(raw.format(tmp=tmp_path))
+    assert needle in info.value.message and "`ca-bundle`" in info.value.message
+
+
+def test_text_options_need_a_value_and_ints_ascii_digits() -> None:
+    from envd_core.options import Option
+
+    with pytest.raises(ValidationError):
+        Option("servername", "TLS name").parse("")
+    with pytest.raises(ValidationError):
+        Option("retries", "n", kind="int").parse("\u0661\u0662")
+    assert Option("retries", "n", kind="int").parse("12") == "12"
+    assert Option("insecure", "x", kind="bool").parse("") == "true"
+
+
+@pytest.mark.parametrize("requirements", ["/etc/passwd", "../secrets.txt", "a/../../b.txt"])
+def test_requirements_outside_the_build_context_fail_evaluation(tmp_path: Path,
+                                                                requirements: str) -> None:
+    from envd_core.envdfile.errors import BuildFileError
+    from envd_core.envdfile.lang import evaluate
+    from envd_core.envdfile.lang.limits import EvalLimits
+
+    (tmp_path / "build.envd").write_text(
+        f'def build():\n    install.python_packages(requirements="{requirements}")\n')
+    with pytest.raises(BuildFileError) as info:
+        evaluate(tmp_path / "build.envd", context_dir=tmp_path, limits=EvalLimits(isolate=False))
+    assert "outside the build context" in info.value.message
+    assert (info.value.line, info.value.column) == (2, 5)
