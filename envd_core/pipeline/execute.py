@@ -221,6 +221,7 @@ def run_build(
     builder: Builder,
     runner: Runner | None,
     extra_functions: Mapping[str, Callable[..., Any]] | None = None,
+    limit_defaults: Mapping[str, str] | None = None,
     progress_stream: Any = None,
     warn: Callable[[str], None] | None = None,
     announce: Callable[[str], None] | None = None,
@@ -234,6 +235,7 @@ def run_build(
     the build file evaluated and compiled, right before the builder is contacted. Before the
     first solve, a builder that manages its daemon bootstraps it if it is missing
     (:func:`envd_core.pipeline.bootstrap.ensure_running`); ``report`` receives those lines.
+    ``limit_defaults`` are the distribution's build-file evaluation limits (docs/limits.md).
     """
     from envd_core.envdfile import load_build
     from envd_core.envdfile.buildflags import (
@@ -265,7 +267,8 @@ def run_build(
     imports = parse_import_cache(list(request.import_cache))
     ca_bundle = resolve_ca_bundle(request, builder)
 
-    graph = load_build(context_dir, request.from_spec, extra_functions)
+    graph = load_build(context_dir, request.from_spec, extra_functions,
+                       limit_defaults=limit_defaults)
     results = []
     ready = False  # ensure_running runs once per build, before the first platform's solve
 
