@@ -58,6 +58,9 @@ def _wrap(prefix: str, exc: EnvdError) -> EnvdError:
     return type(exc)(f"{prefix}: {exc.message}", hint=exc.hint)
 
 
+#: Gone current contexts already warned about in this process.
+_WARNED_GONE: set[str] = set()
+
 class ContextOperations:
     """Create, change, list and resolve contexts through a store, validated by plugins."""
 
@@ -90,8 +93,11 @@ class ContextOperations:
             gone, view.current = view.current, (
                 DEFAULT_NAME if DEFAULT_NAME in view.contexts else None
             )
-            if not self._warned:
+            if not self._warned and gone not in _WARNED_GONE:
+                # once per process: `envd build` opens the store through several operations
+                # objects, and said it three times
                 self._warned = True
+                _WARNED_GONE.add(gone)
                 import sys
 
                 sys.stderr.write(
