@@ -41,6 +41,33 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+# ---------------------------------------------------------------- the user's files
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _keep_out_of_the_users_config() -> Iterator[None]:
+    """Point ``ENVD_CONFIG_DIR`` and ``XDG_DATA_HOME`` at a session temp dir unless the run
+    already names them.
+
+    A test that forgets the ``envd_config_dir`` fixture, or a subprocess it starts, would
+    otherwise read and write the real ``~/.config/envd`` of whoever runs the suite (it happened:
+    contexts leaked into /root/.config/envd); ``envd bootstrap`` writes shell completion under
+    the data dir. Tests that need their own dirs still set them.
+    """
+    names = [n for n in ("ENVD_CONFIG_DIR", "XDG_DATA_HOME") if not os.environ.get(n)]
+    if not names:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="envd-test-home-") as tmp:
+        for name in names:
+            os.environ[name] = os.path.join(tmp, name.lower())
+        try:
+            yield
+        finally:
+            for name in names:
+                os.environ.pop(name, None)
+
+
 # ---------------------------------------------------------------- hooks
 
 

@@ -167,7 +167,10 @@ def main() -> None:
     registry, buildctl, ca = infra["REGISTRY"], infra["BUILDCTL"], infra["CA_BUNDLE"]
     work = Path(tempfile.mkdtemp(prefix="envd-bench-build-"))
     example = Path(shutil.copytree(args.example, work / Path(args.example).name))
-    env = {k: v for k, v in os.environ.items() if k not in ("BUILDKIT_PROGRESS", "ENVD_CONTEXT")}
+    # PYTHONDONTWRITEBYTECODE (set in some CI and agent shells) would make every envd run
+    # compile its modules from source, a cost no installed envd pays
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("BUILDKIT_PROGRESS", "ENVD_CONTEXT", "PYTHONDONTWRITEBYTECODE")}
     env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"])
     skipped: dict[str, str] = {}
     with private_buildkitd(infra) as (unix_addr, tcp_addr):
@@ -180,10 +183,18 @@ def main() -> None:
             subprocess.run([buildctl, "--addr", unix_addr, "prune", "--all"], check=True,
                            capture_output=True)
 
+        timings_file = work / "timings.json"
+        breakdowns: list[dict[str, float]] = []
+
         def envd_build() -> float:
-            return timed([ENVD, "build", "--progress", "plain", "--ca-bundle", ca, "--output",
-                          f"type=image,name={registry}/bench/envd:latest,push=true"],
-                         cwd=example, env=env)
+            spawned = time.time()
+            elapsed = timed([ENVD, "build", "--progress", "plain", "--ca-bundle", ca, "--output",
+                             f"type=image,name={registry}/bench/envd:latest,push=true"],
+                            cwd=example, env={**env, "ENVD_TIMINGS": str(timings_file)})
+            if timings_file.exists():  # an envd without ENVD_TIMINGS support writes none
+                breakdowns.append(breakdown(timings_file, spawned, elapsed))
+                timings_file.unlink()
+            return elapsed
 
         llb_file = work / "example.llb"
         subprocess.run([ENVD, "build", "--ca-bundle", ca, "--dump-llb", str(llb_file)],
@@ -213,6 +224,10 @@ def main() -> None:
                 skipped["upstream"] = f"failed here: {exc}"
         results = measure(contenders, prune, args.cold, args.cached)
     report(results, skipped)
+    # the last `cached` envd runs are the cached rebuilds (the warm-up and cold ones come first)
+    report_breakdown(breakdowns[-args.cached:] if args.cached else [],
+                     statistics.median(results["buildctl"]["cached"])
+                     if results["buildctl"]["cached"] else None)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -236,6 +251,31 @@ def upstream_build(infra: dict[str, str], upstream: str, example: Path, work: Pa
                      cwd=proj, env=env)
 
     return build
+
+
+def breakdown(path: Path, spawned: float, elapsed: float) -> dict[str, float]:
+    """One envd run's phases (``ENVD_TIMINGS``): what the process did before the build started
+    (interpreter, imports, plugins, context) and after it ended (exit) are what is left of the
+    wall time around the phases envd recorded."""
+    doc = json.loads(path.read_text())
+    phases: dict[str, float] = {"interpreter+imports+cli": doc["started_epoch"] - spawned}
+    phases.update(doc["phases"])
+    phases["exit"] = max(0.0, elapsed - sum(phases.values()))
+    return phases
+
+
+def report_breakdown(runs: list[dict[str, float]], buildctl_cached: float | None) -> None:
+    """Median seconds of each phase of envd's cached rebuilds."""
+    if not runs:
+        return
+    names = list(dict.fromkeys(name for run in runs for name in run))
+    total = statistics.median(sum(run.values()) for run in runs)
+    print(f"\nenvd cached rebuild, median per phase over {len(runs)} runs (s)")
+    for name in names:
+        print(f"  {name:26}{statistics.median(run.get(name, 0.0) for run in runs):8.3f}")
+    print(f"  {'total':26}{total:8.3f}")
+    if buildctl_cached:
+        print(f"cached rebuild: envd / buildctl = {total / buildctl_cached:.2f}x")
 
 
 def report(results: dict[str, dict[str, list[float]]], skipped: dict[str, str]) -> None:

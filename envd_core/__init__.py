@@ -8,6 +8,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from envd_core.hookspecs import hookimpl  # the one name plugins import
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envd_core.hookspecs import hookimpl  # the one name plugins import
 
 __all__ = ["__version__", "hookimpl"]
+
+
+def __getattr__(name: str) -> object:
+    # `hookimpl` (and with it pluggy) is imported when a plugin asks for it, not by every
+    # `import envd_core.x`: the read-only context commands never load pluggy.
+    if name == "hookimpl":
+        from envd_core.hookspecs import hookimpl
+
+        return hookimpl
+    raise AttributeError(f"module 'envd_core' has no attribute {name!r}")

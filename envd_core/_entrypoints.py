@@ -12,18 +12,53 @@ import importlib
 import os
 import re
 import sys
-from typing import NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _NORMALIZE = re.compile(r"[-_.]+")
 
 
-class EntryPoint(NamedTuple):
-    """One entry point and the distribution that declares it."""
+class EntryPoint:
+    """One entry point and the distribution that declares it.
 
-    name: str
-    value: str
-    distribution: str | None
-    version: str | None
+    A plain record rather than a ``typing.NamedTuple``: typing is not imported on the start-up
+    path. ``folder`` is the ``*.dist-info`` directory it was read from (``None`` when built by
+    hand), which the plugin index (:mod:`envd_core.plugin_index`) fingerprints.
+    """
+
+    __slots__ = ("distribution", "folder", "name", "value", "version")
+
+    def __init__(
+        self,
+        name: str,
+        value: str,
+        distribution: str | None,
+        version: str | None,
+        folder: str | None = None,
+    ) -> None:
+        self.name = name
+        self.value = value
+        self.distribution = distribution
+        self.version = version
+        self.folder = folder
+
+    def __iter__(self) -> Iterator[str | None]:
+        # unpacks as the NamedTuple it replaced did: name, value, distribution, version
+        return iter((self.name, self.value, self.distribution, self.version))
+
+    def __repr__(self) -> str:
+        return (f"EntryPoint(name={self.name!r}, value={self.value!r}, "
+                f"distribution={self.distribution!r}, version={self.version!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EntryPoint):
+            return NotImplemented
+        return (self.name, self.value, self.distribution, self.version, self.folder) == (
+            other.name, other.value, other.distribution, other.version, other.folder)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def load(self) -> object:
         """Import the entry point's module and return it, or the attribute it names."""
@@ -96,5 +131,5 @@ def entry_points(group: str) -> list[EntryPoint]:
                 continue
             dist, version = _header(folder)
             for name, value in matches:
-                found.setdefault(name, EntryPoint(name, value, dist, version))
+                found.setdefault(name, EntryPoint(name, value, dist, version, folder))
     return [found[name] for name in sorted(found)]

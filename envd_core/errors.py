@@ -28,7 +28,10 @@ The tree::
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
+
+TYPE_CHECKING = False  # typing is not imported at run time: every command imports this module
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class ErrorKind(str, enum.Enum):

@@ -35,6 +35,7 @@ from envd_core._entrypoints import entry_points
 from envd_core.builder import Builder
 from envd_core.contexts.store import ContextStore
 from envd_core.errors import ContextError, PluginError
+from envd_core.plugin_index import split_env as _split_env
 from envd_core.runner import Runner
 from envd_core.vendor import Distribution, VendorHooks
 
@@ -92,12 +93,6 @@ class PluginInfo:
         return attrs.asdict(self)
 
 
-def _split_env(value: str | None) -> set[str] | None:
-    if value is None:
-        return None
-    return {part.strip() for part in value.split(",") if part.strip()}
-
-
 class Plugins(VendorHooks):
     """The loaded plugins and the types they provide, validated on first use."""
 
@@ -132,18 +127,14 @@ class Plugins(VendorHooks):
 
     def _load_entry_points(self) -> None:
         from envd_core.plugin_config import disabled_plugins
+        from envd_core.plugin_index import plugin_state
 
         only = _split_env(os.environ.get("ENVD_PLUGINS"))
         blocked = _split_env(os.environ.get("ENVD_DISABLE_PLUGINS")) or set()
         disabled = disabled_plugins()
         for ep in entry_points(GROUP):
             dist_name, version = ep.distribution, ep.version
-            state = (
-                "disabled by ENVD_DISABLE_PLUGINS" if ep.name in blocked
-                else "not in ENVD_PLUGINS" if only is not None and ep.name not in only
-                else "disabled" if ep.name in disabled
-                else None
-            )
+            state = plugin_state(ep.name, only, blocked, disabled)
             if state is not None:  # listed by `plugins ls`, never imported
                 self._infos[ep.name] = PluginInfo(ep.name, dist_name, version, state=state)
                 continue

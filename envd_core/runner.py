@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from envd_core.builder import strip_scheme
 from envd_core.environment import (
@@ -46,6 +46,11 @@ from envd_core.environment import (
 )
 from envd_core.errors import RunnerError, ValidationError
 from envd_core.options import Option, option_value
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from envd_core.environments.sshconfig import SSHEntry
 
 __all__ = [
     "EnvironmentExistsError",
@@ -112,6 +117,10 @@ class Runner(ABC):
     supports_gpus: ClassVar[bool] = False
     #: :meth:`login` and :meth:`logout` keep a credential for the runner (``envd login``).
     can_login: ClassVar[bool] = False
+    #: Environments start from an image the runner pulls from a registry (envd-server): ``envd
+    #: up`` pushes its build there (``--output type=image,name=<tag>,push=true``) instead of
+    #: loading it into the runner.
+    pulls_images: ClassVar[bool] = False
 
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
         self.address = address
@@ -271,6 +280,17 @@ class Runner(ABC):
         """Forget the credential kept for ``context``; ``False`` if none (:attr:`can_login`)."""
         raise self._unsupported("log out")
 
+    def import_login(self, context: str, *, login_name: str, token: str,
+                     dry_run: bool = False) -> tuple[str, str]:
+        """Keep a login made elsewhere (upstream envd's ``auth`` file) for ``context``.
+
+        Stored as :meth:`login` stores its own (0600, never printed), in the runner's own
+        store. Returns ``(action, reason)``: ``imported``; ``unchanged`` when that login is kept
+        already; ``skipped`` with a reason when ``context`` holds another login, which is never
+        replaced. With ``dry_run`` nothing is written (:attr:`can_login`).
+        """
+        raise self._unsupported("import logins")
+
     # -- optional: the runner itself --------------------------------------------------------
     def status(self, *, timeout: float = 3.0) -> RunnerStatus:
         """Probe the runner: reachable or not, and its version when it says.
@@ -283,6 +303,24 @@ class Runner(ABC):
         except RunnerError as exc:
             return RunnerStatus(reachable=False, error=str(exc))
         return RunnerStatus(reachable=True)
+
+    # -- optional: SSH ------------------------------------------------------------------------
+    def ssh_entry(self, environment: Environment, *, host: str,
+                  identity_file: Path) -> SSHEntry | None:
+        """The ``~/.ssh/config`` entry ``host`` (``<name>.envd``) that reaches ``environment``.
+
+        The default connects straight to :attr:`Environment.ssh` as user ``envd`` with agent
+        forwarding, as upstream's Docker runner writes it; ``None`` when the environment has no
+        SSH endpoint. Override when SSH goes through a gateway (envd-server: another user name,
+        no agent forwarding, the other ports as ``LocalForward`` lines).
+        """
+        from envd_core.environments.sshconfig import SSHEntry
+
+        if environment.ssh is None:
+            return None
+        hostname = "127.0.0.1" if environment.ssh.host in ("0.0.0.0", "") else environment.ssh.host
+        return SSHEntry(host=host, hostname=hostname, port=environment.ssh.port,
+                        identity_file=str(identity_file))
 
     # -- helpers for subclasses -------------------------------------------------------------
     def _unsupported(self, what: str) -> RunnerUnsupportedError:

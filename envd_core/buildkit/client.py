@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from envd_core import timings
 from envd_core.buildkit.errors import classify, connection_error, rpc_error_text
 from envd_core.buildkit.exporters import DOCKERD_EXPORTERS, Exporter
 from envd_core.buildkit.progress import BuildTrace, short_error
@@ -277,9 +278,11 @@ class BuildkitClient:
         if definition is not None:
             self._check_ops_supported(definition)
         trace = BuildTrace()
+        timings.mark("solve checks")
         if session is not None:
             session.start(self.connection.channel)
             req.Session = session.id
+            timings.mark("session")
         from envd_core.buildkit.watchdog import Progress, wait_solve
 
         progress = Progress()  # the no-progress watchdog's clock (see watchdog.py)
@@ -304,11 +307,14 @@ class BuildkitClient:
                 future.cancel()
                 _drain(status_call, status_done, status_thread, grace=0.0)
                 raise
+            timings.mark("solve (with push)")
             _drain(status_call, status_done, status_thread, grace=_STATUS_DRAIN_S)
+            timings.mark("status drain")
             return dict(resp.ExporterResponse)
         finally:
             if session is not None:
                 session.close()
+                timings.mark("session close")
 
     def _check_multi_export(self, exps: Sequence[Exporter]) -> None:
         """Daemons before v0.13 read only fields 3/4: extra exporters would be dropped silently."""

@@ -1,247 +1,44 @@
 """The ``envd`` command line: parse, call the library, render.
 
-Subcommands are imported only when invoked (click's lazy-group recipe), so ``envd context ls``
-loads neither grpc nor anything a build needs. Tests build a CLI around their own plugin manager
-with :func:`create_cli`.
+The click command group lives in :mod:`envd_core.cli.app` (``create_cli``, ``run``, ``App``,
+``COMMANDS``, re-exported here on first use). This package's own import is light on purpose:
+:func:`main` first offers the invocation to the fast path of the read-only context commands
+(:mod:`envd_core.cli.fast`), which imports neither click nor a plugin.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
-import click
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from envd_core.cli.app import COMMANDS, App, LazyGroup, create_cli, run
 
-from envd_core import __version__
-
-#: name -> "module:attribute" of each top-level command, imported on use.
-COMMANDS: dict[str, str] = {
-    "context": "envd_core.cli.context:context",
-    "plugins": "envd_core.cli.plugins_cmd:plugins",
-    "build": "envd_core.cli.build:build",
-    "bootstrap": "envd_core.cli.bootstrap:bootstrap",
-    "builder": "envd_core.cli.builder_cmd:builder",
-    "prune": "envd_core.cli.cache:prune",
-    "disk-usage": "envd_core.cli.cache:disk_usage",
-    "completion": "envd_core.cli.completion:completion",
-    "up": "envd_core.cli.up:up",
-    "run": "envd_core.cli.up:run",
-    "down": "envd_core.cli.envs:down",
-    "destroy": "envd_core.cli.envs:destroy",
-    "envs": "envd_core.cli.envs:envs",
-    "exec": "envd_core.cli.lifecycle:exec_",
-    "pause": "envd_core.cli.lifecycle:pause",
-    "resume": "envd_core.cli.lifecycle:resume",
-    "top": "envd_core.cli.lifecycle:top",
-    "images": "envd_core.cli.images:images",
-    "version": "envd_core.cli.version:version",
-    "login": "envd_core.cli.login:login",
-    "logout": "envd_core.cli.login:logout",
-}
+__all__ = ["COMMANDS", "App", "LazyGroup", "create_cli", "main", "run"]
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use.
+def __getattr__(name: str) -> object:
+    # the click group, imported only by the invocations that need it
+    if name in ("COMMANDS", "App", "LazyGroup", "create_cli", "run"):
+        from envd_core.cli import app
 
-    Built-in commands come from ``lazy``; a name that is not built in is looked up in the
-    plugins' ``envd_commands`` (``plugin_commands``), so a built-in command never loads a
-    plugin's command table, let alone its modules.
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        lazy: dict[str, str],
-        plugin_commands: Callable[[click.Context], dict[str, str]] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = lazy
-        self.plugin_commands = plugin_commands
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx)) | {
-            name for name, target in self.lazy.items() if _module_exists(target)
-        }
-        if self.plugin_commands is not None:
-            names |= set(self.plugin_commands(ctx))
-        return sorted(names)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy and _module_exists(self.lazy[cmd_name]):
-            return _load(self.lazy[cmd_name])
-        found = super().get_command(ctx, cmd_name)
-        if found is None and self.plugin_commands is not None and not cmd_name.startswith("-"):
-            target = self.plugin_commands(ctx).get(cmd_name)
-            if target is not None:
-                return _load(target, plugin=True)
-        return found
-
-
-def _load(target: str, *, plugin: bool = False) -> click.Command:
-    module_name, _, attr = target.partition(":")
-    try:
-        found: object = importlib.import_module(module_name.strip())
-        for part in attr.strip().split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError) as exc:
-        if not plugin:
-            raise
-        from envd_core.errors import PluginError
-
-        raise PluginError(f"command `{target}` of a plugin cannot be loaded: {exc}") from None
-    if not isinstance(found, click.Command):
-        from envd_core.errors import PluginError
-
-        raise PluginError(f"plugin command `{target}` is not a click command")
-    return found
-
-
-def _module_exists(target: str) -> bool:
-    from importlib.util import find_spec
-
-    try:
-        return find_spec(target.split(":")[0]) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-class App:
-    """Per-invocation state shared by every command (``ctx.obj``)."""
-
-    def __init__(self, plugins_factory: Callable[[], Any], *, context: str | None, debug: bool):
-        self._plugins_factory = plugins_factory
-        self._plugins: Any = None
-        self._contexts: Any = None
-        self.context_flag = context
-        self.debug = debug
-
-    @property
-    def plugins(self) -> Any:
-        if self._plugins is None:
-            self._plugins = self._plugins_factory()
-            for line in self._plugins.warnings():
-                click.echo(f"envd: warning: {line}", err=True)
-        return self._plugins
-
-    @property
-    def contexts(self) -> Any:
-        if self._contexts is None:
-            from envd_core.contexts.operations import ContextOperations
-
-            self._contexts = ContextOperations(self.plugins)
-        return self._contexts
-
-    def resolve(self) -> Any:
-        """The context in force (flag, env, project file, current) and why."""
-        return self.contexts.resolve(flag=self.context_flag)
-
-
-def _default_plugins() -> Any:
-    from envd_core.plugins import Plugins
-
-    return Plugins.create()
-
-
-def create_cli(plugins_factory: Callable[[], Any] | None = None) -> click.Group:
-    """Build the ``envd`` command group around a plugin manager factory."""
-    make = plugins_factory or _default_plugins
-
-    def plugins_of(ctx: click.Context) -> Any:
-        # one plugin manager per run, shared by the command table and the commands
-        meta = ctx.find_root().meta
-        if "envd.plugins" not in meta:
-            meta["envd.plugins"] = make()
-        return meta["envd.plugins"]
-
-    def plugin_commands(ctx: click.Context) -> dict[str, str]:
-        return plugins_of(ctx).commands(COMMANDS)  # type: ignore[no-any-return]
-
-    @click.group(
-        cls=LazyGroup,
-        lazy=COMMANDS,
-        plugin_commands=plugin_commands,
-        context_settings={"help_option_names": ["-h", "--help"]},
-    )
-    @click.option("--context", "context_name", metavar="NAME", help="Use this context.")
-    @click.option("--debug", is_flag=True, help="Show tracebacks and debug output.")
-    @click.version_option(__version__, "--version", "-v", prog_name="envd")
-    @click.pass_context
-    def cli(ctx: click.Context, context_name: str | None, debug: bool) -> None:
-        """envd: build development environments on BuildKit, run them anywhere."""
-        ctx.obj = App(lambda: plugins_of(ctx), context=context_name, debug=debug)
-
-    return cli
-
-
-def _want_debug(argv: list[str]) -> bool:
-    return "--debug" in argv or bool(os.environ.get("ENVD_DEBUG"))
-
-
-def _hint_line(hint: str) -> str:
-    """A hint as one readable line: its lines joined with ``; `` rather than escaped as ``\\n``
-    (a hint is advice, never a log; logs are shown as real lines by the progress view)."""
-    from envd_core.errors import one_line
-
-    return one_line("; ".join(part.strip() for part in hint.splitlines() if part.strip()))
-
-
-def run(cli: click.Group, argv: list[str] | None = None) -> int:
-    """Run ``cli`` and turn every error into one line and an exit code."""
-    from envd_core.errors import EnvdError, one_line
-
-    args = sys.argv[1:] if argv is None else argv
-    debug = _want_debug(args)
-    # grpc's C core logs handshake failures straight to stderr; envd reports them itself.
-    os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if debug else "NONE")
-    try:
-        # Without standalone mode click returns ctx.exit(code)'s code instead of exiting.
-        code = cli.main(args=args, prog_name="envd", standalone_mode=False)
-        return code if isinstance(code, int) else 0
-    except EnvdError as exc:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-            from envd_core.envdfile.errors import BuildFileError
-
-            if isinstance(exc, BuildFileError) and exc.excerpt:  # the caret view of the file
-                click.echo(exc.excerpt, err=True)
-        click.echo(f"envd: {one_line(exc.message)}", err=True)
-        if exc.hint:
-            click.echo(f"hint: {_hint_line(exc.hint)}", err=True)
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        # click's own rendering is a three-line usage block; envd reports every error as one
-        # `envd: …` line (+ hint) so scripts and users see the same shape everywhere.
-        click.echo(f"envd: {one_line(exc.format_message())}", err=True)
-        if isinstance(exc, click.UsageError) and exc.ctx is not None:
-            click.echo(f"hint: see `{exc.ctx.command_path} --help`", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("envd: aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("envd: interrupted", err=True)
-        return 130
-    except BrokenPipeError:
-        return 1
-    except Exception as exc:  # the last line of defence: one line unless --debug
-        if debug:
-            raise
-        click.echo(
-            f"envd: internal error: {type(exc).__name__}: {one_line(str(exc))} "
-            "(rerun with --debug for details)",
-            err=True,
-        )
-        return 1
+        return getattr(app, name)
+    raise AttributeError(f"module 'envd_core.cli' has no attribute {name!r}")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    sys.exit(run(create_cli()))
+    """Console-script entry point.
+
+    ``envd context ls/show/use`` are served without click or plugins when they can be
+    (:func:`envd_core.cli.fast.run_fast`); otherwise the full CLI runs, and when the fast path
+    declined for want of a fresh plugin index, it writes one.
+    """
+    from envd_core.cli.fast import run_fast, wants_index
+
+    argv = sys.argv[1:]
+    code = run_fast(argv)
+    if code is not None:
+        sys.exit(code)
+    from envd_core.cli.app import main as full_main
+
+    full_main(argv, write_index=wants_index(argv))

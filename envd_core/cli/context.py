@@ -10,7 +10,15 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from envd_core.cli.render import dump_json, format_option, info, table
+from envd_core.cli.render import (
+    context_list,
+    context_show,
+    context_used,
+    dump_json,
+    format_option,
+    info,
+    table,
+)
 from envd_core.errors import UsageError
 
 
@@ -210,46 +218,12 @@ def _status_cell(status: dict[str, Any]) -> str:
 @click.pass_obj
 def ls(app: Any, fmt: str, with_status: bool, timeout: float) -> None:
     """List envd contexts."""
-    from envd_core.contexts.operations import context_row
-
     contexts = app.contexts.load()
-    items = list(contexts.contexts.values())
-    statuses = _probe_all(app, items, timeout) if with_status else {}
-    if fmt == "json":
-        rows: list[dict[str, Any]] = []
-        for ctx in items:
-            row = context_row(ctx, contexts.current, contexts.origin(ctx.name))
-            builder_ok, runner_ok = app.contexts.is_installed(ctx)
-            row["installed"] = builder_ok and runner_ok
-            if with_status:
-                row["status"] = statuses[ctx.name]
-            rows.append(row)
-        click.echo(dump_json(rows))
-        return
-    headers = ["context", "builder", "builder addr", "runner", "runner addr"]
-    # the origin column appears only beside team contexts: a stock listing stays upstream's
-    with_origin = bool(contexts.origins)
-    if with_origin:
-        headers.append("origin")
-    if with_status:
-        headers.append("status")
-    table_rows = []
-    for ctx in items:
-        builder_ok, runner_ok = app.contexts.is_installed(ctx)
-        name = ctx.name + (" (current)" if ctx.name == contexts.current else "")
-        cells = [
-            name,
-            ctx.builder + ("" if builder_ok else " (not installed)"),
-            ctx.builder_url,
-            ctx.runner + ("" if runner_ok else " (not installed)"),
-            ctx.runner_address or "",
-        ]
-        if with_origin:
-            cells.append(contexts.origin(ctx.name) or "user")
-        if with_status:
-            cells.append(_status_cell(statuses[ctx.name]))
-        table_rows.append(cells)
-    click.echo(table(headers, table_rows))
+    statuses = (
+        _probe_all(app, list(contexts.contexts.values()), timeout) if with_status else None
+    )
+    installed = app.contexts.types_installed
+    click.echo(context_list(contexts, installed, fmt, statuses, _status_cell))
 
 
 @context.command("use")
@@ -260,9 +234,8 @@ def use(app: Any, name_flag: str | None, name_arg: str | None) -> None:
     """Use the specified envd context."""
     name = _name(name_flag, name_arg, "use")
     app.contexts.use(name)
-    info(f'Current context is "{name}"')
-    if os.environ.get("ENVD_CONTEXT") and os.environ["ENVD_CONTEXT"] != name:
-        info(f"warning: ENVD_CONTEXT={os.environ['ENVD_CONTEXT']} overrides the current context")
+    for line in context_used(name, os.environ):
+        info(line)
 
 
 @context.command("rm")
@@ -283,12 +256,7 @@ def show(app: Any, fmt: str) -> None:
     """Print the context in force and why it is in force."""
     resolved = app.resolve()
     origin = app.contexts.load().origin(resolved.context.name)
-    if fmt == "json":
-        click.echo(dump_json({"context": resolved.context.name, "source": resolved.source,
-                              "detail": resolved.detail, "origin": origin or "user"}))
-    else:
-        defined = f"; read-only team context, {origin}" if origin else ""
-        click.echo(f"{resolved.context.name}\t(from {resolved.reason}{defined})")
+    click.echo(context_show(resolved, origin, fmt))
 
 
 @context.command("inspect")
@@ -435,5 +403,10 @@ def _render_upstream_import(plan: Any, *, fmt: str, dry_run: bool) -> None:
         info(f"Current context not changed: {plan.current_reason}")
     elif plan.current_action == "not-requested":
         info(f'Upstream\'s current context is "{current}"; add --use to make it current here')
+    for login in plan.logins:
+        action = f"would be {login.action}" if dry_run and login.action == "imported" \
+            else login.action
+        info(f"envd-server login `{login.login_name}` for context {login.context}: {action}"
+             + (f" ({login.reason})" if login.reason else ""))
     for file_name, why in plan.to_json()["not_imported"].items():
         info(f"Not imported yet: {file_name}, {why}")

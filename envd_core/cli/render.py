@@ -1,20 +1,34 @@
-"""Presentation helpers: plain tables (upstream's borderless style) and JSON."""
+"""Presentation helpers: plain tables (upstream's borderless style), JSON, and the output of the
+read-only context commands.
+
+Nothing here imports click at module level: the fast path of ``envd context ls/show``
+(:mod:`envd_core.cli.fast`) renders with these same functions without loading click, so the two
+ways in print byte-identical output.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+import sys
 
-import click
+TYPE_CHECKING = False  # typing and click are not imported at run time (start-up cost)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, TypeVar
+
+    import click
+
+    from envd_core.contexts.model import ContextSet
+    from envd_core.contexts.resolve import Resolved
+
+    _Command = TypeVar("_Command", bound=Callable[..., Any])
 
 FORMATS = ("table", "json")
-
-_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def format_option(func: _Command) -> _Command:
     """``--format/-f table|json``, with upstream's message for anything else."""
+    import click
 
     def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
         if value not in FORMATS:
@@ -55,4 +69,80 @@ def dump_json(data: object, *, pretty: bool = False) -> str:
 
 def info(message: str) -> None:
     """A progress or confirmation line, on stderr as upstream's log lines are."""
-    click.echo(message, err=True)
+    if "click" in sys.modules:  # click.echo copes with closed/odd streams; use it when loaded
+        import click
+
+        click.echo(message, err=True)
+    else:
+        sys.stderr.write(message + "\n")
+        sys.stderr.flush()
+
+
+def context_list(
+    contexts: ContextSet,
+    installed: Callable[[str, str], tuple[bool, bool]],
+    fmt: str,
+    statuses: Mapping[str, Any] | None = None,
+    status_cell: Callable[[Any], str] | None = None,
+) -> str:
+    """What ``envd context ls`` prints.
+
+    ``installed(builder_type, runner_type)`` says whether a plugin provides each type (the
+    full CLI asks the loaded plugins, the fast path the plugin index); ``statuses`` are the
+    ``--status`` probes by context name, ``status_cell`` renders one for the table.
+    """
+    from envd_core.contexts.model import context_row
+
+    items = list(contexts.contexts.values())
+    if fmt == "json":
+        rows: list[dict[str, Any]] = []
+        for ctx in items:
+            row = context_row(ctx, contexts.current, contexts.origin(ctx.name))
+            builder_ok, runner_ok = installed(ctx.builder, ctx.runner)
+            row["installed"] = builder_ok and runner_ok
+            if statuses is not None:
+                row["status"] = statuses[ctx.name]
+            rows.append(row)
+        return dump_json(rows)
+    headers = ["context", "builder", "builder addr", "runner", "runner addr"]
+    # the origin column appears only beside team contexts: a stock listing stays upstream's
+    with_origin = bool(contexts.origins)
+    if with_origin:
+        headers.append("origin")
+    if statuses is not None:
+        headers.append("status")
+    table_rows = []
+    for ctx in items:
+        builder_ok, runner_ok = installed(ctx.builder, ctx.runner)
+        name = ctx.name + (" (current)" if ctx.name == contexts.current else "")
+        cells = [
+            name,
+            ctx.builder + ("" if builder_ok else " (not installed)"),
+            ctx.builder_url,
+            ctx.runner + ("" if runner_ok else " (not installed)"),
+            ctx.runner_address or "",
+        ]
+        if with_origin:
+            cells.append(contexts.origin(ctx.name) or "user")
+        if statuses is not None:
+            cells.append(status_cell(statuses[ctx.name]) if status_cell else "")
+        table_rows.append(cells)
+    return table(headers, table_rows)
+
+
+def context_show(resolved: Resolved, origin: str | None, fmt: str) -> str:
+    """What ``envd context show`` prints: the context in force and why."""
+    if fmt == "json":
+        return dump_json({"context": resolved.context.name, "source": resolved.source,
+                          "detail": resolved.detail, "origin": origin or "user"})
+    defined = f"; read-only team context, {origin}" if origin else ""
+    return f"{resolved.context.name}\t(from {resolved.reason}{defined})"
+
+
+def context_used(name: str, environ: Mapping[str, str]) -> list[str]:
+    """The stderr lines of ``envd context use NAME`` once the store was changed."""
+    lines = [f'Current context is "{name}"']
+    if environ.get("ENVD_CONTEXT") and environ["ENVD_CONTEXT"] != name:
+        lines.append(f"warning: ENVD_CONTEXT={environ['ENVD_CONTEXT']} overrides the current "
+                     "context")
+    return lines

@@ -40,6 +40,9 @@ def _launch_options(func: Any) -> Any:
                      help="Add a Linux capability."),
         click.option("--force", is_flag=True,
                      help="Replace the environment even if it is running."),
+        click.option("--sync", is_flag=True,
+                     help="Copy the project into the environment over SSH after it starts "
+                          "(for runners without mounts, e.g. envd-server; then `envd sync`)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -68,17 +71,22 @@ def _check_early(options: Any) -> None:
 
 
 def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout: float,
-           alias: str) -> Any:
+           alias: str, image_labels: dict[str, str] | None = None) -> Any:
     from envd_core.contexts.store import config_dir
     from envd_core.environments.keys import ensure_key_pair
     from envd_core.environments.operations import launch
 
     key = ensure_key_pair(config_dir())
     environment = launch(runner, options, force=params["force"], timeout=timeout,
-                         ssh_config=ssh_config(), identity_file=key, ssh_alias=alias)
+                         ssh_config=ssh_config(), identity_file=key, ssh_alias=alias,
+                         image_labels=image_labels)
     info(f"Environment {environment.name} is running ({environment.image})")
     if environment.ssh is not None:
         info(f"SSH entry: ssh {alias}.envd (port {environment.ssh.port})")
+    if params["sync"]:
+        from envd_core.cli.sync import sync_once
+
+        sync_once(options.project, alias)
     if not params["detach"]:
         code = attach(runner, environment, alias)
         if code:
@@ -107,6 +115,8 @@ def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout:
 @click.pass_obj
 def up(app: Any, /, **params: Any) -> None:
     """Build the environment, start it, write its SSH entry and attach."""
+    import attrs
+
     from envd_core.envdfile.buildflags import default_tag, normalize_tag
     from envd_core.environments.operations import check_pair, check_replaceable
     from envd_core.environments.spec import parse_duration
@@ -131,13 +141,17 @@ def up(app: Any, /, **params: Any) -> None:
         platform=params["platform"], progress=mode, use_proxy=params["use_proxy"],
         ca_bundle=params["ca_bundle"],
     )
+    if runner.pulls_images:
+        # as upstream for envd-server: the runner pulls the image, so the build pushes it
+        request = attrs.evolve(request, output=f"type=image,name={tag},push=true")
     info(f"Building {tag} on {builder.url} (context `{resolved.context.name}`)")
-    run_build(request, builder=builder, runner=runner,
-              extra_functions=app.plugins.build_functions(),
-              warn=lambda message: info(f"warning: {message}"))
+    results = run_build(request, builder=builder, runner=runner,
+                        extra_functions=app.plugins.build_functions(),
+                        warn=lambda message: info(f"warning: {message}"))
     # upstream names `up`'s SSH host after the raw directory name; ours is the environment
     # name for both commands, so `down` always finds the entry it must remove
-    _start(app, runner, options, params, timeout, options.name)
+    _start(app, runner, options, params, timeout, options.name,
+           image_labels=results[0].labels if results else None)
 
 
 @click.command("run")

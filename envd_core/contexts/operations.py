@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from envd_core.builder import Builder
 from envd_core.contexts.model import Context, ContextSet
 from envd_core.contexts.resolve import Resolved, resolve
@@ -23,6 +21,7 @@ from envd_core.runner import Runner
 if TYPE_CHECKING:
     from envd_core.contexts.team import TeamContext
     from envd_core.contexts.upstream import ImportPlan
+    from envd_core.contexts.upstream_auth import UpstreamAuth
 
 EXPORT_FORMAT = "envd-context/v1"
 
@@ -83,28 +82,21 @@ class ContextOperations:
 
     def load(self) -> ContextSet:
         """The user's contexts with the team contexts their names do not hide."""
-        from envd_core.contexts.model import DEFAULT_NAME
-        from envd_core.contexts.team import layer
+        from envd_core.contexts.team import view as team_view
 
-        view = layer(self.store.load(), self.team)
-        if view.current is not None and view.current not in view.contexts:
-            # the current context was a team context that is gone (its plugin disabled or
-            # uninstalled, its file removed): fall back to stock envd's `default`, loudly
-            gone, view.current = view.current, (
-                DEFAULT_NAME if DEFAULT_NAME in view.contexts else None
+        layered, gone = team_view(self.store.load(), self.team)
+        if gone is not None and not self._warned and gone not in _WARNED_GONE:
+            # the current context was a team context that is gone: fall back loudly, once per
+            # process (`envd build` opens the store through several operations objects)
+            self._warned = True
+            _WARNED_GONE.add(gone)
+            import sys
+
+            sys.stderr.write(
+                f'envd: warning: current context "{gone}" is no longer defined; using '
+                f'"{layered.current}" (choose one with `envd context use NAME`)\n'
             )
-            if not self._warned and gone not in _WARNED_GONE:
-                # once per process: `envd build` opens the store through several operations
-                # objects, and said it three times
-                self._warned = True
-                _WARNED_GONE.add(gone)
-                import sys
-
-                sys.stderr.write(
-                    f'envd: warning: current context "{gone}" is no longer defined; using '
-                    f'"{view.current}" (choose one with `envd context use NAME`)\n'
-                )
-        return view
+        return layered
 
     def _refuse_team(self, name: str, contexts: ContextSet, verb: str) -> None:
         """A team context (not hidden by a user context) cannot be changed: say so, once."""
@@ -118,6 +110,10 @@ class ContextOperations:
 
     def resolve(self, *, flag: str | None = None) -> Resolved:
         return resolve(self.load(), flag=flag)
+
+    def types_installed(self, builder: str, runner: str) -> tuple[bool, bool]:
+        """Whether a plugin provides builder type ``builder`` and runner type ``runner``."""
+        return builder in self.plugins.builder_types, runner in self.plugins.runner_types
 
     def is_installed(self, context: Context) -> tuple[bool, bool]:
         """Whether the builder and the runner type of ``context`` are provided by a plugin."""
@@ -278,11 +274,10 @@ class ContextOperations:
 
     def use(self, name: str) -> None:
         try:
+            from envd_core.contexts.team import use
+
             with self.store.transaction() as contexts:
-                if name in self.team and name not in contexts.contexts:
-                    contexts.current = name  # usable, not copied: the store keeps only the name
-                else:
-                    contexts.use(name)
+                use(contexts, self.team, name)
         except EnvdError as exc:
             raise _wrap(f"failed to use the specified context {name}", exc) from None
 
@@ -328,6 +323,11 @@ class ContextOperations:
         )
 
         source = read_upstream(path or upstream_file())
+        from envd_core.contexts.upstream_auth import AUTH_FILE, read_upstream_auth
+
+        # read before anything is stored: a damaged login file stops the import unwritten
+        auth_path = source.path.parent / AUTH_FILE
+        auth = read_upstream_auth(auth_path) if auth_path.is_file() else None
 
         def plan(contexts: ContextSet) -> ImportPlan:
             return plan_import(
@@ -343,11 +343,26 @@ class ContextOperations:
         # planned against the team contexts too: an upstream context named like one is
         # skipped ("a different context exists here"), never stored beside it
         if dry_run:
-            return plan(layer(self.store.peek(), self.team))
-        with self.store.transaction() as contexts:
-            result = plan(layer(contexts, self.team))
-            apply_plan(result, contexts, team=set(self.team))
-        return result
+            result = plan(layer(self.store.peek(), self.team))
+        else:
+            with self.store.transaction() as contexts:
+                result = plan(layer(contexts, self.team))
+                apply_plan(result, contexts, team=set(self.team))
+        if auth is None:
+            return result
+        return self._import_upstream_logins(result, auth, dry_run=dry_run)
+
+    def _import_upstream_logins(self, plan: ImportPlan, auth: UpstreamAuth, *,
+                                dry_run: bool) -> ImportPlan:
+        """Offer upstream's current envd-server login to the contexts the plan imported."""
+        import attrs
+
+        from envd_core.contexts.upstream_auth import plan_logins
+
+        targets = [item.context for item in plan.items
+                   if item.action in ("imported", "unchanged") and item.context is not None]
+        logins = plan_logins(auth, targets, self.runner_for, dry_run=dry_run)
+        return attrs.evolve(plan, logins=tuple(logins))
 
 
 def missing_type_message(
@@ -391,23 +406,5 @@ def read_document(source: str) -> Any:
         raise ValidationError(f"`{source}` is not a JSON context export ({exc})") from None
 
 
-def context_row(
-    context: Context, current: str | None, origin: str | None = None
-) -> dict[str, Any]:
-    """Upstream's ``context ls --format json`` keys (runner_addr omitted when unset), then
-    ``origin``: ``user``, or where a read-only team context was defined."""
-    row: dict[str, Any] = {
-        "context": context.name,
-        "builder": context.builder,
-        "builder_addr": context.builder_url,
-        "runner": context.runner,
-    }
-    if context.runner_address:
-        row["runner_addr"] = context.runner_address
-    row["current"] = context.name == current
-    row["origin"] = origin or "user"
-    return row
-
-
 def context_details(context: Context) -> dict[str, Any]:
-    return {**attrs.asdict(context), "builder_url": context.builder_url}
+    return {**context.asdict(), "builder_url": context.builder_url}

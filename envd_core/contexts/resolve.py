@@ -14,21 +14,44 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import attrs
-
 from envd_core.contexts.model import Context, ContextSet
 from envd_core.errors import ContextError
 
 PROJECT_FILE = ".envd-context"
 
 
-@attrs.frozen
 class Resolved:
-    """The context in force, and the reason (``--context flag``, ``ENVD_CONTEXT``…)."""
+    """The context in force, and the reason (``--context flag``, ``ENVD_CONTEXT``…).
+
+    A plain frozen record (no attrs: ``envd context show`` imports this on its fast path).
+    """
+
+    __slots__ = ("context", "detail", "source")
 
     context: Context
     source: str
-    detail: str | None = None
+    detail: str | None
+
+    def __init__(self, context: Context, source: str, detail: str | None = None) -> None:
+        object.__setattr__(self, "context", context)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "detail", detail)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Resolved is frozen: cannot set `{name}`")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Resolved):
+            return NotImplemented
+        return (self.context, self.source, self.detail) == (
+            other.context, other.source, other.detail
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.context, self.source, self.detail))
+
+    def __repr__(self) -> str:
+        return f"Resolved(context={self.context!r}, source={self.source!r}, detail={self.detail!r})"
 
     @property
     def reason(self) -> str:

@@ -18,15 +18,18 @@ import contextlib
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
 
 from envd_core.atomic import locked, remove_stale_temp_files, write_atomic
 from envd_core.contexts.model import DEFAULT_NAME, Context, ContextSet, default_context
 from envd_core.contexts.validate import validate_name
 from envd_core.errors import StoreError, ValidationError
 from envd_core.paths import fix_for
+
+TYPE_CHECKING = False  # typing is not imported at run time (`envd context ls` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, ClassVar
 
 SCHEMA_VERSION = 1
 FILE_NAME = "contexts.json"

@@ -39,8 +39,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import attrs
-
 from envd_core.contexts.model import Context, ContextSet
 from envd_core.errors import StoreError
 
@@ -49,12 +47,34 @@ SYSTEM_DIR = "/etc/envd/contexts.d"
 ENV_DIR = "ENVD_TEAM_CONTEXTS_DIR"
 
 
-@attrs.frozen
 class TeamContext:
-    """One read-only context and where it was defined (``file /etc/…`` or ``plugin acme``)."""
+    """One read-only context and where it was defined (``file /etc/…`` or ``plugin acme``).
+
+    A plain frozen record (no attrs: read on the fast path of ``envd context ls``).
+    """
+
+    __slots__ = ("context", "origin")
 
     context: Context
     origin: str
+
+    def __init__(self, context: Context, origin: str) -> None:
+        object.__setattr__(self, "context", context)
+        object.__setattr__(self, "origin", origin)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"TeamContext is frozen: cannot set `{name}`")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TeamContext):
+            return NotImplemented
+        return (self.context, self.origin) == (other.context, other.origin)
+
+    def __hash__(self) -> int:
+        return hash((self.context, self.origin))
+
+    def __repr__(self) -> str:
+        return f"TeamContext(context={self.context!r}, origin={self.origin!r})"
 
 
 def team_dir() -> Path:
@@ -120,3 +140,28 @@ def layer(user: ContextSet, team: dict[str, TeamContext]) -> ContextSet:
             view.contexts[name] = item.context
             view.origins[name] = item.origin
     return view
+
+
+def view(user: ContextSet, team: dict[str, TeamContext]) -> tuple[ContextSet, str | None]:
+    """The layered view of :func:`layer`, and the current context's name if it is gone.
+
+    A current context that was a team context no longer defined (its plugin disabled, its file
+    removed) falls back to ``default`` when there is one; the caller warns about the returned
+    name.
+    """
+    from envd_core.contexts.model import DEFAULT_NAME
+
+    layered = layer(user, team)
+    if layered.current is None or layered.current in layered.contexts:
+        return layered, None
+    gone = layered.current
+    layered.current = DEFAULT_NAME if DEFAULT_NAME in layered.contexts else None
+    return layered, gone
+
+
+def use(contexts: ContextSet, team: dict[str, TeamContext], name: str) -> None:
+    """Make ``name`` current in the user's ``contexts``; a team context is kept by name only."""
+    if name in team and name not in contexts.contexts:
+        contexts.current = name  # usable, not copied: the store keeps only the name
+    else:
+        contexts.use(name)

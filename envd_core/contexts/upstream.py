@@ -19,9 +19,9 @@ than the user expects.
 
 Importing is planned first (:func:`plan_import`), against the contexts already stored, so the
 same plan serves ``--dry-run`` and the real import, and a second import finds every context
-``unchanged``. Upstream's SSH key pair and envd-server logins are not imported yet: they belong
-to the environments and envd-server runner work; :data:`NOT_YET_IMPORTED` names them for the
-report.
+``unchanged``. Upstream's envd-server logins (``auth``) are offered to the imported contexts by
+:mod:`envd_core.contexts.upstream_auth`; upstream's SSH key pair is reused where it lies (see
+:data:`NOT_YET_IMPORTED`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ _CONTEXT_FIELDS = ("Name", "Builder", "BuilderAddress", "Runner", "RunnerAddress
 #: will do it. Listed in the report so users know they were seen, not forgotten.
 NOT_YET_IMPORTED = {
     "id_rsa_envd": "SSH key pair (reused by environments once `envd up` exists)",
-    "auth": "envd-server logins (imported with the envd-server runner)",
 }
 
 
@@ -242,6 +241,9 @@ class ImportPlan:
     #: ``switched``, ``unchanged`` (already current), ``not-switched`` or ``not-requested``.
     current_action: str
     current_reason: str = ""
+    #: Upstream's current envd-server login, offered to each context whose runner keeps
+    #: logins (:mod:`envd_core.contexts.upstream_auth`); never holds a token.
+    logins: tuple[Any, ...] = ()
 
     def counts(self) -> dict[str, int]:
         return {
@@ -258,6 +260,7 @@ class ImportPlan:
             "contexts": [item.to_json() for item in self.items],
             "current": current,
             "counts": self.counts(),
+            "logins": [item.to_json() for item in self.logins],
             "not_imported": _not_yet_imported(self.source.parent),
         }
 

@@ -48,6 +48,7 @@ from envd_core.envdfile.releases import (
     install_pixi,
     julia_packages,
 )
+from envd_core.envdfile.vscode import install_vscode
 
 if TYPE_CHECKING:
     from envd_core.buildkit import llb as llb_mod
@@ -144,6 +145,8 @@ class _Compiler:
             **{k: v for k, v in graph.runtime.environ.items() if k != "PATH"},
         }
         self.image_ref = graph.image
+        #: Local sources besides the build context (name -> host directory).
+        self.extra_locals: dict[str, str] = {}
         #: Things built differently from what the file says, one line each (like upstream's).
         self.warnings: list[str] = []
 
@@ -346,7 +349,6 @@ def check_supported(graph: BuildGraph) -> list[str]:
     with the position); this catches graphs a vendor function or a graph-only evaluation made.
     Conda comes with ``install.python()`` only, as in upstream; alone it is a warning.
     """
-    unsupported = []
     warnings: list[str] = []
     conda = graph.conda
     if conda is not None and graph.language("python") is None:
@@ -356,13 +358,6 @@ def check_supported(graph: BuildGraph) -> list[str]:
                 "upstream does it); add install.python() to the build function")
         warnings.append("install.conda(): without install.python() nothing is installed "
                         "(as upstream); add install.python() to get a conda environment")
-    if graph.vscode_extensions:
-        unsupported.append("install.vscode_extensions")
-    if unsupported:
-        raise UnsupportedBuildError(
-            f"this envd cannot build {', '.join(f'`{u}`' for u in unsupported)} yet; "
-            "remove those calls or build with upstream envd"
-        )
     for lang in graph.languages:
         if lang.version and lang.name != "python":
             warnings.append(
@@ -390,6 +385,7 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
     st = julia_packages(c, st)
     st = c.files(st)
     st = install_agents(c, st)
+    st = install_vscode(c, st)
     name = environment_name(opts.context_dir)
     st, wd = c.workdir(st, name)
     st = c.run_steps(st, wd)
@@ -402,7 +398,7 @@ def compile_graph(graph: BuildGraph, *, options: CompileOptions | None = None,
         state=st,
         definition=definition,
         image_config=config,
-        local_dirs={CONTEXT_NAME: context} if c.context_used else {},
+        local_dirs={**({CONTEXT_NAME: context} if c.context_used else {}), **c.extra_locals},
         secrets_needed=[CA_SECRET_ID] if opts.ca_bundle_secret else [],
         entitlements=["network.host"] if opts.network == "host" else [],
         shared_key="envd-" + hashlib.sha256(context.encode()).hexdigest()[:32],

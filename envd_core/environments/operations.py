@@ -30,7 +30,7 @@ from envd_core.environments.names import (
     ssh_host,
 )
 from envd_core.environments.spec import LaunchOptions, build_spec
-from envd_core.environments.sshconfig import SSHConfig, SSHEntry
+from envd_core.environments.sshconfig import SSHConfig
 from envd_core.errors import RunnerError, ValidationError
 from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
 
@@ -63,6 +63,15 @@ def check_pair(builder: Builder, runner: Runner, *, timeout: float = 5.0) -> Non
             f"runner `{runner.name}` is not reachable: {status.error or 'no answer'}",
             hint="start it, or use a context whose runner is up (`envd context ls --status`)",
         )
+    if runner.pulls_images:
+        # `up` pushes the build to a registry the runner pulls from (upstream's envd-server)
+        if "image" not in builder.exporters and not builder.can_push:
+            raise ValidationError(
+                f"runner `{runner.name}` pulls images from a registry, and builder "
+                f"`{builder.name}` cannot push",
+                hint="use a builder that can push (e.g. `tcp`)",
+            )
+        return
     if "moby" in builder.exporters:
         if runner.name != "docker":
             raise ValidationError(
@@ -297,27 +306,41 @@ def launch(
     ssh_config: SSHConfig | None,
     identity_file: Path | None,
     ssh_alias: str | None = None,
+    image_labels: Mapping[str, str] | None = None,
 ) -> Environment:
     """Create the environment of ``options`` and wait for it; write its SSH entry.
 
     As upstream: an existing environment of that name is replaced when it is not running, and a
     running one only with ``force``. The SSH entry (``<ssh_alias or name>.envd``) is written
     after the environment runs, so a failed start never touches ``~/.ssh/config``.
+    ``image_labels`` are the labels of an image just built (``up``), for a runner that pulls
+    from a registry and so cannot be asked for them; the project directory is mounted only
+    where the runner supports mounts (envd-server syncs it instead, ``up --sync``).
     """
-    image = find_image(runner, options.image)
-    if image is None and runner.can_manage_images:
-        raise RunnerError(
-            f"image `{options.image}` is not in runner `{runner.name}`'s image store",
-            hint="build it first (envd build / envd up), or pull it",
-        )
-    spec = build_spec(options, image.labels if image else {})
+    labels: Mapping[str, str] = image_labels or {}
+    if image_labels is None or not runner.pulls_images:
+        image = find_image(runner, options.image) if not runner.pulls_images else None
+        if image is None and runner.can_manage_images and not runner.pulls_images:
+            raise RunnerError(
+                f"image `{options.image}` is not in runner `{runner.name}`'s image store",
+                hint="build it first (envd build / envd up), or pull it",
+            )
+        labels = image.labels if image else labels
+    spec = build_spec(options, labels, mount_project=runner.supports_mounts)
+    if runner.pulls_images and image_labels is None:
+        import attrs
+
+        # `run` of an image only the runner's registry knows: its labels are unknown, so keep
+        # the image's own entrypoint rather than the keep-alive meant for entrypoint-less ones
+        spec = attrs.evolve(spec, entrypoint=None, command=None)
     replace = check_replaceable(runner, spec.name, force=force)
     runner.create(spec, replace=replace)
     environment = wait_running(runner, spec.name, timeout)
-    if ssh_config is not None and environment.ssh is not None and identity_file is not None:
-        host = "127.0.0.1" if environment.ssh.host in ("0.0.0.0", "") else environment.ssh.host
-        ssh_config.set(SSHEntry(host=ssh_host(ssh_alias or spec.name), hostname=host,
-                                port=environment.ssh.port, identity_file=str(identity_file)))
+    if ssh_config is not None and identity_file is not None:
+        entry = runner.ssh_entry(environment, host=ssh_host(ssh_alias or spec.name),
+                                 identity_file=identity_file)
+        if entry is not None:
+            ssh_config.set(entry)
     return environment
 
 

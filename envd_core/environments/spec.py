@@ -223,13 +223,19 @@ def start_script(labels: Mapping[str, str]) -> tuple[str, ...]:
     return ("/bin/sh", "-c", "\n".join(lines))
 
 
-def build_spec(options: LaunchOptions, image_labels: Mapping[str, str]) -> EnvironmentSpec:
-    """The spec ``up``/``run`` hand to the runner; every flag is checked here, before any call."""
+def build_spec(options: LaunchOptions, image_labels: Mapping[str, str], *,
+               mount_project: bool = True) -> EnvironmentSpec:
+    """The spec ``up``/``run`` hand to the runner; every flag is checked here, before any call.
+
+    ``mount_project=False`` (a runner without mounts, such as envd-server) keeps the working
+    directory but mounts nothing there: the project is synced instead (``--sync``).
+    """
     mounts = [parse_volume(v) for v in options.volumes] + runtime_mounts(image_labels)
     working_dir: str | None = None
     if options.project is not None:
         working_dir = project_dir_in_environment(options.project)
-        mounts.append(Mount(source=str(options.project.resolve()), target=working_dir))
+        if mount_project:
+            mounts.append(Mount(source=str(options.project.resolve()), target=working_dir))
     if options.shm_size_mb <= 0:
         raise ValidationError(f"invalid --shm-size `{options.shm_size_mb}`: must be more than 0")
     resources = Resources(

@@ -41,6 +41,10 @@ class SSHEntry:
     port: int
     identity_file: str
     user: str = "envd"
+    #: Upstream forwards the agent to its Docker environments, not through envd-server's gateway.
+    forward_agent: bool = True
+    #: ``LocalForward`` lines: (local port, remote host, remote port).
+    local_forwards: tuple[tuple[int, str, int], ...] = ()
 
     def render(self) -> bytes:
         lines = [
@@ -52,9 +56,11 @@ class SSHEntry:
             "  UserKnownHostsFile /dev/null",
             "  StrictHostKeyChecking no",
             f'  IdentityFile "{self.identity_file}"',
-            "  ForwardAgent yes",
+            *(["  ForwardAgent yes"] if self.forward_agent else []),
             "  PubkeyAcceptedKeyTypes +ssh-rsa",
             "  HostKeyAlgorithms +ssh-rsa",
+            *(f"  LocalForward {local} {host}:{remote}"
+              for local, host, remote in self.local_forwards),
         ]
         return ("\n".join(lines) + "\n").encode()
 

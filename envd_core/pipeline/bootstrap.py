@@ -79,10 +79,21 @@ def bootstrap_builder(
         )
     report(f"Waiting for the buildkitd at {builder.url} (up to {timeout:g}s)")
     started = time.monotonic()
-    connection = builder.connect(timeout=timeout)
+    if not builder.can_bootstrap:
+        connection = builder.connect(timeout=timeout)
+        connection.close()
+    # A managed builder's bootstrap returned once its daemon answered ListWorkers: asking
+    # `status` is enough (each connection to an exec'd transport starts a process).
     waited = time.monotonic() - started
-    connection.close()
     status = builder.status(timeout=timeout)
+    if builder.can_bootstrap:
+        waited = time.monotonic() - started
+    if builder.can_bootstrap and not status.reachable:
+        raise BuilderError(
+            f"the buildkitd of `{builder.url}` was started but does not answer: {status.error}",
+            kind=status.error_kind or ErrorKind.UNAVAILABLE,
+            hint="see its log (`envd bootstrap` again waits for it)",
+        )
     if not status.reachable:
         # it answered a moment ago: say what the second look found, in one line
         raise BuilderError(
@@ -93,6 +104,62 @@ def bootstrap_builder(
         builder=builder.name, url=builder.url, managed=builder.can_bootstrap, change=change,
         status=status, waited_s=waited,
     )
+
+
+@attrs.define
+class RegistrySettings:
+    """What :func:`apply_registry_settings` did with ``envd bootstrap``'s registry flags."""
+
+    context: Any
+    applied: bool
+    #: The registry JSON the context's ``registry-config`` option now names (if applied).
+    path: str | None
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"applied": self.applied, "registry_config": self.path}
+
+
+def apply_registry_settings(
+    contexts: Any, context: Any, *, path: str | None = None,
+    document: dict[str, Any] | None = None,
+) -> RegistrySettings:
+    """Make registry settings the ``registry-config`` option of ``context``.
+
+    ``path`` is a registry JSON the user gave (stored by absolute path, never copied);
+    ``document`` one made from flags, written to ``<config dir>/bootstrap/<context>.registries
+    .json`` (mode 0600). A builder type without that option (tcp, unix, moby-worker: envd
+    does not start their daemons) gets nothing: the result says why, and nothing is written.
+    """
+    import json
+
+    from envd_core.atomic import write_atomic
+    from envd_core.contexts.store import config_dir
+
+    builder = contexts.builder_for(context)
+    declared = {option.name for option in builder.options_declared()}
+    if "registry-config" not in declared:
+        return RegistrySettings(
+            context, False, None,
+            f"warning: builder type `{builder.name}` does not start its daemon, so the "
+            "registry settings are not applied; configure registries in that daemon's "
+            "buildkitd.toml")
+    if path is None:
+        directory = config_dir() / "bootstrap"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = directory / f"{context.name}.registries.json"
+        write_atomic(target, (json.dumps(document, indent=2) + "\n").encode(), mode=0o600)
+        path = str(target)
+    if context.builder_options.get("registry-config") == path:
+        return RegistrySettings(context, True, path,
+                                f"registry settings: {path} (context `{context.name}` "
+                                "already names this file)")
+    updated = contexts.update(context.name, builder_options={"registry-config": path})
+    return RegistrySettings(
+        updated, True, path,
+        f"registry settings: {path}, stored as option registry-config of context "
+        f"`{context.name}` (a daemon started without them is reported stale; --force "
+        "recreates it)")
 
 
 def ensure_running(

@@ -204,6 +204,27 @@ BUILTIN_CAUSES: tuple[Cause, ...] = (
         hint="the link between envd and the builder dropped mid-build; run the build again "
              "(a proxy in between may cut long streams)",
     ),
+    Cause(
+        name="builder-lost",
+        stages=("session",),
+        patterns=(
+            (r"BuildKit at `(?P<target>[^`]+)` (?:is unavailable|closed the connection|"
+             r"did not answer)"),
+            r"cannot connect to BuildKit at `(?P<target>[^`]+)`",
+        ),
+        reason="the connection to the builder `{target}` dropped mid-build",
+        hint="its daemon may have stopped or restarted: check it with `envd context ls "
+             "--status` (`envd bootstrap` starts a daemon envd manages), then build again",
+    ),
+    Cause(
+        name="registry-unreachable",
+        stages=("pull", "export", "push"),
+        patterns=(r"dial tcp (?P<address>[\w.:\[\]-]+): connect: connection refused",
+                  r"dial tcp (?P<address>[\w.:\[\]-]+): (?:i/o timeout|connect: no route)"),
+        reason="the registry at `{address}` did not accept a connection",
+        hint="check the registry's address and that it runs; the daemon that pushes (here: "
+             "the builder's) must reach it, not only this machine",
+    ),
 )
 
 

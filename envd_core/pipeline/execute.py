@@ -18,9 +18,11 @@ from typing import Any
 
 import attrs
 
+from envd_core import timings
 from envd_core.builder import Builder, silent
-from envd_core.errors import BuildError, ValidationError
+from envd_core.errors import BuilderError, BuildError, EnvdError, ValidationError
 from envd_core.pipeline.causes import BUILTIN_CAUSES, Cause
+from envd_core.pipeline.early import EarlyConnection, early_connect_enabled
 from envd_core.runner import Runner
 
 CA_SECRET_ID = "envd-ca-bundle"
@@ -60,6 +62,8 @@ class BuildResult:
     pushed: bool = False
     digest: str | None = None
     exporter_response: dict[str, str] = attrs.field(factory=dict)
+    #: The image's labels (``envd up`` hands them to a runner that cannot look them up).
+    labels: dict[str, str] = attrs.field(factory=dict)
 
 
 def _proxy_env() -> dict[str, str]:
@@ -102,6 +106,22 @@ def plan_exporter(spec: Any, *, tag: str, builder: Builder) -> tuple[str, dict[s
     if kind in ("image", "moby", "docker", "oci"):
         attrs_.setdefault("name", tag)
     return kind, attrs_
+
+
+def _plan_output(spec: Any, *, tag: str, builder: Builder) -> tuple[str, dict[str, str], bool]:
+    """The exporter, its attributes and whether to push after a ``moby`` export; an output this
+    builder cannot deliver is a ValidationError before anything is built or contacted."""
+    kind, exporter_attrs = plan_exporter(spec, tag=tag, builder=builder)
+    push_after = spec is not None and spec.type == "image" and kind == "moby" and _truthy(
+        spec.attrs.get("push")
+    )
+    if push_after and not builder.can_push:
+        raise ValidationError(
+            f"builder `{builder.name}` exports into its daemon's image store and cannot push "
+            "from there",
+            hint="push the image yourself, or build on a context whose builder can push",
+        )
+    return kind, exporter_attrs, push_after
 
 
 def _truthy(value: str | None) -> bool:
@@ -213,6 +233,39 @@ def _explain(
                               target=target)
         printer.failed(err.to_dict())
         raise err from None
+    except BuilderError as exc:
+        # The link to the daemon dropped mid-solve (a killed daemon or container, a proxy
+        # cutting the stream): a connection error, which must read as a failed build.
+        err = explain_failure(link_lost(exc), causes=causes, target=target)
+        printer.failed(err.to_dict())
+        raise err from None
+
+
+def link_lost(exc: EnvdError) -> BuildError:
+    """A connection error raised during a solve, as a ``session``-stage :class:`BuildError`.
+
+    The transport's own wording (``closed the connection without answering; if it requires
+    TLS…``) is written for a connect and misleads mid-build; it is kept as ``detail`` for the
+    cause table and for ``--debug``, and the step that was running becomes ``step``.
+    """
+    m = re.search(r"\(during step `(?P<step>.+)`\)$", exc.message)
+    return BuildError(exc.message, hint=exc.hint, kind=exc.kind, stage="session",
+                      step=m.group("step") if m else None, detail=exc.message)
+
+
+def _push_after_export(builder: Builder, name: str, printer: Any,
+                       causes: Sequence[Cause]) -> str | None:
+    """Push what a ``moby`` export left in dockerd's store; a failure goes through the table."""
+    try:
+        return builder.push(name)
+    except BuildError:
+        raise
+    except EnvdError as exc:
+        failure = BuildError(exc.message, hint=exc.hint, kind=exc.kind, stage="push",
+                             detail=exc.message)
+        err = explain_failure(failure, causes=causes, target=name)
+        printer.failed(err.to_dict())
+        raise err from None
 
 
 def run_build(
@@ -237,6 +290,28 @@ def run_build(
     (:func:`envd_core.pipeline.bootstrap.ensure_running`); ``report`` receives those lines.
     ``limit_defaults`` are the distribution's build-file evaluation limits (docs/limits.md).
     """
+    timings.start()
+    try:
+        return _run_build(request, builder=builder, runner=runner,
+                          extra_functions=extra_functions, limit_defaults=limit_defaults,
+                          progress_stream=progress_stream, warn=warn, announce=announce,
+                          report=report)
+    finally:
+        timings.dump()
+
+
+def _run_build(
+    request: BuildRequest,
+    *,
+    builder: Builder,
+    runner: Runner | None,
+    extra_functions: Mapping[str, Callable[..., Any]] | None,
+    limit_defaults: Mapping[str, str] | None,
+    progress_stream: Any,
+    warn: Callable[[str], None] | None,
+    announce: Callable[[str], None] | None,
+    report: Callable[[str], None] | None,
+) -> list[BuildResult]:
     from envd_core.envdfile import load_build
     from envd_core.envdfile.buildflags import (
         default_tag,
@@ -245,7 +320,6 @@ def run_build(
         parse_import_cache,
         parse_output,
         parse_platforms,
-        platform_tag,
     )
     from envd_core.paths import check_component_lengths, is_dir
 
@@ -267,8 +341,37 @@ def run_build(
     imports = parse_import_cache(list(request.import_cache))
     ca_bundle = resolve_ca_bundle(request, builder)
 
-    graph = load_build(context_dir, request.from_spec, extra_functions,
-                       limit_defaults=limit_defaults)
+    if request.dump_llb is None:
+        _plan_output(spec, tag=tag, builder=builder)  # refuse a bad --output before connecting
+    timings.mark("flags")
+    early = (
+        EarlyConnection(builder)
+        if request.dump_llb is None and not builder.can_bootstrap and early_connect_enabled()
+        else None
+    )
+    try:
+        graph = load_build(context_dir, request.from_spec, extra_functions,
+                           limit_defaults=limit_defaults)
+        timings.mark("starlark")
+        return _build_all(graph, request, context_dir=context_dir, spec=spec, tag=tag,
+                          platforms=platforms, multi=multi, builder=builder, runner=runner,
+                          ca_bundle=ca_bundle, imports=imports, exports=exports,
+                          progress_stream=progress_stream, warn=warn, announce=announce,
+                          report=report, early=early)
+    finally:
+        if early is not None:
+            early.discard()
+
+
+def _build_all(
+    graph: Any, request: BuildRequest, *, context_dir: Path, spec: Any, tag: str,
+    platforms: list[str], multi: bool, builder: Builder, runner: Runner | None,
+    ca_bundle: str | None, imports: list[Any], exports: list[Any], progress_stream: Any,
+    warn: Callable[[str], None] | None, announce: Callable[[str], None] | None,
+    report: Callable[[str], None] | None, early: EarlyConnection | None,
+) -> list[BuildResult]:
+    from envd_core.envdfile.buildflags import platform_tag
+
     results = []
     ready = False  # ensure_running runs once per build, before the first platform's solve
 
@@ -280,6 +383,7 @@ def run_build(
             ensure_running(builder, auto_bootstrap=request.auto_bootstrap,
                            report=report or silent)
             ready = True
+            timings.mark("bootstrap check")
 
     for platform in platforms:
         results.append(_build_one(
@@ -288,6 +392,7 @@ def run_build(
             spec=spec, builder=builder, runner=runner, ca_bundle=ca_bundle, imports=imports,
             exports=exports, progress_stream=progress_stream, multi=multi,
             warn=warn if platform == platforms[0] else None, announce=announce, prepare=prepare,
+            early=early if platform == platforms[0] else None,
         ))
     return results
 
@@ -311,6 +416,7 @@ def _build_one(
     runner: Runner | None, ca_bundle: str | None, imports: list[Any], exports: list[Any],
     progress_stream: Any, multi: bool, warn: Callable[[str], None] | None,
     announce: Callable[[str], None] | None, prepare: Callable[[], None],
+    early: EarlyConnection | None = None,
 ) -> BuildResult:
     from envd_core.envdfile.buildflags import platform_tag
     from envd_core.envdfile.compile import CompileOptions, compile_graph
@@ -327,6 +433,7 @@ def _build_one(
             proxy_env=_proxy_env() if request.use_proxy else {},
         ),
     )
+    timings.mark("llb")
     for warning in compiled.warnings:
         if warn is not None:
             warn(warning)
@@ -341,19 +448,10 @@ def _build_one(
             write_file(request.dump_llb, data, "--dump-llb")
         return BuildResult(tag=tag, output_type="llb", destination=request.dump_llb)
 
-    kind, exporter_attrs = plan_exporter(spec, tag=tag, builder=builder)
+    kind, exporter_attrs, push_after = _plan_output(spec, tag=tag, builder=builder)
     if multi and spec is not None and "name" in spec.attrs:
         # several platforms: each result gets its own -os-arch name, as the tag does
         exporter_attrs["name"] = platform_tag(spec.attrs["name"], platform, multi=True)
-    push_after = spec is not None and spec.type == "image" and kind == "moby" and _truthy(
-        spec.attrs.get("push")
-    )
-    if push_after and not builder.can_push:
-        raise ValidationError(
-            f"builder `{builder.name}` exports into its daemon's image store and cannot push "
-            "from there",
-            hint="push the image yourself, or build on a context whose builder can push",
-        )
     if announce is not None:
         announce(platform)
     prepare()
@@ -364,7 +462,7 @@ def _build_one(
         compiled, builder=builder, runner=runner, spec=spec, kind=kind,
         exporter_attrs=exporter_attrs, tag=tag, ca_bundle=ca_bundle, imports=imports,
         exports=exports, push_after=push_after, request=request,
-        progress_stream=progress_stream,
+        progress_stream=progress_stream, early=early,
     )
 
 
@@ -372,6 +470,7 @@ def _solve(
     compiled: Any, *, builder: Builder, runner: Runner | None, spec: Any, kind: str,
     exporter_attrs: dict[str, str], tag: str, ca_bundle: str | None, imports: list[Any],
     exports: list[Any], push_after: bool, request: BuildRequest, progress_stream: Any,
+    early: EarlyConnection | None = None,
 ) -> BuildResult:
     from envd_core.buildkit.client import BuildkitClient
     from envd_core.buildkit.exporters import Exporter
@@ -381,8 +480,12 @@ def _solve(
 
     secrets = {CA_SECRET_ID: SecretSource.from_file(ca_bundle)} if ca_bundle else {}
     local_dirs = {name: LocalDir(path) for name, path in compiled.local_dirs.items()}
-    result = BuildResult(tag=tag, output_type=kind, destination="")
-    connection = builder.connect(timeout=connect_timeout())
+    labels = (compiled.image_config.get("config") or {}).get("Labels") or {}
+    result = BuildResult(tag=tag, output_type=kind, destination="",
+                         labels={str(k): str(v) for k, v in labels.items()})
+    timings.mark("imports (build)")
+    connection = early.take() if early is not None else builder.connect(timeout=connect_timeout())
+    timings.mark("connect")
     try:
         with _export_target(kind, spec, runner) as (target, tarball):
             session = Session(
@@ -412,17 +515,22 @@ def _solve(
                 with open(tarball, "rb") as handle:
                     runner.load_image(handle)
                 result.destination = f"runner `{runner.name}` (loaded as {tag})"
+                timings.mark("load into runner")
     finally:
         connection.close()
+        timings.mark("disconnect")
     name = exporter_attrs.get("name", tag)
     if kind == "moby":
         if not builder.exporter_applies_config:
             builder.apply_image_config(name, compiled.image_config)
+            timings.mark("image config")
         result.destination = f"dockerd's image store as {name}"
         if push_after:
-            result.digest = builder.push(name) or result.digest
+            pushed = _push_after_export(builder, name, printer, request.causes)
+            result.digest = pushed or result.digest
             result.pushed = True
             result.destination = name
+            timings.mark("push")
     elif kind == "image":
         result.pushed = _truthy(exporter_attrs.get("push"))
         result.destination = name if result.pushed else f"the builder's image store as {name}"

@@ -20,6 +20,7 @@ from .processes import lock, stop, tracked
 from .registries import ensure_dockerd, ensure_registries
 from .report import core_up, env_map, status_map
 from .shell import InfraError, docker_answers, say, tail
+from .sshd import ensure_sshd_image
 from .upstream import ensure_upstream_envd, upstream_registries_conf
 
 USAGE = ("Usage: scripts/infra up [--skip-upstream] | down | status [--json] | env [--json] "
@@ -46,6 +47,7 @@ def cmd_up(args: list[str]) -> int:
         ("rootless user", ensure_rootless_user), ("certificates", ensure_certs),
         ("dockerd", ensure_dockerd), ("registries", ensure_registries),
         ("buildkitd", ensure_buildkitds), ("images", ensure_images),
+        ("envd-sshd image", ensure_sshd_image),
         ("upstream envd config", lambda: str(upstream_registries_conf())),
     ]
     for name, fn in steps:

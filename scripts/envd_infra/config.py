@@ -45,10 +45,20 @@ IMAGE_PYTHON_HOSTCA = f"{REGISTRY}/python-hostca:3.11-bookworm"
 BUILDKIT_IMAGE = (f"envd-buildkit:{BUILDKIT_VERSION}" if not PORT_OFFSET
                   else f"envd-buildkit-{PORT_OFFSET}:{BUILDKIT_VERSION}")
 BUILDKIT_IMAGE_REF = f"{REGISTRY}/moby/buildkit:{BUILDKIT_VERSION}"
+# Upstream's SSH server for dev images, made like tensorchord/envd-sshd-from-scratch (Docker Hub,
+# which is unreachable here): dev-image builds copy /usr/bin/envd-sshd from it.
+SSHD_IMAGE_REF = f"{REGISTRY}/tensorchord/envd-sshd-from-scratch:{ENVD_VERSION}"
+# The same binaries as moby/buildkit:<v>-rootless lays them out: rootlesskit, user 1000 with
+# subordinate ids (the rootless builder's container mode runs it).
+BUILDKIT_ROOTLESS_IMAGE = (f"envd-buildkit:{BUILDKIT_VERSION}-rootless" if not PORT_OFFSET
+                           else f"envd-buildkit-{PORT_OFFSET}:{BUILDKIT_VERSION}-rootless")
+BUILDKIT_ROOTLESS_IMAGE_REF = f"{REGISTRY}/moby/buildkit:{BUILDKIT_VERSION}-rootless"
 
 APT_PACKAGES = [
     "docker.io", "docker-registry", "runc", "debootstrap", "busybox-static", "rootlesskit",
-    "slirp4netns", "uidmap", "apache2-utils", "openssl", "ca-certificates", "python3-venv",
+    "slirp4netns", "uidmap", "libcap2-bin", "apache2-utils", "openssl", "ca-certificates",
+    "python3-venv",
+    "openssh-client",  # the tests `ssh <name>.envd` into dev environments
 ]
 PATH_ENV = f"{BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GO_PATH_ENV = f"/usr/local/go/bin:{PATH_ENV}"

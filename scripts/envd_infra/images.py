@@ -17,6 +17,8 @@ from .config import (
     BUILDKIT_IMAGE,
     BUILDKIT_IMAGE_REF,
     BUILDKIT_REVISION,
+    BUILDKIT_ROOTLESS_IMAGE,
+    BUILDKIT_ROOTLESS_IMAGE_REF,
     BUILDKIT_VERSION,
     CA_BUNDLE,
     DEBIAN_MIRROR,
@@ -66,22 +68,66 @@ def _busybox_rootfs(rootfs: Path) -> None:
     (rootfs / "etc/group").write_text("root:x:0:\n")
 
 
-def _buildkit_rootfs(rootfs: Path) -> None:
-    """busybox + buildkitd/buildctl + Debian's runc and the shared libraries runc needs."""
-    _busybox_rootfs(rootfs)
-    for tool in ("buildkitd", "buildctl"):
-        shutil.copy2(BIN / tool, rootfs / "usr/bin" / tool)
-    shutil.copy2("/usr/sbin/runc", rootfs / "usr/bin/runc")
-    ldd = subprocess.run(["ldd", "/usr/sbin/runc"], capture_output=True, text=True,
-                         check=True).stdout
+def _copy_libs(rootfs: Path, binary: str) -> None:
+    """The shared libraries ``binary`` links, at the same paths inside ``rootfs``."""
+    ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
     for line in ldd.splitlines():
         lib = [w for w in line.split() if w.startswith("/")]
         if lib:
             dest = rootfs / lib[0].lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(Path(lib[0]).resolve(), dest)
+
+
+def _buildkit_rootfs(rootfs: Path) -> None:
+    """busybox + buildkitd/buildctl + Debian's runc and the shared libraries runc needs."""
+    _busybox_rootfs(rootfs)
+    for tool in ("buildkitd", "buildctl"):
+        shutil.copy2(BIN / tool, rootfs / "usr/bin" / tool)
+    shutil.copy2("/usr/sbin/runc", rootfs / "usr/bin/runc")
+    _copy_libs(rootfs, "/usr/sbin/runc")
     for d in ("etc/buildkit", "var/lib/buildkit", "run"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
+
+
+ROOTLESS_UID = 1000
+
+
+def _buildkit_rootless_rootfs(rootfs: Path) -> None:
+    """The buildkit image laid out as moby/buildkit:<v>-rootless: rootlesskit, newuidmap and
+    newgidmap, and user ``user`` (uid 1000) with subordinate ids 100000-165535.
+
+    newuidmap/newgidmap carry file capabilities (cap_setuid/cap_setgid) instead of the setuid
+    bit Debian gives them: a setuid-root helper writing the user namespace's map needs
+    CAP_SYS_ADMIN over it, which an unprivileged container lacks, while with file capabilities
+    it keeps the user's euid, the namespace's owner (measured here: the setuid form fails with
+    `newuidmap: write to uid_map failed: Operation not permitted`).
+    """
+    _buildkit_rootfs(rootfs)
+    kit = shutil.which("rootlesskit") or "/usr/bin/rootlesskit"
+    shutil.copy2(kit, rootfs / "usr/bin/rootlesskit")
+    _copy_libs(rootfs, kit)
+    for tool, cap in (("newuidmap", "cap_setuid+ep"), ("newgidmap", "cap_setgid+ep")):
+        dest = rootfs / "usr/bin" / tool
+        shutil.copyfile(f"/usr/bin/{tool}", dest)
+        dest.chmod(0o755)
+        subprocess.run(["setcap", cap, str(dest)], check=True, capture_output=True)
+        _copy_libs(rootfs, f"/usr/bin/{tool}")
+    uid = ROOTLESS_UID
+    with open(rootfs / "etc/passwd", "a", encoding="ascii") as handle:
+        handle.write(f"user:x:{uid}:{uid}:user:/home/user:/bin/sh\n")
+    with open(rootfs / "etc/group", "a", encoding="ascii") as handle:
+        handle.write(f"user:x:{uid}:\n")
+    for name in ("subuid", "subgid"):
+        (rootfs / "etc" / name).write_text("user:100000:65536\n")
+    owned = [rootfs / "home/user", rootfs / "home/user/.local/share/buildkit",
+             rootfs / f"run/user/{uid}"]
+    for directory in owned:
+        directory.mkdir(parents=True, exist_ok=True)
+    for directory in [rootfs / "home/user", rootfs / "home/user/.local",
+                      rootfs / "home/user/.local/share", *owned]:
+        os.chown(directory, uid, uid)
+    (rootfs / f"run/user/{uid}").chmod(0o700)
 
 
 def _python_rootfs(rootfs: Path, *, log: Path) -> None:
@@ -93,7 +139,9 @@ def _python_rootfs(rootfs: Path, *, log: Path) -> None:
 
 
 def _tar(rootfs: Path, tarball: Path, log: Path) -> None:
-    run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], log)
+    # file capabilities (newuidmap in the rootless image) live in the security.capability xattr
+    run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=security.capability", "-C",
+         str(rootfs), "-cf", str(tarball), "."], log)
     shutil.rmtree(rootfs, ignore_errors=True)
 
 
@@ -110,7 +158,7 @@ def recipe_id(name: str, changes: list[str]) -> str:
     # The revision is in the buildkit recipe since the binaries are version-stamped: an image
     # holding the older unstamped binaries is rebuilt once.
     extra = ([BUILDKIT_VERSION, BUILDKIT_REVISION, "/usr/sbin/runc"]
-             if name == "buildkit" else [])
+             if name.startswith("buildkit") else [])
     blob = json.dumps([name, include, changes, extra, 2]).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -193,5 +241,11 @@ def ensure_images() -> str:
     out.append("buildkit: " + ensure_image(
         "buildkit", BUILDKIT_IMAGE, ['ENTRYPOINT ["buildkitd"]'], _buildkit_rootfs,
         push_ref=BUILDKIT_IMAGE_REF))
+    out.append("buildkit-rootless: " + ensure_image(
+        "buildkit-rootless", BUILDKIT_ROOTLESS_IMAGE,
+        [f"USER {ROOTLESS_UID}:{ROOTLESS_UID}", "ENV HOME=/home/user",
+         f"ENV XDG_RUNTIME_DIR=/run/user/{ROOTLESS_UID}",
+         'ENTRYPOINT ["rootlesskit", "buildkitd"]'],
+        _buildkit_rootless_rootfs, push_ref=BUILDKIT_ROOTLESS_IMAGE_REF))
     out.append("python-hostca: " + ensure_hostca_image())
     return "; ".join(out)

@@ -11,6 +11,7 @@ from .config import (
     BUILDKIT_IMAGE,
     BUILDKIT_IMAGE_REF,
     BUILDKIT_MTLS,
+    BUILDKIT_ROOTLESS_IMAGE_REF,
     BUILDKIT_TCP,
     BUILDKIT_UNIX,
     CA_BUNDLE,
@@ -21,6 +22,7 @@ from .config import (
     MTLS_SERVERNAME,
     REGISTRY,
     ROOTLESS_USER,
+    SSHD_IMAGE_REF,
     STATE,
     UPSTREAM_BIN,
 )
@@ -56,6 +58,9 @@ def env_map() -> dict[str, object]:
         "IMAGE_PYTHON_HOSTCA": IMAGE_PYTHON_HOSTCA,
         "BUILDKIT_IMAGE": BUILDKIT_IMAGE,
         "BUILDKIT_IMAGE_REF": BUILDKIT_IMAGE_REF,
+        "SSHD_IMAGE": SSHD_IMAGE_REF,
+        "ENVD_SSHD": str(BIN / "envd-sshd"),
+        "BUILDKIT_ROOTLESS_IMAGE_REF": BUILDKIT_ROOTLESS_IMAGE_REF,
         "BUILDCTL": str(BIN / "buildctl"),
         "BUILDKITD": str(BIN / "buildkitd"),
         "UPSTREAM_ENVD": str(envd) if envd.exists() else "",
@@ -77,7 +82,8 @@ def status_map() -> dict[str, str]:
     for name in BUILDKITDS:
         st[name] = "up" if tracked(name) and buildkitd_probe(name) else "down"
     if st["dockerd"].startswith("up") and st["registry"] == "up":
-        refs = [r for r, _ in IMAGES.values()] + [BUILDKIT_IMAGE_REF, IMAGE_PYTHON_HOSTCA]
+        refs = [r for r, _ in IMAGES.values()] + [BUILDKIT_IMAGE_REF, BUILDKIT_ROOTLESS_IMAGE_REF,
+                                                   IMAGE_PYTHON_HOSTCA, SSHD_IMAGE_REF]
         missing = [r for r in refs if not in_registry(r)]
         st["images"] = "complete" if not missing else "missing " + " ".join(missing)
     else:

@@ -19,10 +19,7 @@ _RESERVED = {"load", "struct", "_build_context_dir"}
 #: Upstream functions this envd records in the graph but cannot build, with the reason. With
 #: ``evaluate(check_buildable=True)`` (what ``envd build`` uses) a call to one fails at its
 #: position in the file; graph-only tools (the upstream comparison) evaluate them freely.
-UNBUILDABLE = {
-    "install.vscode_extensions": "dev-image editor setup is not implemented yet (upstream "
-                                 "downloads extensions from Open VSX)",
-}
+UNBUILDABLE: dict[str, str] = {}
 
 
 def standard_table() -> dict[str, Callable[..., Any]]:

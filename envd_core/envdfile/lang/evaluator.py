@@ -34,6 +34,7 @@ from envd_core.envdfile.errors import (
     UnsupportedBuildError,
 )
 from envd_core.envdfile.graph import BuildGraph
+from envd_core.envdfile.include import IncludeSpec
 from envd_core.envdfile.lang import args as _args
 from envd_core.envdfile.lang.builtins import UNBUILDABLE, builtin_table, data_paths
 from envd_core.envdfile.lang.limits import EvalLimits, Guard, check_nesting, limits_in_force
@@ -81,6 +82,9 @@ class _Evaluator:
         self.cache: dict[Path, starlark.FrozenModule] = {}
         self.loading: list[Path] = []
         self.guard = guard
+        #: ``include(git=...)`` calls per file (see envd_core.envdfile.include) and checkouts.
+        self.includes: dict[Path, list[IncludeSpec]] = {}
+        self.include_roots: list[Path] = []
         self.globals = sl.Globals.extended_by([sl.LibraryExtension.StructType])
         self.prelude = sl.parse("<envd prelude>", self._prelude_source(), sl.Dialect.standard())
 
@@ -168,6 +172,10 @@ class _Evaluator:
         source = _read(path, name)
         check_syntax_line(source, name)
         check_nesting(source, name, self.guard.limits.depth)
+        if "include" in source:
+            from envd_core.envdfile.include import rewrite_includes
+
+            source, self.includes[path] = rewrite_includes(source)
         sl = self.sl
         self.loading.append(path)
         try:
@@ -189,6 +197,8 @@ class _Evaluator:
     def load(self, module_id: str, importer: Path) -> starlark.FrozenModule:
         """The ``load()`` hook: resolve ``module_id`` inside the roots, detect cycles, cache."""
         try:
+            if module_id.startswith("@envd-include"):
+                return self.load_include(module_id, importer)
             target = self.resolve_load(module_id, importer)
             if target in self.loading:
                 chain = " -> ".join(self.display(p) for p in [*self.loading, target])
@@ -197,6 +207,26 @@ class _Evaluator:
         except EnvdError as exc:
             self.pending = exc
             raise
+
+    def load_include(self, module_id: str, importer: Path) -> starlark.FrozenModule:
+        """Serve the module ids :func:`~envd_core.envdfile.include.rewrite_includes` writes."""
+        from envd_core.envdfile import include as inc
+
+        if module_id.startswith(inc.FILE_PREFIX):
+            return self.eval_file(Path(module_id[len(inc.FILE_PREFIX):]))
+        spec = self.includes[importer][int(module_id[len(inc.INCLUDE_PREFIX):])]
+        try:
+            checkout = inc.fetch(spec)
+            source = inc.module_source(checkout, spec.url)
+        except BuildArgumentError as exc:
+            raise BuildFileError(exc.message, file=self.display(importer), line=spec.line,
+                                 column=spec.column, hint=exc.hint) from None
+        self.include_roots.append(checkout.resolve())
+        module = self._new_module()
+        self.sl.eval_with(self._options(), module, self.sl.parse(
+            f"include({spec.url})", source, self.sl.Dialect.standard()), self.globals,
+            self.sl.FileLoader(lambda mid: self.load(mid, checkout)))
+        return module.freeze()
 
     def resolve_load(self, module_id: str, importer: Path) -> Path:
         """``//x.envd`` is relative to the build context, anything else to the importer."""
@@ -214,7 +244,8 @@ class _Evaluator:
         else:
             target = importer.parent / module_id
         resolved = target.resolve()
-        if not any(resolved == r or r in resolved.parents for r in self.roots):
+        allowed = [*self.roots, *self.include_roots]  # an included file loads its siblings
+        if not any(resolved == r or r in resolved.parents for r in allowed):
             raise BuildArgumentError(
                 f"load(\"{module_id}\") points outside the build context `{self.roots[0]}`; "
                 "build files may only load files inside it"

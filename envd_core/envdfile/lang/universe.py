@@ -47,11 +47,17 @@ def git_config(graph: BuildGraph, name: str = "", email: str = "", editor: str =
     graph.git = GitConfig(name=name, email=email, editor=editor)
 
 
-def include(graph: BuildGraph, git: str = "") -> None:
-    """Upstream clones a git repository of `.envd` modules; that needs the network, so refuse."""
+def include(graph: BuildGraph, git: str = "", ref: str = "") -> None:
+    """Reached only when ``include`` is not written as ``name = include(git="URL")``.
+
+    The evaluator rewrites that top-level form into a load of the repository (see
+    :mod:`envd_core.envdfile.include`); a Python built-in cannot return a module of Starlark
+    functions, so every other form is refused here with the way to write it.
+    """
     raise BuildArgumentError(
-        f"`include(git=...)` cannot fetch `{git}`: build files are evaluated without network "
-        "access; copy the module into the build context and use load(\"//path/file.envd\", ...)"
+        "`include` must be assigned at the top level of a file with literal strings: "
+        f'`lib = include(git="{git or "URL"}"' + (f', ref="{ref}"' if ref else "") + ")`, "
+        "then call `lib.<function>()`"
     )
 
 

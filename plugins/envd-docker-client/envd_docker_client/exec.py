@@ -1,107 +1,42 @@
-"""Exec in a container over a hijacked socket: streamed output, streamed input, exit code.
+"""Exec in a container: streamed output, streamed input, exit code; and ``dial-stdio``.
 
-The SDK starts the exec and hands over the raw socket (``exec_start(socket=True)``); reading it
-is ours: without a TTY dockerd multiplexes stdout and stderr into 8-byte-header frames, with a TTY
-the bytes are raw. :class:`ExecStream` also serves as a ``ByteStream`` for the BuildKit bridge
+The SDK creates the exec and reads its exit code; attaching to it is
+:func:`envd_docker_client.hijack.start_exec`, the byte-exact attach all of envd's Docker plugins
+share (the SDK's ``exec_start(socket=True)`` can lose the bytes that arrive together with the
+101 response). :class:`ExecStream` serves as a ``ByteStream`` for the BuildKit bridge too
 (``buildctl dial-stdio`` in a container), which needs the bytes both ways with no TTY mangling.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import struct
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from envd_core.errors import EnvdError, RunnerError
 from envd_docker_client.client import docker_errors, docker_host, open_client
+from envd_docker_client.hijack import STDERR, ExecStream, endpoint_for_host, start_exec
 
 if TYPE_CHECKING:
     import docker
 
 __all__ = ["ExecStream", "dial_container_stdio", "run_exec"]
 
-_HEADER = struct.Struct(">BxxxL")
-_STDOUT, _STDERR = 1, 2
+#: Seconds to connect to the engine and get the attach answered (not the command's run time).
+ATTACH_TIMEOUT = 60.0
 CHUNK = 64 * 1024
 
 
-def _raw_socket(handle: Any) -> socket.socket:
-    # exec_start(socket=True) returns socket.SocketIO on unix sockets; it cannot half-close,
-    # which is how the command learns its input ended, so use the socket underneath.
-    sock = getattr(handle, "_sock", handle)
-    assert isinstance(sock, socket.socket), type(sock)
-    return sock
-
-
-class ExecStream:
-    """The hijacked connection of one exec: frames in, bytes out, half-close for end of input."""
-
-    def __init__(self, handle: Any, *, tty: bool) -> None:
-        self._handle = handle  # keeps the SDK's response (and TLS state) alive
-        self.sock = _raw_socket(handle)
-        self.tty = tty
-        self._pending = b""
-
-    def _read_exact(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
-                return data
-            data += chunk
-        return data
-
-    def frames(self) -> Any:
-        """Yield ``(stream_id, bytes)`` until the command closes its output (1 out, 2 err)."""
-        while True:
-            if self.tty:
-                chunk = self.sock.recv(CHUNK)
-                if not chunk:
-                    return
-                yield _STDOUT, chunk
-                continue
-            header = self._read_exact(_HEADER.size)
-            if len(header) < _HEADER.size:
-                return
-            stream_id, size = _HEADER.unpack(header)
-            payload = self._read_exact(size)
-            yield stream_id, payload
-            if len(payload) < size:
-                return
-
-    # -- ByteStream (the BuildKit bridge): stdout only, stderr dropped --------------------------
-    def recv(self, n: int) -> bytes:
-        while not self._pending:
-            for stream_id, data in self.frames():
-                if stream_id == _STDOUT and data:
-                    self._pending = data
-                    break
-            else:
-                return b""
-        out, self._pending = self._pending[:n], self._pending[n:]
-        return out
-
-    def sendall(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def shutdown_write(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        # shutdown first: close() alone does not wake a thread blocked in recv() on Linux
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        try:
-            self.sock.close()
-        finally:
-            close = getattr(self._handle, "close", None)
-            if close is not None:
-                close()
+def _attach(client: docker.DockerClient, host: str, exec_id: str, *, tty: bool,
+            error: type[EnvdError]) -> ExecStream:
+    try:
+        endpoint = endpoint_for_host(host)
+    except EnvdError as exc:
+        raise error(exc.message, hint=exc.hint) from None
+    version = str(getattr(client.api, "api_version", "") or "")
+    return start_exec(endpoint, exec_id, api_version=version, timeout=ATTACH_TIMEOUT, tty=tty,
+                      error=error)
 
 
 def _pump_stdin(source: IO[bytes], stream: ExecStream) -> None:
@@ -145,7 +80,7 @@ def run_exec(
             container, list(argv), stdin=stdin is not None, stdout=True, stderr=True, tty=tty,
             environment=dict(env or {}), workdir=workdir, user=user or "",
         )["Id"]
-        stream = ExecStream(api.exec_start(exec_id, tty=tty, socket=True), tty=tty)
+        stream = _attach(client, host, exec_id, tty=tty, error=error)
         pump = None
         if stdin is not None:
             pump = threading.Thread(target=_pump_stdin, args=(stdin, stream), daemon=True,
@@ -153,7 +88,7 @@ def run_exec(
             pump.start()
         try:
             for stream_id, data in stream.frames():
-                target = err if stream_id == _STDERR else out
+                target = err if stream_id == STDERR else out
                 target.write(data)
                 target.flush()
         finally:
@@ -188,7 +123,7 @@ def dial_container_stdio(
             with docker_errors(address, f"exec `{' '.join(argv)}` in `{container}`", error=error):
                 exec_id = client.api.exec_create(container, list(argv), stdin=True, stdout=True,
                                                  stderr=True, tty=False)["Id"]
-                return ExecStream(client.api.exec_start(exec_id, socket=True), tty=False)
+            return _attach(client, address, exec_id, tty=False, error=error)
         except docker.errors.NotFound:
             raise error(f"container `{container}` not found in the Docker daemon at `{address}`",
                         hint="check the name with `docker ps`") from None

@@ -98,8 +98,10 @@ class DockerContainerBuilder(Builder):
         Option("network", "Docker network mode of the container (e.g. host); default: Docker's"),
         Option("cache-volume", "volume for /var/lib/buildkit: auto (<name>_state), none, or a "
                "volume name", default="auto"),
-        Option("security", "auto: privileged, falling back to a restricted set where refused",
-               kind="choice", choices=("auto", "privileged", "restricted"), default="auto"),
+        Option("security", "auto: privileged, falling back to a restricted set where refused; "
+               "rootless: a moby/buildkit:<v>-rootless image as user 1000, no added capability",
+               kind="choice", choices=("auto", "privileged", "restricted", "rootless"),
+               default="auto"),
         Option("buildkitd-flags", "extra buildkitd flags, e.g. --debug"),
     )
 
@@ -209,7 +211,7 @@ class DockerContainerBuilder(Builder):
         """Connect over exec'd ``buildctl dial-stdio``. Starting a missing or stopped
         container is the core's job (auto-bootstrap before a build, ``envd bootstrap``)."""
         from envd_core.buildkit.errors import BuildkitConnectionError
-        from envd_docker_container.lifecycle import open_connection, state_of
+        from envd_docker_container.lifecycle import open_connection, socket_of, state_of
 
         engine = self.engine()
         info = engine.inspect(self.container)
@@ -220,7 +222,7 @@ class DockerContainerBuilder(Builder):
                 kind=ErrorKind.NOT_FOUND if info is None else ErrorKind.UNAVAILABLE,
                 hint="start it with `envd bootstrap` (a build does it unless --no-bootstrap)",
             )
-        return open_connection(engine, self.container, timeout=timeout)
+        return open_connection(engine, self.container, timeout=timeout, socket=socket_of(info))
 
     def status(self, *, timeout: float = 3.0) -> BuilderStatus:
         """Probe without bootstrapping: a missing or stopped container is reported as such."""
@@ -230,7 +232,7 @@ class DockerContainerBuilder(Builder):
 
         from envd_core.buildkit.client import probe
         from envd_core.errors import EnvdError
-        from envd_docker_container.lifecycle import open_connection, state_of
+        from envd_docker_container.lifecycle import open_connection, socket_of, state_of
 
         started = time.monotonic()
         try:
@@ -246,7 +248,8 @@ class DockerContainerBuilder(Builder):
                     reachable=False, error_kind=ErrorKind.UNAVAILABLE,
                     error=f"container `{self.container}` is {state_of(info)} "
                           "(a build or `envd bootstrap` starts it)")
-            connection = open_connection(engine, self.container, timeout=timeout)
+            connection = open_connection(engine, self.container, timeout=timeout,
+                                         socket=socket_of(info))
         except EnvdError as exc:
             return BuilderStatus(reachable=False, error=exc.message, error_kind=exc.kind)
         try:

@@ -13,28 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+
+from envd_docker_client.hijack import Endpoint
 
 from envd_core.errors import BuilderError, ValidationError
 
+__all__ = ["DEFAULT_HOST", "Endpoint", "from_context", "from_environment", "resolve"]
+
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 SUPPORTED = ("unix://", "tcp://")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """A Docker Engine address plus the TLS material to reach it."""
-
-    host: str
-    #: Speak TLS to the engine (tcp:// only).
-    tls: bool = False
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    #: Verify the engine's certificate (False: encrypt only, as ``SkipTLSVerify``).
-    verify: bool = True
-    #: Where the endpoint came from, for messages (``DOCKER_HOST``, ``docker context `x```).
-    source: str = "DOCKER_HOST"
 
 
 def docker_config_dir() -> str:

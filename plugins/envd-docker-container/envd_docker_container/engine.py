@@ -2,7 +2,7 @@
 
 The SDK is imported when an :class:`Engine` is first used, never at plugin import, so that
 ``envd context ls`` loads no Docker client. Failures become one-line ``BuilderError``\\ s that
-name the engine. The attached exec stream is the exception: see :mod:`.hijack`.
+name the engine. The attached exec stream is the exception: see :mod:`envd_docker_client.hijack`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import quote
 
+from envd_docker_client.hijack import ExecStream, request_json, start_exec
+
 from envd_core.errors import BuilderError
 from envd_docker_container.endpoint import Endpoint
-from envd_docker_container.hijack import ExecStream, request_json, start_exec
 from envd_docker_container.report import Reporter
 
 #: Label keys on what the plugin creates (containers and volumes).
@@ -25,6 +26,7 @@ LABEL_OWNER = "io.envd.builder"
 LABEL_FINGERPRINT = "io.envd.buildkitd.fingerprint"
 LABEL_IMAGE = "io.envd.buildkitd.image"
 LABEL_SECURITY = "io.envd.buildkitd.security"
+LABEL_SOCKET = "io.envd.buildkitd.socket"
 OWNER = "docker-container"
 
 #: Security settings by mode; ``restricted`` is what works where ``--privileged`` is refused:
@@ -37,10 +39,18 @@ SECURITY: dict[str, dict[str, Any]] = {
         "cap_add": ["SYS_ADMIN"],
         "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
     },
+    # rootlesskit as user 1000 with Docker's default capabilities: seccomp must allow the
+    # user namespace (Docker's default profile refuses unshare(CLONE_NEWUSER) without
+    # CAP_SYS_ADMIN), AppArmor the mounts inside it; an unmasked /proc lets runc mount /proc
+    # for each build step (the process sandbox).
+    "rootless": {
+        "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+    },
 }
 RAW_HOST_CONFIG: dict[str, dict[str, Any]] = {
     "privileged": {},
     "restricted": {"MaskedPaths": [], "ReadonlyPaths": []},
+    "rootless": {"MaskedPaths": [], "ReadonlyPaths": []},
 }
 
 
@@ -125,7 +135,8 @@ class Engine:
     def inspect(self, name: str) -> dict[str, Any] | None:
         """The container's inspect document, or ``None`` when there is none by that name.
 
-        A plain request, not the SDK: every build asks this (see :func:`.hijack.request_json`).
+        A plain request, not the SDK: every build asks this (see
+        :func:`envd_docker_client.hijack.request_json`).
         """
         status, body = request_json(self.endpoint, "GET", f"/containers/{quote(name)}/json")
         if status == 404:
@@ -153,8 +164,9 @@ class Engine:
             )
             return str(created["Id"])
 
-    def put_files(self, container: str, files: Mapping[str, bytes]) -> None:
-        """Write ``files`` (absolute in-container paths) into a created container."""
+    def put_files(self, container: str, files: Mapping[str, bytes], *, owner: int = 0) -> None:
+        """Write ``files`` (absolute in-container paths) into a created container; they and
+        their new directories belong to uid/gid ``owner``."""
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
             dirs: set[str] = set()
@@ -166,11 +178,13 @@ class Engine:
                         dirs.add(d)
                         info = tarfile.TarInfo(d)
                         info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                        info.uid = info.gid = owner
                         tar.addfile(info)
                 data = files[path]
                 info = tarfile.TarInfo("/".join(parts))
                 info.size, info.mtime = len(data), int(time.time())
                 info.mode = 0o600 if path.endswith("key.pem") else 0o644
+                info.uid = info.gid = owner
                 tar.addfile(info, io.BytesIO(data))
         with self._errors(f"copy the BuildKit config into `{container}`"):
             self.api.put_archive(container, "/", buf.getvalue())

@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from envd_docker_client.hijack import ExecStream
+
 from envd_core.buildkit.errors import BuildkitConnectionError
 from envd_core.errors import BuilderError, ErrorKind
 from envd_docker_container import engine as eng
-from envd_docker_container.hijack import ExecStream
 from envd_docker_container.report import Reporter
-from envd_docker_container.settings import ENTRY_SCRIPT, SOCKET, STATE_DIR, DaemonSpec
+from envd_docker_container.settings import SOCKET, DaemonSpec
 
 if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
@@ -87,21 +88,30 @@ def stale_reasons(engine: eng.Engine, info: dict[str, Any], spec: DaemonSpec) ->
     return reasons
 
 
-def dial_argv() -> list[str]:
-    return ["buildctl", "--addr", SOCKET, "dial-stdio"]
+def dial_argv(socket: str = SOCKET) -> list[str]:
+    return ["buildctl", "--addr", socket, "dial-stdio"]
+
+
+def socket_of(info: dict[str, Any] | None) -> str:
+    """Where the container's buildkitd listens (its label; the default for older ones)."""
+    labels = ((info or {}).get("Config") or {}).get("Labels") or {}
+    return str(labels.get(eng.LABEL_SOCKET) or SOCKET)
 
 
 class Dialer:
     """``dial()`` for the bridge: one ``buildctl dial-stdio`` exec per gRPC connection."""
 
-    def __init__(self, engine: eng.Engine, container: str, timeout: float) -> None:
+    def __init__(self, engine: eng.Engine, container: str, timeout: float,
+                 socket: str = SOCKET) -> None:
         self.engine = engine
         self.container = container
         self.timeout = timeout
+        self.socket = socket
         self.last: ExecStream | None = None
 
     def __call__(self) -> ExecStream:
-        stream = self.engine.exec_stream(self.container, dial_argv(), timeout=self.timeout)
+        stream = self.engine.exec_stream(self.container, dial_argv(self.socket),
+                                         timeout=self.timeout)
         self.last = stream
         return stream
 
@@ -112,11 +122,11 @@ class Dialer:
 
 
 def open_connection(engine: eng.Engine, container: str, *, timeout: float,
-                    wait: bool = True) -> Connection:
+                    wait: bool = True, socket: str = SOCKET) -> Connection:
     """A gRPC connection to the container's buildkitd over exec'd ``buildctl dial-stdio``."""
     from envd_core.buildkit.transport import connect_bridge, wait_ready
 
-    dialer = Dialer(engine, container, timeout)
+    dialer = Dialer(engine, container, timeout, socket)
     conn = connect_bridge(dialer, target=f"docker-container://{container}", timeout=timeout,
                           wait=False)
     if not wait:
@@ -162,7 +172,8 @@ def wait_until_ready(engine: eng.Engine, container: str, timeout: float, *,
         if remaining <= 0:
             break
         if state == "running":
-            dialer = Dialer(engine, container, timeout=min(remaining, 5.0))
+            dialer = Dialer(engine, container, timeout=min(remaining, 5.0),
+                            socket=socket_of(info))
             from envd_core.buildkit.transport import connect_bridge
 
             conn = connect_bridge(dialer, target=f"docker-container://{container}", wait=False)
@@ -281,13 +292,14 @@ def _create(engine: eng.Engine, container: str, spec: DaemonSpec, report: Report
     try:
         for index, mode in enumerate(modes):
             labels = {eng.LABEL_OWNER: eng.OWNER, eng.LABEL_IMAGE: spec.image,
-                      eng.LABEL_FINGERPRINT: spec.fingerprint, eng.LABEL_SECURITY: mode}
+                      eng.LABEL_FINGERPRINT: spec.fingerprint, eng.LABEL_SECURITY: mode,
+                      eng.LABEL_SOCKET: spec.socket}
             report(f"creating container `{container}` from {spec.image} ({mode})")
             try:
                 engine.create(container, image=spec.image,
-                              entrypoint=["sh", "-c", ENTRY_SCRIPT, "buildkitd"],
+                              entrypoint=spec.entrypoint,
                               command=spec.command, labels=labels, network=spec.network,
-                              volume=spec.volume, state_dir=STATE_DIR, security=mode)
+                              volume=spec.volume, state_dir=spec.state_dir, security=mode)
             except eng.EngineError as exc:
                 if exc.status != 409:
                     raise
@@ -297,7 +309,7 @@ def _create(engine: eng.Engine, container: str, spec: DaemonSpec, report: Report
                 wait_until_ready(engine, container, timeout, theirs=True)
                 return False
             try:
-                engine.put_files(container, spec.files)
+                engine.put_files(container, spec.files, owner=spec.file_owner)
                 engine.start(container)
             except eng.EngineError as exc:
                 engine.remove(container)

@@ -39,6 +39,14 @@ CONFIG_DIR = "/etc/envd-buildkit"
 CONFIG_FILE = f"{CONFIG_DIR}/buildkitd.toml"
 SOCKET = "unix:///run/buildkit/buildkitd.sock"
 STATE_DIR = "/var/lib/buildkit"
+#: ``security=rootless``: the moby/buildkit:<v>-rootless layout (user 1000, rootlesskit).
+ROOTLESS_UID = 1000
+ROOTLESS_SOCKET = f"unix:///run/user/{ROOTLESS_UID}/buildkit/buildkitd.sock"
+ROOTLESS_STATE_DIR = "/home/user/.local/share/buildkit"
+#: rootlesskit shares the container's network (the container's own network mode decides) and
+#: gives buildkitd writable copies of /etc and /run inside its user namespace.
+ROOTLESS_ENTRYPOINT = ("rootlesskit", "--net=host", "--copy-up=/etc", "--copy-up=/run",
+                       "buildkitd")
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 _FILE_KINDS = ("ca", "cert", "key")
@@ -77,9 +85,35 @@ class DaemonSpec:
     files: Mapping[str, bytes]
 
     @property
+    def rootless(self) -> bool:
+        """BuildKit runs as user 1000 under rootlesskit inside the container."""
+        return self.security == "rootless"
+
+    @property
+    def entrypoint(self) -> list[str]:
+        if self.rootless:
+            return list(ROOTLESS_ENTRYPOINT)
+        return ["sh", "-c", ENTRY_SCRIPT, "buildkitd"]
+
+    @property
+    def socket(self) -> str:
+        """Where buildkitd listens inside the container (``buildctl dial-stdio`` dials it)."""
+        return ROOTLESS_SOCKET if self.rootless else SOCKET
+
+    @property
+    def state_dir(self) -> str:
+        return ROOTLESS_STATE_DIR if self.rootless else STATE_DIR
+
+    @property
+    def file_owner(self) -> int:
+        """The uid the config files belong to inside (the daemon must read its keys)."""
+        return ROOTLESS_UID if self.rootless else 0
+
+    @property
     def command(self) -> list[str]:
-        """Arguments after the entry script: buildkitd's own flags."""
-        return ["--config", CONFIG_FILE, "--addr", SOCKET, *self.flags]
+        """Arguments after the entry point: buildkitd's own flags."""
+        rootless = ["--root", ROOTLESS_STATE_DIR] if self.rootless else []
+        return ["--config", CONFIG_FILE, "--addr", self.socket, *rootless, *self.flags]
 
     @property
     def fingerprint(self) -> str:
@@ -87,7 +121,7 @@ class DaemonSpec:
         h = hashlib.sha256()
         parts = {
             "image": self.image,
-            "entry": ENTRY_SCRIPT,
+            "entry": ENTRY_SCRIPT if not self.rootless else list(ROOTLESS_ENTRYPOINT),
             "network": self.network or "",
             "volume": self.volume or "",
             "security": self.security,

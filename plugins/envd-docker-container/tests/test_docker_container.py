@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from envd_docker_client.hijack import ExecStream, start_exec
 from envd_docker_container import DEFAULT_IMAGE, DockerContainerBuilder, settings, split_address
 from envd_docker_container import endpoint as ep
-from envd_docker_container.hijack import ExecStream, start_exec
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -8,13 +8,29 @@ The Docker client is ``envd-docker-client`` (the docker SDK), imported only when
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from envd_core import hookimpl
-from envd_core.runner import Runner
-from envd_docker_runner.runner import DockerRunner
+
+if TYPE_CHECKING:
+    from envd_core.runner import Runner
+    from envd_docker_runner.runner import DockerRunner
 
 __all__ = ["DockerRunner"]
 
 
+def __getattr__(name: str) -> object:
+    # The runner class (and the records and clients it imports) loads when asked for: every
+    # envd command loads this plugin, few of them need its runner (a build that pushes never).
+    if name == "DockerRunner":
+        from envd_docker_runner.runner import DockerRunner
+
+        return DockerRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @hookimpl
 def envd_runner_types() -> list[type[Runner]]:
+    from envd_docker_runner.runner import DockerRunner
+
     return [DockerRunner]

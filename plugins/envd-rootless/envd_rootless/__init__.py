@@ -51,6 +51,9 @@ class RootlessBuilder(Builder):
     default_address = "buildkitd"
     can_bootstrap = True
     options = (
+        Option("mode", "process: rootlesskit buildkitd as you; container: the "
+               "moby/buildkit:<v>-rootless image in Docker (unprivileged)",
+               kind="choice", choices=("process", "container"), default="process"),
         Option("net", "rootlesskit network: host, or slirp4netns (needs /dev/net/tun)",
                kind="choice", choices=("host", "slirp4netns"), default="host"),
         Option("config", "buildkitd.toml for the daemon (registries, GC such as gckeepstorage)",
@@ -60,7 +63,19 @@ class RootlessBuilder(Builder):
         Option("buildkitd-flags", "extra buildkitd flags, e.g. --oci-worker-no-process-sandbox"),
         Option("ephemeral", "stop the daemon when the envd command that started it ends (CI)",
                kind="bool", default="false"),
+        Option("image", "container mode: the rootless BuildKit image "
+               "(default docker.io/moby/buildkit:v0.18.2-rootless)"),
+        Option("network", "container mode: Docker network mode of the container (e.g. host)"),
+        Option("cache-volume", "container mode: volume for the BuildKit state: auto, none, "
+               "or a volume name", default="auto"),
+        Option("process-sandbox", "container mode: false runs buildkitd with "
+               "--oci-worker-no-process-sandbox, for engines that cannot unmask /proc",
+               kind="bool", default="true"),
+        Option("registry-config", "container mode: registry JSON as upstream `envd bootstrap "
+               "--registry-config` takes", kind="path"),
     )
+    _PROCESS_ONLY = ("net", "buildkitd", "rootlesskit", "ephemeral")
+    _CONTAINER_ONLY = ("image", "network", "cache-volume", "process-sandbox", "registry-config")
 
     @classmethod
     def normalize_address(cls, address: str) -> str:
@@ -77,6 +92,24 @@ class RootlessBuilder(Builder):
     @classmethod
     def check_options(cls, options: Mapping[str, str]) -> None:
         _flags(options.get("buildkitd-flags"))
+        mode = options.get("mode") or "process"
+        wrong = cls._CONTAINER_ONLY if mode == "process" else cls._PROCESS_ONLY
+        given = [key for key in wrong if key in options]
+        if given:
+            raise ValidationError(
+                f"option `{given[0]}` does not apply to the rootless builder's {mode} mode",
+                hint="drop it, or set --builder-opt mode="
+                     + ("container" if mode == "process" else "process"),
+            )
+
+    @property
+    def container_mode(self) -> bool:
+        return (self.given_options.get("mode") or "process") == "container"
+
+    def _delegate(self) -> Builder:
+        from envd_rootless.container import delegate
+
+        return delegate(self.address, self.given_options)
 
     @property
     def given_options(self) -> Mapping[str, str]:
@@ -104,6 +137,12 @@ class RootlessBuilder(Builder):
         """True when no live daemon answers to the pid file (no gRPC; never raises)."""
         from envd_rootless import daemon
 
+        if self.container_mode:
+            try:
+                return self._delegate().needs_bootstrap()
+            except Exception:  # noqa: BLE001 - unsure: let the connect that follows explain
+                return False
+
         try:
             return daemon.running_pid(self.paths) is None
         except Exception:  # noqa: BLE001 - unsure: let the connect that follows explain
@@ -113,6 +152,8 @@ class RootlessBuilder(Builder):
         """Start the daemon unless it runs (``force``: restart it), and wait until it answers."""
         from envd_rootless import daemon
 
+        if self.container_mode:  # Docker isolates it: no need to run envd as a normal user
+            return self._delegate().bootstrap(force=force, report=report)
         daemon.refuse_root()
         paths = self.paths
         pid = daemon.running_pid(paths)
@@ -133,6 +174,8 @@ class RootlessBuilder(Builder):
 
         from envd_rootless import daemon
 
+        if self.container_mode:
+            return self._delegate().remove(keep_state=keep_state, report=report)
         paths = self.paths
         stopped = daemon.stop(paths, report=report)
         had_state = os.path.exists(paths.data)
@@ -151,6 +194,8 @@ class RootlessBuilder(Builder):
         from envd_core.buildkit.transport import connect_unix
         from envd_rootless import daemon
 
+        if self.container_mode:
+            return self._delegate().connect(timeout=timeout)
         paths = self.paths
         if daemon.running_pid(paths) is None:
             raise BuildkitConnectionError(
@@ -161,6 +206,9 @@ class RootlessBuilder(Builder):
     def status(self, *, timeout: float = 3.0) -> BuilderStatus:
         """Probe without starting anything."""
         from envd_rootless import daemon
+
+        if self.container_mode:
+            return self._delegate().status(timeout=timeout)
 
         paths = self.paths
         if daemon.running_pid(paths) is None:

@@ -99,3 +99,49 @@ def test_nothing_to_remove_is_absent(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert status.reachable is False and status.error_kind == "not-found"
     with pytest.raises(BuilderError, match="is not running"):
         builder.connect(timeout=1)
+
+
+# -- container mode ------------------------------------------------------------------------------
+def test_container_mode_maps_onto_the_docker_container_builder() -> None:
+    from envd_docker_container.settings import ROOTLESS_SOCKET
+    from envd_rootless.container import DEFAULT_IMAGE, NO_SANDBOX, container_options, delegate
+
+    assert container_options({"mode": "container"}) == {
+        "security": "rootless", "image": DEFAULT_IMAGE, "cache-volume": "auto"}
+    mapped = container_options({"mode": "container", "process-sandbox": "false",
+                                "buildkitd-flags": "--debug", "network": "host"})
+    assert mapped["buildkitd-flags"] == f"--debug {NO_SANDBOX}" and mapped["network"] == "host"
+    inner = delegate("ci", {"mode": "container", "image": "reg/bk:rootless"})
+    assert inner.address == "envd_rootless_ci"
+    spec = inner.spec()  # type: ignore[attr-defined]
+    assert spec.entrypoint[0] == "rootlesskit" and spec.entrypoint[-1] == "buildkitd"
+    assert spec.socket == ROOTLESS_SOCKET and spec.file_owner == 1000
+    assert "--root" in spec.command and spec.image == "reg/bk:rootless"
+
+
+@pytest.mark.parametrize(("options", "wrong"), [
+    ({"mode": "container", "net": "slirp4netns"}, "net"),
+    ({"mode": "container", "ephemeral": "true"}, "ephemeral"),
+    ({"image": "x"}, "image"),
+    ({"mode": "process", "process-sandbox": "false"}, "process-sandbox"),
+])
+def test_options_of_the_other_mode_are_refused(options: dict[str, str], wrong: str) -> None:
+    with pytest.raises(ValidationError, match=f"option `{wrong}` does not apply"):
+        RootlessBuilder.check_options(options)
+
+
+def test_container_mode_skips_the_root_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root, process mode refuses; container mode hands over to Docker's isolation."""
+    calls: list[str] = []
+
+    class Fake:
+        def bootstrap(self, *, force: bool = False, report: object = None) -> str:
+            calls.append("bootstrap")
+            return "done"
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    builder = RootlessBuilder("ci", {"mode": "container"})
+    monkeypatch.setattr(builder, "_delegate", lambda: Fake())
+    assert builder.bootstrap() == "done" and calls == ["bootstrap"]
+    with pytest.raises(BuilderError, match="running as root"):
+        RootlessBuilder("ci", {}).bootstrap()

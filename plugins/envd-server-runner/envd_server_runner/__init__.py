@@ -8,13 +8,29 @@ when a method needs it, so ``envd context ls`` stays light.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from envd_core import hookimpl
-from envd_core.runner import Runner
-from envd_server_runner.runner import EnvdServerRunner
+
+if TYPE_CHECKING:
+    from envd_core.runner import Runner
+    from envd_server_runner.runner import EnvdServerRunner
 
 __all__ = ["EnvdServerRunner"]
 
 
+def __getattr__(name: str) -> object:
+    # The runner class (and the records and clients it imports) loads when asked for: every
+    # envd command loads this plugin, few of them need its runner (a build that pushes never).
+    if name == "EnvdServerRunner":
+        from envd_server_runner.runner import EnvdServerRunner
+
+        return EnvdServerRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 @hookimpl
 def envd_runner_types() -> list[type[Runner]]:
+    from envd_server_runner.runner import EnvdServerRunner
+
     return [EnvdServerRunner]

@@ -14,15 +14,17 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from envd_core.environment import (
+    DEFAULT_HOST_IP,
     Endpoint,
     Environment,
     EnvironmentSpec,
     EnvironmentStatus,
     ImageInfo,
+    PublishedPort,
     RunnerStatus,
 )
 from envd_core.errors import RunnerError, ValidationError
@@ -36,6 +38,11 @@ from envd_core.runner import (
 from envd_server_runner.address import ServerAddress, parse_address, tls_settings
 from envd_server_runner.client import ApiError, ServerClient
 from envd_server_runner.tokens import Credential, TokenStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from envd_core.environments.sshconfig import SSHEntry
 
 __all__ = ["SSH_GATEWAY_PORT", "EnvdServerRunner"]
 
@@ -64,9 +71,12 @@ class EnvdServerRunner(Runner):
         Option("cert", "client certificate for servers that require one (with key)",
                kind="path"),
         Option("key", "private key of the client certificate", kind="path"),
+        Option("ssh-port", "port of the server's SSH gateway on the server's host "
+               f"(default {SSH_GATEWAY_PORT}, upstream's)", kind="int"),
     )
     can_manage_images = True
     can_login = True
+    pulls_images = True
 
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None,
                  *, context: str | None = None, tokens: TokenStore | None = None) -> None:
@@ -138,6 +148,14 @@ class EnvdServerRunner(Runner):
         created = (dt.datetime.fromtimestamp(created_at, dt.timezone.utc)
                    if isinstance(created_at, (int, float)) and created_at > 0 else None)
         labels = {str(k): str(v) for k, v in (data.get("labels") or {}).items()}
+        # other ports reach the user's machine as SSH local forwards on the same port number
+        ports = tuple(
+            PublishedPort(container_port=int(p["port"]), host_port=int(p["port"]),
+                          service=str(p.get("name") or "") or None)
+            for p in spec.get("ports") or []
+            if isinstance(p, dict) and isinstance(p.get("port"), int)
+            and 0 < p["port"] < 65536 and p["port"] != SSH_GATEWAY_PORT
+        )
         return Environment(
             name=data["name"],
             image=str(spec.get("image") or ""),
@@ -145,8 +163,31 @@ class EnvdServerRunner(Runner):
             runner=self.name,
             id=_environment_id(data["name"], created_at),
             created=created,
+            ports=ports,
             labels=labels,
-            ssh=Endpoint(self.server.host, SSH_GATEWAY_PORT),
+            ssh=Endpoint(self.server.host, self.ssh_port),
+        )
+
+    @property
+    def ssh_port(self) -> int:
+        """The SSH gateway's port: the ``ssh-port`` option, else upstream's 2222."""
+        value = self.option("ssh-port")
+        return int(value) if value else SSH_GATEWAY_PORT
+
+    def ssh_entry(self, environment: Environment, *, host: str,
+                  identity_file: Path) -> SSHEntry | None:
+        """Through the server's gateway, as upstream writes it for envd-server: the runner's
+        host and the gateway's port, user ``<login>/<env>``, no agent forwarding, every other
+        port as a ``LocalForward`` line."""
+        from envd_core.environments.sshconfig import SSHEntry
+
+        login = self.credential().login_name
+        return SSHEntry(
+            host=host, hostname=self.server.host, port=self.ssh_port,
+            identity_file=str(identity_file), user=f"{login}/{environment.name}",
+            forward_agent=False,
+            local_forwards=tuple((p.host_port, "localhost", p.container_port)
+                                 for p in environment.ports),
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -189,6 +230,9 @@ class EnvdServerRunner(Runner):
             refused.append("added capabilities")
         if spec.user:
             refused.append("a user")
+        if any(p.service == "ssh" and p.host_ip != DEFAULT_HOST_IP for p in spec.ports):
+            # upstream: "Failed to modify the sshd host when runner is envd-server."
+            refused.append("another SSH host (--host): SSH goes through the server's gateway")
         if refused:
             raise RunnerError(
                 f"environment `{spec.name}`: envd-server cannot honour {', '.join(refused)}",
@@ -329,6 +373,20 @@ class EnvdServerRunner(Runner):
 
     def logout(self, context: str) -> bool:
         return self.tokens.remove(context)
+
+    def import_login(self, context: str, *, login_name: str, token: str,
+                     dry_run: bool = False) -> tuple[str, str]:
+        kept = self.tokens.load(context)
+        if kept is not None:
+            if (kept.login_name, kept.token, kept.address) == (login_name, token,
+                                                               self.server.display):
+                return "unchanged", "this login is kept already"
+            return "skipped", (f"context holds its own login (`{kept.login_name}`); "
+                               f"`envd --context {context} logout` first to replace it")
+        if not dry_run:
+            self.tokens.save(Credential(context=context, address=self.server.display,
+                                        login_name=login_name, token=token))
+        return "imported", ""
 
     def status(self, *, timeout: float = 3.0) -> RunnerStatus:
         try:

@@ -137,3 +137,17 @@ def test_login_to_an_unreachable_server_is_one_line(
          "(envd context update --runner-address ...)"),
     ]
     assert cli("logout").stderr_lines == ["context srv holds no login"]
+
+
+def test_what_the_api_cannot_express_is_refused_before_any_request(tmp_path: Path) -> None:
+    from envd_core.environment import EnvironmentSpec, Mount, PortMapping
+
+    runner = EnvdServerRunner("http://127.0.0.1:9", tokens=TokenStore(tmp_path))
+    spec = EnvironmentSpec(name="e", image="i", mounts=(Mount("/a", "/b"),),
+                           ports=(PortMapping(2222, host_ip="0.0.0.0", service="ssh"),))
+    with pytest.raises(RunnerError) as info:
+        runner.create(spec)  # the address answers nothing: no request was made
+    assert info.value.message == (
+        "environment `e`: envd-server cannot honour host mounts (use --sync, as upstream's "
+        "envd-server runner does), another SSH host (--host): SSH goes through the server's "
+        "gateway")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from git_server import git_daemon, make_repo
 from llb_summary import Summary, our_ops, summarise, upstream_ops
 from registry_stub import registry_proxy
 
@@ -43,6 +44,26 @@ STUBS = [
 DEV_SETUP = ("dev images: upstream adds its dev tooling (built-in apt packages, envd-sshd, "
              "horust, starship, the envd user); ours builds no dev tooling yet")
 
+#: The repository ``include_git`` includes (served by a real git daemon, upstream clones it with
+#: go-git, ours with git): two files, a private name, a load() between siblings.
+ENVDLIB = {
+    "tensorboard.envd": (
+        "def tensorboard(host_port=6006):\n"
+        '    install.python_packages(name=["tensorboard"])\n'
+        '    runtime.daemon(commands=[["tensorboard", "--logdir", "/tmp", "--port", "6006"]])\n'
+        '    runtime.expose(envd_port=6006, host_port=host_port, service="tensorboard")\n'),
+    "tools/tools.envd": (
+        "_PKGS = [\"curl\", \"jq\"]\n\n"
+        "def tools():\n"
+        "    install.apt_packages(name=_PKGS)\n"),
+}
+
+PYTHON_IN_IMAGE = {
+    "python": "the image ships the requested Python: ours uses it in a venv; upstream "
+              "installs the same version again with micromamba",
+    "copies": "no micromamba copied in, for the same reason",
+}
+
 #: corpus file -> {field: why ours differs}. Fields not named here must be equal.
 DIFFERENCES: dict[str, dict[str, str]] = {
     "cuda_dev": {"apt": DEV_SETUP, "copies": DEV_SETUP,
@@ -64,19 +85,30 @@ DIFFERENCES: dict[str, dict[str, str]] = {
         "copies": "ours lets BuildKit download the checksum-pinned Julia archive (an https "
                   "source); upstream downloads the same file in a curl container",
     },
-    "python_in_image": {
-        "python": "the image ships the requested Python: ours uses it in a venv; upstream "
-                  "installs the same version again with micromamba",
-        "copies": "no micromamba copied in, for the same reason",
-    },
+    "python_in_image": PYTHON_IN_IMAGE,
+    # the included functions agree (pip, apt); only the base image's Python differs, as above
+    "include_git": PYTHON_IN_IMAGE,
 }
-#: corpus file -> why ours refuses to compile it (upstream compiles it). Empty: the one
-#: refused function, install.vscode_extensions, cannot be compiled offline by upstream either.
+#: corpus file -> why ours refuses to compile it (upstream compiles it). Empty: ours refuses no
+#: upstream function.
 REFUSED: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def upstream_llb(upstream_envd: str, registry: str, docker_host: str,
+def include_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The ``git://`` URL of ENVDLIB, served for the whole module."""
+    served = make_repo(tmp_path_factory.mktemp("envdlib"), "envdlib", ENVDLIB)
+    with git_daemon(served) as (base, _):
+        yield f"{base}/envdlib.git"
+
+
+@pytest.fixture(autouse=True)
+def _include_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVD_INCLUDE_CACHE", str(tmp_path / "include-cache"))
+
+
+@pytest.fixture(scope="module")
+def upstream_llb(upstream_envd: str, registry: str, docker_host: str, include_git: str,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """``envd debug llb`` output of every corpus file (file name -> JSON lines)."""
     if shutil.which("docker") is None:
@@ -105,7 +137,7 @@ def upstream_llb(upstream_envd: str, registry: str, docker_host: str,
         env = {**os.environ, "HOME": str(home), "ENVD_ANALYTICS": "false",
                "HTTP_PROXY": proxy, "NO_PROXY": "127.0.0.1,localhost"}
         for name in NAMES:
-            context = _context(root / name, name, registry)
+            context = _context(root / name, name, registry, include_git)
             proc = subprocess.run([upstream_envd, "debug", "llb"], cwd=context, env=env,
                                   capture_output=True, text=True, timeout=300, check=False)
             assert proc.returncode == 0, f"upstream: {name}: {proc.stderr[-1500:]}"
@@ -113,12 +145,13 @@ def upstream_llb(upstream_envd: str, registry: str, docker_host: str,
     yield out
 
 
-def _context(dest: Path, name: str, registry: str) -> Path:
-    """A copy of corpus entry ``name`` with ``@REGISTRY@`` filled in."""
+def _context(dest: Path, name: str, registry: str, include_git: str) -> Path:
+    """A copy of corpus entry ``name`` with ``@REGISTRY@`` and ``@INCLUDE_GIT@`` filled in."""
     if not dest.exists():
         shutil.copytree(CORPUS / name, dest)
         for path in dest.rglob("*.envd"):
-            path.write_text(path.read_text().replace("@REGISTRY@", registry))
+            text = path.read_text().replace("@REGISTRY@", registry)
+            path.write_text(text.replace("@INCLUDE_GIT@", include_git))
     return dest
 
 
@@ -129,8 +162,8 @@ def _differences(ours: Summary, theirs: Summary) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_side_by_side_with_upstream(name: str, upstream_llb: dict[str, str], registry: str,
-                                    tmp_path: Path) -> None:
-    context = _context(tmp_path / name, name, registry)
+                                    include_git: str, tmp_path: Path) -> None:
+    context = _context(tmp_path / name, name, registry, include_git)
     graph = load_build(context, check_buildable=False)
     declared = [*sorted(graph.runtime.environ), "LANG", "LC_ALL", "DEBIAN_FRONTEND"]
     theirs = summarise(upstream_ops(upstream_llb[name]), declared_env=declared)
@@ -162,7 +195,7 @@ def test_the_corpus_covers_the_functions_of_upstreams_reference() -> None:
         "config.repo(", "config.owner(", "config.julia_pkg_server(", "io.copy(", "io.http(",
         "runtime.command(", "runtime.daemon(",
         "runtime.expose(", "runtime.environ(", "runtime.mount(", "runtime.init(", "data.envd(",
-        "data.path.huggingface", "load(",
+        "data.path.huggingface", "load(", "include(",
     ]
     missing = [f for f in functions if f not in text]
     assert missing == [], missing

@@ -16,7 +16,7 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[3] / "scripts"
 MODULES = ("config", "shell", "processes", "installs", "certs", "registries", "buildkitd",
-           "images", "upstream", "report", "cli")
+           "images", "sshd", "upstream", "report", "cli")
 
 
 def _forget() -> None:

@@ -78,3 +78,20 @@ def test_hostca_python_image_reaches_pypi_without_a_mount(infra: dict[str, Any])
     out = sh("docker", "run", "--rm", "--network", "host", infra["IMAGE_PYTHON_HOSTCA"],
              "python3", "-c", FETCH_PYPI, timeout=120).stdout
     assert out.strip() == "200"
+
+
+def test_sshd_image_holds_upstreams_static_envd_sshd(infra: dict[str, Any]) -> None:
+    # Packed like tensorchord/envd-sshd-from-scratch: dev-image builds copy /usr/bin/envd-sshd
+    # out of it, so the path and a binary that runs without any library are the contract.
+    out = sh("docker", "run", "--rm", infra["SSHD_IMAGE"], "--version").stdout.split()
+    assert out == ["envd-sshd", "github.com/tensorchord/envd", "v1.3.4"]
+    layers = json.loads(sh("docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}",
+                           infra["SSHD_IMAGE"]).stdout)
+    assert len(layers) == 1
+    container = sh("docker", "create", infra["SSHD_IMAGE"]).stdout.strip()
+    try:
+        files = sh("sh", "-c", f"docker export {container} | tar -t", timeout=60).stdout.split()
+    finally:
+        sh("docker", "rm", container)
+    assert "usr/bin/envd-sshd" in files
+    assert not [f for f in files if f.startswith(("bin/", "lib", "usr/lib"))]

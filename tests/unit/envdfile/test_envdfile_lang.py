@@ -299,9 +299,11 @@ def test_missing_build_file(tmp_path: Path) -> None:
     assert "does not exist" in str(info.value)
 
 
-def test_include_is_refused_without_network(tmp_path: Path) -> None:
+def test_include_outside_a_top_level_assignment_says_how(tmp_path: Path) -> None:
+    # the working form is tested against real repositories in test_envdfile_include.py
     err = fails(tmp_path, 'def build():\n    include(git="https://github.com/x/y")\n')
-    assert "cannot fetch `https://github.com/x/y`" in str(err) and "load(" in str(err)
+    assert "build.envd:2:5: `include` must be assigned at the top level" in str(err)
+    assert 'lib = include(git="https://github.com/x/y")' in str(err)
 
 
 @pytest.mark.parametrize("call, words", [

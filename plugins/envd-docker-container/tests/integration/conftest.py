@@ -6,20 +6,33 @@ afterwards, also when the test fails.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from dc_helpers import docker_cli
 
 REPO = Path(__file__).resolve().parents[4]
-# The e2e helpers (the seed environment, image checks, the envd runner) live with the core's
-# pipeline tests; this plugin's end-to-end test reuses them rather than copying them.
-sys.path.insert(0, str(REPO / "tests" / "integration" / "pipeline"))
+E2E_SUPPORT = REPO / "tests" / "integration" / "pipeline" / "test_envd_build_support.py"
+
+
+@pytest.fixture(scope="session")
+def e2e() -> ModuleType:
+    """The core's end-to-end helpers (the seed environment, image checks, the envd runner),
+    reused rather than copied: loaded once from their file under a private module name, so
+    nothing is put on ``sys.path`` and no other test's imports can resolve to them."""
+    spec = importlib.util.spec_from_file_location("_envd_e2e_support", E2E_SUPPORT)
+    assert spec is not None and spec.loader is not None, E2E_SUPPORT
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

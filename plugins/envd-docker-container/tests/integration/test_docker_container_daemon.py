@@ -168,7 +168,9 @@ def test_missing_ca_is_one_line_and_creates_nothing(container_name: str, tmp_pat
 @pytest.fixture
 def envd(tmp_path: Path, docker_host: str):  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
-    env.update(ENVD_CONFIG_DIR=str(tmp_path / "config"), DOCKER_HOST=docker_host, NO_COLOR="1")
+    env.update(ENVD_CONFIG_DIR=str(tmp_path / "config"), DOCKER_HOST=docker_host, NO_COLOR="1",
+               # envd bootstrap installs shell completion (upstream's default): not in ~
+               XDG_DATA_HOME=str(tmp_path / "data"), SHELL="/bin/bash")
 
     def run(*args: str, check: bool = True, cwd: Path | None = None,
             ) -> subprocess.CompletedProcess[str]:
@@ -302,12 +304,14 @@ def test_readiness_timeout_is_one_line_and_undone(container_name: str,
 
 
 def test_envd_bootstrap_and_builder_rm(envd, container_name: str,  # type: ignore[no-untyped-def]
-                                       builder_options: dict[str, str]) -> None:
+                                       builder_options: dict[str, str], tmp_path: Path) -> None:
     """The core's commands drive this builder through the contract."""
     envd("context", "create", "--name", "dc", "--builder", "docker-container",
          "--builder-address", container_name, *_opts(builder_options), "--use")
     first = json.loads(envd("bootstrap", "--timeout", "60s", "--format", "json").stdout)
     assert first["action"] == "created" and first["running"] is True, first
+    completion = tmp_path / "data" / "bash-completion" / "completions" / "envd"
+    assert first["completion"] == str(completion) and completion.is_file()
     assert first["managed"] is True and first["workers"] == 1
     again = json.loads(envd("bootstrap", "--format", "json").stdout)
     assert again["action"] == "reused"

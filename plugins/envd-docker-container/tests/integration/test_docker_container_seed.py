@@ -9,30 +9,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 
 from dc_helpers import docker_cli
-from test_envd_build_support import (
-    Envd,
-    check_image_config,
-    check_image_contents,
-    docker,
-    marker,
-    remove_images,
-    write_environment,
-)
 
 
 def test_seed_scenario_on_docker_container_context(tmp_path: Path, docker_host: str,
                                                   ca_bundle: str, registry: str,
                                                   container_name: str,
-                                                  builder_options: dict[str, str]) -> None:
-    envd = Envd(tmp_path / "config", docker_host, ca_bundle)
+                                                  builder_options: dict[str, str],
+                                                  e2e: ModuleType) -> None:
+    envd = e2e.Envd(tmp_path / "config", docker_host, ca_bundle)
     opts = [a for k, v in builder_options.items() for a in ("--builder-opt", f"{k}={v}")]
     envd.run("context", "create", "--name", "local-bk", "--builder", "docker-container",
              "--builder-address", container_name, *opts, "--use")
     assert "local-bk (current)" in envd.run("context", "ls").stdout
-    mark = marker()
-    context = write_environment(tmp_path / "env", mark=mark, registry=registry)
+    mark = e2e.marker()
+    context = e2e.write_environment(tmp_path / "env", mark=mark, registry=registry)
     image = f"{registry}/e2e-{mark}/seed:latest"
     try:
         proc = envd.build(context, "--output", f"type=image,name={image},push=true",
@@ -47,10 +40,10 @@ def test_seed_scenario_on_docker_container_context(tmp_path: Path, docker_host: 
         mounts = json.loads(docker_cli("inspect", "-f", "{{json .Mounts}}",
                                        container_name).stdout)
         assert [(m["Type"], m["Destination"]) for m in mounts] == [("volume", "/var/lib/buildkit")]
-        remove_images(docker_host, image)
-        docker("pull", "-q", image, docker_host=docker_host)
-        check_image_contents(image, mark, docker_host=docker_host,
+        e2e.remove_images(docker_host, image)
+        e2e.docker("pull", "-q", image, docker_host=docker_host)
+        e2e.check_image_contents(image, mark, docker_host=docker_host,
                              base_image=f"{registry}/python:3.11-bookworm")
-        check_image_config(image, mark, docker_host=docker_host)
+        e2e.check_image_config(image, mark, docker_host=docker_host)
     finally:
-        remove_images(docker_host, image)
+        e2e.remove_images(docker_host, image)

@@ -14,6 +14,8 @@ from .server import EnvdServerDouble
 def main() -> None:
     parser = argparse.ArgumentParser(prog="envd_server_double", description=__doc__)
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--ssh-port", type=int, default=2222,
+                        help="port of the SSH gateway (runner option ssh-port)")
     parser.add_argument("--jwt-secret", default="envd-server")
     parser.add_argument("--docker-host", default="unix:///var/run/docker.sock")
     parser.add_argument("--tls-cert", help="serve TLS with this certificate (and --tls-key)")
@@ -28,10 +30,10 @@ def main() -> None:
             tls.verify_mode = ssl.CERT_REQUIRED
             tls.load_verify_locations(args.client_ca)
     double = EnvdServerDouble(jwt_secret=args.jwt_secret, tls=tls, docker_host=args.docker_host,
-                              port=args.port)
+                              port=args.port, ssh_port=args.ssh_port)
     # a background job ignores SIGINT: stop (and clean up) on SIGTERM too
     signal.signal(signal.SIGTERM, _interrupt)
-    print(f"envd-server double on {double.address} "
+    print(f"envd-server double on {double.address}, SSH gateway on port {double.gateway.port} "
           "(Ctrl-C or SIGTERM stops it and removes its containers)")
     try:
         while True:

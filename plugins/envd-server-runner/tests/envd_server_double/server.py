@@ -5,9 +5,11 @@ Real parts: the HTTP API (``/api/v1`` routes and shapes of reference §5.2), HS2
 (optionally requiring a client certificate), and a real Docker container on the shared dockerd
 behind every environment (labels ``ai.tensorchord.envd.uid`` and ``…environment-name`` as
 upstream puts on its pods; phase ``Pending`` until the container runs, as a pod's).
+The SSH gateway is real too (:mod:`.gateway`, on ``asyncssh``): ``<login>/<env>`` users, the keys
+registered with ``POST /users/:login/keys``, sessions relayed to the container's sshd on 2222.
 Doubled parts: users live in memory with salted PBKDF2 instead of bcrypt in Postgres; no
-Kubernetes (a container instead of a Pod and Service); no ContainerSSH gateway; the image label
-``ai.tensorchord.envd.container.name`` is not required, so plain test images run.
+Kubernetes (a container instead of a Pod and Service); ``asyncssh`` instead of ContainerSSH; the
+image label ``ai.tensorchord.envd.container.name`` is not required, so plain test images run.
 """
 
 from __future__ import annotations
@@ -29,9 +31,16 @@ from urllib.parse import unquote
 import docker
 import docker.errors
 
+from .gateway import SSHGateway
+
 LABEL_OWNER = "ai.tensorchord.envd.uid"
 LABEL_ENV = "ai.tensorchord.envd.environment-name"
 LABEL_DOUBLE = "ai.tensorchord.envd.h13-double"
+#: The spec's ports, kept on the container as the Service keeps them for the real server.
+LABEL_PORTS = "ai.tensorchord.envd.h13-double.ports"
+#: Where the double writes the gateway's public key in each environment (the env var upstream's
+#: envd-server sets on its pods names the file for the environment's sshd).
+AUTHORIZED_KEYS_PATH = "/var/envd/authorized_keys"
 _ENV_ROUTE = re.compile(r"^/api/v1/users/([^/]+)/(environments|images|keys)(?:/(.+))?$")
 
 
@@ -76,7 +85,8 @@ class EnvdServerDouble:
 
     def __init__(self, *, jwt_secret: str = "envd-server", tls: ssl.SSLContext | None = None,
                  docker_host: str = "unix:///var/run/docker.sock",
-                 token_lifetime: float = 365 * 24 * 3600, port: int = 0) -> None:
+                 token_lifetime: float = 365 * 24 * 3600, port: int = 0,
+                 ssh_port: int = 0) -> None:
         self.secret = jwt_secret
         self.token_lifetime = token_lifetime
         self.id = uuid.uuid4().hex[:8]
@@ -95,6 +105,8 @@ class EnvdServerDouble:
         self.scheme = "https" if tls is not None else "http"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+        #: The SSH gateway (ContainerSSH's part); its port goes in the runner option ssh-port.
+        self.gateway = SSHGateway(keys_of=self.keys_of, resolve=self.ssh_target, port=ssh_port)
 
     @property
     def address(self) -> str:
@@ -107,6 +119,7 @@ class EnvdServerDouble:
 
     def close(self) -> None:
         """Stop serving and remove every container this double made."""
+        self.gateway.close()
         self.httpd.shutdown()
         self.httpd.server_close()
         for container in self.docker.containers.list(
@@ -148,6 +161,26 @@ class EnvdServerDouble:
         if claims.get("username") != login_name:
             raise _Error(401, "the token does not belong to this user")
 
+    # -- the SSH gateway's questions (ContainerSSH asks envd-server's webhooks) ----------------
+    def keys_of(self, login: str) -> list[str]:
+        """The public keys registered for ``login``."""
+        with self.lock:
+            return [key for (owner, _), key in self.keys.items() if owner == login]
+
+    def ssh_target(self, login: str, env: str) -> str:
+        """The address of ``env``'s container when it runs and belongs to ``login``."""
+        try:
+            container = self._container(login, env)
+        except _Error as exc:
+            raise LookupError(str(exc)) from None
+        container.reload()
+        if not container.attrs["State"].get("Running"):
+            raise LookupError(f"environment {env} is not running")
+        address = str(container.attrs["NetworkSettings"].get("IPAddress") or "")
+        if not address:
+            raise LookupError(f"environment {env} has no address")
+        return address
+
     # -- environments -------------------------------------------------------------------------
     def _container(self, owner: str, env: str) -> Any:
         try:
@@ -173,10 +206,12 @@ class EnvdServerDouble:
         created = container.attrs["Created"][:19]
         return {
             "name": container.labels[LABEL_ENV],
-            "labels": {k: v for k, v in container.labels.items() if k != LABEL_DOUBLE},
+            "labels": {k: v for k, v in container.labels.items()
+                       if k not in (LABEL_DOUBLE, LABEL_PORTS)},
             "annotations": {},
             "spec": {"owner": container.labels[LABEL_OWNER], "image": config["Image"],
-                     "env": env, "cmd": config.get("Cmd") or [], "ports": [],
+                     "env": env, "cmd": config.get("Cmd") or [],
+                     "ports": json.loads(container.labels.get(LABEL_PORTS) or "[]"),
                      "apt_packages": [], "pypi_commands": [], "sync": False},
             "status": {"phase": phase, "jupyter_addr": None, "rstudio_server_addr": None},
             "resource": {"cpu": "", "memory": "", "gpu": "", "shm": ""},
@@ -193,8 +228,12 @@ class EnvdServerDouble:
         if not isinstance(image, str) or not image:
             raise _Error(400, "the environment has no image")
         labels = {str(k): str(v) for k, v in (body.get("labels") or {}).items()}
-        labels.update({LABEL_OWNER: owner, LABEL_ENV: name, LABEL_DOUBLE: self.id})
+        ports = [{"name": str(p.get("name") or ""), "port": int(p.get("port") or 0)}
+                 for p in spec.get("ports") or [] if isinstance(p, dict)]
+        labels.update({LABEL_OWNER: owner, LABEL_ENV: name, LABEL_DOUBLE: self.id,
+                       LABEL_PORTS: json.dumps(ports)})
         env = {str(e["name"]): str(e["value"]) for e in spec.get("env") or []}
+        env["ENVD_AUTHORIZED_KEYS_PATH"] = AUTHORIZED_KEYS_PATH
         try:
             image_obj = self._image(image)
             container = self.docker.containers.create(
@@ -205,6 +244,8 @@ class EnvdServerDouble:
                 raise _Error(409, f'pods "{name}" already exists') from None
             raise _Error(500, f"failed to create the environment: {exc.explanation}") from None
         self._record_image(image, image_obj)
+        # the gateway's key, where the environment's sshd reads it (before the start below)
+        container.put_archive("/", _tar_file(AUTHORIZED_KEYS_PATH, self.gateway.public_key))
         # a pod is Pending first: start the container a moment later, as the kubelet would
         threading.Timer(0.3, container.start).start()
         return {"environment": self.environment_json(container), "warnings": []}
@@ -240,6 +281,24 @@ class EnvdServerDouble:
                 raise _Error(409, f"key {name} already exists")
             self.keys[(owner, name)] = key
         return {"name": name, "public_key": key, "login_name": owner}
+
+
+def _tar_file(path: str, text: str) -> bytes:
+    """A tar archive holding ``path`` (mode 0644, root's) with ``text``, for ``put_archive``."""
+    import io
+    import tarfile
+
+    data = (text.rstrip("\n") + "\n").encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        parent = os.path.dirname(path).lstrip("/")
+        directory = tarfile.TarInfo(parent)
+        directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(directory)
+        info = tarfile.TarInfo(path.lstrip("/"))
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 def _credentials(body: dict[str, Any]) -> tuple[str, str]:

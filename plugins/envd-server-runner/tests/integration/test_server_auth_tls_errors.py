@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -214,27 +212,6 @@ def test_unreachable_server(tokens: TokenStore) -> None:
     assert str(info.value) == ("cannot reach envd-server at `http://127.0.0.1:9`: "
                                "Connection refused")
     assert not runner.status().reachable
-
-
-@pytest.fixture
-def not_envd_server() -> Iterator[str]:
-    """An HTTP server that is not envd-server (answers HTML 404 everywhere)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_error(404)
-
-        do_POST = do_GET
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_a_server_that_is_not_envd_server(not_envd_server: str, tokens: TokenStore) -> None:

@@ -12,7 +12,7 @@ from envd_server_double.support import BUSYBOX, logged_in
 from envd_server_runner import EnvdServerRunner
 from envd_server_runner.tokens import TokenStore
 
-from envd_core.environment import EnvironmentSpec, EnvironmentStatus, PortMapping
+from envd_core.environment import EnvironmentSpec, EnvironmentStatus, PortMapping, PublishedPort
 from envd_core.runner import EnvironmentNotFoundError, Runner, RunnerUnsupportedError
 from envd_core.testing import RunnerContract
 
@@ -69,11 +69,11 @@ class TestEnvdServerRunnerLifecycle(RunnerContract):
                                   stdin=io.BytesIO(b"x"), stdout=io.BytesIO())
 
     def test_ports_are_published_on_free_host_ports(self, lifecycle: Any) -> None:
-        # envd-server publishes no host ports: they are forwarded over its SSH gateway, which is
-        # the one endpoint the environment reports
+        # envd-server publishes no host ports: the SSH entry forwards each one to the same port
+        # on 127.0.0.1 through the gateway, the one endpoint the environment has
         spec = lifecycle.spec(ports=(PortMapping(8080, service="web"),))
         created = lifecycle.create(spec)
-        assert created.ports == ()
+        assert created.ports == (PublishedPort(8080, 8080, "127.0.0.1", service="web"),)
         assert created.ssh is not None and created.ssh.port == 2222
 
     def test_stop_and_remove(self, lifecycle: Any) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 from envd_server_double import EnvdServerDouble
-from envd_server_double.support import BUSYBOX, unique
+from envd_server_double.support import BUSYBOX, Envd, unique
 from envd_server_runner import EnvdServerRunner
 from envd_server_runner.tokens import TokenStore
 
@@ -46,3 +47,26 @@ def test_upstream_login_list_and_destroy(upstream_envd: str, double: EnvdServerD
     assert name not in {e.name for e in ours.list_environments()}
     assert not double.docker.containers.list(all=True,
                                              filters={"name": double.container_name(name)})
+
+
+def test_our_envd_takes_over_upstreams_login(upstream_envd: str, double: EnvdServerDouble,
+                                             tmp_path: Path) -> None:
+    """Upstream logs in; `envd context import --from-upstream` takes context and login over;
+    our `envd envs ls` then lists upstream's user's environment with that token."""
+    ours = Envd(tmp_path)
+    _upstream(upstream_envd, ours.home, "context", "create", "--name", "srv", "--builder",
+              "tcp", "--builder-address", "127.0.0.1:1234", "--runner", "envd-server",
+              "--runner-address", double.address, "--use")
+    user = unique("up-")
+    _upstream(upstream_envd, ours.home, "login", "-u", user)
+    runner = EnvdServerRunner(double.address, context="x", tokens=TokenStore(tmp_path / "t"))
+    runner.login("x", username=user)
+    name = unique()
+    runner.create(EnvironmentSpec(name=name, image=BUSYBOX, command=("sleep", "120")))
+
+    imported = ours("context", "import", "--from-upstream", "--use")
+    assert f"envd-server login `{user}` for context srv: imported" in imported.stderr
+    listed = json.loads(ours("envs", "ls", "--format", "json").stdout)
+    assert [row["name"] for row in listed] == [name]
+    again = ours("context", "import", "--from-upstream")
+    assert f"envd-server login `{user}` for context srv: unchanged" in again.stderr

@@ -1,34 +1,80 @@
 """The one thing the Docker SDK cannot do well: a byte-exact stream to an exec's stdio.
 
 ``exec_start(socket=True)`` of the SDK reads the HTTP response head through a buffered reader
-and hands back the raw socket underneath; bytes the engine sends right after the head (here:
-BuildKit's HTTP/2 SETTINGS frame, which ``buildctl dial-stdio`` forwards at once) can be left
-behind in that buffer and lost. So the attach is written by hand: ``POST /exec/<id>/start``
-with ``Connection: Upgrade``/``Upgrade: tcp`` on a socket of our own, the head parsed byte-wise
-and whatever follows it kept.
+and hands back the raw socket underneath; bytes the engine sends right after the head (BuildKit's
+HTTP/2 SETTINGS frame, which ``buildctl dial-stdio`` forwards at once; the first output of a
+fast command) can be left behind in that buffer and lost. So the attach is written by hand:
+``POST /exec/<id>/start`` with ``Connection: Upgrade``/``Upgrade: tcp`` on a socket of our own,
+the head parsed byte-wise and whatever follows it kept. This is the only exec attach of envd's
+Docker plugins: the docker runner's ``run_exec``, ``dial_container_stdio`` and the
+docker-container builder all use it.
 
 Without a TTY the engine multiplexes the exec's output: each frame is an 8-byte header
 (stream 1 = stdout, 2 = stderr; 3 bytes padding; big-endian payload length) plus payload. Input
-is not framed. :class:`ExecStream` strips the frames: ``recv`` returns stdout bytes only, and
-stderr is kept (its tail) to explain a failure. ``shutdown_write`` half-closes the socket,
-which the engine turns into EOF on the exec's stdin, so ``dial-stdio`` ends with the gRPC
-connection. (A TTY is no option: the line discipline would rewrite binary HTTP/2.)
+is not framed. :class:`ExecStream` reads the frames (:meth:`ExecStream.frames`) or, as the
+byte stream the BuildKit bridge needs, stdout only (:meth:`ExecStream.recv`, stderr's tail kept
+to explain a failure). ``shutdown_write`` half-closes the socket, which the engine turns into EOF
+on the exec's stdin. With a TTY the bytes are raw (and the line discipline rewrites them: never
+for binary protocols).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import ssl
 import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from envd_core.errors import BuilderError
-from envd_docker_container.endpoint import Endpoint
+from envd_core.errors import BuilderError, EnvdError
+
+__all__ = ["Endpoint", "ExecStream", "endpoint_for_host", "open_socket", "request_json",
+           "start_exec"]
 
 _HEADER = struct.Struct(">BxxxL")
-_STDOUT, _STDERR = 1, 2
+STDOUT, STDERR = 1, 2
 _STDERR_KEEP = 4096
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A Docker Engine address plus the TLS material to reach it."""
+
+    host: str
+    #: Speak TLS to the engine (tcp:// only).
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    #: Verify the engine's certificate (False: encrypt only, as ``SkipTLSVerify``).
+    verify: bool = True
+    #: Where the endpoint came from, for messages (``DOCKER_HOST``, ``docker context `x```).
+    source: str = "DOCKER_HOST"
+
+
+def endpoint_for_host(host: str) -> Endpoint:
+    """The endpoint for a ``unix://`` or ``tcp://`` address, with the TLS settings of the
+    environment (``DOCKER_TLS_VERIFY``, ``DOCKER_CERT_PATH``) for tcp, as the SDK reads them."""
+    if not host.startswith(("unix://", "tcp://")):
+        scheme = host.split("://", 1)[0]
+        raise BuilderError(f"exec over a `{scheme}://` Docker host is not supported (`{host}`)",
+                           hint="use a unix:// or tcp:// DOCKER_HOST")
+    if host.startswith("unix://"):
+        return Endpoint(host=host)
+    verify = os.environ.get("DOCKER_TLS_VERIFY", "") not in ("", "0")
+    cert_path = os.environ.get("DOCKER_CERT_PATH")
+    if not verify and not cert_path:
+        return Endpoint(host=host)
+    directory = cert_path or os.path.join(
+        os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"))
+    files = {name: os.path.join(directory, f"{name}.pem") for name in ("ca", "cert", "key")}
+    present = {name: path if os.path.exists(path) else None for name, path in files.items()}
+    return Endpoint(host=host, tls=True, ca=present["ca"], cert=present["cert"],
+                    key=present["key"], verify=verify)
 
 
 def open_socket(endpoint: Endpoint, timeout: float) -> socket.socket:
@@ -59,15 +105,21 @@ def open_socket(endpoint: Endpoint, timeout: float) -> socket.socket:
 
 
 class ExecStream:
-    """An exec's stdin (``sendall``) and demultiplexed stdout (``recv``) as one byte stream."""
+    """An exec's stdin (``sendall``) and its output: frames, or stdout as one byte stream."""
 
-    def __init__(self, sock: socket.socket, rest: bytes) -> None:
+    def __init__(self, sock: socket.socket, rest: bytes = b"", *, tty: bool = False) -> None:
         self._sock = sock
+        self.tty = tty
         self._buf = bytearray(rest)
         self._kind = 0  # stream of the frame being read; 0 = expecting a header
         self._left = 0  # payload bytes of that frame not yet consumed
         self._stderr = bytearray()
         self._closed = False
+
+    @property
+    def sock(self) -> socket.socket:
+        """The socket underneath (for ``select`` and half-close)."""
+        return self._sock
 
     @property
     def stderr(self) -> str:
@@ -76,7 +128,7 @@ class ExecStream:
 
     def _fill(self, n: int) -> bool:
         try:
-            chunk = self._sock.recv(max(n, 65536))
+            chunk = self._sock.recv(max(n, CHUNK))
         except OSError:
             return False
         if not chunk:
@@ -84,17 +136,50 @@ class ExecStream:
         self._buf += chunk
         return True
 
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(stream, bytes)`` (1 stdout, 2 stderr) until the exec closes its output.
+
+        With a TTY everything is stdout, in the pieces it arrives in."""
+        while True:
+            if self.tty:
+                if not self._buf and not self._fill(CHUNK):
+                    return
+                data = bytes(self._buf)
+                self._buf.clear()
+                yield STDOUT, data
+                continue
+            while len(self._buf) < _HEADER.size:
+                if not self._fill(CHUNK):
+                    return
+            kind, size = _HEADER.unpack_from(self._buf)
+            del self._buf[:_HEADER.size]
+            while len(self._buf) < size:
+                if not self._fill(size - len(self._buf)):
+                    data = bytes(self._buf)  # cut short: hand over what came
+                    self._buf.clear()
+                    yield kind, data
+                    return
+            data = bytes(self._buf[:size])
+            del self._buf[:size]
+            yield kind, data
+
     def recv(self, n: int) -> bytes:
         """Up to ``n`` bytes of the exec's stdout; ``b""`` at the end of the stream."""
         while True:
+            if self.tty:
+                if not self._buf and not self._fill(n):
+                    return b""
+                data = bytes(self._buf[:n])
+                del self._buf[:n]
+                return data
             if self._left and self._buf:
-                take = min(self._left, len(self._buf), n if self._kind == _STDOUT else 1 << 30)
+                take = min(self._left, len(self._buf), n if self._kind == STDOUT else 1 << 30)
                 data = bytes(self._buf[:take])
                 del self._buf[:take]
                 self._left -= take
-                if self._kind == _STDOUT:
+                if self._kind == STDOUT:
                     return data
-                if self._kind == _STDERR:
+                if self._kind == STDERR:
                     self._stderr += data
                     del self._stderr[:-_STDERR_KEEP]
                 continue
@@ -125,6 +210,7 @@ class ExecStream:
         if self._closed:
             return
         self._closed = True
+        # shutdown first: close() alone does not wake a thread blocked in recv() on Linux
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
@@ -134,9 +220,10 @@ def request_json(endpoint: Endpoint, method: str, path: str, body: object = None
                  timeout: float = 30.0) -> tuple[int, object]:
     """One plain Engine API request on a socket of our own: ``(status, decoded JSON body)``.
 
-    Every build asks the engine two things (is the container running? make an exec): doing
-    those without the SDK spares each ``envd build`` the import of docker/requests/urllib3
-    (~0.3 s here). Paths are unversioned: the engine serves its own current API version.
+    Every build on a docker-container builder asks the engine two things (is the container
+    running? make an exec): doing those without the SDK spares each ``envd build`` the import
+    of docker/requests/urllib3 (~0.3 s here). Paths are unversioned: the engine serves its own
+    current API version.
     """
     import http.client
 
@@ -162,12 +249,13 @@ def request_json(endpoint: Endpoint, method: str, path: str, body: object = None
     return response.status, decoded
 
 
-def start_exec(endpoint: Endpoint, exec_id: str, *, api_version: str,
-               timeout: float) -> ExecStream:
+def start_exec(endpoint: Endpoint, exec_id: str, *, api_version: str, timeout: float,
+               tty: bool = False, error: type[EnvdError] = BuilderError) -> ExecStream:
     """Start exec ``exec_id`` attached, and return its stdio as an :class:`ExecStream`.
 
-    ``api_version`` ``""`` means an unversioned path (the engine's current version)."""
-    body = json.dumps({"Detach": False, "Tty": False}).encode()
+    ``api_version`` ``""`` means an unversioned path (the engine's current version). Failures
+    are one-line ``error``\\ s."""
+    body = json.dumps({"Detach": False, "Tty": tty}).encode()
     head = (
         f"POST {f'/v{api_version}' if api_version else ''}/exec/{exec_id}/start HTTP/1.1\r\n"
         "Host: docker\r\n"
@@ -179,7 +267,7 @@ def start_exec(endpoint: Endpoint, exec_id: str, *, api_version: str,
     try:
         sock = open_socket(endpoint, timeout)
     except (OSError, ssl.SSLError) as exc:
-        raise BuilderError(
+        raise error(
             f"cannot reach the Docker Engine at `{endpoint.host}` ({endpoint.source}): {exc}"
         ) from None
     try:
@@ -192,7 +280,7 @@ def start_exec(endpoint: Endpoint, exec_id: str, *, api_version: str,
             buf += chunk
     except OSError as exc:
         sock.close()
-        raise BuilderError(f"Docker Engine at `{endpoint.host}` dropped the exec attach: {exc}") \
+        raise error(f"Docker Engine at `{endpoint.host}` dropped the exec attach: {exc}") \
             from None
     status_head, sep, rest = buf.partition(b"\r\n\r\n")
     status_line = status_head.split(b"\r\n", 1)[0].decode("latin-1", "replace")
@@ -203,9 +291,8 @@ def start_exec(endpoint: Endpoint, exec_id: str, *, api_version: str,
         detail = rest.decode("utf-8", "replace").strip()
         with contextlib.suppress(ValueError, AttributeError):
             detail = json.loads(detail[detail.index("{"):]).get("message", detail)
-        raise BuilderError(
-            f"Docker Engine refused to attach to the BuildKit exec: "
-            f"{detail or status_line or 'no answer'}"
+        raise error(
+            f"Docker Engine refused to attach to the exec: {detail or status_line or 'no answer'}"
         )
     sock.settimeout(None)
-    return ExecStream(sock, rest)
+    return ExecStream(sock, rest, tty=tty)

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Benchmark: a cold ``envd envs ls`` on an envd-server context, ours against upstream's.
+
+One envd-server double (``plugins/envd-server-runner/tests/envd_server_double``, real HTTP, real
+Docker containers) serves both clients, with the same user and one running environment:
+
+- upstream envd v1.3.4 (Go; ``UPSTREAM_ENVD`` or the infra's binary), in its own HOME, after
+  ``context create --runner envd-server`` and ``login``;
+- ours, the console script beside this interpreter, in its own config dir, after the same
+  context and ``envd login`` as the same user.
+
+Each run is a fresh process (after warm-up runs), alternating the tools so that load from
+other users of the machine hits them alike. ``python -c pass`` with this interpreter runs in
+the same rotation: the floor no Python CLI can beat. Prints median / min / p90 wall time per
+tool and the ratios ours/upstream (the target is at most 1.0) and floor/upstream.
+
+    .venv/bin/python bench/bench_server_envs_ls.py [--runs 20] [--warmup 3] [--json]
+
+Not a test: it needs the shared dockerd and the local registry's busybox image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "plugins" / "envd-server-runner" / "tests"))
+
+DEFAULT_UPSTREAM = "/var/lib/envd-infra/bin/upstream/envd"
+IMAGE = "127.0.0.1:5000/busybox:latest"
+
+
+def _run(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench: `{' '.join(argv)}` failed: {proc.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {"median_ms": statistics.median(ordered) * 1000, "min_ms": ordered[0] * 1000,
+            "p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1000}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from envd_server_double import EnvdServerDouble
+    from envd_server_runner import EnvdServerRunner
+    from envd_server_runner.tokens import TokenStore
+
+    from envd_core.environment import EnvironmentSpec
+
+    upstream = os.environ.get("UPSTREAM_ENVD") or DEFAULT_UPSTREAM
+    if not os.access(upstream, os.X_OK):
+        sys.exit(f"bench: upstream envd not found at {upstream} (set UPSTREAM_ENVD)")
+    ours = str(Path(sys.executable).with_name("envd"))
+    double = EnvdServerDouble()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
+            up_env = {**base, "HOME": f"{tmp}/up-home"}
+            our_env = {**base, "HOME": f"{tmp}/our-home", "ENVD_CONFIG_DIR": f"{tmp}/ours"}
+            Path(up_env["HOME"]).mkdir()
+            Path(our_env["HOME"]).mkdir()
+            user = f"bench-{uuid.uuid4().hex[:6]}"
+            common = ["context", "create", "--name", "srv", "--builder", "tcp",
+                      "--builder-address", "127.0.0.1:1234", "--runner", "envd-server",
+                      "--runner-address", double.address, "--use"]
+            _run([upstream, *common], up_env)
+            _run([upstream, "login", "-u", user], up_env)
+            _run([ours, *common], our_env)
+            _run([ours, "login", "-u", user], our_env)
+            runner = EnvdServerRunner(double.address, context="b",
+                                      tokens=TokenStore(Path(tmp) / "tokens"))
+            runner.login("b", username=user)
+            runner.create(EnvironmentSpec(name=f"bench-{uuid.uuid4().hex[:6]}", image=IMAGE,
+                                          command=("sleep", "3600")))
+            tools = {"upstream": ([upstream, "envs", "ls"], up_env),
+                     "ours": ([ours, "envs", "ls"], our_env),
+                     # the floor no Python CLI can beat: the interpreter starting, nothing else
+                     "floor": ([sys.executable, "-c", "pass"], our_env)}
+            for _ in range(args.warmup):
+                for argv, env in tools.values():
+                    _run(argv, env)
+            samples: dict[str, list[float]] = {name: [] for name in tools}
+            for _ in range(args.runs):
+                for name, (argv, env) in tools.items():
+                    samples[name].append(_run(argv, env))
+    finally:
+        double.close()
+    result: dict[str, Any] = {name: _stats(s) for name, s in samples.items()}
+    ratio = result["ours"]["median_ms"] / result["upstream"]["median_ms"]
+    result["ratio_ours_over_upstream"] = ratio
+    result["ratio_floor_over_upstream"] = (result["floor"]["median_ms"]
+                                           / result["upstream"]["median_ms"])
+    result["runs"] = args.runs
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for name in tools:
+        r = result[name]
+        what = "python -c pass" if name == "floor" else "envs ls"
+        print(f"{name:9} {what:14}: median {r['median_ms']:7.1f} ms  min {r['min_ms']:7.1f} ms  "
+              f"p90 {r['p90_ms']:7.1f} ms")
+    print(f"ratio ours/upstream (median): {ratio:.2f}x  (target <= 1.0); "
+          f"interpreter floor/upstream: {result['ratio_floor_over_upstream']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The fast path of ``envd context ls/show/use`` (envd_core.cli.fast) and the plugin index.
+
+Each run is a fresh interpreter through ``envd_core.cli.main`` (the console script's entry), so
+what is imported is what a user's ``envd`` imports. The full CLI's output is the reference: the
+fast path must print the same bytes, or decline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from envd_core.cli.fast import HINT_MARKER, _parse
+from envd_core.contexts.upstream import HINT_MARKER as UPSTREAM_HINT_MARKER
+
+SLOW = ("click", "pluggy", "attrs", "attr")
+
+PROBE = """
+    import json, sys
+    from envd_core._entrypoints import entry_points
+    mode, report_path, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    sys.argv = ["envd", *args]
+    code = 0
+    try:
+        if mode == "full":
+            from envd_core.cli.app import main
+            main(args)
+        else:
+            from envd_core.cli import main
+            main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    eps = entry_points("envd")
+    report = {
+        "code": code,
+        "slow": sorted({m.split(".")[0] for m in sys.modules} & set(%r)),
+        "plugins": sorted(ep.name for ep in eps if ep.value.split(":")[0] in sys.modules),
+    }
+    with open(report_path, "w") as out:
+        json.dump(report, out)
+"""
+
+PLUGIN = '''
+from envd_core.hookspecs import hookimpl
+from envd_core.builder import Builder
+
+class ThrowawayBuilder(Builder):
+    name = "throwaway"
+    summary = "a builder type for the fast-path tests"
+    def parse_address(self, address): return address
+    def connect(self, timeout=None): raise NotImplementedError
+
+@hookimpl
+def envd_builder_types():
+    return [ThrowawayBuilder]
+'''
+
+TEAM_PLUGIN = '''
+from envd_core.hookspecs import hookimpl
+from envd_core.contexts.model import Context
+
+@hookimpl
+def envd_team_contexts():
+    return [Context(name="vendor-farm", builder="tcp", builder_address="farm:1234")]
+'''
+
+
+class Env:
+    """A throwaway HOME, config dir, cache dir and plugin directory for ``envd`` runs."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.script = tmp / "probe.py"
+        self.script.write_text(textwrap.dedent(PROBE % (SLOW,)))
+        self.site = tmp / "site"
+        self.site.mkdir()
+        self.env = {
+            "PATH": "/usr/bin:/bin", "HOME": str(tmp / "home"), "LANG": "C.UTF-8",
+            "ENVD_CONFIG_DIR": str(tmp / "cfg"), "ENVD_CACHE_DIR": str(tmp / "cache"),
+            "ENVD_TEAM_CONTEXTS_DIR": str(tmp / "team"), "PYTHONPATH": str(self.site),
+        }
+        (tmp / "home").mkdir()
+
+    def add_plugin(self, name: str, source: str) -> Path:
+        """Install a plugin distribution the way pip does: a module and a dist-info folder."""
+        module = self.site / f"{name}.py"
+        module.write_text(source)
+        info = self.site / f"{name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n")
+        (info / "entry_points.txt").write_text(f"[envd]\n{name} = {name}\n")
+        return module
+
+    def run(self, *args: str, mode: str = "main", **extra: str) -> tuple[dict[str, Any], str, str]:
+        report = self.tmp / "report.json"
+        done = subprocess.run(
+            [sys.executable, str(self.script), mode, str(report), *args],
+            env={**self.env, **extra}, cwd=self.tmp, capture_output=True, text=True,
+            timeout=120, check=False,
+        )
+        assert report.exists(), done.stderr
+        return json.loads(report.read_text()), done.stdout, done.stderr
+
+    def fast(self, *args: str, **extra: str) -> bool:
+        """Whether ``envd ARGS`` ran on the fast path (click never imported)."""
+        report, _out, _err = self.run(*args, **extra)
+        return "click" not in report["slow"]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    e = Env(tmp_path)
+    e.add_plugin("envd_fastpath_throwaway", PLUGIN)
+    # the store exists (the first run seeds it through the plugins, on the full path)
+    e.run("context", "create", "--name", "remote", "--builder", "tcp",
+          "--builder-address", "127.0.0.1:1234", "--runner-address", "unix:///r.sock")
+    e.run("context", "create", "--name", "gone", "--builder", "throwaway",
+          "--builder-address", "x")
+    return e
+
+
+def test_second_run_is_fast_and_imports_nothing_slow(env: Env) -> None:
+    env.run("context", "ls")  # writes the index
+    report, out, _ = env.run("context", "ls")
+    assert report["code"] == 0
+    assert report["slow"] == [], f"the fast path imported {report['slow']}"
+    assert report["plugins"] == [], f"the fast path imported plugins {report['plugins']}"
+    assert "remote" in out and "tcp://127.0.0.1:1234" in out
+
+
+CASES = [
+    ["context", "ls"],
+    ["context", "ls", "--format", "json"],
+    ["context", "ls", "-fjson"],
+    ["context", "ls", "--format=table"],
+    ["context", "show"],
+    ["context", "show", "-f", "json"],
+    ["--context", "remote", "context", "show"],
+]
+
+
+@pytest.mark.parametrize("args", CASES, ids=" ".join)
+def test_fast_output_is_the_full_clis(env: Env, args: list[str]) -> None:
+    team = env.tmp / "team"
+    team.mkdir()
+    (team / "corp.json").write_text(json.dumps({
+        "format": "envd-team-contexts/v1",
+        "contexts": [{"name": "farm", "builder": {"type": "kube-pod", "address": "ns/x"}}],
+    }))
+    env.run(*args)  # index
+    full, full_out, full_err = env.run(*args, mode="full")
+    report, out, err = env.run(*args)
+    assert "click" not in report["slow"], "expected the fast path"
+    assert (report["code"], out, err) == (full["code"], full_out, full_err)
+    assert out.strip()
+
+
+def test_uninstalled_type_shown_as_the_full_cli_does(env: Env) -> None:
+    off = {"ENVD_DISABLE_PLUGINS": "envd_fastpath_throwaway"}
+    env.run("context", "ls", **off)  # the index for this set of plugins
+    _, full_out, _ = env.run("context", "ls", mode="full", **off)
+    report, out, _ = env.run("context", "ls", **off)
+    assert "click" not in report["slow"]
+    # the plugin is switched off: its builder type is "not installed", on either path
+    assert "throwaway (not installed)" in out
+    assert out == full_out
+
+
+def test_use_on_the_fast_path_changes_the_store(env: Env) -> None:
+    env.run("context", "ls")
+    report, _out, err = env.run("context", "use", "remote")
+    assert report["code"] == 0 and "click" not in report["slow"]
+    assert err == 'Current context is "remote"\n'
+    stored = json.loads((env.tmp / "cfg" / "contexts.json").read_text())
+    assert stored["current"] == "remote"
+    report, _out, err = env.run("context", "use", "--name", "nope")
+    # an error goes to the full CLI, which reports it its own way; nothing is written
+    assert report["code"] == 1 and "click" in report["slow"]
+    assert 'context "nope" does not exist' in err
+    assert json.loads((env.tmp / "cfg" / "contexts.json").read_text())["current"] == "remote"
+
+
+def test_a_changed_plugin_invalidates_the_index(env: Env) -> None:
+    module = env.site / "envd_fastpath_throwaway.py"
+    env.run("context", "ls")
+    assert env.fast("context", "ls")
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert not env.fast("context", "ls"), "an edited plugin must send the run to the full CLI"
+    assert env.fast("context", "ls"), "the full run wrote a fresh index"
+
+
+def test_an_installed_plugin_invalidates_the_index(env: Env) -> None:
+    env.run("context", "ls")
+    assert env.fast("context", "ls")
+    env.add_plugin("envd_fastpath_second", PLUGIN.replace('"throwaway"', '"second"'))
+    assert not env.fast("context", "ls")
+    report, _out, _ = env.run("context", "ls")
+    assert "click" not in report["slow"] and "envd_fastpath_second" not in report["plugins"]
+
+
+def test_switches_change_what_is_enabled(env: Env) -> None:
+    env.run("context", "ls")
+    assert env.fast("context", "ls")
+    assert not env.fast("context", "ls", ENVD_PLUGINS="tcp")  # another plugin set: stale
+    assert not env.fast("context", "ls", ENVD_CONTEXT_STORE="sqlite")
+    assert not env.fast("context", "ls", ENVD_DEBUG="1")
+
+
+def test_a_team_context_plugin_keeps_the_full_path(env: Env) -> None:
+    env.add_plugin("envd_fastpath_team", TEAM_PLUGIN)
+    env.run("context", "ls")
+    report, out, _ = env.run("context", "ls")
+    assert "click" in report["slow"]
+    assert "vendor-farm" in out
+
+
+def test_upstream_import_hint_is_the_full_clis(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.run("context", "ls")  # store with `default` only, and the index
+    upstream = env.tmp / "home" / ".config" / "envd"
+    upstream.mkdir(parents=True)
+    (upstream / "contexts").write_bytes(b"")
+    report, _out, err = env.run("context", "ls")
+    assert "click" in report["slow"], "the hint is due: the full CLI prints it"
+    assert "envd context import --from-upstream" in err
+    assert (env.tmp / "cfg" / HINT_MARKER).exists()
+    report, _out, err = env.run("context", "ls")
+    assert "click" not in report["slow"] and err == ""
+
+
+def test_hint_marker_is_upstreams() -> None:
+    assert HINT_MARKER == UPSTREAM_HINT_MARKER
+
+
+@pytest.mark.parametrize("argv", [
+    ["context", "ls", "--status"], ["context", "ls", "--help"], ["context", "ls", "-f", "yaml"],
+    ["context", "use"], ["context", "use", "a", "b"], ["context", "rm", "a"], ["build"],
+    ["context"], ["--debug", "context", "ls"], ["--context", "--x", "context", "show"],
+])
+def test_parse_declines_what_it_does_not_serve(argv: list[str]) -> None:
+    assert _parse(argv) is None
+
+
+def test_parse_reads_what_it_serves() -> None:
+    assert _parse(["context", "use", "--name=a"]) == ("use", "table", "a", None)
+    assert _parse(["--context=x", "context", "show", "-fjson"]) == ("show", "json", None, "x")
