@@ -311,3 +311,34 @@ def _unmount_under(root: Path) -> None:
     mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
     for target in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
+# ---------------------------------------------------------------- hypothesis profiles
+# CI runs the fuzz tests with a fixed seed (derandomize): a red run is reproducible and a green
+# one stays green. `--fuzz-long` (or HYPOTHESIS_PROFILE=long) runs many more examples, randomly.
+try:
+    from hypothesis import HealthCheck
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile(
+        "ci", derandomize=True, deadline=None, print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow])
+    _hypothesis_settings.register_profile(
+        "long", max_examples=5000, deadline=None, print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow])
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis is in the `test` extra; plain runs without it still work
+    pass
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--fuzz-long``: the long hypothesis profile (thousands of examples per fuzz test)."""
+    parser.addoption("--fuzz-long", action="store_true",
+                     help="run hypothesis fuzz tests with the long profile (5000 examples)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fuzz-long", default=False):
+        from hypothesis import settings as hypothesis_settings
+
+        hypothesis_settings.load_profile("long")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from envd_core.errors import EnvdError, StoreError
+from envd_core.paths import fix_for
 
 __all__ = ["LOCK_TIMEOUT", "locked", "remove_stale_temp_files", "write_atomic"]
 
@@ -32,7 +33,8 @@ def locked(lock_path: Path, *, guards: Path | None = None, timeout: float = LOCK
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise error(f"cannot open lock file `{lock_path}`: {exc.strerror}") from None
+        raise error(f"cannot open lock file `{lock_path}`: {exc.strerror}",
+                    hint=fix_for(exc)) from None
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -67,7 +69,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600,
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
-        raise error(f"cannot write `{path}`: {exc.strerror}") from None
+        raise error(f"cannot write `{path}`: {exc.strerror}", hint=fix_for(exc)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
@@ -78,7 +80,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600,
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise error(f"cannot write `{path}`: {exc.strerror}") from None
+        raise error(f"cannot write `{path}`: {exc.strerror}", hint=fix_for(exc)) from None
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

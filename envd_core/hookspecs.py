@@ -246,7 +246,9 @@ def envd_option_defaults() -> Mapping[str, Mapping[str, str]]:
     e.g. a CA bundle for every builder (``ca-bundle``), a BuildKit image or registry mirrors for
     a builder type that declares such options. Each option must be one the type declares and
     each value must parse (a ``path`` option must exist), or the error names the plugin. Two
-    plugins giving the same option is an error.
+    plugins giving the same option is an error. The key ``"build-file"`` sets the defaults of
+    the build-file evaluation limits (``depth``, ``memory``, ``steps``, ``time``; see
+    docs/limits.md); ``ENVD_BUILD_LIMITS`` still overrides them.
 
     **Example**::
 

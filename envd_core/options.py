@@ -52,6 +52,16 @@ class Option:
                     f"option `{self.name}`: file `{path}` does not exist",
                     hint="options that name files are stored by reference; create the file first",
                 )
+            # Every path option names a file a daemon or TLS library reads: a directory or a
+            # device (`/tmp`, `/dev/null`) would only fail later, at connect or build time.
+            if not os.path.isfile(path):
+                raise ValidationError(
+                    f"option `{self.name}`: `{path}` is not a regular file",
+                    hint="name the file itself (a PEM file, a buildkitd.toml, ...)",
+                )
+            if not os.access(path, os.R_OK):
+                raise ValidationError(f"option `{self.name}`: file `{path}` is not readable",
+                                      hint="check its permissions")
             return path
         if self.kind == "bool":
             lowered = value.lower()
@@ -62,6 +72,8 @@ class Option:
             raise ValidationError(f"option `{self.name}` expects true or false, got `{raw}`")
         if self.kind == "int":
             try:
+                if not value.isascii():  # int() takes any Unicode digit: `١٢٣` is 123
+                    raise ValueError(value)
                 return str(int(value, 10))
             except ValueError:
                 raise ValidationError(
@@ -73,6 +85,11 @@ class Option:
                     f"option `{self.name}` must be one of {', '.join(self.choices)}; got `{raw}`"
                 )
             return value
+        if not value:
+            raise ValidationError(
+                f"option `{self.name}` needs a value (`{self.name}=<value>`); leave the option "
+                "out to use the default"
+            )
         return value
 
     def convert(self, stored: str) -> str | bool | int:

@@ -177,6 +177,27 @@ class VendorHooks:
                 merged[option], owner[option] = value, impl.plugin_name
         return merged
 
+    def build_file_limits(self) -> dict[str, str]:
+        """The ``"build-file"`` entry of ``envd_option_defaults``: a distribution's defaults for
+        the build-file evaluation limits (``depth``, ``memory``, ``steps``, ``time``), checked
+        by :func:`envd_core.envdfile.lang.limits.limits_in_force`."""
+        merged: dict[str, str] = {}
+        owner: dict[str, str] = {}
+        for impl in self._impls("envd_option_defaults"):
+            returned = self._call(impl, "envd_option_defaults") or {}
+            values = returned.get("build-file") if isinstance(returned, Mapping) else None
+            if not values:
+                continue
+            if not isinstance(values, Mapping):
+                raise PluginError(f"plugin `{impl.plugin_name}`: defaults for `build-file` must "
+                                  "be a mapping of limit to value")
+            for key, value in values.items():
+                if key in merged:
+                    raise PluginError(f"build-file limit `{key}` is given by both "
+                                      f"`{owner[key]}` and `{impl.plugin_name}`")
+                merged[str(key)], owner[str(key)] = str(value), impl.plugin_name
+        return merged
+
     # -- the distribution --------------------------------------------------------------------
     def distribution(self) -> Distribution | None:
         """The distribution a plugin declares (``envd_distribution``), or ``None`` for stock."""

@@ -283,20 +283,23 @@ class BuildkitClient:
             session.start(self.connection.channel)
             req.Session = session.id
             timings.mark("session")
+        from envd_core.buildkit.watchdog import Progress, wait_solve
+
+        progress = Progress()  # the no-progress watchdog's clock (see watchdog.py)
         try:
             # Status first, Solve right after, both in flight at once (see module doc).
             status_call = self._stub.Status(control_pb2.StatusRequest(Ref=ref))
             status_done = threading.Event()
             status_thread = threading.Thread(
                 target=_pump_status,
-                args=(status_call, trace, on_status, status_done),
+                args=(status_call, trace, progress.wrap(on_status), status_done),
                 name="envd-bk-status",
                 daemon=True,
             )
             status_thread.start()
             future = self._stub.Solve.future(req)
             try:
-                resp = future.result()
+                resp = wait_solve(future, self.connection, progress)
             except grpc.RpcError as e:
                 _drain(status_call, status_done, status_thread, grace=1.0)
                 raise self._solve_error(e, trace, log_lines) from None
@@ -346,6 +349,13 @@ class BuildkitClient:
         self, e: grpc.RpcError, trace: BuildTrace, log_lines: int
     ) -> BaseException:
         code = e.code().name if e.code() is not None else ""
+        if code == "UNAVAILABLE" and not self.connection.tls:
+            # The daemon answered before the solve began: a broken link now means it went
+            # away (killed, restarted), not an address or TLS problem.
+            from envd_core.buildkit.watchdog import lost_daemon_error
+
+            return lost_daemon_error(self.connection.target, rpc_error_text(e),
+                                     trace.running_step())
         if code in _LINK_CODES:
             err = self._fail(e)
             step = trace.running_step()

@@ -79,7 +79,9 @@ def classify(exc: BaseException, *, tls: bool = False) -> ErrorKind:
         )
     ):
         return ErrorKind.NOT_BUILDKIT
-    if any(s in low for s in ("ssl", "tls", "certificate", "handshake", "tsi_", "unwrap failed")):
+    if any(s in low for s in ("ssl", "tls", "certificate", "handshake", "tsi_", "unwrap failed",
+                              "peer name", "subject alternative name",
+                              "hostname verification", "custom verification")):
         return ErrorKind.TLS
     if code == "UNAVAILABLE" and tls and ("socket closed" in low or "connection reset" in low):
         # A TLS server that dislikes our (missing) client certificate just drops the connection
@@ -95,6 +97,9 @@ def classify(exc: BaseException, *, tls: bool = False) -> ErrorKind:
 def _tls_side(details: str) -> str:
     """Say which side rejected which certificate, from BoringSSL's handshake text."""
     low = details.lower()
+    if "hostname verification" in low or "peer name" in low:
+        return ("the server's certificate does not name the host we dialled (set `servername` "
+                "to a name in its certificate)")
     if "certificate_verify_failed" in low or "certificate verify failed" in low:
         return "the server's certificate was rejected by us (wrong CA or server name)"
     if (

@@ -371,13 +371,11 @@ def _marshal(result: Output, platform: str | None) -> ops_pb2.Definition:
     seen: set[str] = set()
     definition = pb.Definition()
 
-    def visit(vtx: Vertex) -> str:
-        key = id(vtx)
-        if key in digests:
-            return digests[key]
+    def emit(vtx: Vertex) -> str:
+        """Serialize ``vtx``, whose inputs all have digests already."""
         op = pb.Op()
         for inp in vtx.inputs:
-            op.inputs.add(digest=visit(inp.vertex), index=inp.index)
+            op.inputs.add(digest=digests[id(inp.vertex)], index=inp.index)
         vtx.fill(op)
         if vtx.platform_ok:
             if vtx.platform:
@@ -395,11 +393,24 @@ def _marshal(result: Output, platform: str | None) -> ops_pb2.Definition:
             md = vtx.metadata()
             if md is not None:
                 entry.CopyFrom(md)
-        digests[key] = dg
         return dg
 
-    # Iterative-enough for real graphs; the recursion depth equals the chain length.
-    dg = visit(result.vertex)
+    # Dependencies first, with an explicit stack: a chain of thousands of steps (one `run()`
+    # per line of a generated build file) would exceed Python's recursion limit.
+    stack: list[tuple[Vertex, bool]] = [(result.vertex, False)]
+    while stack:
+        vtx, inputs_done = stack.pop()
+        if id(vtx) in digests:
+            continue
+        if inputs_done:
+            digests[id(vtx)] = emit(vtx)
+            continue
+        stack.append((vtx, True))
+        # Reversed, so inputs are emitted in their declared order (stable definitions).
+        stack.extend((inp.vertex, False) for inp in reversed(vtx.inputs)
+                     if id(inp.vertex) not in digests)
+
+    dg = digests[id(result.vertex)]
     terminal = pb.Op()
     terminal.inputs.add(digest=dg, index=result.index)
     data = terminal.SerializeToString(deterministic=True)

@@ -204,7 +204,10 @@ def wait_ready(conn: Connection, timeout: float) -> None:
                 break
             err = connection_error(e, target=conn.target, tls=conn.tls)
             if (
-                err.kind in (ErrorKind.TLS, ErrorKind.NOT_BUILDKIT, ErrorKind.DNS)
+                # A refusal (ECONNREFUSED, or ENOENT for a socket) is immediate and final:
+                # failing fast beats retrying it until the timeout (5.7 s before issue 15).
+                err.kind in (ErrorKind.TLS, ErrorKind.NOT_BUILDKIT, ErrorKind.DNS,
+                             ErrorKind.REFUSED)
                 or "socket closed" in (e.details() or "").lower()
             ):
                 break

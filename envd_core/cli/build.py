@@ -75,6 +75,7 @@ def build(app: App, tag: str | None, from_spec: str | None, path: str, output: s
         results = run_build(
             request, builder=builder, runner=runner,
             extra_functions=app.plugins.build_functions(),
+            limit_defaults=app.plugins.build_file_limits(),
             warn=lambda message: info(f"warning: {message}"),
             announce=announce,
             report=info,

@@ -105,10 +105,13 @@ def _first_run_hint(args: list[str]) -> None:
         return
     from pathlib import Path
 
+    from envd_core.paths import is_file
+
     # upstream's store is always $HOME/.config/envd/contexts (contexts.upstream.upstream_file);
     # checked here first so that every `envd context` command without it skips the import of
-    # the gob reader (~8 ms measured on this machine)
-    if not (Path.home() / ".config" / "envd" / "contexts").is_file():
+    # the gob reader (~8 ms measured on this machine). is_file: a HOME we may not read (another
+    # user's, under sudo -u) only means there is no hint to give.
+    if not is_file(Path.home() / ".config" / "envd" / "contexts"):
         return
     from envd_core.contexts.store import FileStore
     from envd_core.contexts.upstream import first_run_hint

@@ -57,6 +57,9 @@ def _wrap(prefix: str, exc: EnvdError) -> EnvdError:
     return type(exc)(f"{prefix}: {exc.message}", hint=exc.hint)
 
 
+#: Gone current contexts already warned about in this process.
+_WARNED_GONE: set[str] = set()
+
 class ContextOperations:
     """Create, change, list and resolve contexts through a store, validated by plugins."""
 
@@ -82,9 +85,11 @@ class ContextOperations:
         from envd_core.contexts.team import view as team_view
 
         layered, gone = team_view(self.store.load(), self.team)
-        if gone is not None and not self._warned:
-            # the current context was a team context that is gone: fall back loudly
+        if gone is not None and not self._warned and gone not in _WARNED_GONE:
+            # the current context was a team context that is gone: fall back loudly, once per
+            # process (`envd build` opens the store through several operations objects)
             self._warned = True
+            _WARNED_GONE.add(gone)
             import sys
 
             sys.stderr.write(

@@ -22,7 +22,9 @@ from pathlib import Path
 
 from envd_core.atomic import locked, remove_stale_temp_files, write_atomic
 from envd_core.contexts.model import DEFAULT_NAME, Context, ContextSet, default_context
-from envd_core.errors import StoreError
+from envd_core.contexts.validate import validate_name
+from envd_core.errors import StoreError, ValidationError
+from envd_core.paths import fix_for
 
 TYPE_CHECKING = False  # typing is not imported at run time (`envd context ls` start-up)
 if TYPE_CHECKING:
@@ -145,7 +147,8 @@ class FileStore(ContextStore):
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create `{self.directory}`: {exc.strerror}") from None
+            raise StoreError(f"cannot create `{self.directory}`: {exc.strerror}",
+                             hint=fix_for(exc)) from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -159,7 +162,8 @@ class FileStore(ContextStore):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StoreError(f"cannot read `{self.path}`: {exc.strerror}") from None
+            raise StoreError(f"cannot read `{self.path}`: {exc.strerror}",
+                             hint=fix_for(exc)) from None
         return _decode(raw, where=str(self.path))
 
     def _write(self, data: bytes) -> None:
@@ -203,6 +207,11 @@ def _decode(raw: bytes, *, where: str) -> ContextSet:
             ctx = Context.from_json(entry, where=f"context store `{where}` is corrupt")
         except StoreError as exc:
             raise StoreError(exc.message, hint=fix) from None
+        try:  # a hand-edited name (`../x`, an ESC byte) would be listed and echoed as is
+            validate_name(ctx.name)
+        except ValidationError as exc:
+            raise StoreError(f"context store `{where}` is corrupt: {exc.message}",
+                             hint=fix) from None
         if ctx.name in contexts.contexts:
             raise StoreError(f"context store `{where}` lists `{ctx.name}` twice", hint=fix)
         contexts.contexts[ctx.name] = ctx

@@ -29,6 +29,7 @@ def load_build(
     user_config: str | Path | None = None,
     cwd: str | Path | None = None,
     check_buildable: bool = True,
+    limit_defaults: Mapping[str, str] | None = None,
 ) -> BuildGraph:
     """Evaluate the build file of build context ``path`` (``--path``) and return its graph.
 
@@ -37,9 +38,11 @@ def load_build(
     ``extra_functions`` are vendor built-ins (see :func:`envd_core.envdfile.lang.evaluate`);
     ``user_config`` is evaluated first (upstream's ``~/.config/envd/config.envd``).
     ``check_buildable=False`` accepts calls this envd cannot build (graph-only use).
+    ``limit_defaults`` are a distribution's evaluation limits (``ENVD_BUILD_LIMITS`` wins).
     """
     from envd_core.envdfile.buildflags import locate_build_file, parse_from
     from envd_core.envdfile.lang import evaluate
+    from envd_core.envdfile.lang.limits import limits_in_force
 
     spec = parse_from(from_spec)
     context = Path(path)
@@ -51,6 +54,7 @@ def load_build(
         extra_functions=extra_functions,
         user_config=Path(user_config) if user_config else None,
         check_buildable=check_buildable,
+        limits=limits_in_force(limit_defaults),
     )
 
 

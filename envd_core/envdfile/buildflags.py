@@ -141,6 +141,14 @@ def _key_values(text: str, flag: str) -> tuple[str, dict[str, str]]:
 
 
 # ------------------------------------------------------------------ --output
+#: Exporter attributes BuildKit parses with Go's strconv.ParseBool: checked here, before the
+#: solve, rather than by the daemon after it.
+_BOOL_ATTRS = frozenset({"push", "push-by-digest", "insecure", "unpack", "oci-mediatypes",
+                         "force-compression", "store", "rewrite-timestamp", "oci-artifact"})
+_GO_BOOLS = frozenset({"1", "t", "T", "TRUE", "true", "True", "0", "f", "F", "FALSE", "false",
+                       "False"})
+
+
 def parse_output(text: str | None, *, stdout_is_tty: bool | None = None) -> OutputSpec | None:
     """Parse ``--output``; None when the flag is absent or empty.
 
@@ -155,6 +163,12 @@ def parse_output(text: str | None, *, stdout_is_tty: bool | None = None) -> Outp
     if "output" in attrs_:
         v = attrs_["output"]
         raise BuildOptionError(f"output={v} not supported for --output, you meant dest={v}?")
+    for key in sorted(_BOOL_ATTRS & attrs_.keys()):
+        if attrs_[key] not in _GO_BOOLS:
+            raise BuildOptionError(
+                f"--output {key}=`{attrs_[key]}` is not a boolean; use {key}=true or "
+                f"{key}=false"
+            )
     dest = attrs_.get("dest", "")
     if kind == "local":
         if not dest:
@@ -241,8 +255,11 @@ def parse_from(text: str | None) -> FromSpec:
 
 def locate_build_file(context_dir: Path, spec: FromSpec, cwd: Path | None = None) -> Path:
     """``<context>/<file>`` if it exists, else ``<file>`` relative to the working directory."""
+    from envd_core.paths import check_component_lengths, is_file
+
+    check_component_lengths(spec.file, "--from")
     candidate = Path(context_dir) / spec.file
-    if candidate.is_file():
+    if is_file(candidate):
         return candidate.absolute()
     return (Path(cwd or Path.cwd()) / spec.file).absolute()
 
@@ -322,12 +339,7 @@ def parse_platforms(text: str | list[str] | tuple[str, ...] | None) -> list[str]
     raw = [p for p in raw if p]
     if not raw:
         return [DEFAULT_PLATFORM]
-    out: list[str] = []
-    for item in raw:
-        normalised = normalize_platform(item)
-        if normalised not in out:
-            out.append(normalised)
-    return out
+    return list(dict.fromkeys(normalize_platform(item) for item in raw))
 
 
 def normalize_platform(text: str) -> str:

@@ -48,11 +48,8 @@ def env_paths(graph: BuildGraph, path_prefix: Sequence[str] = ()) -> list[str]:
     after it. ``path_prefix`` (tool directories our compiler adds, e.g. the venv) goes first:
     the venv's ``python3`` must shadow the base image's ``/usr/local/bin/python3``.
     """
-    parts: list[str] = []
-    for entry in [*path_prefix, *DEFAULT_PATH, *graph.runtime.env_paths]:
-        if entry and entry not in parts:
-            parts.append(entry)
-    return parts
+    # dict keys: first occurrence kept, linear in the number of entries
+    return [e for e in dict.fromkeys([*path_prefix, *DEFAULT_PATH, *graph.runtime.env_paths]) if e]
 
 
 def runtime_graph_dict(graph: BuildGraph, path_prefix: Sequence[str] = ()) -> dict[str, Any]:

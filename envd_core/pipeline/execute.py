@@ -274,6 +274,7 @@ def run_build(
     builder: Builder,
     runner: Runner | None,
     extra_functions: Mapping[str, Callable[..., Any]] | None = None,
+    limit_defaults: Mapping[str, str] | None = None,
     progress_stream: Any = None,
     warn: Callable[[str], None] | None = None,
     announce: Callable[[str], None] | None = None,
@@ -287,12 +288,14 @@ def run_build(
     the build file evaluated and compiled, right before the builder is contacted. Before the
     first solve, a builder that manages its daemon bootstraps it if it is missing
     (:func:`envd_core.pipeline.bootstrap.ensure_running`); ``report`` receives those lines.
+    ``limit_defaults`` are the distribution's build-file evaluation limits (docs/limits.md).
     """
     timings.start()
     try:
         return _run_build(request, builder=builder, runner=runner,
-                          extra_functions=extra_functions, progress_stream=progress_stream,
-                          warn=warn, announce=announce, report=report)
+                          extra_functions=extra_functions, limit_defaults=limit_defaults,
+                          progress_stream=progress_stream, warn=warn, announce=announce,
+                          report=report)
     finally:
         timings.dump()
 
@@ -303,6 +306,7 @@ def _run_build(
     builder: Builder,
     runner: Runner | None,
     extra_functions: Mapping[str, Callable[..., Any]] | None,
+    limit_defaults: Mapping[str, str] | None,
     progress_stream: Any,
     warn: Callable[[str], None] | None,
     announce: Callable[[str], None] | None,
@@ -317,11 +321,14 @@ def _run_build(
         parse_output,
         parse_platforms,
     )
+    from envd_core.paths import check_component_lengths, is_dir
 
+    check_component_lengths(request.path, "--path")
     context_dir = request.path.resolve()
-    if not context_dir.is_dir():
+    if not is_dir(context_dir):
         raise ValidationError(f"build context `{request.path}` is not a directory")
     spec = parse_output(request.output)
+    check_destinations(spec, request.dump_llb)
     tag = normalize_tag(request.tag or default_tag(context_dir))
     platforms = parse_platforms(request.platform)
     multi = len(platforms) > 1
@@ -343,7 +350,8 @@ def _run_build(
         else None
     )
     try:
-        graph = load_build(context_dir, request.from_spec, extra_functions)
+        graph = load_build(context_dir, request.from_spec, extra_functions,
+                           limit_defaults=limit_defaults)
         timings.mark("starlark")
         return _build_all(graph, request, context_dir=context_dir, spec=spec, tag=tag,
                           platforms=platforms, multi=multi, builder=builder, runner=runner,
@@ -398,6 +406,19 @@ def _public_key() -> str:
     return Path(str(key) + ".pub").read_text().strip()
 
 
+def check_destinations(spec: Any, dump_llb: str | None) -> None:
+    """``--dump-llb`` and ``--output dest=`` can be written: checked before the build file is
+    evaluated, so a typo in a path does not cost a whole solve."""
+    from envd_core.paths import check_output_dir, check_output_file
+
+    if dump_llb and dump_llb != "-":
+        check_output_file(dump_llb, "--dump-llb")
+    if spec is not None and spec.dest_kind == "file":
+        check_output_file(spec.dest, "--output dest")
+    elif spec is not None and spec.dest_kind == "dir":
+        check_output_dir(spec.dest, "--output dest")
+
+
 def _build_one(
     graph: Any, request: BuildRequest, *, context_dir: Path, platform: str, tag: str, spec: Any,
     builder: Builder,
@@ -432,7 +453,9 @@ def _build_one(
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         else:
-            Path(request.dump_llb).write_bytes(data)
+            from envd_core.paths import write_file
+
+            write_file(request.dump_llb, data, "--dump-llb")
         return BuildResult(tag=tag, output_type="llb", destination=request.dump_llb)
 
     kind, exporter_attrs, push_after = _plan_output(spec, tag=tag, builder=builder)

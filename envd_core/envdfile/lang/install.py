@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 from collections.abc import Callable
@@ -76,13 +77,13 @@ def codex(graph: BuildGraph, version: str | None = None) -> None:
 
 
 def apt_packages(graph: BuildGraph, name: list[str] | None = None) -> None:
-    """Install Debian/Ubuntu packages with apt (deduplicated, order kept)."""
+    """Install Debian/Ubuntu packages with apt (order kept; duplicates are dropped once the
+    evaluation ends, in linear time, see ``dedupe_graph``)."""
     for pkg in name or []:
         pkg = pkg.strip()
         if not pkg:
             raise BuildArgumentError("`install.apt_packages` got an empty package name")
-        if pkg not in graph.apt_packages:
-            graph.apt_packages.append(pkg)
+        graph.apt_packages.append(pkg)
 
 
 def python_packages(
@@ -108,9 +109,21 @@ def python_packages(
                 raise BuildArgumentError(
                     f"`install.python_packages` local wheel `{wheel}` is not a .whl file"
                 )
-            graph.local_wheels.append(wheel)
+            graph.local_wheels.append(_in_context("local_wheels", wheel))
     if requirements:
-        graph.requirements_files.append(requirements)
+        graph.requirements_files.append(_in_context("requirements", requirements))
+
+
+def _in_context(argument: str, path: str) -> str:
+    """``path`` as a file of the build context: pip reads it from the context mount, so an
+    absolute path or one climbing out with ``..`` could never be found there."""
+    normal = posixpath.normpath(path.strip())
+    if path.strip().startswith("/") or normal == ".." or normal.startswith("../"):
+        raise BuildArgumentError(
+            f"`install.python_packages` {argument} `{path}` is outside the build context; "
+            "give a path relative to the build context (copy the file into it first)"
+        )
+    return normal
 
 
 def conda_packages(

@@ -226,9 +226,7 @@ def envd_data(graph: BuildGraph, name: str = "") -> str:
     """An envd-managed data source; returns the host path to use with `runtime.mount`."""
     if not name or "/" in name:
         raise BuildArgumentError(f"`data.envd` name `{name}` must be a non-empty simple name")
-    graph.extensions.setdefault("data_sources", [])
-    if name not in graph.extensions["data_sources"]:
-        graph.extensions["data_sources"].append(name)
+    graph.extensions.setdefault("data_sources", []).append(name)  # deduplicated at the end
     return f"~/.envd/data/{name}"
 
 

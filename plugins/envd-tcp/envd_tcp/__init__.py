@@ -53,9 +53,10 @@ def split_host_port(address: str) -> tuple[str, int]:
             raise ValidationError(f"invalid address `{address}`: write IPv6 hosts as [addr]:port")
     if not host:
         raise ValidationError(f"invalid address `{address}`: the host is missing")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # isascii: str.isdigit() and int() accept any Unicode digit (`١٢٣` would be port 123)
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValidationError(f"invalid address `{address}`: port must be 1-65535")
-    if any(ch in host for ch in "/?#@ \t") or not host.isascii():
+    if any(ch in host for ch in "/?#@ \t[]") or not host.isascii() or not host.isprintable():
         raise ValidationError(f"invalid address `{address}`: bad host name `{host}`")
     return host, int(port_text)
 

@@ -32,7 +32,9 @@ def test_tcp_address_accepted_with_or_without_scheme(raw: str, stored: str) -> N
 @pytest.mark.parametrize(
     "raw",
     ["", "tcp://", "127.0.0.1", "tcp://tcp://h:1", "h:0", "h:65536", "h:port", "unix:///x.sock",
-     "::1:1234", "a b:1", "user@h:1", "h/x:1"],
+     "::1:1234", "a b:1", "user@h:1", "h/x:1",
+     # issue 15: Unicode digits were stored as a port, a bracket as part of the host
+     "127.0.0.1:\u0661\u0662\u0663", "h:\uff11\uff12", "[[::1]:1", "h]:1", "h\x1b:1"],
 )
 def test_tcp_bad_addresses_refused(raw: str) -> None:
     with pytest.raises(ValidationError):

@@ -237,3 +237,38 @@ def test_version_tuple() -> None:
     assert _version_tuple("v0.13.0-rc1") == (0, 13, 0)
     assert _version_tuple("v0.0.0+unknown") == (0, 0, 0)
     assert _version_tuple("dev") is None
+
+
+def test_a_chain_longer_than_the_recursion_limit_marshals() -> None:
+    """Issue 15: ~1,000 chained run() calls gave `internal error: RecursionError`."""
+    import sys
+
+    from envd_core.buildkit import llb as llb_mod
+
+    state = llb_mod.image("127.0.0.1:5000/busybox:latest")
+    steps = sys.getrecursionlimit() * 3
+    for i in range(steps):
+        state = state.run(f"echo {i}", name=f"step {i}").root()
+    definition = state.to_definition()
+    # the image, every step, and the terminal op
+    assert len(llb_mod.definition_ops(definition)) == steps + 2
+
+
+def test_shared_inputs_are_emitted_once_and_before_their_users() -> None:
+    import hashlib
+
+    from envd_core.buildkit import llb as llb_mod
+    from envd_core.buildkit._pb import ops_pb2
+
+    base = llb_mod.image("127.0.0.1:5000/busybox:latest")
+    left = base.run("echo left").root()
+    right = base.run("echo right").root()
+    top = left.run("echo top", mounts=[llb_mod.bind("/r", right)]).root()
+    definition = top.to_definition()
+    emitted: list[str] = []
+    for data in llb_mod.definition_ops(definition):
+        op = ops_pb2.Op()
+        op.ParseFromString(data)
+        assert all(inp.digest in emitted for inp in op.inputs)  # dependencies first
+        emitted.append("sha256:" + hashlib.sha256(data).hexdigest())
+    assert len(emitted) == len(set(emitted)) == 5  # base, left, right, top, terminal

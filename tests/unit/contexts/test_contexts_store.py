@@ -90,6 +90,11 @@ CORRUPT = {
     "twice": (b'{"schema": 1, "contexts": [{"name": "a", "builder": {"type": "t", '
               b'"address": "x"}}, {"name": "a", "builder": {"type": "t", "address": "y"}}]}'),
     "empty": b"",
+    # issue 15: hand-edited names were listed (and an ESC byte echoed to the terminal)
+    "path-name": b'{"schema": 1, "contexts": [{"name": "../x", "builder": {"type": "t", '
+                 b'"address": "x"}}]}',
+    "escape-name": b'{"schema": 1, "contexts": [{"name": "a\\u001b[31m", "builder": '
+                   b'{"type": "t", "address": "x"}}]}',
 }
 
 

@@ -223,6 +223,23 @@ def test_hook_envd_option_defaults_bad_value_names_the_plugin(
         plugins.option_defaults("builder", StubBuilder.name, declared)
 
 
+def test_hook_envd_option_defaults_set_build_file_limits(
+        plugins: Plugins, register_plugin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envd_core.envdfile.lang.limits import LIMITS_ENV, limits_in_force
+
+    register_plugin(vendor(envd_option_defaults={"build-file": {"memory": "2GiB",
+                                                                "depth": 1500}}), name="acme")
+    defaults = plugins.build_file_limits()
+    assert defaults == {"memory": "2GiB", "depth": "1500"}
+    monkeypatch.setenv(LIMITS_ENV, "depth=3000")
+    limits = limits_in_force(defaults)
+    assert (limits.memory, limits.depth) == (2 * 1024**3, 3000)  # the variable wins
+    register_plugin(vendor(envd_option_defaults={"build-file": {"memory": "1GiB"}}),
+                    name="other")
+    with pytest.raises(PluginError, match="`memory` is given by both `acme` and `other`"):
+        plugins.build_file_limits()
+
+
 # -- envd_distribution ------------------------------------------------------------------------
 def test_hook_envd_distribution_named_once(cli: Any, plugins: Plugins,
                                            register_plugin: Any) -> None:
