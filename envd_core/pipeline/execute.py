@@ -263,6 +263,7 @@ def run_build(
     ca_bundle = resolve_ca_bundle(request, builder)
 
     graph = load_build(context_dir, request.from_spec, extra_functions)
+    builder.project = str(context_dir)  # routing key of builders with several daemons
     results = []
     ready = False  # ensure_running runs once per build, before the first platform's solve
 
