@@ -84,7 +84,7 @@ def _etcd() -> list[str]:
             "--listen-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
             "--initial-advertise-peer-urls", f"http://127.0.0.1:{ETCD_PEER_PORT}",
             "--initial-cluster", f"envd=http://127.0.0.1:{ETCD_PEER_PORT}",
-            "--listen-metrics-urls", "", "--log-level", "warn"]
+            "--log-level", "warn"]
 
 
 def _apiserver() -> list[str]:
@@ -108,13 +108,19 @@ def _controller_manager() -> list[str]:
             "--bind-address=127.0.0.1", f"--secure-port={CONTROLLER_PORT}",
             f"--service-account-private-key-file={PKI / 'sa.key'}",
             f"--root-ca-file={PKI / 'ca.pem'}", "--use-service-account-credentials=false",
-            "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle", "--v=1"]
+            *_delegated_auth(), "--v=1"]
 
 
 def _scheduler() -> list[str]:
     return [str(KUBE_BIN / "kube-scheduler"), f"--kubeconfig={kubeconfig('admin')}",
             "--leader-elect=false", "--bind-address=127.0.0.1",
-            f"--secure-port={SCHEDULER_PORT}", "--v=1"]
+            f"--secure-port={SCHEDULER_PORT}", *_delegated_auth(), "--v=1"]
+
+
+def _delegated_auth() -> list[str]:
+    """Where the scheduler and controller-manager check who calls their own endpoints."""
+    admin = kubeconfig("admin")
+    return [f"--authentication-kubeconfig={admin}", f"--authorization-kubeconfig={admin}"]
 
 
 def _kubelet() -> list[str]:
@@ -141,7 +147,8 @@ def import_pause_image() -> None:
     ctr = ["ctr", "--address", str(CONTAINERD_SOCK), "-n", "k8s.io"]
     if PAUSE_IMAGE in (output([*ctr, "images", "ls", "-q"]) or ""):
         return
-    run([*ctr, "images", "import", "--no-unpack", str(pause_image_tar())],
+    # Unpacked into the snapshotter the CRI plugin uses: a sandbox needs its layers ready.
+    run([*ctr, "images", "import", "--snapshotter", "native", str(pause_image_tar())],
         LOGS / "kube-containerd.log")
 
 
