@@ -296,7 +296,8 @@ class KubePodBuilder(Builder):
             if not pods:
                 return BuilderStatus(
                     reachable=False, error_kind=ErrorKind.NOT_FOUND,
-                    error=f"no pods for `{self.parsed}` in namespace `{cluster.namespace}` "
+                    error=f"no pods for `{self.parsed.kind}/{self.parsed.target}` in namespace "
+                          f"`{cluster.namespace}` "
                           "(a build or `envd bootstrap` creates a deployment)")
             versions: dict[str, str] = {}
             found: dict[str, Any] = {}
