@@ -31,6 +31,8 @@ from .kube_files import (
     ETCD_PEER_PORT,
     ETCD_PORT,
     KUBELET_SYSCTLS,
+    NODE_IP,
+    NODE_LINK,
     NODE_NAME,
     PAUSE_IMAGE,
     PKI,
@@ -127,7 +129,18 @@ def _kubelet() -> list[str]:
     return [str(KUBE_BIN / "kubelet"), f"--config={kubelet_config()}",
             f"--kubeconfig={kubeconfig('node')}", f"--root-dir={KUBE_DIR / 'kubelet'}",
             f"--cert-dir={KUBE_DIR / 'kubelet' / 'pki'}", f"--hostname-override={NODE_NAME}",
-            "--node-ip=127.0.0.1", "--v=1"]
+            f"--node-ip={NODE_IP}", "--v=1"]
+
+
+def ensure_node_ip() -> None:
+    """NODE_IP on a bridge link of our own (no dummy module on this VM; a bridge with no
+    ports routes nothing)."""
+    if quiet(["ip", "link", "show", NODE_LINK]):
+        return
+    log = LOGS / "kubelet.log"
+    run(["ip", "link", "add", NODE_LINK, "type", "bridge"], log)
+    run(["ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_LINK], log)
+    run(["ip", "link", "set", NODE_LINK, "up"], log)
 
 
 def save_sysctls() -> None:
@@ -182,6 +195,7 @@ def ensure_kube() -> str:
             import_pause_image()
     if not tracked("kubelet"):
         save_sysctls()
+        ensure_node_ip()
         start_daemon("kubelet", _kubelet(), lambda: api_get(f"/api/v1/nodes/{NODE_NAME}")
                      is not None, timeout=180)
         started.append("kubelet")
@@ -292,9 +306,10 @@ def down_kube() -> list[str]:
     chains = remove_iptables_chains()
     if chains:
         done.append(f"removed {chains} KUBE-* iptables chains")
-    if quiet(["ip", "link", "show", CNI_BRIDGE]):
-        quiet(["ip", "link", "delete", CNI_BRIDGE])
-        done.append(f"removed bridge {CNI_BRIDGE}")
+    for link in (CNI_BRIDGE, NODE_LINK):
+        if quiet(["ip", "link", "show", link]):
+            quiet(["ip", "link", "delete", link])
+            done.append(f"removed link {link}")
     return done
 
 

@@ -34,6 +34,9 @@ PAUSE_IMAGE = "envd.local/pause:3.10"
 # The pod network of the bridge CNI plugin: a private range and a bridge named so that `down`
 # knows which interface is ours. No masquerading: the tests' pods use the host network.
 POD_SUBNET, CNI_BRIDGE = f"10.{77 + PORT_OFFSET % 100}.0.0/24", f"envdkube{PORT_OFFSET}"
+# The kubelet refuses a loopback node IP, and the API server reaches the kubelet at the node's
+# address. A private /32 on an interface of our own keeps the kubelet off every real network.
+NODE_IP, NODE_LINK = f"10.{77 + PORT_OFFSET % 100}.1.1", f"envdnode{PORT_OFFSET}"
 USERS = {"admin": ("envd-admin", "system:masters"),
          "node": (f"system:node:{NODE_NAME}", "system:nodes"),
          "restricted": ("envd-restricted", "")}
@@ -155,14 +158,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 
 def kubelet_config() -> Path:
-    """KubeletConfiguration: cgroupfs, our containerd, serving on 127.0.0.1 only."""
+    """KubeletConfiguration: cgroupfs, our containerd, serving on NODE_IP only."""
     conf = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-        "cgroupDriver": "cgroupfs", "address": "127.0.0.1", "port": KUBELET_PORT,
+        "cgroupDriver": "cgroupfs", "address": NODE_IP, "port": KUBELET_PORT,
         "healthzPort": 0, "readOnlyPort": 0, "failSwapOn": False, "failCgroupV1": False,
         "containerRuntimeEndpoint": f"unix://{CONTAINERD_SOCK}",
-        # Only the API server (on this host) talks to the kubelet, on loopback: it presents no
-        # client certificate here, so the kubelet API is open on 127.0.0.1 alone.
+        # Only the API server (on this host) talks to the kubelet, on NODE_IP (a /32 on a
+        # link of our own, not routed): it presents no client certificate here.
         "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
         "authorization": {"mode": "AlwaysAllow"},
         "resolvConf": "/etc/resolv.conf", "maxPods": 30,
