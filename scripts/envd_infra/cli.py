@@ -74,7 +74,8 @@ def cmd_up(args: list[str]) -> int:
 
         t = time.monotonic()
         try:
-            say(f"[{time.monotonic() - t:6.1f}s] kubernetes: {ensure_kube()}")
+            result = ensure_kube()
+            say(f"[{time.monotonic() - t:6.1f}s] kubernetes: {result}")
         except InfraError as err:
             fail("kubernetes", err)
     say(f"infra up in {time.monotonic() - t0:.1f}s; state in {STATE}")

@@ -258,9 +258,14 @@ class KubePodBuilder(Builder):
         container = self.parsed.container or (CONTAINER if CONTAINER in pod.containers
                                               else None)
         last: list[ExecStream] = []
+        refused: list[BuilderError] = []
 
         def dial() -> ExecStream:
-            stream = open_exec(cluster.core, pod.name, cluster.namespace, container)
+            try:
+                stream = open_exec(cluster.core, pod.name, cluster.namespace, container)
+            except BuilderError as exc:  # the bridge only sees a closed socket: keep why
+                refused[:] = [exc]
+                raise
             last[:] = [stream]
             return stream
 
@@ -270,6 +275,8 @@ class KubePodBuilder(Builder):
             wait_ready(conn, timeout)
         except BuilderError as exc:
             conn.close()
+            if refused:
+                raise refused[-1] from None
             why = last[0].stderr.strip().splitlines()[-1] if last and last[0].stderr.strip() \
                 else ""
             if why:
