@@ -272,7 +272,8 @@ def down_kube() -> list[str]:
     """Stop the cluster's daemons and undo the kubelet's host changes; what was done."""
     done = []
     if tracked("kube-containerd"):
-        stop("kubelet")  # first, so it does not restart the containers killed next
+        if stop("kubelet"):  # first, so it does not restart the containers killed next
+            done.append("stopped kubelet")
         kill_pod_processes()
         time.sleep(1)
     for name in reversed(DAEMONS):
