@@ -68,11 +68,34 @@ def pod_info(pod: Any) -> PodInfo:
                    containers=tuple(c.name for c in pod.spec.containers or []))
 
 
+def import_client() -> None:
+    """Import the ``kubernetes`` client, retrying an ImportError caused by another thread.
+
+    ``envd context ls --status`` probes contexts in parallel threads; when the docker context's
+    thread is importing ``requests`` at the same moment, this thread can meet the half-built
+    module ("partially initialized module 'requests.utils'"). The other import finishes within
+    moments, and a failed import leaves nothing of ours behind, so trying again is enough.
+    """
+    import importlib
+    import time
+
+    for attempt in range(5):
+        try:
+            for name in ("kubernetes.client", "kubernetes.config", "kubernetes.stream"):
+                importlib.import_module(name)
+            return
+        except ImportError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 class Cluster:
     """An API client for one context's cluster and namespace."""
 
     def __init__(self, address: Address, *, kubeconfig: str | None = None,
                  kube_context: str | None = None, namespace: str | None = None) -> None:
+        import_client()
         from kubernetes import client
         from kubernetes import config as typed_config
         from kubernetes.config.config_exception import ConfigException

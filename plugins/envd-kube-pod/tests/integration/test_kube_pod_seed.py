@@ -52,7 +52,7 @@ def test_seed_scenario_on_kube_pod_context(tmp_path: Path, docker_host: str, ca_
                                    "--timeout", "60").stdout)
         row = next(r for r in rows if r["context"] == "k8s")
         pod = client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items[0].metadata.name
-        assert row["status"]["reachable"] is True, row
+        assert row["status"]["reachable"] is True, json.dumps(row["status"])
         assert row["status"]["version"] == f"v0.18.2; 1/1 pods ready ({pod}: v0.18.2)"
 
         remove_images(docker_host, image)
