@@ -202,6 +202,11 @@ class Builder(ABC):
     #: kube-pod): then :meth:`needs_bootstrap`, :meth:`bootstrap` and :meth:`remove` are real.
     can_bootstrap: ClassVar[bool] = False
 
+    #: The project being built (its context directory), set by the build path before
+    #: :meth:`connect`; ``None`` outside a build. A type spreading builds over several daemons
+    #: routes by it (kube-pod keeps each project on one pod, so its cache hits).
+    project: str | None = None
+
     def __init__(self, address: str, options: Mapping[str, str] | None = None) -> None:
         self.address = address
         #: The values given with `--builder-opt` (strings, as stored); read one with :meth:`option`.

@@ -344,6 +344,8 @@ def _run_build(
     if request.dump_llb is None:
         _plan_output(spec, tag=tag, builder=builder)  # refuse a bad --output before connecting
     timings.mark("flags")
+    builder.project = str(context_dir)  # routing key of builders with several daemons, set
+    # before the early connection so it lands on the project's daemon
     early = (
         EarlyConnection(builder)
         if request.dump_llb is None and not builder.can_bootstrap and early_connect_enabled()

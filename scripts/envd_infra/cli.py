@@ -23,8 +23,8 @@ from .shell import InfraError, docker_answers, say, tail
 from .sshd import ensure_sshd_image
 from .upstream import ensure_upstream_envd, upstream_registries_conf
 
-USAGE = ("Usage: scripts/infra up [--skip-upstream] | down | status [--json] | env [--json] "
-         "| install")
+USAGE = ("Usage: scripts/infra up [--skip-upstream] [--kube] | down | status [--json] "
+         "| env [--json] | install")
 
 
 def fail(step: str, err: InfraError) -> NoReturn:
@@ -70,6 +70,16 @@ def cmd_up(args: list[str]) -> int:
             say(f"WARNING: upstream envd {ENVD_VERSION} is NOT installed: {err}\n"
                 f"--- last lines of {err.log} ---\n{tail(err.log) if err.log else ''}\n---\n"
                 "UPSTREAM_ENVD stays empty; tests needing it skip locally and fail in CI.")
+    if "--kube" in args or os.environ.get("ENVD_INFRA_KUBE") == "1":
+        # Only the kube-pod tests need it: built (~15-20 min cold) and started on request.
+        from .kube import ensure_kube
+
+        t = time.monotonic()
+        try:
+            result = ensure_kube()
+            say(f"[{time.monotonic() - t:6.1f}s] kubernetes: {result}")
+        except InfraError as err:
+            fail("kubernetes", err)
     say(f"infra up in {time.monotonic() - t0:.1f}s; state in {STATE}")
     return 0
 
@@ -77,6 +87,10 @@ def cmd_up(args: list[str]) -> int:
 def cmd_down(_args: list[str]) -> int:
     """Stop exactly the processes ``up`` started (never a dockerd somebody else runs)."""
     _held = lock()
+    from .kube import down_kube
+
+    for line in down_kube():  # first: its pods may use the registries
+        say(f"kubernetes: {line}")
     for name in ("buildkitd-mtls", "buildkitd", "auth-registry", "registry", "dockerd"):
         # dockerd stops its containers first (10 s each by default): give it longer.
         if stop(name, grace=90 if name == "dockerd" else 20):
@@ -121,7 +135,7 @@ def cmd_install(_args: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], frozenset[str]]] = {
-    "up": (cmd_up, frozenset({"--skip-upstream"})),
+    "up": (cmd_up, frozenset({"--skip-upstream", "--kube"})),
     "down": (cmd_down, frozenset()),
     "status": (cmd_status, frozenset({"--json"})),
     "env": (cmd_env, frozenset({"--json"})),

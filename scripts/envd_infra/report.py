@@ -26,6 +26,7 @@ from .config import (
     STATE,
     UPSTREAM_BIN,
 )
+from .kube import kube_env, kube_status
 from .processes import tracked
 from .registries import auth_registry_up, in_registry, registry_up
 from .shell import docker_answers
@@ -69,6 +70,7 @@ def env_map() -> dict[str, object]:
         "ROOTLESS_USER": ROOTLESS_USER,
         "INFRA_DIR": str(STATE),
         "BUILDKITD_PIDS": {n: pid for n, pid in pids.items() if pid},
+        **kube_env(),
     }
 
 
@@ -88,6 +90,7 @@ def status_map() -> dict[str, str]:
         st["images"] = "complete" if not missing else "missing " + " ".join(missing)
     else:
         st["images"] = "unknown (dockerd or registry down)"
+    st["kubernetes"] = kube_status()
     st["upstream-envd"] = "installed" if (UPSTREAM_BIN / "envd").exists() else "missing"
     return st
 

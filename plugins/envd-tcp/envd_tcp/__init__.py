@@ -10,6 +10,9 @@ buildx's remote driver names them::
 Any TLS option turns TLS on; ``cert`` and ``key`` (mutual TLS) go together. Plain TCP to a host
 that is not loopback works but warns once per process: anyone on the path can use the daemon.
 
+Several daemons may be listed, comma-separated (``a:1234,b:1234``): each build uses the first
+that answers, in order, and says so when it skips one. The TLS options apply to all of them.
+
 ``unix`` takes the path of buildkitd's socket (``unix://`` optional).
 """
 
@@ -87,9 +90,22 @@ class TcpBuilder(Builder):
 
     @classmethod
     def normalize_address(cls, address: str) -> str:
-        value = super().normalize_address(address).rstrip("/")
-        host, port = split_host_port(value)
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        entries = address.split(",")
+        parts = []
+        for entry in entries:
+            if len(entries) > 1 and not strip_scheme(entry, cls.name):
+                raise ValidationError(f"empty entry in the address list `{address}`")
+            # Each entry passes the base checks (scheme, whitespace) on its own.
+            host, port = split_host_port(super().normalize_address(entry).rstrip("/"))
+            parts.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        if len(set(parts)) != len(parts):
+            raise ValidationError(f"the address list `{address}` names a daemon twice")
+        return ",".join(parts)
+
+    @property
+    def addresses(self) -> list[str]:
+        """The daemons of this context, in the order they are tried."""
+        return self.address.split(",")
 
     @classmethod
     def check_options(cls, options: Mapping[str, str]) -> None:
@@ -109,9 +125,36 @@ class TcpBuilder(Builder):
         return None if value is None else str(value)
 
     def connect(self, *, timeout: float) -> Connection:
+        """The first daemon of :attr:`addresses` that answers; each gets an equal share of
+        ``timeout`` (at least 2 s) so a dead first one cannot eat the whole wait."""
+        from envd_core.errors import BuilderError
+
+        addresses = self.addresses
+        if len(addresses) == 1:
+            return self._connect_one(addresses[0], timeout)
+        share = max(timeout / len(addresses), 2.0)
+        skipped: list[str] = []
+        for i, address in enumerate(addresses):
+            try:
+                conn = self._connect_one(address, share)
+            except BuilderError as exc:
+                if i == len(addresses) - 1:
+                    raise BuilderError(
+                        f"none of the {len(addresses)} daemons of {self.url} answers: "
+                        + "; ".join([*skipped, f"{address}: {exc.message}"]),
+                        kind=exc.kind, hint=exc.hint) from None
+                skipped.append(f"{address}: {exc.message}")
+                continue
+            if skipped:
+                sys.stderr.write(f"envd: notice: building on tcp://{address}; skipped "
+                                 + "; ".join(skipped) + "\n")
+            return conn
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _connect_one(self, address: str, timeout: float) -> Connection:
         from envd_core.buildkit.transport import TLSConfig, connect_tcp
 
-        host, port = split_host_port(self.address)
+        host, port = split_host_port(address)
         tls = None
         if self.tls_enabled:
             tls = TLSConfig(
@@ -122,10 +165,10 @@ class TcpBuilder(Builder):
             )
         elif not _is_loopback(host):
             with _warn_lock:
-                if self.address not in _warned:
-                    _warned.add(self.address)
+                if address not in _warned:
+                    _warned.add(address)
                     sys.stderr.write(
-                        f"envd: warning: {self.url} is plain TCP without TLS: anyone who can "
+                        f"envd: warning: tcp://{address} is plain TCP without TLS: anyone who can "
                         "reach it can use the daemon (set --builder-opt cacert/cert/key)\n"
                     )
         return connect_tcp(host, port, tls=tls, timeout=timeout)

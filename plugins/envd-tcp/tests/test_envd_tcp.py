@@ -132,3 +132,35 @@ class TestTcpContract(BuilderContract):
 class TestUnixContract(BuilderContract):
     builder_cls = UnixBuilder
     valid_address = "/run/buildkit/buildkitd.sock"
+
+
+@pytest.mark.parametrize(("raw", "stored"), [
+    ("tcp://a:1,b:2", "a:1,b:2"),
+    ("a:1, tcp://[::1]:2/", "a:1,[::1]:2"),
+])
+def test_tcp_address_list(raw: str, stored: str) -> None:
+    assert TcpBuilder.normalize_address(raw) == stored
+    assert TcpBuilder.normalize_address(stored) == stored
+    assert TcpBuilder(stored).addresses == stored.split(",")
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    ("a:1,,b:2", "empty entry"), ("a:1,a:1", "names a daemon twice"), ("a:1,b", "host:port")])
+def test_tcp_bad_address_lists(raw: str, fragment: str) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        TcpBuilder.normalize_address(raw)
+
+
+def test_address_list_all_refused_is_one_line() -> None:
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    builder = TcpBuilder(f"127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}")
+    with pytest.raises(EnvdError) as info:
+        builder.connect(timeout=1)
+    assert info.value.message.startswith(f"none of the 2 daemons of {builder.url} answers: "
+                                         f"127.0.0.1:{ports[0]}: ")
+    assert f"; 127.0.0.1:{ports[1]}: " in info.value.message
+    assert "\n" not in info.value.message
