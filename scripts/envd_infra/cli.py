@@ -23,8 +23,8 @@ from .shell import InfraError, docker_answers, say, tail
 from .sshd import ensure_sshd_image
 from .upstream import ensure_upstream_envd, upstream_registries_conf
 
-USAGE = ("Usage: scripts/infra up [--skip-upstream] [--kube] | down | status [--json] "
-         "| env [--json] | install")
+USAGE = ("Usage: scripts/infra up [--skip-upstream] [--kube] | build-kube | down "
+         "| status [--json] | env [--json] | install")
 
 
 def fail(step: str, err: InfraError) -> NoReturn:
@@ -122,6 +122,19 @@ def cmd_env(args: list[str]) -> int:
     return 0
 
 
+def cmd_build_kube(_args: list[str]) -> int:
+    """The Kubernetes packages and binaries only, without the infra lock: ``scripts/test`` runs
+    it beside ``up`` and the tests, which never touch what it builds."""
+    from .kube import ensure_kube_installed
+
+    t = time.monotonic()
+    try:
+        say(f"[{time.monotonic() - t:6.1f}s] kubernetes binaries: {ensure_kube_installed()}")
+    except InfraError as err:
+        fail("kubernetes binaries", err)
+    return 0
+
+
 def cmd_install(_args: list[str]) -> int:
     """Packages and go binaries only (used by scripts/setup)."""
     _held = lock()
@@ -140,6 +153,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], frozenset[str]]] = {
     "status": (cmd_status, frozenset({"--json"})),
     "env": (cmd_env, frozenset({"--json"})),
     "install": (cmd_install, frozenset()),
+    "build-kube": (cmd_build_kube, frozenset()),
 }
 
 

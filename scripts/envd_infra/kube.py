@@ -165,14 +165,23 @@ def import_pause_image() -> None:
         LOGS / "kube-containerd.log")
 
 
-def ensure_kube() -> str:
-    """Build (once) and start the cluster; return when the node is Ready."""
+def ensure_kube_installed() -> str:
+    """The cluster's packages and binaries (built once, ~15-20 min cold); nothing started.
+
+    ``scripts/test`` runs this in the background while the rest of the suite runs, so a fresh
+    machine overlaps the Go build with tests that mostly wait on daemons.
+    """
     missing = dpkg_missing(["containerd", "containernetworking-plugins", "iptables"])
     if missing:
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         run(["apt-get", "install", "-y", "--no-install-recommends", *missing],
             LOGS / "apt.log", env=env, timeout=1200)
-    built = ensure_kube_binaries()
+    return ensure_kube_binaries()
+
+
+def ensure_kube() -> str:
+    """Build (once) and start the cluster; return when the node is Ready."""
+    built = ensure_kube_installed()
     t0 = time.monotonic()
     ensure_pki()
     tokens()
