@@ -141,8 +141,16 @@ def _tcp_answers(hostport: str) -> bool:
 
 @pytest.fixture(scope="session")
 def infra() -> dict[str, Any]:
-    """Endpoints of the running infra (keys documented in docs/infra.md); skips if down."""
-    return _load_infra()
+    """Endpoints of the running infra (keys documented in docs/infra.md); skips if down.
+
+    Dev images (``base(dev=True)``) copy envd-sshd from ``ENVD_SSHD_IMAGE``, whose default is
+    upstream's ghcr.io image, unreachable here: every test and the envd processes it starts take
+    the infra's local copy unless the run names another.
+    """
+    env = _load_infra()
+    if env.get("SSHD_IMAGE"):
+        os.environ.setdefault("ENVD_SSHD_IMAGE", str(env["SSHD_IMAGE"]))
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -209,7 +209,7 @@ BUILTIN_CAUSES: tuple[Cause, ...] = (
         stages=("session",),
         patterns=(
             (r"BuildKit at `(?P<target>[^`]+)` (?:is unavailable|closed the connection|"
-             r"did not answer)"),
+             r"did not answer|went away during the build)"),
             r"cannot connect to BuildKit at `(?P<target>[^`]+)`",
         ),
         reason="the connection to the builder `{target}` dropped mid-build",

@@ -248,7 +248,7 @@ def link_lost(exc: EnvdError) -> BuildError:
     TLS…``) is written for a connect and misleads mid-build; it is kept as ``detail`` for the
     cause table and for ``--debug``, and the step that was running becomes ``step``.
     """
-    m = re.search(r"\(during step `(?P<step>.+)`\)$", exc.message)
+    m = re.search(r"\(during step `(?P<step>[^`]+)`\)", exc.message)
     return BuildError(exc.message, hint=exc.hint, kind=exc.kind, stage="session",
                       step=m.group("step") if m else None, detail=exc.message)
 

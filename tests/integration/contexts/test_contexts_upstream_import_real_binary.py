@@ -98,9 +98,9 @@ def test_import_from_the_real_upstream(both):
     assert "Imported 6 context(s)" in done.stderr and 'Current context is "kube-ctx"' in done.stderr
     ours = both.ours_ls()
     assert [{k: r[k] for k in UPSTREAM_KEYS if k in r} for r in ours] == upstream_rows
-    # kube-pod has no plugin yet (docker-container and envd-server now do)
-    assert {r["context"]: r["installed"] for r in ours if not r["installed"]} == {
-        "kube-ctx": False}
+    # every builder and runner type upstream writes has its plugin now (kube-pod was the last)
+    assert {r["context"]: r["installed"] for r in ours} == {
+        r["context"]: True for r in ours}
 
     # again: nothing doubles, nothing is written
     after = store.read_bytes()

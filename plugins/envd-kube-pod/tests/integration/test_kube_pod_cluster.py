@@ -7,6 +7,7 @@ registry, in privileged pods on the node's network.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,14 @@ def test_rbac_and_readiness_errors_are_one_line(namespace: str, kube: dict[str, 
         "metadata": {"name": "stuck"},
         "spec": {"nodeSelector": {"envd.io/none": "x"},
                  "containers": [{"name": "c", "image": kube_options["image"]}]}})
+    # the scheduler marks it Unschedulable a moment later; until then it is only Pending
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        conditions = core(kube_api).read_namespaced_pod("stuck", namespace).status.conditions
+        if any(c.type == "PodScheduled" and c.reason == "Unschedulable"
+               for c in conditions or []):
+            break
+        time.sleep(0.5)
     stuck = KubePodBuilder(f"stuck?namespace={namespace}", kube_options)
     with pytest.raises(BuilderError) as info:
         stuck.connect(timeout=20)
@@ -197,7 +206,6 @@ def test_rbac_and_readiness_errors_are_one_line(namespace: str, kube: dict[str, 
         "metadata": {"name": "nobuildctl"},
         "spec": {"containers": [{"name": "c", "image": kube["IMAGE_BUSYBOX"],
                                  "command": ["sleep", "3600"]}]}})
-    import time
 
     deadline = time.monotonic() + 120
     while core(kube_api).read_namespaced_pod("nobuildctl", namespace).status.phase != "Running":
