@@ -54,21 +54,17 @@ class _PrefixedSocket:
 
 
 def _docker_socket(docker_host: str, timeout: float) -> socket.socket:
+    """The plain socket under the upgrade: this module checks the address and words its
+    errors; connecting is the exec attach's :func:`~envd_docker_client.hijack.open_socket`."""
+    from envd_docker_client.hijack import Endpoint, open_socket
+
     if docker_host.startswith("unix://"):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
-        try:
-            s.connect(docker_host[len("unix://"):])
-        except OSError:
-            s.close()
-            raise
-        return s
+        return open_socket(Endpoint(host=docker_host), timeout)
     if docker_host.startswith("tcp://"):
-        hostport = docker_host[len("tcp://"):].rstrip("/")
-        host, _, port = hostport.rpartition(":")
+        port = docker_host[len("tcp://"):].rstrip("/").rpartition(":")[2]
         if not port.isdigit():
             raise DockerHostError(f"invalid Docker host `{docker_host}`: use tcp://host:port")
-        return socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        return open_socket(Endpoint(host=docker_host), timeout)
     raise DockerHostError(
         f"unsupported Docker host `{docker_host}` for the BuildKit upgrade",
         hint="use unix:///path/docker.sock or tcp://host:port",
