@@ -144,7 +144,7 @@ def _wait_greeting(port: int, timeout: float = 60) -> None:
 
 
 def test_the_host_key_is_fixed_checked_strictly_and_a_swapped_one_refused(
-        envd: DevEnvd, project: Path, docker_host: str, tmp_path: Path) -> None:
+        envd: DevEnvd, project: Path, docker_host: str) -> None:
     name = project.name
     config_dir = envd.home / "envd-config"
     envd("up", "--detach", "--progress", "plain", cwd=project)
@@ -165,15 +165,24 @@ def test_the_host_key_is_fixed_checked_strictly_and_a_swapped_one_refused(
                          docker_host=docker_host).stdout.split()
     assert "hostkey" not in image_files
 
-    # swap the container's host key for another one: OpenSSH refuses to connect
-    other = tmp_path / "other"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-    docker("cp", str(other), f"{name}:/var/envd/hostkey", docker_host=docker_host)
-    docker("restart", "-t", "1", name, docker_host=docker_host)
-    _wait_greeting(port)
-    refused = envd.ssh(name, "echo", "should-not-run", check=False)
-    assert refused.returncode != 0 and "should-not-run" not in refused.stdout
-    assert "host key" in refused.stderr.lower(), refused.stderr
+    # another server on that port (a container made by hand from the same image: its sshd
+    # makes its own key): OpenSSH refuses to connect
+    impostor = f"{name}-impostor"
+    docker("rm", "-f", name, docker_host=docker_host)
+    try:
+        docker("run", "-d", "--name", impostor, "-p", f"127.0.0.1:{port}:2222", f"{name}:dev",
+               docker_host=docker_host)
+        _wait_greeting(port)
+        refused = envd.ssh(name, "echo", "should-not-run", check=False)
+        assert refused.returncode != 0 and "should-not-run" not in refused.stdout
+        assert "host key" in refused.stderr.lower(), refused.stderr
+    finally:
+        docker("rm", "-f", impostor, docker_host=docker_host, check=False)
+
+    # re-created by envd: the same key, still trusted
+    envd("up", "--detach", cwd=project)
+    assert (config_dir / "hostkeys" / f"{name}.pub").read_text().split()[:2] == key_pub
+    assert envd.ssh(name, "echo", "kept").stdout.strip() == "kept"
 
     # --force makes a new environment with a new key, recorded again: SSH works
     envd("up", "--detach", "--force", cwd=project)
