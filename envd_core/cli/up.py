@@ -171,6 +171,7 @@ def up(app: Any, /, **params: Any) -> None:
 
     def announce(platform: str) -> None:
         ready.result()
+        timings.mark("up: wait for the runner checks")
         if not told:
             told.append(platform)
             info(f"Building {tag} on {builder.url} (context `{resolved.context.name}`)")

@@ -379,6 +379,8 @@ def default_host_keys() -> HostKeys:
 def _create(runner: Runner, spec: Any, *, force: bool) -> Environment:
     """Create ``spec``; an existing environment of its name is replaced as
     :func:`check_replaceable` allows (asked only when the name is taken)."""
+    if force:  # any existing environment may go: the runner replaces it in one call
+        return runner.create(spec, replace=True)
     try:
         return runner.create(spec, replace=False)
     except EnvironmentExistsError:

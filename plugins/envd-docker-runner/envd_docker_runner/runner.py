@@ -135,7 +135,7 @@ class DockerRunner(Runner):
             container_id = self._create_container(spec)
         except EnvironmentExistsError as taken:
             try:
-                self._inspect_raw(spec.name)
+                existing = self._inspect_raw(spec.name)
             except EnvironmentNotFoundError:
                 raise taken from None  # a container envd did not make: never replace it
             if not replace:
@@ -144,7 +144,8 @@ class DockerRunner(Runner):
                     f"`{self.host}`",
                     hint="remove it first (envd down) or replace it (--force)",
                 ) from None
-            self.remove(spec.name, force=True)
+            self._call(spec.name, "remove", api.remove_container, existing["Id"], force=True,
+                       v=True)
             container_id = self._create_container(spec)
         try:
             if copy_key:
