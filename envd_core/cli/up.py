@@ -141,7 +141,6 @@ def up(app: Any, /, **params: Any) -> None:
     from envd_core.envdfile.buildflags import default_tag, normalize_tag
     from envd_core.environments.operations import Background
     from envd_core.environments.spec import parse_duration
-    from envd_core.pipeline.execute import BuildRequest, run_build
 
     timeout = parse_duration(params["timeout"])
     project = Path(params["path"])
@@ -157,6 +156,10 @@ def up(app: Any, /, **params: Any) -> None:
     # checked on a thread while the build file evaluates (in a forked child: the other core),
     # and joined before the solve, so a pair that cannot work still fails before any building
     ready = Background(_runner_ready, builder, runner, options.name, params["force"])
+    # imported after the thread starts: it begins its docker SDK import meanwhile
+    from envd_core.pipeline.execute import BuildRequest, run_build
+
+    timings.mark("up: build imports")
     mode = params["progress"] or os.environ.get("BUILDKIT_PROGRESS") or "auto"
     request = BuildRequest(
         path=project, from_spec=params["from_spec"], tag=tag,
