@@ -154,6 +154,19 @@ def public_key_text() -> str | None:
         return None
 
 
+def _stable(value: Any) -> str:
+    """``repr`` with sets and dict keys sorted: a set of strings iterates in a different order
+    in every process (hash randomisation), which must not change the key."""
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(sorted(_stable(v) for v in value)) + "}"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_stable(k)}: {_stable(v)}" for k, v in sorted(
+            value.items(), key=lambda kv: repr(kv[0]))) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_stable(v) for v in value) + "]"
+    return repr(value)
+
+
 def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
               builder: Any, extra_functions: Mapping[str, Callable[..., Any]],
               limit_defaults: Mapping[str, str] | None, public_key: str | None) -> str:
@@ -163,12 +176,12 @@ def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
     roots = {package_root("envd_core"), package_root(type(builder).__module__)}
     roots.update(package_root(getattr(f, "__module__", "") or "")
                  for f in extra_functions.values())
-    capabilities = {name: repr(getattr(builder, name, None)) for name in (
+    capabilities = {name: _stable(getattr(builder, name, None)) for name in (
         "name", "url", "supports_merge_op", "exporter_applies_config", "exporters", "can_push",
         "option_values")}
     doc = {
         "version": [ENTRY_VERSION, envd_core.__version__, sys.version],
-        "flags": {k: repr(v) for k, v in sorted(flags.items())},
+        "flags": {k: _stable(v) for k, v in sorted(flags.items())},
         "build_file": str(build_file), "context": str(context_dir), "cwd": os.getcwd(),
         "env": sorted((k, v) for k, v in os.environ.items() if k not in IGNORED_ENV),
         "sources": source_signature(r for r in roots if r),

@@ -256,3 +256,30 @@ def test_property_cached_output_always_equals_an_uncached_build(
         monkeypatch.setenv("ENVD_MICROMAMBA_IMAGE", step["env"])
         cached = build("--tag", step["tag"])
         assert cached == build("--tag", step["tag"], cache=False)
+
+
+KEY_SCRIPT = """
+import os
+os.environ.pop("PYTHONHASHSEED")  # the environment is part of the key; the seed is what varies
+from pathlib import Path
+from envd_core.pipeline.defcache import build_key
+from envd_core.testing import StubBuilder
+b = StubBuilder("x", options={})
+print(build_key(flags={"platform": None, "export_cache": ("a", "b")}, build_file=Path("/p/b"),
+                context_dir=Path("/p"), builder=b, extra_functions={}, limit_defaults=None,
+                public_key=None))
+"""
+
+
+def test_the_key_is_the_same_in_every_process(tmp_path: Path) -> None:
+    """Builder capabilities are frozensets, whose order changes with the hash seed."""
+    import os
+    import sys
+
+    keys = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", KEY_SCRIPT], env=env, capture_output=True,
+                             text=True, check=True, cwd=tmp_path)
+        keys.add(out.stdout.strip())
+    assert len(keys) == 1
