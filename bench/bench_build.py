@@ -162,6 +162,9 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=2)
     parser.add_argument("--cached", type=int, default=5)
     parser.add_argument("--skip-upstream", action="store_true")
+    parser.add_argument("--eval-cache", choices=["on", "off"], default="on",
+                        help="envd's definition cache (ENVD_EVAL_CACHE; default on, as users "
+                             "get it)")
     args = parser.parse_args()
     infra = infra_env()
     registry, buildctl, ca = infra["REGISTRY"], infra["BUILDCTL"], infra["CA_BUNDLE"]
@@ -171,7 +174,9 @@ def main() -> None:
     # compile its modules from source, a cost no installed envd pays
     env = {k: v for k, v in os.environ.items()
            if k not in ("BUILDKIT_PROGRESS", "ENVD_CONTEXT", "PYTHONDONTWRITEBYTECODE")}
-    env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"])
+    env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"],
+               ENVD_CACHE_DIR=str(work / "cache"),  # definition cache and plugin index
+               ENVD_EVAL_CACHE="1" if args.eval_cache == "on" else "0")
     skipped: dict[str, str] = {}
     with private_buildkitd(infra) as (unix_addr, tcp_addr):
         print(f"private buildkitd: {unix_addr} and tcp://{tcp_addr}; example {args.example}")

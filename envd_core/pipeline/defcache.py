@@ -128,15 +128,13 @@ def package_root(module_name: str) -> str | None:
 
 
 def _installed_key() -> list[Any]:
-    """Each ``sys.path`` directory's mtime: a distribution installed, removed or upgraded
-    (starlark-pyo3, protobuf) changes it."""
-    out: list[Any] = []
-    for base in sys.path:
-        try:
-            out.append([base, os.stat(base or ".").st_mtime_ns])
-        except OSError:
-            out.append([base, None])
-    return out
+    """The ``sys.path`` directories that hold distributions, with their mtimes: installing,
+    removing or upgrading one (starlark-pyo3, protobuf, a plugin) changes it. The plugin index's
+    rule, so a directory without distributions (the working directory under ``python -m``,
+    whose mtime moves with every file made in it) does not invalidate every entry."""
+    from envd_core.plugin_index import _paths_key
+
+    return _paths_key()
 
 
 def public_key_text() -> str | None:
