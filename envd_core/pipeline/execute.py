@@ -11,10 +11,9 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -25,7 +24,9 @@ from envd_core.pipeline.causes import BUILTIN_CAUSES, Cause
 from envd_core.pipeline.defcache import CachedBuild
 from envd_core.pipeline.defcache import DefinitionCache as _DefinitionCache
 from envd_core.pipeline.early import EarlyConnection, early_connect_enabled
-from envd_core.runner import Runner
+
+if TYPE_CHECKING:  # a pushing build never needs the runner classes (environment records)
+    from envd_core.runner import Runner
 
 CA_SECRET_ID = "envd-ca-bundle"
 
@@ -147,6 +148,8 @@ def _export_target(
                 "this context's runner cannot load images; give --output type=image,...,push=true "
                 "or a file output"
             )
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="envd-export-") as tmp:
             tarball = Path(tmp) / "image.tar"
             yield ExportTarget.file(tarball), tarball
