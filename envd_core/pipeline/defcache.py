@@ -308,9 +308,11 @@ class DefinitionCache:
     """The cache as one build uses it: looked up before evaluation (:attr:`hit`), filled as the
     build evaluates (:meth:`evaluated`) and compiles each platform (:meth:`compiled`)."""
 
-    def __init__(self, key: str, platforms: list[str]) -> None:
+    def __init__(self, key: str, platforms: list[str], public_key: str | None = None) -> None:
         self.key = key
         self.platforms = platforms
+        #: The public key the key was computed with.
+        self.public_key = public_key
         #: The cached builds per platform when the entry matched, else ``None``.
         self.hit: dict[str, CachedBuild] | None = None
         self._reads: dict[str, list[str]] | None = None
@@ -332,11 +334,12 @@ class DefinitionCache:
         spec = parse_from(request.from_spec)
         flags = {f.name: getattr(request, f.name) for f in attrs.fields(type(request))
                  if f.name != "causes"}
+        public_key = public_key_text()
         key = build_key(flags=flags, build_file=locate_build_file(context_dir, spec),
                         context_dir=context_dir, builder=builder,
                         extra_functions=extra_functions, limit_defaults=limit_defaults,
-                        public_key=public_key_text())
-        cache = cls(key, platforms)
+                        public_key=public_key)
+        cache = cls(key, platforms, public_key)
         found = lookup(key)
         if found is not None and set(found[1]) == set(platforms):
             cache.hit = found[1]
@@ -358,5 +361,10 @@ class DefinitionCache:
         if self._reads is None:
             return
         self._builds[platform] = compiled
-        if set(self._builds) == set(self.platforms):
-            store(self.key, self._reads, dev=self._dev, builds=self._builds)
+        if set(self._builds) != set(self.platforms):
+            return
+        if self._dev and public_key_text() != self.public_key:
+            # compiling a dev image made the key pair (first dev build): the definition bakes
+            # a key the cache key does not name; stored, it would outlive a deleted pair
+            return
+        store(self.key, self._reads, dev=self._dev, builds=self._builds)

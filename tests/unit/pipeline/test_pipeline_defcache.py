@@ -283,3 +283,29 @@ def test_the_key_is_the_same_in_every_process(tmp_path: Path) -> None:
                              text=True, check=True, cwd=tmp_path)
         keys.add(out.stdout.strip())
     assert len(keys) == 1
+
+
+def test_the_first_dev_build_which_makes_the_key_pair_is_not_stored(
+        build: Any, evaluations: list[int], project: Path, envd_config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its definition bakes a key that did not exist when the cache key was computed: stored,
+    it would be reused after the pair is deleted, with a key nobody holds."""
+    import envd_core.pipeline.execute as execute
+
+    for name in ("id_rsa_envd", "id_rsa_envd.pub"):
+        (envd_config_dir / name).unlink()
+
+    def make_pair() -> str:  # what ensure_key_pair does, without a 4096-bit ssh-keygen
+        (envd_config_dir / "id_rsa_envd").write_text("private\n")
+        (envd_config_dir / "id_rsa_envd.pub").write_text("ssh-rsa AAAAfresh envd\n")
+        return "ssh-rsa AAAAfresh envd"
+
+    monkeypatch.setattr(execute, "_public_key", make_pair)
+    monkeypatch.setenv("ENVD_SSHD_IMAGE", "127.0.0.1:5000/sshd:1")
+    (project / "build.envd").write_text(BUILD.replace("dev=False", "dev=True"))
+    first = build()
+    assert b"AAAAfresh" in first
+    assert _entries(project) == []
+    assert build() == first  # evaluated again, now under a key that names the pair
+    assert build() == first
+    assert evaluations == [1, 1]
