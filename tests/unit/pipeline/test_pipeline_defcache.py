@@ -309,3 +309,34 @@ def test_the_first_dev_build_which_makes_the_key_pair_is_not_stored(
     assert build() == first  # evaluated again, now under a key that names the pair
     assert build() == first
     assert evaluations == [1, 1]
+
+
+def test_a_second_envd_process_hits(tmp_path: Path) -> None:
+    """End to end in real processes (hash seeds, sys.path, the environment differ per process
+    in ways an in-process test cannot show): the second `envd build --dump-llb` skips Starlark
+    and the LLB compile and writes the same bytes."""
+    import os
+    import sys
+
+    envd = str(Path(sys.executable).with_name("envd"))
+    proj = tmp_path / "proj"
+    (proj / "lib").mkdir(parents=True)
+    (proj / "build.envd").write_text(BUILD)
+    (proj / "lib" / "tools.envd").write_text(LIB)
+    (proj / "requirements.txt").write_text("six\n")
+    env = {**os.environ, "ENVD_CONFIG_DIR": str(tmp_path / "cfg"),
+           "ENVD_CACHE_DIR": str(tmp_path / "cache"), "ENVD_TIMINGS": str(tmp_path / "t.json")}
+    env.pop("ENVD_EVAL_CACHE", None)
+    env.pop("ENVD_CONTEXT", None)
+    subprocess.run([envd, "context", "create", "--name", "t", "--builder", "tcp",
+                    "--builder-address", "127.0.0.1:9", "--use"], env=env, check=True,
+                   capture_output=True)
+    outputs, phases = [], []
+    for _ in range(2):
+        subprocess.run([envd, "build", "--dump-llb", str(tmp_path / "out.llb")], cwd=proj,
+                       env=env, check=True, capture_output=True)
+        outputs.append((tmp_path / "out.llb").read_bytes())
+        phases.append(set(json.loads((tmp_path / "t.json").read_text())["phases"]))
+    assert "starlark" in phases[0] and "llb" in phases[0]
+    assert "starlark" not in phases[1] and "llb" not in phases[1]
+    assert outputs[0] == outputs[1]
