@@ -101,20 +101,26 @@ class CachedBuild:
 
 # ------------------------------------------------------------------ the key
 def source_signature(roots: Iterable[str]) -> list[Any]:
-    """``[root, newest mtime_ns, .py file count]`` per package directory (or module file)."""
+    """``[root, digest, .py file count]`` per package directory (or module file); the digest
+    covers every ``.py`` file's path, size and mtime, so an edit shows even when it restores an
+    older mtime (``rsync -t``, an archive) than another file's."""
     out: list[Any] = []
     for root in sorted(set(roots)):
         if os.path.isfile(root):
-            out.append([root, os.stat(root).st_mtime_ns, 1])
+            st = os.stat(root)
+            out.append([root, f"{st.st_size}:{st.st_mtime_ns}", 1])
             continue
-        newest, count = 0, 0
+        digest = hashlib.sha256()
+        count = 0
         for folder, dirs, files in os.walk(root):
-            dirs[:] = [d for d in dirs if d != "__pycache__"]
-            for name in files:
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
                 if name.endswith(".py"):
                     count += 1
-                    newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
-        out.append([root, newest, count])
+                    path = os.path.join(folder, name)
+                    st = os.stat(path)
+                    digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        out.append([root, digest.hexdigest(), count])
     return out
 
 

@@ -174,8 +174,13 @@ def test_source_signature_moves_when_a_module_is_edited(tmp_path: Path) -> None:
     st = (pkg / "mod.py").stat()
     os.utime(pkg / "mod.py", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert defcache.source_signature([str(pkg)]) != before
+    moved = defcache.source_signature([str(pkg)])
+    assert moved != before
+    # an edit that restores an older mtime than the newest file's (rsync -t, an archive)
+    (pkg / "__init__.py").write_text("y = 2\n")
+    os.utime(pkg / "__init__.py", ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    assert defcache.source_signature([str(pkg)]) != moved
     (pkg / "new.py").write_text("")
-    os.utime(pkg / "new.py", ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))  # an older file
     assert defcache.source_signature([str(pkg)])[0][2] == 3
 
 
