@@ -145,23 +145,42 @@ def _subprotocol(ws: Any) -> str:
 
 
 _HANDSHAKE_RE = re.compile(r"Handshake status (\d+)")
+_DENIED_RE = re.compile(r'cannot (\w+) resource "([^"]+)"')
+
+
+def _status_detail(reason: str) -> str:
+    """The ``message`` of the Status body websocket-client appends to a refused handshake
+    (``Handshake status 403 Forbidden -+-+- {headers} -+-+- body``), else ``reason``."""
+    parts = reason.split("-+-+-")
+    if len(parts) < 2:
+        return reason
+    raw = parts[-1].strip()
+    for text in (raw, raw.encode().decode("unicode_escape", "replace")):
+        start, end = text.find("{"), text.rfind("}") + 1
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            message = json.loads(text[start:end]).get("message")
+            if message:
+                return str(message)
+    return reason
 
 
 def handshake_failure(reason: str, pod: str, namespace: str,
                       resource: str = "pods/exec") -> BuilderError:
-    """The API server refused the upgrade: name the HTTP status and its Status message."""
+    """The API server refused the upgrade: name the HTTP status and its Status message.
+
+    On a 403 the verb and resource are the ones the API server names: a WebSocket upgrade is
+    a GET, which clusters before v1.35 authorise as ``get`` (kubectl's SPDY POST as
+    ``create``).
+    """
     code = _HANDSHAKE_RE.search(reason)
-    detail = reason
-    body = reason.rfind("{")
-    if body != -1:
-        with contextlib.suppress(ValueError):
-            end = reason.rfind("}") + 1
-            detail = str(json.loads(reason[body:end].encode().decode("unicode_escape"))
-                         .get("message", detail))
+    detail = _status_detail(reason)
     if code and code.group(1) == "403":
+        denied = _DENIED_RE.search(detail)
+        verb, what = (denied.group(1), denied.group(2)) if denied else ("create", resource)
         return BuilderError(
-            f"RBAC forbids `create {resource}` on pod `{pod}` in namespace `{namespace}`: "
-            f"{detail}", hint=f"kube-pod needs `create` on `{resource}` (docs/kube-pod.md)")
+            f"RBAC forbids `{verb} {what}` on pod `{pod}` in namespace `{namespace}`: "
+            f"{detail}", hint=f"kube-pod needs `get` and `create` on `{resource}` "
+                              "(docs/kube-pod.md)")
     if code:
         detail = f"HTTP {code.group(1)}: {detail}"
     return exec_refused(pod, namespace, detail[:300])
