@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_envd_build_support import ENVD, Envd, marker, remove_images, write_environment
-
 from envd_kube_pod import KubePodBuilder
+from test_envd_build_support import ENVD, Envd, marker, remove_images, write_environment
 
 SA_DIR = Path("/run/secrets/kubernetes.io/serviceaccount")  # /var/run is /run here
 
