@@ -67,7 +67,7 @@ class ChannelStream:
         text = self._stderr.decode("utf-8", "replace")
         message = status_message(bytes(self._status)) if self._status else ""
         if message and message not in text:
-            text += ("\n" if text else "") + message
+            text = (text.rstrip("\n") + "\n" if text.strip() else "") + message
         return text
 
     def recv(self, n: int) -> bytes:
