@@ -10,11 +10,12 @@ being replaced. For a ``deployment/<name>`` address envd creates the Deployment 
         --builder-opt replicas=2 --use
     envd build            # creates the Deployment, waits for its pods, builds on one
 
-envd reaches buildkitd by running ``buildctl dial-stdio`` in the pod through the API server's
-exec (a WebSocket), with the official ``kubernetes`` client: no kubectl. With several ready pods,
-a project always builds on the same one (rendezvous hashing on its directory); when that pod
-is gone the build moves, with a notice. The ``kubernetes`` client and grpc are imported only in
-the methods that need them: ``envd context ls`` loads neither.
+envd reaches buildkitd through the API server with the official ``kubernetes`` client (no
+kubectl): a port-forward to buildkitd's TCP listener in the pod when it has one (the Deployment
+envd creates does), else an exec of ``buildctl dial-stdio``; both are WebSockets. With several
+ready pods, a project always builds on the same one (rendezvous hashing on its directory); when
+that pod is gone the build moves, with a notice. The ``kubernetes`` client and grpc are
+imported only in the methods that need them: ``envd context ls`` loads neither.
 """
 
 from __future__ import annotations

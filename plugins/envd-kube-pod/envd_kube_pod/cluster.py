@@ -20,9 +20,9 @@ import contextlib
 import itertools
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
@@ -31,7 +31,6 @@ from envd_core.errors import BuilderError, ErrorKind
 from envd_kube_pod.address import Address
 from envd_kube_pod.errors import api_error
 
-T = TypeVar("T")
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 #: Seconds one API request may take (reads are small; a stuck apiserver must not hang a build).
 REQUEST_TIMEOUT = 20.0
@@ -227,17 +226,6 @@ class Cluster:
             if exc.kind == ErrorKind.NOT_FOUND:
                 return None
             raise
-
-    def call(self, verb: str, resource: str, fn: Callable[..., T], *args: Any,
-             **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)``; any failure becomes one line naming ``verb resource``."""
-        try:
-            return fn(*args, **kwargs)
-        except BuilderError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 errors, socket errors
-            raise api_error(exc, verb=verb, resource=resource, namespace=self.namespace,
-                            server=self.server) from None
 
     # -- what builds read ----------------------------------------------------------------
     def deployment(self, name: str) -> dict[str, Any] | None:
