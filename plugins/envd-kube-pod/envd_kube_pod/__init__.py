@@ -331,7 +331,9 @@ class KubePodBuilder(Builder):
                 raise BuildkitConnectionError(
                     f"BuildKit in pod `{pod.name}` does not answer: {why}",
                     kind=exc.kind or ErrorKind.UNAVAILABLE,
-                    hint="is it a BuildKit image with buildctl, and buildkitd running?") \
+                    hint=(f"does buildkitd listen on plain TCP port {port} in the pod? "
+                          "(transport=exec uses buildctl dial-stdio instead)" if port else
+                          "is it a BuildKit image with buildctl, and buildkitd running?")) \
                     from None
             raise
         return conn
