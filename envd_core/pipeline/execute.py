@@ -353,7 +353,8 @@ def _run_build(
     # before the early connection so it lands on the project's daemon
     early = (
         EarlyConnection(builder)
-        if request.dump_llb is None and not builder.can_bootstrap and early_connect_enabled()
+        if request.dump_llb is None and early_connect_enabled()
+        and (not builder.can_bootstrap or builder.early_bootstrap_check)
         else None
     )
     try:
@@ -516,7 +517,9 @@ def _solve(
     result = BuildResult(tag=tag, output_type=kind, destination="",
                          labels={str(k): str(v) for k, v in labels.items()})
     timings.mark("imports (build)")
-    connection = early.take() if early is not None else builder.connect(timeout=connect_timeout())
+    connection = early.take() if early is not None else None
+    if connection is None:  # no early connection, or it left a bootstrap to the build
+        connection = builder.connect(timeout=connect_timeout())
     timings.mark("connect")
     try:
         with _export_target(kind, spec, runner) as (target, tarball):
