@@ -17,6 +17,7 @@ import contextlib
 import queue
 import struct
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 if TYPE_CHECKING:
     import grpc
 
+# What a transport's ``write_parts`` gets: frame headers and slices of handlers' buffers.
+Buffer = bytes | bytearray | memoryview
+
 # Our receive windows: big enough that an export streamed to us is never throttled by us.
 STREAM_WINDOW = 8 << 20
 CONNECTION_WINDOW = 32 << 20
@@ -32,6 +36,26 @@ MAX_MESSAGE = 16 << 20
 _END = object()
 # Events after which writers waiting for flow-control window should look again.
 _WAKE_EVENTS: tuple[type, ...] = ()
+_WINDOW_UPDATED: type = type(None)
+_PING_RECEIVED: type = type(None)
+
+
+@dataclass
+class FlowStats:
+    """Counters of one HTTP/2 connection (cheap; read by benchmarks and tests).
+
+    ``window_waits``/``window_wait_seconds``: how often and how long a sender had data but no
+    flow-control window from the peer. ``backlog_waits``: pauses because the transport had
+    ``max_backlog`` bytes queued.
+    """
+
+    data_frames_out: int = 0
+    data_bytes_out: int = 0
+    window_updates_in: int = 0
+    pings_in: int = 0
+    window_waits: int = 0
+    window_wait_seconds: float = 0.0
+    backlog_waits: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,6 +71,12 @@ class Method:
 
 class Batch(list[Any]):
     """Several response messages a streaming handler yields at once: sent in one write."""
+
+
+class Framed(bytearray):
+    """Response messages a streaming handler has already serialized and gRPC-framed (each one
+    a 5-byte prefix and its bytes): sent as they are, in one write. The handler must not touch
+    the buffer after yielding it (its bytes may still be queued for the peer)."""
 
 
 class RpcAbort(Exception):
@@ -153,8 +183,11 @@ class RequestStream:
 class H2GrpcConnection:
     """Serves gRPC on one HTTP/2 connection whose bytes we are fed and whose output we write.
 
-    ``write(data)`` is called in order, under the connection lock; ``backlog()`` tells writers
-    how many written bytes are not yet delivered, so producers pause above ``max_backlog``.
+    ``write(data)`` is called in order, under the connection lock; ``write_parts(parts)``, if
+    given, takes DATA frames as a list of buffers to join once where they leave (frame headers
+    and slices of a handler's buffer: writing them costs no copy here); ``backlog()`` tells
+    writers how many written bytes are not yet delivered, so producers pause above
+    ``max_backlog``.
     """
 
     def __init__(
@@ -162,6 +195,7 @@ class H2GrpcConnection:
         methods: Mapping[str, Method],
         write: Callable[[bytes], None],
         *,
+        write_parts: Callable[[list[Buffer]], None] | None = None,
         backlog: Callable[[], int] | None = None,
         max_backlog: int = 8 << 20,
     ) -> None:
@@ -171,14 +205,20 @@ class H2GrpcConnection:
 
         self.methods = dict(methods)
         self._write = write
+        self._write_parts = write_parts or (lambda parts: write(b"".join(parts)))
         self._backlog = backlog
         self._max_backlog = max_backlog
         self._cond = threading.Condition(threading.RLock())
         self._streams: dict[int, _Stream] = {}
         self.closed = False
-        global _WAKE_EVENTS
+        self.stats = FlowStats()
+        global _WAKE_EVENTS, _WINDOW_UPDATED, _PING_RECEIVED
         if not _WAKE_EVENTS:
+            import h2.events
+
             _WAKE_EVENTS = _wake_events()
+            _WINDOW_UPDATED = h2.events.WindowUpdated
+            _PING_RECEIVED = h2.events.PingReceived
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         self._h2 = h2.connection.H2Connection(config=config)
         with self._cond:
@@ -208,6 +248,8 @@ class H2GrpcConnection:
     def _wait_backlog(self, stream: _Stream) -> None:
         if self._backlog is None:
             return
+        if self._backlog() > self._max_backlog:
+            self.stats.backlog_waits += 1
         while self._backlog() > self._max_backlog and not (stream.cancelled or self.closed):
             self._cond.wait(1.0)
 
@@ -260,6 +302,10 @@ class H2GrpcConnection:
                     self._terminate()
                 if isinstance(event, _WAKE_EVENTS):
                     wake = True
+                    if isinstance(event, _WINDOW_UPDATED):
+                        self.stats.window_updates_in += 1
+                elif isinstance(event, _PING_RECEIVED):
+                    self.stats.pings_in += 1
             if wake:
                 self._cond.notify_all()
             self._flush()
@@ -331,10 +377,13 @@ class H2GrpcConnection:
             responses = result if method.stream_responses else [result]
             serialize = method.serialize or (lambda m: m)
             for response in responses:
-                items = response if isinstance(response, Batch) else (response,)
-                framed = b"".join(
-                    struct.pack(">BI", 0, len(p)) + p for p in map(serialize, items)
-                )
+                if isinstance(response, Framed):
+                    framed: bytes | bytearray = response
+                else:
+                    items = response if isinstance(response, Batch) else (response,)
+                    framed = b"".join(
+                        struct.pack(">BI", 0, len(p)) + p for p in map(serialize, items)
+                    )
                 # Only streams wait for backlog room: health checks must never queue behind
                 # an upload.
                 self._send_framed(stream, framed, wait=method.stream_responses)
@@ -353,7 +402,9 @@ class H2GrpcConnection:
             )
             stream.headers_sent = True
 
-    def _send_framed(self, stream: _Stream, framed: bytes, *, wait: bool = True) -> None:
+    def _send_framed(
+        self, stream: _Stream, framed: bytes | bytearray, *, wait: bool = True
+    ) -> None:
         """Send length-prefixed gRPC message bytes as DATA frames, honouring flow control.
 
         DATA frames are framed here rather than by ``h2`` (whose per-frame cost dominated
@@ -364,6 +415,7 @@ class H2GrpcConnection:
 
         data = memoryview(framed)
         sid = stream.id.to_bytes(4, "big")
+        stats = self.stats
         with self._cond:
             while data:
                 if stream.cancelled or self.closed:
@@ -379,19 +431,29 @@ class H2GrpcConnection:
                     self._h2.outbound_flow_control_window, h2stream.outbound_flow_control_window
                 )
                 if window <= 0:
+                    started = time.monotonic()
                     self._cond.wait(1.0)
+                    stats.window_waits += 1
+                    stats.window_wait_seconds += time.monotonic() - started
                     continue
                 n = min(window, len(data))
                 frame_size = self._h2.max_outbound_frame_size
-                parts: list[bytes | memoryview] = [self._h2.data_to_send()]
+                # Frame headers and memoryview slices of the caller's buffer: the transport
+                # joins them once into its outgoing message, no copy here.
+                parts: list[Buffer] = []
+                pending = self._h2.data_to_send()
+                if pending:
+                    parts.append(pending)
                 for off in range(0, n, frame_size):
                     k = min(frame_size, n - off)
                     # 3-byte length, type 0 (DATA), no flags, stream id.
                     parts.append(k.to_bytes(3, "big") + b"\x00\x00" + sid)
                     parts.append(data[off : off + k])
+                    stats.data_frames_out += 1
+                stats.data_bytes_out += n
                 self._h2.outbound_flow_control_window -= n
                 h2stream.outbound_flow_control_window -= n
-                self._write(b"".join(parts))
+                self._write_parts(parts)
                 data = data[n:]
             if wait:
                 self._wait_backlog(stream)
