@@ -34,7 +34,8 @@ STREAM_WINDOW = 8 << 20
 CONNECTION_WINDOW = 32 << 20
 MAX_MESSAGE = 16 << 20
 _END = object()
-# Events after which writers waiting for flow-control window should look again.
+# Events that may give writers flow-control window, and events that end streams.
+_WINDOW_EVENTS: tuple[type, ...] = ()
 _WAKE_EVENTS: tuple[type, ...] = ()
 _WINDOW_UPDATED: type = type(None)
 _PING_RECEIVED: type = type(None)
@@ -133,7 +134,8 @@ class _Stream:
         self.headers_sent = False
         self.cancelled = False
         self.closed = False
-
+        # Response bytes written but still waiting for the peer's flow-control window.
+        self.pending: memoryview | None = None
 
 
 class RequestStream:
@@ -212,11 +214,12 @@ class H2GrpcConnection:
         self._streams: dict[int, _Stream] = {}
         self.closed = False
         self.stats = FlowStats()
-        global _WAKE_EVENTS, _WINDOW_UPDATED, _PING_RECEIVED
+        global _WINDOW_EVENTS, _WAKE_EVENTS, _WINDOW_UPDATED, _PING_RECEIVED
         if not _WAKE_EVENTS:
             import h2.events
 
-            _WAKE_EVENTS = _wake_events()
+            _WINDOW_EVENTS = (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)
+            _WAKE_EVENTS = (h2.events.StreamReset, h2.events.ConnectionTerminated)
             _WINDOW_UPDATED = h2.events.WindowUpdated
             _PING_RECEIVED = h2.events.PingReceived
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
@@ -260,7 +263,7 @@ class H2GrpcConnection:
 
         started: list[_Stream] = []
         stream: _Stream | None
-        wake = False
+        wake = window_opened = False
         with self._cond:
             if self.closed:
                 return
@@ -300,12 +303,20 @@ class H2GrpcConnection:
                         stream.inbox.put(_END)
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     self._terminate()
-                if isinstance(event, _WAKE_EVENTS):
-                    wake = True
+                if isinstance(event, _WINDOW_EVENTS):
+                    window_opened = True
                     if isinstance(event, _WINDOW_UPDATED):
                         self.stats.window_updates_in += 1
+                elif isinstance(event, _WAKE_EVENTS):
+                    wake = True
                 elif isinstance(event, _PING_RECEIVED):
                     self.stats.pings_in += 1
+            if window_opened:
+                # Data waiting for window leaves now, from this thread; its writer is only
+                # woken once all of it is out.
+                for waiting in list(self._streams.values()):
+                    if waiting.pending is not None and self._pump(waiting):
+                        wake = True
             if wake:
                 self._cond.notify_all()
             self._flush()
@@ -407,56 +418,77 @@ class H2GrpcConnection:
     ) -> None:
         """Send length-prefixed gRPC message bytes as DATA frames, honouring flow control.
 
+        Returns once every byte is handed to the transport. What the peer's window does not
+        take now stays on the stream, and `feed` sends it the moment a WINDOW_UPDATE arrives,
+        on the thread that received it: the writer thread is woken only when its data is all
+        out, so a window round trip never waits for a thread switch.
+        """
+        if not framed:
+            return
+        stats = self.stats
+        with self._cond:
+            stream.pending = memoryview(framed)
+            while not self._pump(stream):
+                started = time.monotonic()
+                self._cond.wait(1.0)
+                stats.window_waits += 1
+                stats.window_wait_seconds += time.monotonic() - started
+            if stream.cancelled or self.closed:
+                stream.pending = None
+                raise _Cancelled
+            if wait:
+                self._wait_backlog(stream)
+
+    def _pump(self, stream: _Stream) -> bool:
+        """Send as much of ``stream.pending`` as the windows allow (connection lock held).
+
+        Returns whether the writer is done waiting: all sent, or the stream is gone.
+
         DATA frames are framed here rather than by ``h2`` (whose per-frame cost dominated
         uploads); ``h2`` still owns headers, trailers and state, and its window counters are
         debited so its bookkeeping stays exact.
         """
         import h2.exceptions
 
-        data = memoryview(framed)
+        data = stream.pending
+        if data is None or stream.cancelled or self.closed:
+            return True
+        try:
+            self._send_headers_once(stream)
+        except h2.exceptions.StreamClosedError:
+            stream.cancelled = True
+            return True
+        h2stream = self._h2.streams.get(stream.id)
+        if h2stream is None or h2stream.closed:
+            stream.cancelled = True
+            return True
+        window = min(self._h2.outbound_flow_control_window, h2stream.outbound_flow_control_window)
+        if window <= 0:
+            return False
+        n = min(window, len(data))
+        frame_size = self._h2.max_outbound_frame_size
         sid = stream.id.to_bytes(4, "big")
-        stats = self.stats
-        with self._cond:
-            while data:
-                if stream.cancelled or self.closed:
-                    raise _Cancelled
-                try:
-                    self._send_headers_once(stream)
-                except h2.exceptions.StreamClosedError:
-                    raise _Cancelled from None
-                h2stream = self._h2.streams.get(stream.id)
-                if h2stream is None or h2stream.closed:
-                    raise _Cancelled
-                window = min(
-                    self._h2.outbound_flow_control_window, h2stream.outbound_flow_control_window
-                )
-                if window <= 0:
-                    started = time.monotonic()
-                    self._cond.wait(1.0)
-                    stats.window_waits += 1
-                    stats.window_wait_seconds += time.monotonic() - started
-                    continue
-                n = min(window, len(data))
-                frame_size = self._h2.max_outbound_frame_size
-                # Frame headers and memoryview slices of the caller's buffer: the transport
-                # joins them once into its outgoing message, no copy here.
-                parts: list[Buffer] = []
-                pending = self._h2.data_to_send()
-                if pending:
-                    parts.append(pending)
-                for off in range(0, n, frame_size):
-                    k = min(frame_size, n - off)
-                    # 3-byte length, type 0 (DATA), no flags, stream id.
-                    parts.append(k.to_bytes(3, "big") + b"\x00\x00" + sid)
-                    parts.append(data[off : off + k])
-                    stats.data_frames_out += 1
-                stats.data_bytes_out += n
-                self._h2.outbound_flow_control_window -= n
-                h2stream.outbound_flow_control_window -= n
-                self._write_parts(parts)
-                data = data[n:]
-            if wait:
-                self._wait_backlog(stream)
+        # Frame headers and memoryview slices of the caller's buffer: the transport joins them
+        # once into its outgoing message, no copy here.
+        parts: list[Buffer] = []
+        queued = self._h2.data_to_send()  # headers, WINDOW_UPDATEs, PING acks go first
+        if queued:
+            parts.append(queued)
+        for off in range(0, n, frame_size):
+            k = min(frame_size, n - off)
+            # 3-byte length, type 0 (DATA), no flags, stream id.
+            parts.append(k.to_bytes(3, "big") + b"\x00\x00" + sid)
+            parts.append(data[off : off + k])
+        self.stats.data_frames_out += (n + frame_size - 1) // frame_size
+        self.stats.data_bytes_out += n
+        self._h2.outbound_flow_control_window -= n
+        h2stream.outbound_flow_control_window -= n
+        self._write_parts(parts)
+        if n < len(data):
+            stream.pending = data[n:]
+            return False
+        stream.pending = None
+        return True
 
     def _finish(self, stream: _Stream, code: int, details: str) -> None:
         import h2.exceptions
@@ -497,17 +529,6 @@ class H2GrpcConnection:
 def _text(value: bytes | str) -> str:
     # header_encoding="utf-8" makes h2 hand over str; its annotations still allow bytes.
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
-def _wake_events() -> tuple[type, ...]:
-    import h2.events
-
-    return (
-        h2.events.WindowUpdated,
-        h2.events.RemoteSettingsChanged,
-        h2.events.StreamReset,
-        h2.events.ConnectionTerminated,
-    )
 
 
 # Printable ASCII except "%" stays as is in grpc-message (gRPC's percent-encoding rule).
