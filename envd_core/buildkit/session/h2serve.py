@@ -33,6 +33,8 @@ Buffer = bytes | bytearray | memoryview
 STREAM_WINDOW = 8 << 20
 CONNECTION_WINDOW = 32 << 20
 MAX_MESSAGE = 16 << 20
+# Consumed request bytes are acknowledged (window given back) in batches of at most this.
+ACK_BATCH = 64 << 10
 _END = object()
 # Events that may give writers flow-control window, and events that end streams.
 _WINDOW_EVENTS: tuple[type, ...] = ()
@@ -134,6 +136,8 @@ class _Stream:
         self.headers_sent = False
         self.cancelled = False
         self.closed = False
+        # Consumed request bytes not yet given back to the peer as window.
+        self.unacked = 0
         # Response bytes written but still waiting for the peer's flow-control window.
         self.pending: memoryview | None = None
 
@@ -163,7 +167,14 @@ class RequestStream:
         if item is _END:
             self.ended = True
             raise StopIteration
-        self._ack(self._stream.id, 5 + len(item))
+        # Window for consumed bytes goes back in bulk: at ACK_BATCH bytes, or when the handler
+        # has caught up with what arrived (never sitting on it while the handler waits).
+        # `_finish` returns what is left.
+        stream = self._stream
+        stream.unacked += 5 + len(item)
+        if stream.unacked >= ACK_BATCH or stream.inbox.empty():
+            size, stream.unacked = stream.unacked, 0
+            self._ack(stream.id, size)
         return item if self._deserialize is None else self._deserialize(item)
 
     def __next__(self) -> Any:
@@ -499,7 +510,8 @@ class H2GrpcConnection:
         with self._cond:
             self._streams.pop(stream.id, None)
             # Requests the handler never read still hold connection window: give it back.
-            leftover = len(stream.buffer)
+            leftover = len(stream.buffer) + stream.unacked
+            stream.unacked = 0
             while True:
                 try:
                     item = stream.inbox.get_nowait()
