@@ -324,9 +324,12 @@ class H2GrpcConnection:
                     self.stats.pings_in += 1
             if window_opened:
                 # Data waiting for window leaves now, from this thread; its writer is only
-                # woken once all of it is out.
-                for waiting in list(self._streams.values()):
-                    if waiting.pending is not None and self._pump(waiting):
+                # woken once all of it is out. Smallest first: a health-check answer must not
+                # wait behind an upload that always has more queued.
+                waiting = [s for s in self._streams.values() if s.pending is not None]
+                waiting.sort(key=lambda s: len(s.pending or b""))
+                for each in waiting:
+                    if self._pump(each):
                         wake = True
             if wake:
                 self._cond.notify_all()
