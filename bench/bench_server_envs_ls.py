@@ -63,9 +63,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    from envd_server_client.tokens import TokenStore
     from envd_server_double import EnvdServerDouble
     from envd_server_runner import EnvdServerRunner
-    from envd_server_runner.tokens import TokenStore
 
     from envd_core.environment import EnvironmentSpec
 

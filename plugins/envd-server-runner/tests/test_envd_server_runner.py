@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from envd_docker_runner import DockerRunner
+from envd_server_client.address import DEFAULT_ADDRESS, parse_address, tls_settings
+from envd_server_client.tokens import Credential, TokenStore
 from envd_server_runner import EnvdServerRunner
-from envd_server_runner.address import DEFAULT_ADDRESS, parse_address, tls_settings
-from envd_server_runner.tokens import Credential, TokenStore
 
 from envd_core.errors import RunnerError, ValidationError
 from envd_core.testing import EnvdCli, RunnerContract, StubBuilder, make_plugin

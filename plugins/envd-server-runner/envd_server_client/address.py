@@ -10,15 +10,13 @@ here. In addition an ``https://`` address means TLS, verified against the system
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
-import attrs
 
 from envd_core.errors import ValidationError
 
+TYPE_CHECKING = False  # on the fast path of `envd envs ls`: no typing, no attrs
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Mapping
 
 __all__ = ["DEFAULT_ADDRESS", "ServerAddress", "TLSSettings", "parse_address", "tls_settings"]
 
@@ -27,15 +25,48 @@ DEFAULT_ADDRESS = "http://0.0.0.0:8080"
 _SCHEMES = ("http", "https", "tcp")
 
 
-@attrs.frozen
-class ServerAddress:
+class _Frozen:
+    """A frozen record with keyword construction, ``==``, ``hash`` and ``repr`` (what
+    ``attrs.frozen`` gave; attrs is not imported on the fast path of ``envd envs ls``)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: cannot set `{name}`")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class ServerAddress(_Frozen):
     """A parsed server address: ``scheme://host:port/prefix``."""
+
+    __slots__ = ("host", "port", "prefix", "scheme")
 
     scheme: str
     host: str
     port: int
     #: Path prefix before ``/api/v1`` (``""`` or ``/prefix``).
-    prefix: str = ""
+    prefix: str
+
+    def __init__(self, scheme: str, host: str, port: int, prefix: str = "") -> None:
+        put = object.__setattr__
+        put(self, "scheme", scheme)
+        put(self, "host", host)
+        put(self, "port", port)
+        put(self, "prefix", prefix)
 
     @property
     def display(self) -> str:
@@ -85,16 +116,27 @@ def parse_address(address: str | None) -> ServerAddress:
     )
 
 
-@attrs.frozen
-class TLSSettings:
+class TLSSettings(_Frozen):
     """How to do TLS with the server; ``None`` from :func:`tls_settings` means plain HTTP."""
 
-    cacert: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    verify: bool = True
+    __slots__ = ("cacert", "cert", "key", "source", "verify")
+
+    cacert: str | None
+    cert: str | None
+    key: str | None
+    verify: bool
     #: Where the settings came from, for error messages.
-    source: str = "https address"
+    source: str
+
+    def __init__(self, cacert: str | None = None, cert: str | None = None,
+                 key: str | None = None, verify: bool = True,
+                 source: str = "https address") -> None:
+        put = object.__setattr__
+        put(self, "cacert", cacert)
+        put(self, "cert", cert)
+        put(self, "key", key)
+        put(self, "verify", verify)
+        put(self, "source", source)
 
     def context(self) -> ssl.SSLContext:
         """An :class:`ssl.SSLContext` with these settings (system store unless ``cacert``)."""
