@@ -1,4 +1,4 @@
-"""One HTTP/1.1 request over a socket, on the standard library's ``socket`` (and ``ssl``) alone.
+"""One HTTP/1.1 request over a socket, on the standard library's ``_socket`` (and ``ssl``) alone.
 
 Hand-written because of start-up time, not function: ``envd envs ls`` is a quick command that
 must start about as fast as upstream's Go binary, and the clients that could do this import far
@@ -10,19 +10,22 @@ go through here.
 
 What it does: one request per connection (``Connection: close``), a JSON or empty body, a
 response read to its end with ``Content-Length``, ``chunked`` transfer coding or until EOF.
+Plain connections use the interpreter's ``_socket`` directly: ``socket.py`` imports
+``selectors`` (with ``math`` and ``select``) and ``array``, a few milliseconds a listing does not
+need; TLS goes through ``socket`` and ``ssl`` as usual.
 What it does not (callers that need it use ``http.client``): keep-alive, redirects, ``1xx``
 other than ``100 Continue``, compressed content codings (it never asks for them).
 """
 
 from __future__ import annotations
 
-import socket
+import _socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     import ssl
     from collections.abc import Callable, Mapping
-    from typing import BinaryIO
 
 #: Largest response accepted (a listing is kilobytes; this only bounds a broken peer).
 MAX_BODY = 64 * 1024 * 1024
@@ -43,9 +46,9 @@ class Response:
         self.body = body
 
 
-def connect_unix(path: str, timeout: float) -> socket.socket:
+def connect_unix(path: str, timeout: float) -> _socket.socket:
     """A stream socket connected to the unix socket ``path``."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect(path)
@@ -56,19 +59,35 @@ def connect_unix(path: str, timeout: float) -> socket.socket:
 
 
 def connect_tcp(host: str, port: int, timeout: float,
-                tls: ssl.SSLContext | None = None) -> socket.socket:
-    """A TCP connection to ``host:port``, wrapped in TLS (with SNI) when ``tls`` is given."""
-    sock = socket.create_connection((host, port), timeout=timeout)
-    if tls is None:
-        return sock
-    try:
-        return tls.wrap_socket(sock, server_hostname=host)
-    except BaseException:
-        sock.close()
-        raise
+                tls: ssl.SSLContext | None = None) -> _socket.socket | socket.socket:
+    """A TCP connection to ``host:port``, wrapped in TLS (with SNI) when ``tls`` is given.
+
+    Each address ``host`` resolves to is tried in turn, as ``socket.create_connection`` does.
+    """
+    if tls is not None:
+        import socket
+
+        plain = socket.create_connection((host, port), timeout=timeout)
+        try:
+            return tls.wrap_socket(plain, server_hostname=host)
+        except BaseException:
+            plain.close()
+            raise
+    error: OSError | None = None
+    for family, kind, proto, _name, address in _socket.getaddrinfo(
+            host, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError(f"`{host}` resolves to no address")
 
 
-def request(sock: socket.socket, method: str, target: str, *, host: str,
+def request(sock: _socket.socket | socket.socket, method: str, target: str, *, host: str,
             headers: Mapping[str, str] | None = None, body: bytes | None = None) -> Response:
     """Send one request on ``sock`` and read the whole response; the socket is closed after.
 
@@ -82,12 +101,53 @@ def request(sock: socket.socket, method: str, target: str, *, host: str,
         if body is not None:
             lines.append(f"Content-Length: {len(body)}")
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
-        return _read_response(sock.makefile("rb"), method)
+        return _read_response(_Reader(sock), method)
     finally:
         sock.close()
 
 
-def _read_response(stream: BinaryIO, method: str) -> Response:
+class _Reader:
+    """``readline`` and ``read`` over a socket's ``recv`` (``_socket`` has no ``makefile``)."""
+
+    __slots__ = ("_buffer", "_eof", "_sock")
+
+    def __init__(self, sock: _socket.socket | socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+        self._eof = False
+
+    def _fill(self) -> bool:
+        if self._eof:
+            return False
+        data = self._sock.recv(65536)
+        if not data:
+            self._eof = True
+            return False
+        self._buffer += data
+        return True
+
+    def readline(self, limit: int) -> bytes:
+        """Up to and including the next ``\n`` (at most ``limit`` bytes; ``b""`` at EOF)."""
+        while True:
+            end = self._buffer.find(b"\n", 0, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self._buffer) >= limit or not self._fill():
+                return self._take(min(limit, len(self._buffer)))
+
+    def read(self, size: int) -> bytes:
+        """``size`` bytes, fewer only at EOF."""
+        while len(self._buffer) < size and self._fill():
+            pass
+        return self._take(min(size, len(self._buffer)))
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+
+def _read_response(stream: _Reader, method: str) -> Response:
     readline, read = stream.readline, stream.read
     while True:
         status_line = readline(65537)

@@ -77,7 +77,7 @@ class ServerClient:
     # -- transport ----------------------------------------------------------------------------
     def _send(self, method: str, route: str, body: Any, *, auth: bool,
               timeout: float | None) -> tuple[int, bytes]:
-        import socket
+        import _socket  # socket.gaierror's own module (socket.py costs more than a listing)
 
         from envd_core import httplite
 
@@ -117,7 +117,7 @@ class ServerClient:
                     hint="if the server speaks TLS, use an https:// runner address",
                 ) from None
             raise self._tls_error(exc) from None
-        except socket.gaierror as exc:
+        except _socket.gaierror as exc:
             raise RunnerError(
                 f"cannot reach envd-server at `{self.where}`: unknown host "
                 f"`{self.address.host}` ({exc.strerror})",
