@@ -28,7 +28,6 @@ fast path must not load pluggy, attrs, click, pathlib or the entry-point scanner
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -218,8 +217,10 @@ def _editable(ep: EntryPoint, root: str | None) -> bool:
     if ep.folder is None or root is None:
         return True
     try:
+        from envd_core.jsonread import loads
+
         with open(os.path.join(ep.folder, "direct_url.json"), encoding="utf-8") as fh:
-            if (json.load(fh).get("dir_info") or {}).get("editable"):
+            if (loads(fh.read()).get("dir_info") or {}).get("editable"):
                 return True
     except (OSError, ValueError, AttributeError):
         pass
@@ -263,6 +264,8 @@ def write(plugins: Plugins) -> None:
             entries[ep.name] = entry
         doc = {"version": INDEX_VERSION, "paths": _paths_key(), "switches": _switches_key(),
                "plugins": entries}
+        import json
+
         data = (json.dumps(doc, sort_keys=True) + "\n").encode()
         path = index_path()
         try:
@@ -300,9 +303,11 @@ class Index:
 
 def read() -> Index | None:
     """The index, if it is fresh and every enabled plugin loaded; else ``None``."""
+    from envd_core.jsonread import loads
+
     try:
         with open(index_path(), encoding="utf-8") as fh:
-            doc = json.load(fh)
+            doc = loads(fh.read())
         if doc.get("version") != INDEX_VERSION:
             return None
         if doc["switches"] != _switches_key() or not _paths_fresh(doc["paths"]):

@@ -8,7 +8,6 @@ ways in print byte-identical output.
 
 from __future__ import annotations
 
-import json
 import sys
 
 TYPE_CHECKING = False  # typing and click are not imported at run time (start-up cost)
@@ -63,6 +62,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def dump_json(data: object, *, pretty: bool = False) -> str:
     """``data`` as JSON text: compact by default, indented with ``pretty``."""
+    import json  # only JSON output needs the encoder (the fast path's tables do not)
+
     if pretty:
         return json.dumps(data, indent=2, ensure_ascii=False)
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

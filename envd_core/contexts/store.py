@@ -14,13 +14,13 @@ replaced: the error names it and the user decides.
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 
 from envd_core.contexts.model import DEFAULT_NAME, Context, ContextSet, default_context
 from envd_core.contexts.validate import validate_name
 from envd_core.errors import StoreError, ValidationError
+from envd_core.jsonread import loads
 
 # typing, pathlib (with urllib.parse and ipaddress), contextlib and the atomic writer are not
 # imported at run time: this module is on the fast path of `envd context ls` (start-up cost).
@@ -242,14 +242,16 @@ def _encode(contexts: ContextSet) -> bytes:
         "current": contexts.current,
         "contexts": [ctx.to_json() for ctx in contexts.contexts.values()],
     }
+    import json  # the writers only: readers parse with envd_core.jsonread
+
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def _decode(raw: bytes, *, where: str) -> ContextSet:
     fix = "fix it or move it away; envd never overwrites a file it cannot read"
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = loads(raw.decode("utf-8"))
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
         raise StoreError(f"context store `{where}` is corrupt ({exc})", hint=fix) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("contexts"), list):
         raise StoreError(f"context store `{where}` is corrupt (no `contexts` list)", hint=fix)

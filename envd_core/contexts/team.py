@@ -34,11 +34,11 @@ keeps working and hides the team one (nothing the user stored is ever lost).
 
 from __future__ import annotations
 
-import json
 import os
 
 from envd_core.contexts.model import Context, ContextSet
 from envd_core.errors import StoreError
+from envd_core.jsonread import loads
 
 TYPE_CHECKING = False  # on the fast path of `envd context ls`: no typing, no pathlib
 if TYPE_CHECKING:
@@ -90,10 +90,10 @@ def read_file(path: str | os.PathLike[str]) -> list[TeamContext]:
     """The contexts of one team file; a malformed file raises StoreError naming it."""
     try:
         with open(path, encoding="utf-8") as handle:
-            doc = json.loads(handle.read())
+            doc = loads(handle.read())
     except OSError as exc:
         raise StoreError(f"cannot read team context file `{path}`: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
         raise StoreError(f"team context file `{path}` is not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StoreError(f"team context file `{path}` lacks `\"format\": \"{FORMAT}\"`")

@@ -28,10 +28,10 @@ submodule of that package would run its ``__init__``, which imports pluggy for i
 
 from __future__ import annotations
 
-import json
 import os
 
 from envd_core.errors import RunnerError
+from envd_core.jsonread import loads
 from envd_core.listing import ListedEnvironment, ListedPort
 
 TYPE_CHECKING = False
@@ -90,7 +90,7 @@ def containers(host: str) -> list[dict[str, Any]]:
         raise RunnerError(f"Docker daemon at `{host}` refused to {_WHAT}: "
                           f"{_message(answer.body) or answer.status}")
     try:
-        data = json.loads(answer.body)
+        data = loads(answer.body.decode("utf-8"))
     except ValueError:
         data = None
     if not isinstance(data, list):
@@ -193,7 +193,7 @@ def _unreachable(host: str, exc: OSError) -> RunnerError:
 def _message(body: bytes) -> str:
     """The daemon's ``{"message": …}``, on one line."""
     try:
-        data = json.loads(body)
+        data = loads(body.decode("utf-8"))
     except ValueError:
         return body.decode("utf-8", "replace").strip().splitlines()[0] if body.strip() else ""
     text = data.get("message") if isinstance(data, dict) else None

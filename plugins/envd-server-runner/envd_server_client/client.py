@@ -14,9 +14,8 @@ server that is not an envd-server.
 
 from __future__ import annotations
 
-import json
-
 from envd_core.errors import RunnerError
+from envd_core.jsonread import loads
 
 TYPE_CHECKING = False  # on the fast path of `envd envs ls`: no typing
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ class ServerClient:
         if not raw.strip():
             return status, {}
         try:
-            return status, json.loads(raw)
+            return status, loads(raw.decode("utf-8"))
         except ValueError:
             raise self._not_envd_server(
                 f"{method} {route} answered {status} with no JSON") from None
@@ -84,6 +83,8 @@ class ServerClient:
         headers = {"Accept": "application/json", "User-Agent": "envd-python"}
         payload = None
         if body is not None:
+            import json  # a request body; listings send none
+
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         if auth and self.token:
@@ -212,7 +213,7 @@ def _kind(exc: BaseException) -> str:
 def _server_message(raw: bytes) -> str | None:
     """The ``message`` of envd-server's error JSON, ``None`` when the body is not one."""
     try:
-        data = json.loads(raw)
+        data = loads(raw.decode("utf-8"))
     except ValueError:
         return None
     if not isinstance(data, dict) or "message" not in data:

@@ -8,10 +8,10 @@ login name and the token. They are never printed or logged, and are not part of 
 
 from __future__ import annotations
 
-import json
 import os
 
 from envd_core.errors import RunnerError
+from envd_core.jsonread import loads
 from envd_server_client.address import _Frozen
 
 TYPE_CHECKING = False  # on the fast path of `envd envs ls`: no typing, pathlib or attrs
@@ -84,6 +84,8 @@ class TokenStore:
         except OSError as exc:
             raise RunnerError(f"cannot store the token in `{self._directory}`: "
                               f"{exc.strerror}") from None
+        import json
+
         data = json.dumps({"address": credential.address, "login_name": credential.login_name,
                            "token": credential.token}, indent=2).encode()
         try:
@@ -104,7 +106,7 @@ class TokenStore:
         path = self._file(context)
         try:
             with open(path, "rb") as handle:
-                data = json.loads(handle.read())
+                data = loads(handle.read().decode("utf-8"))
             return Credential(context=context, address=str(data["address"]),
                               login_name=str(data["login_name"]), token=str(data["token"]))
         except FileNotFoundError:

@@ -352,3 +352,21 @@ def test_httplite_reads_chunked_and_sized_answers() -> None:
         assert request[0].startswith(b"GET /x?y=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n")
     assert got[:3] == [(200, b"hello world"), (404, b"{}"), (200, b"until eof")]
     assert got[3][0] == 0 and b"not an HTTP answer" in got[3][1]
+
+
+JSON_CASES = ['{"a": [1, 2.5, null, true, "x\\u00e9"]}', " [] ", "", "  ", '{"a":1} x', '{"a":',
+              "NaN", "[Infinity, -Infinity]", "\ufeff{}", '{"a": 1}\n\n', '"\\ud800"', "1 2",
+              '{"a":1,}', "[1,\n2", '{"k": 1e400}', "-0", '{"a"  :  {"b":[]}}  \t\n']
+
+
+@pytest.mark.parametrize("text", JSON_CASES)
+def test_jsonread_is_json_loads(text: str) -> None:
+    from envd_core.jsonread import loads
+
+    def outcome(parse: Any) -> tuple[Any, ...]:
+        try:
+            return ("value", repr(parse(text)))
+        except json.JSONDecodeError as exc:
+            return ("error", str(exc), exc.pos)
+
+    assert outcome(loads) == outcome(json.loads)
