@@ -74,8 +74,10 @@ def connect_tcp(host: str, port: int, timeout: float,
             plain.close()
             raise
     error: OSError | None = None
+    # an ASCII name as bytes: a str goes through the idna codec (encodings.idna, stringprep)
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
     for family, kind, proto, _name, address in _socket.getaddrinfo(
-            host, port, 0, _socket.SOCK_STREAM):
+            name, port, 0, _socket.SOCK_STREAM):
         sock = _socket.socket(family, kind, proto)
         try:
             sock.settimeout(timeout)
