@@ -102,7 +102,10 @@ def main() -> None:
     double = EnvdServerDouble()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            base = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
+            # PYTHONDONTWRITEBYTECODE (set in some dev shells) would recompile every edited
+            # module on every run: users' envd reads its cached bytecode
+            base = {k: v for k, v in os.environ.items()
+                    if not k.startswith("ENVD_") and k != "PYTHONDONTWRITEBYTECODE"}
             up_env = {**base, "HOME": f"{tmp}/up-home"}
             our_env = {**base, "HOME": f"{tmp}/our-home", "ENVD_CONFIG_DIR": f"{tmp}/ours"}
             Path(up_env["HOME"]).mkdir()

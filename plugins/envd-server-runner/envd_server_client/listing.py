@@ -55,13 +55,11 @@ def list_light(address: str | None, options: Mapping[str, str] | None = None, *,
 def environments(server: ServerAddress, options: Mapping[str, str], login: str,
                  token: str) -> list[ListedEnvironment]:
     """Every environment of user ``login`` on ``server``, sorted by name."""
-    from urllib.parse import quote
-
-    from envd_server_client.address import tls_settings
+    from envd_server_client.address import quote, tls_settings
     from envd_server_client.client import ServerClient
 
     client = ServerClient(server, tls_settings(server, options), token=token)
-    data = client.request("GET", f"/users/{quote(login, safe='')}/environments")[1]
+    data = client.request("GET", f"/users/{quote(login)}/environments")[1]
     items = data.get("items") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise RunnerError(f"`{server.display}` is not an envd-server: "

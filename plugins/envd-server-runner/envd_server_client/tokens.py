@@ -68,10 +68,10 @@ class TokenStore:
         return Path(self._file(context))
 
     def _file(self, context: str) -> str:
-        from urllib.parse import quote
+        from envd_server_client.address import quote
 
         # quote() keeps any context name a single safe file name
-        return os.path.join(self._directory, f"{quote(context, safe='')}.json")
+        return os.path.join(self._directory, f"{quote(context)}.json")
 
     def save(self, credential: Credential) -> None:
         """Store ``credential`` for its context (0600, atomic)."""
@@ -127,7 +127,7 @@ class TokenStore:
 
     def for_address(self, address: str) -> list[Credential]:
         """Every credential whose server is ``address`` (when the context is not known)."""
-        from urllib.parse import unquote
+        from envd_server_client.address import unquote
 
         found = []
         try:
