@@ -106,13 +106,13 @@ def environment_id(name: str, created_at: Any) -> str:
     The interpreter's own SHA-256 module when it has one: ``hashlib`` loads OpenSSL, which
     costs more than the rest of a listing.
     """
-    data = f"{name}@{created_at or 0}".encode()
-    for module in ("_sha2", "_sha256"):  # Python 3.12+, 3.10-3.11
-        try:
-            found = __import__(module)
-        except ImportError:
-            continue
-        return str(found.sha256(data).hexdigest())
-    import hashlib
+    import sys
 
-    return hashlib.sha256(data).hexdigest()
+    data = f"{name}@{created_at or 0}".encode()
+    try:  # named by version: a failed import would search every sys.path entry first
+        found = __import__("_sha2" if sys.version_info >= (3, 12) else "_sha256")
+    except ImportError:  # an interpreter built without its own SHA-2
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+    return str(found.sha256(data).hexdigest())
