@@ -54,7 +54,8 @@ def _keep_out_of_the_users_config() -> Iterator[None]:
     contexts leaked into /root/.config/envd); ``envd bootstrap`` writes shell completion under
     the data dir. Tests that need their own dirs still set them.
     """
-    names = [n for n in ("ENVD_CONFIG_DIR", "XDG_DATA_HOME") if not os.environ.get(n)]
+    names = [n for n in ("ENVD_CONFIG_DIR", "XDG_DATA_HOME", "ENVD_CACHE_DIR")
+             if not os.environ.get(n)]
     if not names:
         yield
         return

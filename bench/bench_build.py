@@ -4,7 +4,7 @@ Not a test. Needs ``scripts/infra up`` (buildkitd/buildctl binaries, the registr
 bundle; upstream envd v1.3.4 when it could be built)::
 
     .venv/bin/python bench/bench_build.py [--example examples/python-basic] [--cold 2]
-        [--cached 5] [--skip-upstream]
+        [--cached 5] [--skip-upstream] [--eval-cache on|off|both]
 
 Everything runs on one private buildkitd this script starts (unix socket + a 127.0.0.1 TCP
 port, its own root under the infra scratch dir) and stops at the end, so the shared daemons'
@@ -22,6 +22,8 @@ Contenders, each a fresh process per build with an image pushed to the local reg
   changes it needs here: base ``python-hostca`` (it cannot mount a CA into steps), ``load``
   inlined, no ``install.python()`` (upstream fetches micromamba from ghcr.io for it; the base
   image's Python serves instead). Skipped with the reason when not installed or when it fails.
+- ``envd-nodc`` (``--eval-cache both``): ``envd`` with its definition cache off
+  (``ENVD_EVAL_CACHE=0``), in the same rounds, to show what the cache saves under the same load.
 """
 
 from __future__ import annotations
@@ -162,6 +164,10 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=2)
     parser.add_argument("--cached", type=int, default=5)
     parser.add_argument("--skip-upstream", action="store_true")
+    parser.add_argument("--eval-cache", choices=["on", "off", "both"], default="on",
+                        help="envd's definition cache (ENVD_EVAL_CACHE; default on, as users "
+                             "get it; both: also time `envd-nodc`, envd with it off, in the "
+                             "same rounds)")
     args = parser.parse_args()
     infra = infra_env()
     registry, buildctl, ca = infra["REGISTRY"], infra["BUILDCTL"], infra["CA_BUNDLE"]
@@ -171,7 +177,9 @@ def main() -> None:
     # compile its modules from source, a cost no installed envd pays
     env = {k: v for k, v in os.environ.items()
            if k not in ("BUILDKIT_PROGRESS", "ENVD_CONTEXT", "PYTHONDONTWRITEBYTECODE")}
-    env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"])
+    env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"],
+               ENVD_CACHE_DIR=str(work / "cache"),  # definition cache and plugin index
+               ENVD_EVAL_CACHE="0" if args.eval_cache == "off" else "1")
     skipped: dict[str, str] = {}
     with private_buildkitd(infra) as (unix_addr, tcp_addr):
         print(f"private buildkitd: {unix_addr} and tcp://{tcp_addr}; example {args.example}")
@@ -209,6 +217,13 @@ def main() -> None:
 
         contenders: dict[str, Callable[[], float]] = {"envd": envd_build,
                                                       "buildctl": buildctl_build}
+        if args.eval_cache == "both":
+            def envd_uncached() -> float:
+                out = f"type=image,name={registry}/bench/envd:latest,push=true"
+                return timed([ENVD, "build", "--progress", "plain", "--ca-bundle", ca,
+                              "--output", out], cwd=example, env={**env, "ENVD_EVAL_CACHE": "0"})
+
+            contenders["envd-nodc"] = envd_uncached  # no definition cache, same round
         upstream = infra.get("UPSTREAM_ENVD", "")
         if args.skip_upstream:
             skipped["upstream"] = "--skip-upstream"
@@ -228,6 +243,13 @@ def main() -> None:
     report_breakdown(breakdowns[-args.cached:] if args.cached else [],
                      statistics.median(results["buildctl"]["cached"])
                      if results["buildctl"]["cached"] else None)
+    cached = {name: statistics.median(res["cached"]) for name, res in results.items()
+              if res["cached"]}
+    if "buildctl" in cached:
+        for name in ("envd", "envd-nodc"):
+            if name in cached:
+                print(f"cached rebuild wall medians: {name} / buildctl = "
+                      f"{cached[name] / cached['buildctl']:.2f}x")
     shutil.rmtree(work, ignore_errors=True)
 
 

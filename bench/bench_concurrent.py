@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,12 @@ def run_round(argvs: list[tuple[list[str], Path, Path | None]], env: dict[str, s
     return time.perf_counter() - started, [o for o in outcomes if o]
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of every child this process has reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--builds", type=int, default=8)
@@ -71,7 +78,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="envd-bench-concurrent-"))
     env = {k: v for k, v in os.environ.items()
            if k not in ("BUILDKIT_PROGRESS", "ENVD_CONTEXT", "PYTHONDONTWRITEBYTECODE")}
-    env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"])
+    env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"],
+               ENVD_CACHE_DIR=str(work / "cache"))
     projects = []
     for n in range(args.builds):
         project = work / f"project-{n}"
@@ -104,18 +112,23 @@ def main() -> None:
                            check=True, capture_output=True)
 
         times: dict[str, list[float]] = {"envd": [], "buildctl": []}
+        cpu: dict[str, list[float]] = {"envd": [], "buildctl": []}
         failures: dict[str, list[str]] = {"envd": [], "buildctl": []}
         for i in range(args.rounds):
             for name, argvs in (("envd", envd_round), ("buildctl", buildctl_round)):
                 prune()
+                before = children_cpu()
                 elapsed, failed = run_round(argvs, env)
+                cpu[name].append(children_cpu() - before)
                 times[name].append(elapsed)
                 failures[name] += failed
-                print(f"  round {i + 1} {name:9}{elapsed:7.2f} s, {len(failed)} failed",
-                      flush=True)
-    print(f"\nmedian wall time of {args.builds} concurrent builds (s)")
+                print(f"  round {i + 1} {name:9}{elapsed:7.2f} s, client CPU "
+                      f"{cpu[name][-1]:5.2f} s, {len(failed)} failed", flush=True)
+    print(f"\nmedian wall time of {args.builds} concurrent builds (s), and the client "
+          "processes' CPU (user+sys, all builds of the round)")
     for name, values in times.items():
-        print(f"  {name:9}{statistics.median(values):8.2f}   rounds: "
+        print(f"  {name:9}{statistics.median(values):8.2f}   CPU "
+              f"{statistics.median(cpu[name]):6.2f}   rounds: "
               + " ".join(f"{v:.2f}" for v in values))
     ratio = statistics.median(times["envd"]) / statistics.median(times["buildctl"])
     print(f"concurrent builds: envd / buildctl = {ratio:.2f}x")

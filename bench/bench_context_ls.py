@@ -12,12 +12,19 @@ the warm-up runs, as by a user's first command).
   upstream's ``context ls``), ``context use``;
 - ``envs ls`` (talks to dockerd through the docker SDK; upstream through its Go client).
 
-Prints wall-time median / min and the median CPU time per command, and ours/upstream ratios of
-the medians. Upstream's binary comes from ``$UPSTREAM_ENVD``, else ``scripts/infra env``.
+Prints wall-time median / min and the median CPU time (user+sys of the child, from
+``wait4``) per command, and ours/upstream ratios of the wall medians and of the CPU medians (CPU
+is what load distorts least). Upstream's binary comes from ``$UPSTREAM_ENVD``, else ``scripts/infra
+env``.
 
     .venv/bin/python bench/bench_context_ls.py [--runs 30] [--warmup 3] [--json] [--only ls,show]
+        [--install wheel|editable|both]
 
-The interpreter running the bench is the one measured (its ``envd`` script, its plugins).
+Which envd is measured (``--install``, default ``both``): ``wheel`` is the tree installed the way
+users install it, ``pip install`` of the core and every plugin without ``-e``, into a throwaway
+venv under ``bench/.wheel-venv`` (built once per source change, see ``bench/_wheel_venv.py``);
+``editable`` is the ``envd`` script beside the interpreter running the bench (``scripts/setup``'s
+editable installs, whose ``.pth`` paths and out-of-tree plugin code a user never has).
 """
 
 from __future__ import annotations
@@ -25,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -71,21 +77,33 @@ def envd_script() -> str:
     return found
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def installs(which: str) -> dict[str, tuple[str, str]]:
+    """``{label: (envd script, its python)}`` for ``--install``."""
+    found: dict[str, tuple[str, str]] = {}
+    if which in ("wheel", "both"):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _wheel_venv import wheel_venv
+
+        bin_dir = wheel_venv()
+        found["wheel"] = (str(bin_dir / "envd"), str(bin_dir / "python"))
+    if which in ("editable", "both"):
+        found["editable"] = (envd_script(), sys.executable)
+    return found
 
 
 def once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU (user+sys) milliseconds of one fresh process."""
-    cpu_before = _children_cpu()
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          check=False)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
     elapsed = (time.perf_counter() - started) * 1000
-    if done.returncode != 0:
-        sys.exit(f"bench: `{' '.join(argv)}` failed: {done.stderr.decode(errors='replace')}")
-    return elapsed, (_children_cpu() - cpu_before) * 1000
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode != 0:
+        sys.exit(f"bench: `{' '.join(argv)}` failed: {err.decode(errors='replace')}")
+    return elapsed, (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def summary(samples: list[tuple[float, float]]) -> dict[str, float]:
@@ -95,6 +113,7 @@ def summary(samples: list[tuple[float, float]]) -> dict[str, float]:
 
 
 def prepare(tmp: Path, ours: list[str], upstream: str | None) -> tuple[dict[str, str], ...]:
+    """A HOME with the same contexts for both CLIs; ours gets its config and cache dirs."""
     home = tmp / "home"
     home.mkdir()
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8",
@@ -118,21 +137,27 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(COMMANDS),
                         help=f"comma-separated subset of {', '.join(COMMANDS)}")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--install", choices=("wheel", "editable", "both"), default="both",
+                        help="which envd to measure (default: both)")
     args = parser.parse_args()
     wanted = [c for c in args.only.split(",") if c]
     unknown = set(wanted) - set(COMMANDS)
     if unknown:
         sys.exit(f"bench: unknown command(s) {', '.join(sorted(unknown))}")
 
-    ours = [envd_script()]
+    ours = installs(args.install)
     upstream = upstream_envd()
-    results: dict[str, Any] = {"runs": args.runs, "upstream": upstream, "commands": {}}
+    results: dict[str, Any] = {"runs": args.runs, "upstream": upstream, "commands": {},
+                               "installs": {k: v[0] for k, v in ours.items()},
+                               "load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="envd-bench-") as tmp_name:
-        base, our_env, up_env = prepare(Path(tmp_name), ours, upstream)
+        first = next(iter(ours.values()))[0]
+        base, our_env, up_env = prepare(Path(tmp_name), [first], upstream)
         cases: list[tuple[str, list[str], dict[str, str]]] = [
-            ("python -c pass", [sys.executable, "-c", "pass"], base)]
+            ("python -c pass", [next(iter(ours.values()))[1], "-c", "pass"], base)]
         for key in wanted:
-            cases.append((f"envd {key}", [*ours, *COMMANDS[key]], our_env))
+            for install, (script, _python) in ours.items():
+                cases.append((f"envd[{install}] {key}", [script, *COMMANDS[key]], our_env))
             if upstream:
                 cases.append((f"upstream {key}",
                               [upstream, *UPSTREAM_PEER.get(key, COMMANDS[key])], up_env))
@@ -148,21 +173,30 @@ def main() -> None:
     floor = commands["python -c pass"]["median_ms"]
     ratios: dict[str, float] = {}
     for key in wanted:
-        mine = commands[f"envd {key}"]["median_ms"]
-        ratios[f"{key}: envd / python floor"] = round(mine / floor, 2)
-        if upstream:
-            ratios[f"{key}: envd / upstream"] = round(
-                mine / commands[f"upstream {key}"]["median_ms"], 2)
+        for install in ours:
+            mine = commands[f"envd[{install}] {key}"]
+            ratios[f"{key} [{install}]: envd / python floor"] = round(mine["median_ms"] / floor, 2)
+            if upstream:
+                theirs = commands[f"upstream {key}"]
+                ratios[f"{key} [{install}]: envd / upstream, wall"] = round(
+                    mine["median_ms"] / theirs["median_ms"], 2)
+                ratios[f"{key} [{install}]: envd / upstream, cpu"] = round(
+                    mine["cpu_median_ms"] / theirs["cpu_median_ms"], 2)
     results["ratios"] = ratios
+    results["load_average_after"] = os.getloadavg()
 
     if args.json:
         print(json.dumps(results, indent=2))
         return
     print(f"cold-process benchmark: {args.runs} interleaved runs after {args.warmup} warm-up; "
           f"upstream: {upstream or 'not installed'}")
-    print(f"{'command':<24}{'median':>10}{'min':>10}{'cpu median':>12}")
+    for install, script in results["installs"].items():
+        print(f"envd[{install}]: {script}")
+    load = results["load_average"]
+    print(f"load average before: {load[0]:.2f}, after: {results['load_average_after'][0]:.2f}")
+    print(f"{'command':<30}{'median':>10}{'min':>10}{'cpu median':>12}")
     for label, stats in commands.items():
-        print(f"{label:<24}{stats['median_ms']:>8.1f}ms{stats['min_ms']:>8.1f}ms"
+        print(f"{label:<30}{stats['median_ms']:>8.1f}ms{stats['min_ms']:>8.1f}ms"
               f"{stats['cpu_median_ms']:>10.1f}ms")
     for label, ratio in ratios.items():
         print(f"{label}: {ratio:.2f}x")

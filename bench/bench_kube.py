@@ -1,19 +1,23 @@
-"""Cached rebuild over kube-pod (exec'd dial-stdio through the API server) vs tcp, same daemon.
+"""Cached rebuild over kube-pod (port-forward, and exec) vs tcp, same daemon.
 
 Not a test. Needs ``scripts/infra up --kube`` (the cluster, the registry, the CA bundle)::
 
     .venv/bin/python bench/bench_kube.py [--example examples/python-basic] [--runs 5]
 
 One Deployment (one pod, host network) runs buildkitd listening on its unix socket *and* on a
-127.0.0.1 TCP port, so both contexts reach the very same daemon and cache:
+127.0.0.1 TCP port, so every context reaches the very same daemon and cache:
 
-- ``kube-pod``: ``deployment/<name>?namespace=…``; every gRPC connection is a WebSocket exec of
-  ``buildctl dial-stdio`` via the API server and the kubelet;
+- ``kube-pod`` (the default transport, ``auto``): ``deployment/<name>?namespace=…``; the pod's
+  buildkitd has a TCP ``--addr``, so each gRPC connection is a port-forward WebSocket through
+  the API server and the kubelet to that port;
+- ``kube-exec``: the same context with ``transport=exec``: a WebSocket exec of
+  ``buildctl dial-stdio`` in the pod;
 - ``tcp``: ``tcp://127.0.0.1:<port>``, straight to the pod's listener.
 
 Each run is a fresh ``envd build --output type=image,name=…,push=true`` process of the same
-unchanged environment (one warm-up each first), interleaved; medians and the ratio printed.
-The namespace is deleted at the end.
+unchanged environment (one warm-up each first), interleaved; medians of wall time and of the
+process's CPU time (user+sys, from wait4: what load distorts least), the phases of
+``ENVD_TIMINGS``, and the ratios are printed. The namespace is deleted at the end.
 """
 
 from __future__ import annotations
@@ -49,19 +53,36 @@ def free_port() -> int:
 
 def envd(env: dict[str, str], *args: str, cwd: Path | None = None) -> float:
     """Run ``envd ARGS``; its wall time in seconds (fails loudly)."""
+    return envd_rusage(env, *args, cwd=cwd)[0]
+
+
+def envd_rusage(env: dict[str, str], *args: str, cwd: Path | None = None
+                ) -> tuple[float, float]:
+    """Run ``envd ARGS``; (wall seconds, CPU seconds user+sys of the process)."""
     t0 = time.monotonic()
-    proc = subprocess.run([ENVD, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=1800, check=False)
-    took = time.monotonic() - t0
-    if proc.returncode != 0:
-        sys.exit(f"envd {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return took
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([ENVD, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        took = time.monotonic() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"envd {' '.join(args)} failed:\n{err.read().decode()[-3000:]}")
+    return took, usage.ru_utime + usage.ru_stime
+
+
+def phases(path: Path) -> dict[str, float]:
+    """The ENVD_TIMINGS phases of the last build."""
+    return json.loads(path.read_text())["phases"]  # type: ignore[no-any-return]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--example", default=str(ROOT / "examples" / "python-basic"))
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--namespace-prefix", default="envd-bench-",
+                        help="the bench's namespace is this plus a random suffix")
     args = parser.parse_args()
     infra = infra_env()
     if not infra.get("KUBECONFIG"):
@@ -70,7 +91,7 @@ def main() -> int:
 
     api = config.new_client_from_config(config_file=infra["KUBECONFIG"])
     core = client.CoreV1Api(api)
-    ns = f"envd-bench-{uuid.uuid4().hex[:6]}"
+    ns = f"{args.namespace_prefix}{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns}})
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="envd-bench-kube-"))
@@ -87,25 +108,59 @@ def main() -> int:
              "--builder-opt", f"kubeconfig={infra['KUBECONFIG']}",
              "--builder-opt", f"image={infra['BUILDKIT_IMAGE_REF']}",
              "--builder-opt", "host-network=true", "--builder-opt", f"buildkitd-flags={flags}")
+        envd(env, "context", "create", "--name", "kube-exec", "--builder", "kube-pod",
+             "--builder-address", f"deployment/bench?namespace={ns}",
+             "--builder-opt", f"kubeconfig={infra['KUBECONFIG']}",
+             "--builder-opt", f"image={infra['BUILDKIT_IMAGE_REF']}",
+             "--builder-opt", "host-network=true", "--builder-opt", f"buildkitd-flags={flags}",
+             "--builder-opt", "transport=exec")
         envd(env, "context", "create", "--name", "tcp", "--builder", "tcp",
              "--builder-address", f"tcp://127.0.0.1:{port}")
         print(f"bootstrap (deployment + pod ready): "
               f"{envd(env, '--context', 'kube', 'bootstrap'):.1f}s", flush=True)
-        times: dict[str, list[float]] = {"kube-pod": [], "tcp": []}
-        for name in ("kube", "tcp"):  # warm-up: the first build fills the cache
+        names = ("kube", "kube-exec", "tcp")
+        for name in names:  # warm-up: the first build fills the cache
             envd(env, "--context", name, *build, cwd=Path(args.example))
-        for _ in range(args.runs):
-            for name, key in (("kube", "kube-pod"), ("tcp", "tcp")):
-                times[key].append(envd(env, "--context", name, *build,
-                                       cwd=Path(args.example)))
-        kube_med, tcp_med = (statistics.median(times[k]) for k in ("kube-pod", "tcp"))
-        for key, values in times.items():
-            print(f"{key:9} cached rebuild: median {statistics.median(values):.2f}s "
-                  f"min {min(values):.2f}s ({', '.join(f'{v:.2f}' for v in values)})")
-        print(f"ratio kube-pod / tcp: {kube_med / tcp_med:.2f}x")
+        runs = run_interleaved(env, names, build, Path(args.example), args.runs)
+        report(runs)
     finally:
         core.delete_namespace(ns, grace_period_seconds=0)
     return 0
+
+
+def run_interleaved(env: dict[str, str], names: tuple[str, ...], build: list[str], cwd: Path,
+                    runs: int) -> dict[str, list[tuple[float, float, dict[str, float]]]]:
+    """``runs`` rounds of one cached rebuild per context: (wall, cpu, phases) each."""
+    out: dict[str, list[tuple[float, float, dict[str, float]]]] = {n: [] for n in names}
+    timings = Path(tempfile.mkdtemp(prefix="envd-bench-kube-t-")) / "timings.json"
+    for _ in range(runs):
+        for name in names:
+            wall, cpu = envd_rusage({**env, "ENVD_TIMINGS": str(timings)}, "--context", name,
+                                    *build, cwd=cwd)
+            out[name].append((wall, cpu, phases(timings)))
+    return out
+
+
+def report(runs: dict[str, list[tuple[float, float, dict[str, float]]]]) -> None:
+    """Medians, per-phase medians and the ratios to tcp."""
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    med = {n: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
+           for n, v in runs.items()}
+    for name, values in runs.items():
+        walls = [f"{r[0]:.2f}" for r in values]
+        print(f"{name:9} cached rebuild: median {med[name][0]:.2f}s wall, "
+              f"{med[name][1]:.2f}s CPU ({', '.join(walls)})")
+    keys = list(dict.fromkeys(k for v in runs.values() for r in v for k in r[2]))
+    print("phases (median s): " + " | ".join(runs))
+    for key in keys:
+        cells = [f"{statistics.median(r[2].get(key, 0.0) for r in v):.3f}"
+                 for v in runs.values()]
+        print(f"  {key:18} " + "  ".join(cells))
+    tcp_wall, tcp_cpu = med["tcp"]
+    for name in runs:
+        if name != "tcp":
+            print(f"ratio {name} / tcp: {med[name][0] / tcp_wall:.2f}x wall, "
+                  f"{med[name][1] / tcp_cpu:.2f}x CPU")
 
 
 if __name__ == "__main__":

@@ -7,11 +7,13 @@ same LLB, a bare ``local://context`` source, with both clients:
 * first upload: build cache pruned before every run, so every file is sent;
 * incremental: the cache is warm and one file changed, so one file is sent.
 
-Our client runs in a child process so its peak RSS (``ru_maxrss``) and tracemalloc peak are
-its own. Usage::
+Both clients run as fresh processes timed from outside the same way: wall time, CPU (user+sys)
+and peak RSS from ``wait4``, plus the daemon's CPU during each run. Our client is not traced
+while timed (tracemalloc costs about as much CPU as the upload itself); one extra, untimed run
+reports the tracemalloc peak. Usage::
 
     .venv/bin/python bench/bench_upload.py [--runs 3] [--files 10000] [--mb 200]
-        [--buildkitd PATH] [--buildctl PATH] [--workdir /tmp/envd-bench-upload]
+        [--buildkitd PATH] [--buildctl PATH] [--workdir /tmp/envd-bench-upload] [--no-tracemalloc]
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ import hashlib
 import json
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -101,9 +104,14 @@ def definition_bytes() -> bytes:
     return definition.SerializeToString()
 
 
-def run_ours_child(addr: str, tree: str, shared_key: str) -> None:
-    """Child process body: one solve with our session; prints a JSON result line."""
-    tracemalloc.start()
+def run_ours_child(addr: str, tree: str, shared_key: str, trace: str = "") -> None:
+    """Child process body: one solve with our session; prints a JSON result line.
+
+    ``trace`` = "tracemalloc" traces Python allocations (a separate, untimed run: tracing every
+    allocation roughly doubles the client's CPU, so timed runs never trace).
+    """
+    if trace == "tracemalloc":
+        tracemalloc.start()
     from envd_core.buildkit._pb import ops_pb2
     from envd_core.buildkit.client import BuildkitClient
     from envd_core.buildkit.session import LocalDir, Session
@@ -126,39 +134,81 @@ def run_ours_child(addr: str, tree: str, shared_key: str) -> None:
     print(
         json.dumps(
             {
-                "seconds": elapsed,
+                "solve_seconds": elapsed,
                 "sent_bytes": sent,
                 "sent_files": files,
                 "messages_out": session.messages_out,
                 "messages_in": session.messages_in,
-                "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "flow": session.flow_stats(),
                 "tracemalloc_peak_mb": tracemalloc.get_traced_memory()[1] / (1 << 20),
             }
         )
     )
 
 
-def run_ours(addr: str, tree: Path, shared_key: str) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", addr, str(tree), shared_key],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        sys.exit(f"bench_upload: our client failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _daemon_cpu(pid: int) -> float:
+    """CPU seconds (user+sys) the daemon has used so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_buildctl(buildctl: str, addr: str, tree: Path, definition: bytes) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [buildctl, "--addr", addr, "build", "--local", f"context={tree}", "--progress", "quiet"],
-        input=definition,
-        check=True,
-        capture_output=True,
-    )
-    return time.perf_counter() - start
+def _run_timed(argv: list[str], stdin: bytes | None, daemon_pid: int) -> dict[str, Any]:
+    """Run ``argv`` to completion: wall time, its CPU (user+sys) and peak RSS, via wait4."""
+    cpu0 = _daemon_cpu(daemon_pid)
+    with tempfile.TemporaryFile() as errfile:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errfile,
+        )
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        assert proc.stdout is not None
+        out = proc.stdout.read()  # small: a JSON line, or nothing (buildctl --progress quiet)
+        proc.stdout.close()
+        # wait4 instead of Popen.wait: it returns the child's own rusage (CPU, peak RSS).
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            errfile.seek(0)
+            err = errfile.read().decode(errors="replace")
+            sys.exit(f"bench_upload: `{argv[0]}` failed ({proc.returncode}):\n{err[-3000:]}")
+    return {
+        "seconds": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "maxrss_mb": usage.ru_maxrss / 1024,
+        "daemon_cpu": _daemon_cpu(daemon_pid) - cpu0,
+        "stdout": out.decode(),
+    }
+
+
+def run_ours(
+    addr: str, tree: Path, shared_key: str, daemon_pid: int, trace: str = ""
+) -> dict[str, Any]:
+    """One fresh process of our client, timed from outside like buildctl."""
+    argv = [sys.executable, __file__, "--child", addr, str(tree), shared_key, trace]
+    result = _run_timed(argv, None, daemon_pid)
+    result.update(json.loads(result.pop("stdout").strip().splitlines()[-1]))
+    return result
+
+
+def run_buildctl(
+    buildctl: str, addr: str, tree: Path, definition: bytes, daemon_pid: int
+) -> dict[str, Any]:
+    """One ``buildctl build --local`` process solving the same definition."""
+    argv = [buildctl, "--addr", addr, "build", "--local", f"context={tree}", "--progress", "quiet"]
+    result = _run_timed(argv, definition, daemon_pid)
+    result.pop("stdout")
+    return result
 
 
 def prune(buildctl: str, addr: str) -> None:
@@ -188,8 +238,12 @@ def start_daemon(buildkitd: str, buildctl: str, workdir: Path) -> tuple[subproce
     sys.exit(f"bench_upload: buildkitd did not start; see {workdir / 'buildkitd.log'}")
 
 
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "--child":
         run_ours_child(*sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -199,6 +253,9 @@ def main() -> None:
     parser.add_argument("--buildkitd")
     parser.add_argument("--buildctl")
     parser.add_argument("--workdir", default="/tmp/envd-bench-upload")
+    parser.add_argument(
+        "--no-tracemalloc", action="store_true", help="skip the extra, untimed traced run"
+    )
     args = parser.parse_args()
 
     workdir = Path(args.workdir)
@@ -208,47 +265,55 @@ def main() -> None:
     tree = workdir / "tree"
     count, total = generate_tree(tree, args.files, args.mb)
     print(f"tree: {count} files, {total / (1 << 20):.1f} MiB at {tree}")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     definition = definition_bytes()
     proc, addr = start_daemon(buildkitd, buildctl, workdir)
+    pid = proc.pid
     try:
-        results: dict[str, list[float]] = {k: [] for k in ("bc1", "us1", "bcI", "usI")}
-        mem: list[dict[str, float]] = []
+        rows: dict[str, list[dict[str, Any]]] = {k: [] for k in ("bc1", "us1", "bcI", "usI")}
         changed = tree / "d00" / "s0" / "f00000.bin"
         for run in range(args.runs):
             prune(buildctl, addr)
-            results["bc1"].append(run_buildctl(buildctl, addr, tree, definition))
+            rows["bc1"].append(run_buildctl(buildctl, addr, tree, definition, pid))
             prune(buildctl, addr)
-            ours = run_ours(addr, tree, "bench-ours")
-            results["us1"].append(ours["seconds"])
-            mem.append(ours)
+            rows["us1"].append(run_ours(addr, tree, "bench-ours", pid))
             # Incremental: warm cache, touch one file, upload again.
             changed.write_bytes(os.urandom(4096) + str(run).encode())
-            results["bcI"].append(run_buildctl(buildctl, addr, tree, definition))
+            rows["bcI"].append(run_buildctl(buildctl, addr, tree, definition, pid))
             changed.write_bytes(os.urandom(4096) + str(run + 100).encode())
-            inc = run_ours(addr, tree, "bench-ours")
-            results["usI"].append(inc["seconds"])
-            mem.append(inc)
+            rows["usI"].append(run_ours(addr, tree, "bench-ours", pid))
+            bc1, us1, bcI, usI = (rows[k][-1] for k in ("bc1", "us1", "bcI", "usI"))
+            flow = us1["flow"]
             print(
-                f"run {run + 1}: first buildctl {results['bc1'][-1]:.2f}s ours "
-                f"{results['us1'][-1]:.2f}s | incremental buildctl {results['bcI'][-1]:.2f}s "
-                f"ours {results['usI'][-1]:.2f}s (sent {inc['sent_files']} file(s), "
-                f"{inc['sent_bytes']} B)"
+                f"run {run + 1}: first buildctl {bc1['seconds']:.2f}s cpu {bc1['cpu']:.2f}s, "
+                f"ours {us1['seconds']:.2f}s cpu {us1['cpu']:.2f}s "
+                f"(daemon cpu {bc1['daemon_cpu']:.1f}s / {us1['daemon_cpu']:.1f}s; "
+                f"window waits {flow['window_waits']} = {flow['window_wait_seconds']:.2f}s, "
+                f"{us1['messages_out']} msgs out, {us1['messages_in']} in) | incremental "
+                f"buildctl {bcI['seconds']:.2f}s ours {usI['seconds']:.2f}s "
+                f"(sent {usI['sent_files']} file(s), {usI['sent_bytes']} B)"
             )
-        med = {k: statistics.median(v) for k, v in results.items()}
         mib = total / (1 << 20)
-        print(
-            f"first upload (median of {args.runs}): buildctl {med['bc1']:.2f}s "
-            f"({mib / med['bc1']:.0f} MiB/s), ours {med['us1']:.2f}s ({mib / med['us1']:.0f} MiB/s)"
-            f" -> ours/buildctl throughput {med['bc1'] / med['us1']:.2f}x"
-        )
-        print(
-            f"incremental (median): buildctl {med['bcI']:.2f}s, ours {med['usI']:.2f}s "
-            f"-> {med['bcI'] / med['usI']:.2f}x"
-        )
-        print(
-            f"our client peak RSS {max(m['maxrss_mb'] for m in mem):.0f} MiB, "
-            f"tracemalloc peak {max(m['tracemalloc_peak_mb'] for m in mem):.1f} MiB"
-        )
+        n = args.runs
+        for label, bc, us in (("first upload", "bc1", "us1"), ("incremental", "bcI", "usI")):
+            b_s, u_s = _median(rows[bc], "seconds"), _median(rows[us], "seconds")
+            b_c, u_c = _median(rows[bc], "cpu"), _median(rows[us], "cpu")
+            b_r = max(r["maxrss_mb"] for r in rows[bc])
+            u_r = max(r["maxrss_mb"] for r in rows[us])
+            print(
+                f"{label} (median of {n}): buildctl {b_s:.2f}s ({mib / b_s:.0f} MiB/s), "
+                f"ours {u_s:.2f}s ({mib / u_s:.0f} MiB/s) -> ours/buildctl throughput "
+                f"{b_s / u_s:.2f}x; client CPU buildctl {b_c:.2f}s ours {u_c:.2f}s "
+                f"({u_c / b_c:.2f}x); peak RSS buildctl {b_r:.0f} MiB ours {u_r:.0f} MiB"
+            )
+        if not args.no_tracemalloc:
+            prune(buildctl, addr)
+            traced = run_ours(addr, tree, "bench-ours", pid, trace="tracemalloc")
+            print(
+                f"untimed traced first upload: tracemalloc peak "
+                f"{traced['tracemalloc_peak_mb']:.1f} MiB, peak RSS {traced['maxrss_mb']:.0f} MiB"
+            )
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         proc.terminate()
         try:

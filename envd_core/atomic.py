@@ -8,15 +8,13 @@ the new one, never a torn one; concurrent ``envd`` processes serialise on the lo
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 from envd_core.errors import EnvdError, StoreError
-from envd_core.paths import fix_for
+
+TYPE_CHECKING = False  # read on the fast path of `envd context use`: no typing, no pathlib
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["LOCK_TIMEOUT", "locked", "remove_stale_temp_files", "write_atomic"]
 
@@ -24,17 +22,21 @@ LOCK_TIMEOUT = 10.0
 
 
 @contextlib.contextmanager
-def locked(lock_path: Path, *, guards: Path | None = None, timeout: float = LOCK_TIMEOUT,
-           error: type[EnvdError] = StoreError) -> Iterator[None]:
+def locked(lock_path: str | os.PathLike[str], *, guards: str | os.PathLike[str] | None = None,
+           timeout: float = LOCK_TIMEOUT, error: type[EnvdError] = StoreError) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``lock_path`` (created 0600) for the block.
 
     ``guards`` is the file the lock protects, named when another process holds it too long.
     """
+    import errno
+    import fcntl
+    import time
+
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise error(f"cannot open lock file `{lock_path}`: {exc.strerror}",
-                    hint=fix_for(exc)) from None
+                    hint=_fix_for(exc)) from None
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -55,7 +57,7 @@ def locked(lock_path: Path, *, guards: Path | None = None, timeout: float = LOCK
         os.close(fd)  # closing releases the lock
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600,
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600,
                  error: type[EnvdError] = StoreError) -> None:
     """Replace ``path`` with ``data`` atomically; the new file gets ``mode``.
 
@@ -64,12 +66,13 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600,
     """
     import tempfile
 
-    target = Path(os.path.realpath(path))
-    directory = target.parent
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(target)}.",
+                                   suffix=".tmp")
     except OSError as exc:
-        raise error(f"cannot write `{path}`: {exc.strerror}", hint=fix_for(exc)) from None
+        raise error(f"cannot write `{path}`: {exc.strerror}", hint=_fix_for(exc)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
@@ -80,7 +83,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600,
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise error(f"cannot write `{path}`: {exc.strerror}", hint=fix_for(exc)) from None
+        raise error(f"cannot write `{path}`: {exc.strerror}", hint=_fix_for(exc)) from None
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -88,11 +91,26 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600,
         os.close(dir_fd)
 
 
-def remove_stale_temp_files(path: Path) -> None:
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> None:
     """Remove temp files :func:`write_atomic` left for ``path`` when its writer was killed.
 
     Call it while holding the file's lock: writers hold it, so any temp file seen then is stale.
     """
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
+    directory, name = os.path.split(os.fspath(path))
+    prefix = f".{name}."
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return
+    for entry in names:
+        # the names mkstemp gave: `.<name>.<random>.tmp`
+        if entry.startswith(prefix) and entry.endswith(".tmp") and len(entry) >= len(prefix) + 4:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, entry))
+
+
+def _fix_for(exc: OSError) -> str | None:
+    # envd_core.paths imports pathlib; only an error needs its table
+    from envd_core.paths import fix_for
+
+    return fix_for(exc)

@@ -201,6 +201,10 @@ class Builder(ABC):
     #: Whether this type starts and removes its own daemon (docker-container, rootless,
     #: kube-pod): then :meth:`needs_bootstrap`, :meth:`bootstrap` and :meth:`remove` are real.
     can_bootstrap: ClassVar[bool] = False
+    #: With ``can_bootstrap``: whether :meth:`needs_bootstrap` and :meth:`connect` may run in
+    #: the early-connect thread while build.envd is evaluated (a second ``needs_bootstrap``
+    #: from the build path must then answer the same, without redoing the work).
+    early_bootstrap_check: ClassVar[bool] = False
 
     #: The project being built (its context directory), set by the build path before
     #: :meth:`connect`; ``None`` outside a build. A type spreading builds over several daemons

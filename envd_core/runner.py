@@ -126,6 +126,15 @@ class Runner(ABC):
     #: known_hosts file envd keeps. Runners whose SSH goes through a gateway (envd-server) leave
     #: it ``False`` and keep upstream's unchecked entry.
     accepts_host_key: ClassVar[bool] = False
+    #: ``"module:function"`` of a light lister, or ``None``. ``envd envs ls`` calls it instead
+    #: of :meth:`list_environments`, on the full CLI and on its fast path alike, as
+    #: ``function(address, options, context=NAME)``; it returns
+    #: :class:`envd_core.listing.ListedEnvironment` records sorted by name and raises
+    #: :class:`~envd_core.errors.RunnerError` lines. Its module may import only the standard
+    #: library and the light core modules (no attrs, click, pluggy or client SDKs): the fast
+    #: path finds it in the plugin index and imports nothing else of the plugin. Declare one
+    #: only when ``list_environments`` is built on the same function, so there is one listing.
+    lister: ClassVar[str | None] = None
 
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
         self.address = address

@@ -282,7 +282,11 @@ def connect_bridge(
     grpc = load_grpc()
 
     bridge = _Bridge(dial, target)
-    channel = grpc.insecure_channel(f"unix:{bridge.path}", options=_CHANNEL_OPTIONS)
+    # grpc also takes min_reconnect_backoff_ms as the connect timeout (until the server's
+    # SETTINGS): 100 ms abandons a dial that is still starting `buildctl dial-stdio` in a
+    # container or pod and dials again, several times under load. Its 20 s default here.
+    options = [o for o in _CHANNEL_OPTIONS if o[0] != "grpc.min_reconnect_backoff_ms"]
+    channel = grpc.insecure_channel(f"unix:{bridge.path}", options=options)
     conn = Connection(channel=channel, target=target, _closers=[bridge.stop])
     if wait:
         try:

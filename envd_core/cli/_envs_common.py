@@ -12,6 +12,18 @@ def runner_of(app: Any) -> Any:
     return app.contexts.runner_for(app.resolve().context)
 
 
+def listed_environments(app: Any) -> list[Any]:
+    """What ``envd envs ls`` lists: the runner's light lister when it declares one (the same
+    call the fast path makes), else its ``list_environments``."""
+    from envd_core.listing import from_environment, run_lister
+
+    context = app.resolve().context
+    runner = app.contexts.runner_for(context)
+    if runner.lister is not None:
+        return run_lister(runner.lister, runner.address, runner.option_values, context.name)
+    return [from_environment(e) for e in runner.list_environments()]
+
+
 def name_option(func: Any) -> Any:
     """``--name/-n``: the environment (default: derived from ``--path``)."""
     return click.option("--name", "-n", default=None, help="Name of the environment.")(func)

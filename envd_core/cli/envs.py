@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from envd_core.cli._envs_common import env_name, runner_of, ssh_config
+from envd_core.cli._envs_common import env_name, listed_environments, runner_of, ssh_config
 from envd_core.cli.render import dump_json, format_option, info, table
 
 
@@ -20,18 +20,10 @@ def envs() -> None:
 @click.pass_obj
 def ls(app: Any, fmt: str) -> None:
     """List the environments of the context's runner."""
-    from envd_core.environments.operations import environment_row
+    # the fast path (envd_core.cli.fast) serves this too, with the same lister and renderer
+    from envd_core.cli.render import environment_list
 
-    rows = [environment_row(e) for e in runner_of(app).list_environments()]
-    if fmt == "json":
-        click.echo(dump_json(rows))
-        return
-    click.echo(table(
-        ["name", "endpoint", "ssh target", "image", "gpu", "cuda", "cudnn", "status"],
-        [[r["name"], r.get("endpoint", ""), r["ssh_target"], r["image"],
-          str(r["gpu"]).lower(), r.get("cuda", "<none>"), r.get("cudnn", "<none>"),
-          r["status"]] for r in rows],
-    ))
+    click.echo(environment_list(listed_environments(app), fmt))
 
 
 envs.add_command(ls, "list")

@@ -1,4 +1,4 @@
-"""The fast path of the read-only context commands: ``envd context ls``, ``show`` and ``use``.
+"""The fast path of the quick commands: ``envd context ls``, ``show``, ``use`` and ``envs ls``.
 
 These are what people put in shell prompts and scripts, so they must start about as fast as
 upstream's Go binary. Importing click, attrs and pluggy and then every plugin costs several times
@@ -10,15 +10,20 @@ the rest of such a command; this path imports none of them. It is not a second i
 * output comes from the same renderers the click commands use
   (:func:`envd_core.cli.render.context_list` and friends);
 * "is this builder type installed?" is answered by the plugin index
-  (:mod:`envd_core.plugin_index`), which the full CLI wrote from the loaded plugins.
+  (:mod:`envd_core.plugin_index`), which the full CLI wrote from the loaded plugins;
+* ``envs ls`` calls the light lister the context's runner type declares
+  (:attr:`envd_core.runner.Runner.lister`, recorded in the index) and renders with
+  :func:`envd_core.cli.render.environment_list`: the full CLI's ``envs ls`` makes the same call.
 
 Anything unusual declines (returns ``None``) and the full CLI runs instead, from the start:
 another argument or option, ``--help``, ``--debug``, a store other than the file store, no store
 file yet (the first run seeds it through the plugins), a stale or missing plugin index, a plugin
 that failed to load or that provides team contexts or stores, team-file warnings, a current
-context that is gone, upstream envd's contexts (the first-run hint), and every error: the full
-CLI then reports it in its one-line form. Declining after a failed ``use`` is safe: the store
-transaction writes nothing when its block raises.
+context that is gone, upstream envd's contexts (the first-run hint), a runner type without a
+light lister or a plugin with ``envd_option_defaults`` (for ``envs ls``), and every error: the
+full CLI then reports it in its one-line form. Declining after a failed ``use`` is safe: the
+store transaction writes nothing when its block raises; after a failed ``envs ls`` the full CLI
+lists again.
 """
 
 from __future__ import annotations
@@ -45,9 +50,12 @@ def _parse(argv: Sequence[str]) -> tuple[str, str, str | None, str | None] | Non
         flag, args = args[1], args[2:]
     elif args and args[0].startswith("--context="):
         flag, args = args[0].partition("=")[2], args[1:]
-    if len(args) < 2 or args[0] != "context" or args[1] not in ("ls", "show", "use"):
+    if args[:2] in (["envs", "ls"], ["envs", "list"]):
+        command, rest = "envs", args[2:]
+    elif len(args) < 2 or args[0] != "context" or args[1] not in ("ls", "show", "use"):
         return None
-    command, rest = args[1], args[2:]
+    else:
+        command, rest = args[1], args[2:]
     fmt, name = "table", None
     i = 0
     while i < len(rest):
@@ -96,13 +104,13 @@ def _serve(command: str, fmt: str, name: str | None, flag: str | None) -> int | 
     from envd_core.contexts.team import merge, read_dir, team_dir
     from envd_core.contexts.team import use as use_context
     from envd_core.contexts.team import view as team_view
-    from envd_core.plugin_index import read_for_contexts
+    from envd_core.plugin_index import RUNNER_HOOKS, read_for_contexts
 
     store = FileStore()
     if not store.exists():
         return None
     user = store.load()
-    if _hint_due(store.directory, list(user.contexts)):
+    if _hint_due(store.directory_name, list(user.contexts)):
         return None
     index = read_for_contexts()
     if index is None:
@@ -127,6 +135,19 @@ def _serve(command: str, fmt: str, name: str | None, flag: str | None) -> int | 
         from envd_core.cli.render import context_list
 
         text = context_list(layered, index.installed, fmt)
+    elif command == "envs":
+        from envd_core.contexts.resolve import resolve
+
+        context = resolve(layered, flag=flag).context
+        lister = index.listers.get(context.runner)
+        if lister is None or context.runner not in index.runners or RUNNER_HOOKS & index.hooks:
+            return None
+        from envd_core.cli.render import environment_list
+        from envd_core.listing import run_lister
+
+        listed = run_lister(lister, context.runner_address, context.runner_options,
+                            context.name)
+        text = environment_list(listed, fmt)
     else:
         from envd_core.cli.render import context_show
         from envd_core.contexts.resolve import resolve

@@ -8,7 +8,6 @@ ways in print byte-identical output.
 
 from __future__ import annotations
 
-import json
 import sys
 
 TYPE_CHECKING = False  # typing and click are not imported at run time (start-up cost)
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
 
     from envd_core.contexts.model import ContextSet
     from envd_core.contexts.resolve import Resolved
+    from envd_core.listing import ListedEnvironment
 
     _Command = TypeVar("_Command", bound=Callable[..., Any])
 
@@ -62,6 +62,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def dump_json(data: object, *, pretty: bool = False) -> str:
     """``data`` as JSON text: compact by default, indented with ``pretty``."""
+    import json  # only JSON output needs the encoder (the fast path's tables do not)
+
     if pretty:
         return json.dumps(data, indent=2, ensure_ascii=False)
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
@@ -146,3 +148,62 @@ def context_used(name: str, environ: Mapping[str, str]) -> list[str]:
         lines.append(f"warning: ENVD_CONTEXT={environ['ENVD_CONTEXT']} overrides the current "
                      "context")
     return lines
+
+
+def _endpoint(environment: ListedEnvironment) -> str:
+    """Services other than SSH as ``service: http://host:port`` (upstream's endpoint column)."""
+    parts = []
+    for port in environment.ports:
+        if port.service and port.service != "ssh":
+            host = "127.0.0.1" if port.host_ip in ("0.0.0.0", "") else port.host_ip
+            parts.append(f"{port.service}: http://{host}:{port.host_port}")
+    return ", ".join(parts)
+
+
+def _jupyter_address(environment: ListedEnvironment) -> str | None:
+    """``http://host:port`` of the environment's Jupyter: the runner's label, else its port."""
+    from envd_core.listing import LABEL_JUPYTER_ADDRESS
+
+    label = environment.labels.get(LABEL_JUPYTER_ADDRESS)
+    if label:
+        return label
+    for port in environment.ports:
+        if port.service == "jupyter":
+            host = "127.0.0.1" if port.host_ip in ("0.0.0.0", "") else port.host_ip
+            return f"http://{host}:{port.host_port}"
+    return None
+
+
+def environment_row(environment: ListedEnvironment) -> dict[str, Any]:
+    """One ``envs ls --format json`` row: upstream's keys, plus where SSH listens and the
+    runner's id (keys without a value are left out)."""
+    from envd_core.listing import LABEL_CUDA, LABEL_CUDNN, LABEL_GPU
+
+    labels = environment.labels
+    row: dict[str, Any] = {
+        "name": environment.name,
+        "endpoint": _endpoint(environment) or None,
+        "ssh_target": f"{environment.name}.envd",  # envd_core.environments.names.ssh_host
+        "image": environment.image,
+        "gpu": labels.get(LABEL_GPU) == "true",
+        "cuda": labels.get(LABEL_CUDA) or None,
+        "cudnn": labels.get(LABEL_CUDNN) or None,
+        "status": environment.status,
+        "ssh_port": environment.ssh[1] if environment.ssh else None,
+        "jupyter_address": _jupyter_address(environment),
+        "id": environment.id[:12],
+    }
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def environment_list(environments: Sequence[ListedEnvironment], fmt: str) -> str:
+    """What ``envd envs ls`` prints: upstream's columns, or the rows as JSON."""
+    rows = [environment_row(e) for e in environments]
+    if fmt == "json":
+        return dump_json(rows)
+    return table(
+        ["name", "endpoint", "ssh target", "image", "gpu", "cuda", "cudnn", "status"],
+        [[r["name"], r.get("endpoint", ""), r["ssh_target"], r["image"],
+          str(r["gpu"]).lower(), r.get("cuda", "<none>"), r.get("cudnn", "<none>"),
+          r["status"]] for r in rows],
+    )

@@ -12,10 +12,13 @@ Highest first:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from envd_core.contexts.model import Context, ContextSet
 from envd_core.errors import ContextError
+
+TYPE_CHECKING = False  # on the fast path of `envd context show`: no typing, no pathlib
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PROJECT_FILE = ".envd-context"
 
@@ -60,17 +63,32 @@ class Resolved:
 
 def find_project_file(start: Path | None = None) -> Path | None:
     """The nearest ``.envd-context`` from ``start`` (default: cwd) upward, if any."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        candidate = folder / PROJECT_FILE
-        if candidate.is_file():
+    found = _project_file(start)
+    if found is None:
+        return None
+    from pathlib import Path
+
+    return Path(found)
+
+
+def _project_file(start: str | os.PathLike[str] | None) -> str | None:
+    """:func:`find_project_file` on strings (the fast path does not import pathlib)."""
+    folder = os.path.realpath(os.getcwd() if start is None else start)
+    while True:
+        candidate = os.path.join(folder, PROJECT_FILE)
+        if os.path.isfile(candidate):
             return candidate
-    return None
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
-def read_project_file(path: Path) -> str:
+def read_project_file(path: str | os.PathLike[str]) -> str:
+    """The context name a project file holds (its first line that is not a comment)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ContextError(f"cannot read project context file `{path}`: {exc}") from None
     for line in text.splitlines():
@@ -99,7 +117,7 @@ def resolve(
     for name, source, detail in candidates:
         if name:
             return Resolved(_pick(contexts, name, source), source, detail)
-    project = find_project_file(cwd)
+    project = _project_file(cwd)
     if project is not None:
         name = read_project_file(project)
         return Resolved(_pick(contexts, name, str(project)), "project file", str(project))

@@ -14,21 +14,22 @@ replaced: the error names it and the user decides.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from abc import ABC, abstractmethod
-from pathlib import Path
 
-from envd_core.atomic import locked, remove_stale_temp_files, write_atomic
 from envd_core.contexts.model import DEFAULT_NAME, Context, ContextSet, default_context
 from envd_core.contexts.validate import validate_name
 from envd_core.errors import StoreError, ValidationError
-from envd_core.paths import fix_for
+from envd_core.jsonread import loads
 
-TYPE_CHECKING = False  # typing is not imported at run time (`envd context ls` start-up)
+# typing, pathlib (with urllib.parse and ipaddress), contextlib and the atomic writer are not
+# imported at run time: this module is on the fast path of `envd context ls` (start-up cost).
+# Paths are handled as strings inside; the public attributes stay `Path`s, built on access.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import contextlib
     from collections.abc import Callable, Iterator
+    from pathlib import Path
     from typing import Any, ClassVar
 
 SCHEMA_VERSION = 1
@@ -38,12 +39,33 @@ LOCK_TIMEOUT = 10.0
 
 def config_dir() -> Path:
     """The envd config directory, honouring ``ENVD_CONFIG_DIR`` and ``XDG_CONFIG_HOME``."""
+    from pathlib import Path
+
+    return Path(config_dir_name())
+
+
+def config_dir_name() -> str:
+    """:func:`config_dir` as a string, without importing :mod:`pathlib`."""
     explicit = os.environ.get("ENVD_CONFIG_DIR")
     if explicit:
-        return Path(explicit).expanduser()
+        return clean_path(os.path.expanduser(explicit))
     xdg = os.environ.get("XDG_CONFIG_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".config"
-    return base / "envd"
+    base = os.path.expanduser(xdg) if xdg else os.path.join(os.path.expanduser("~"), ".config")
+    return clean_path(os.path.join(base, "envd"))
+
+
+def clean_path(text: str) -> str:
+    """``text`` as ``str(Path(text))`` spells it (no ``//``, ``/./`` or trailing ``/``).
+
+    Messages and listings name files as the :class:`~pathlib.Path` code did, byte for byte.
+    """
+    if not text:
+        return "."
+    # POSIX keeps exactly two leading slashes; pathlib does too
+    lead = "//" if text.startswith("//") and not text.startswith("///") else (
+        "/" if text.startswith("/") else "")
+    parts = [p for p in text.split("/") if p and p != "."]
+    return lead + "/".join(parts) if parts or lead else "."
 
 
 class ContextStore(ABC):
@@ -71,8 +93,24 @@ class ContextStore(ABC):
     #: ``None`` means the core's ``default`` alone. Stores call :meth:`initial`.
     seed: Callable[[], ContextSet] | None = None
 
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = directory or config_dir()
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self._directory: str | os.PathLike[str] = directory or config_dir_name()
+
+    @property
+    def directory(self) -> Path:
+        """Where the store keeps its files (the envd config directory unless given)."""
+        from pathlib import Path
+
+        return Path(self._directory)
+
+    @directory.setter
+    def directory(self, value: str | os.PathLike[str]) -> None:
+        self._directory = value
+
+    @property
+    def directory_name(self) -> str:
+        """:attr:`directory` as a string (no :mod:`pathlib` import)."""
+        return clean_path(os.fspath(self._directory))
 
     @abstractmethod
     def load(self) -> ContextSet:
@@ -93,7 +131,7 @@ class ContextStore(ABC):
 
     def location(self) -> str:
         """Where the contexts live, for messages."""
-        return str(self.directory)
+        return self.directory_name
 
     def initial(self) -> ContextSet:
         """What this store holds before its first write (see :attr:`seed`)."""
@@ -108,10 +146,19 @@ class FileStore(ContextStore):
 
     @property
     def path(self) -> Path:
-        return self.directory / FILE_NAME
+        """The store file."""
+        from pathlib import Path
+
+        return Path(self._file)
+
+    @property
+    def _file(self) -> str:
+        if type(self).path is FileStore.path:  # the default place: no pathlib import
+            return os.path.join(self.directory_name, FILE_NAME)
+        return os.fspath(self.path)  # a subclass that keeps the file elsewhere
 
     def location(self) -> str:
-        return str(self.path)
+        return self._file
 
     def load(self) -> ContextSet:
         found = self._read()
@@ -126,48 +173,59 @@ class FileStore(ContextStore):
 
     def exists(self) -> bool:
         """Whether the store file has been written yet."""
-        return self.path.exists()
+        return os.path.exists(self._file)
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[ContextSet]:
+    def transaction(self) -> contextlib.AbstractContextManager[ContextSet]:
+        # contextlib is imported by the writers only (`context ls` never opens a transaction)
+        import contextlib
+
+        return contextlib.contextmanager(self._transaction)()
+
+    def _transaction(self) -> Iterator[ContextSet]:
+        from envd_core.atomic import locked, remove_stale_temp_files
+
         self._ensure_directory()
-        with self._locked():
-            remove_stale_temp_files(self.path)
+        with locked(os.path.join(self.directory_name, FILE_NAME + ".lock"), guards=self._file,
+                    timeout=LOCK_TIMEOUT):
+            remove_stale_temp_files(self._file)
             contexts = self._read()
             if contexts is None:
                 contexts = self.initial()
             before = _encode(contexts)
             yield contexts
             after = _encode(contexts)
-            if after != before or not self.path.exists():
+            if after != before or not os.path.exists(self._file):
                 self._write(after)
 
     # -- internals -------------------------------------------------------------------------
     def _ensure_directory(self) -> None:
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(self.directory_name, mode=0o700, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create `{self.directory}`: {exc.strerror}",
-                             hint=fix_for(exc)) from None
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with locked(self.directory / (FILE_NAME + ".lock"), guards=self.path,
-                    timeout=LOCK_TIMEOUT):
-            yield
+            raise StoreError(f"cannot create `{self.directory_name}`: {exc.strerror}",
+                             hint=_fix_for(exc)) from None
 
     def _read(self) -> ContextSet | None:
         try:
-            raw = self.path.read_bytes()
+            with open(self._file, "rb") as handle:
+                raw = handle.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StoreError(f"cannot read `{self.path}`: {exc.strerror}",
-                             hint=fix_for(exc)) from None
-        return _decode(raw, where=str(self.path))
+            raise StoreError(f"cannot read `{self._file}`: {exc.strerror}",
+                             hint=_fix_for(exc)) from None
+        return _decode(raw, where=self._file)
 
     def _write(self, data: bytes) -> None:
-        write_atomic(self.path, data)
+        from envd_core.atomic import write_atomic
+
+        write_atomic(self._file, data)
+
+
+def _fix_for(exc: OSError) -> str | None:
+    from envd_core.paths import fix_for  # imports pathlib: only an error needs its table
+
+    return fix_for(exc)
 
 
 def _initial() -> ContextSet:
@@ -184,14 +242,16 @@ def _encode(contexts: ContextSet) -> bytes:
         "current": contexts.current,
         "contexts": [ctx.to_json() for ctx in contexts.contexts.values()],
     }
+    import json  # the writers only: readers parse with envd_core.jsonread
+
     return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def _decode(raw: bytes, *, where: str) -> ContextSet:
     fix = "fix it or move it away; envd never overwrites a file it cannot read"
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = loads(raw.decode("utf-8"))
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
         raise StoreError(f"context store `{where}` is corrupt ({exc})", hint=fix) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("contexts"), list):
         raise StoreError(f"context store `{where}` is corrupt (no `contexts` list)", hint=fix)

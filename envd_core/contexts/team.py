@@ -34,13 +34,15 @@ keeps working and hides the team one (nothing the user stored is ever lost).
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable
-from pathlib import Path
 
 from envd_core.contexts.model import Context, ContextSet
 from envd_core.errors import StoreError
+from envd_core.jsonread import loads
+
+TYPE_CHECKING = False  # on the fast path of `envd context ls`: no typing, no pathlib
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 FORMAT = "envd-team-contexts/v1"
 SYSTEM_DIR = "/etc/envd/contexts.d"
@@ -77,18 +79,21 @@ class TeamContext:
         return f"TeamContext(context={self.context!r}, origin={self.origin!r})"
 
 
-def team_dir() -> Path:
+def team_dir() -> str:
     """The system directory of team context files (``ENVD_TEAM_CONTEXTS_DIR`` overrides it)."""
-    return Path(os.environ.get(ENV_DIR) or SYSTEM_DIR)
+    from envd_core.contexts.store import clean_path
+
+    return clean_path(os.environ.get(ENV_DIR) or SYSTEM_DIR)
 
 
-def read_file(path: Path) -> list[TeamContext]:
+def read_file(path: str | os.PathLike[str]) -> list[TeamContext]:
     """The contexts of one team file; a malformed file raises StoreError naming it."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as handle:
+            doc = loads(handle.read())
     except OSError as exc:
         raise StoreError(f"cannot read team context file `{path}`: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError
         raise StoreError(f"team context file `{path}` is not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise StoreError(f"team context file `{path}` lacks `\"format\": \"{FORMAT}\"`")
@@ -102,10 +107,18 @@ def read_file(path: Path) -> list[TeamContext]:
     return found
 
 
-def read_dir(directory: Path) -> tuple[list[TeamContext], list[str]]:
+def read_dir(directory: str | os.PathLike[str]) -> tuple[list[TeamContext], list[str]]:
     """Every team context of ``directory`` and one warning per file that was skipped."""
+    from envd_core.contexts.store import clean_path
+
+    where = clean_path(os.fspath(directory))
     try:
-        files = sorted(p for p in directory.iterdir() if p.suffix == ".json" and p.is_file())
+        files = sorted(
+            os.path.join(where, name) for name in os.listdir(where)
+            # pathlib's `suffix == ".json"`: a file named just `.json` has no suffix
+            if name.rfind(".") > 0 and name.endswith(".json")
+            and os.path.isfile(os.path.join(where, name))
+        )
     except FileNotFoundError:
         return [], []
     except OSError as exc:

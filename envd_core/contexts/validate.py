@@ -8,27 +8,32 @@ upstream envd's documentation and tests use (``default``, ``remote-context``, ``
 
 from __future__ import annotations
 
-import re
-
 from envd_core.errors import ValidationError
 
 MAX_NAME_LENGTH = 63
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# a set, not a regular expression: every name in the store is checked on each `context ls`
+_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_REST = _FIRST | frozenset("_.-")
 
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid context name, else raise ValidationError."""
     if not name:
         raise ValidationError("context name must not be empty")
-    shown = name if len(name) <= 80 else name[:77] + "..."
-    shown = shown.encode("unicode_escape").decode("ascii")
     if len(name) > MAX_NAME_LENGTH:
         raise ValidationError(
-            f"context name `{shown}` is too long ({len(name)} > {MAX_NAME_LENGTH} characters)"
+            f"context name `{_shown(name)}` is too long ({len(name)} > {MAX_NAME_LENGTH} "
+            "characters)"
         )
-    if not _NAME.fullmatch(name):
+    if name[0] not in _FIRST or not _REST.issuperset(name):
         raise ValidationError(
-            f"invalid context name `{shown}`: use letters, digits, `_`, `.` and `-`, "
+            f"invalid context name `{_shown(name)}`: use letters, digits, `_`, `.` and `-`, "
             "starting with a letter or digit"
         )
     return name
+
+
+def _shown(name: str) -> str:
+    """``name`` as an error message quotes it: shortened, control characters escaped."""
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    return shown.encode("unicode_escape").decode("ascii")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from envd_core.envdfile.graph import BuildGraph
+    from envd_core.envdfile.lang.reads import Reads
 
 
 def load_build(
@@ -40,14 +41,34 @@ def load_build(
     ``check_buildable=False`` accepts calls this envd cannot build (graph-only use).
     ``limit_defaults`` are a distribution's evaluation limits (``ENVD_BUILD_LIMITS`` wins).
     """
+    graph, _ = load_build_recorded(
+        path, from_spec, extra_functions, user_config=user_config, cwd=cwd,
+        check_buildable=check_buildable, limit_defaults=limit_defaults, record=False,
+    )
+    return graph
+
+
+def load_build_recorded(
+    path: str | Path,
+    from_spec: str | None = None,
+    extra_functions: Mapping[str, Callable[..., Any]] | None = None,
+    *,
+    user_config: str | Path | None = None,
+    cwd: str | Path | None = None,
+    check_buildable: bool = True,
+    limit_defaults: Mapping[str, str] | None = None,
+    record: bool = True,
+) -> tuple[BuildGraph, Reads | None]:
+    """:func:`load_build`, also returning what the evaluation read (``None`` when it was not
+    recorded; see :func:`envd_core.envdfile.lang.evaluator.evaluate_recorded`)."""
     from envd_core.envdfile.buildflags import locate_build_file, parse_from
-    from envd_core.envdfile.lang import evaluate
+    from envd_core.envdfile.lang.evaluator import evaluate_recorded
     from envd_core.envdfile.lang.limits import limits_in_force
 
     spec = parse_from(from_spec)
     context = Path(path)
     file = locate_build_file(context, spec, Path(cwd) if cwd else None)
-    return evaluate(
+    return evaluate_recorded(
         file,
         context_dir=context,
         function=spec.function,
@@ -55,7 +76,8 @@ def load_build(
         user_config=Path(user_config) if user_config else None,
         check_buildable=check_buildable,
         limits=limits_in_force(limit_defaults),
+        record=record,
     )
 
 
-__all__ = ["load_build"]
+__all__ = ["load_build", "load_build_recorded"]

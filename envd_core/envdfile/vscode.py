@@ -27,11 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +35,8 @@ import attrs
 from envd_core.errors import BuildError
 
 if TYPE_CHECKING:
+    import zipfile
+
     from envd_core.buildkit import llb as llb_mod
     from envd_core.envdfile.compile import _Compiler
 
@@ -122,6 +119,12 @@ def fetch(ext: Extension, platform: str, *, root: Path | None = None,
         raise BuildError(
             f"VS Code extension `{ext.folder()}` has no download for `{vsx_platform}` at "
             f"`{api}`; pick another extension or version")
+    # the download's modules (urllib pulls in http.client and email) load only here: every
+    # build compiles this module, few install an extension that is not cached yet
+    import shutil
+    import tempfile
+    import zipfile
+
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
     try:
@@ -149,6 +152,9 @@ def fetch(ext: Extension, platform: str, *, root: Path | None = None,
 
 
 def _get(url: str, ext: Extension) -> bytes:
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
             data: bytes = resp.read()

@@ -14,9 +14,10 @@ class EarlyConnection:
     A cached rebuild spends most of its time before the solve: Starlark, the LLB, importing grpc
     and the session, connecting. Importing and connecting wait on the disk and the network, so a
     thread does them while the main thread evaluates the build file. Only for a builder that
-    manages no daemon (one that may need bootstrapping first keeps the old order), and a failure
-    is raised where the connection is taken, in the order the user would have seen it; a build
-    that never reaches its solve closes the connection.
+    manages no daemon, or one whose bootstrap check may run here too (``early_bootstrap_check``;
+    a daemon that needs bootstrapping is left to the build path, which connects after). A
+    failure is raised where the connection is taken, in the order the user would have seen it;
+    a build that never reaches its solve closes the connection.
     """
 
     def __init__(self, builder: Builder) -> None:
@@ -38,12 +39,15 @@ class EarlyConnection:
             import envd_core.buildkit.session  # noqa: F401
             from envd_core.buildkit.transport import connect_timeout
 
+            if self._builder.can_bootstrap and self._builder.needs_bootstrap():
+                return  # bootstrapped by the build path first; take() gives None
             self._connection = self._builder.connect(timeout=connect_timeout())
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread by take()
             self._error = exc
 
     def take(self) -> Any:
-        """The connection (once); raises what connecting raised."""
+        """The connection (once), None if the daemon needs bootstrapping; raises what
+        connecting raised."""
         self._thread.join()
         self._taken = True
         if self._error is not None:

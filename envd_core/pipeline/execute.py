@@ -11,10 +11,9 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -22,8 +21,12 @@ from envd_core import timings
 from envd_core.builder import Builder, silent
 from envd_core.errors import BuilderError, BuildError, EnvdError, ValidationError
 from envd_core.pipeline.causes import BUILTIN_CAUSES, Cause
+from envd_core.pipeline.defcache import CachedBuild
+from envd_core.pipeline.defcache import DefinitionCache as _DefinitionCache
 from envd_core.pipeline.early import EarlyConnection, early_connect_enabled
-from envd_core.runner import Runner
+
+if TYPE_CHECKING:  # a pushing build never needs the runner classes (environment records)
+    from envd_core.runner import Runner
 
 CA_SECRET_ID = "envd-ca-bundle"
 
@@ -145,6 +148,8 @@ def _export_target(
                 "this context's runner cannot load images; give --output type=image,...,push=true "
                 "or a file output"
             )
+        import tempfile
+
         with tempfile.TemporaryDirectory(prefix="envd-export-") as tmp:
             tarball = Path(tmp) / "image.tar"
             yield ExportTarget.file(tarball), tarball
@@ -312,7 +317,7 @@ def _run_build(
     announce: Callable[[str], None] | None,
     report: Callable[[str], None] | None,
 ) -> list[BuildResult]:
-    from envd_core.envdfile import load_build
+    from envd_core.envdfile import load_build_recorded
     from envd_core.envdfile.buildflags import (
         default_tag,
         normalize_tag,
@@ -348,18 +353,27 @@ def _run_build(
     # before the early connection so it lands on the project's daemon
     early = (
         EarlyConnection(builder)
-        if request.dump_llb is None and not builder.can_bootstrap and early_connect_enabled()
+        if request.dump_llb is None and early_connect_enabled()
+        and (not builder.can_bootstrap or builder.early_bootstrap_check)
         else None
     )
     try:
-        graph = load_build(context_dir, request.from_spec, extra_functions,
-                           limit_defaults=limit_defaults)
-        timings.mark("starlark")
+        cache = _DefinitionCache.open(request, context_dir=context_dir, builder=builder,
+                                      extra_functions=extra_functions or {},
+                                      limit_defaults=limit_defaults, platforms=platforms)
+        graph: Any = None
+        if cache is None or cache.hit is None:
+            graph, reads = load_build_recorded(context_dir, request.from_spec, extra_functions,
+                                               limit_defaults=limit_defaults,
+                                               record=cache is not None)
+            if cache is not None:
+                cache.evaluated(graph, reads)
+            timings.mark("starlark")
         return _build_all(graph, request, context_dir=context_dir, spec=spec, tag=tag,
                           platforms=platforms, multi=multi, builder=builder, runner=runner,
                           ca_bundle=ca_bundle, imports=imports, exports=exports,
                           progress_stream=progress_stream, warn=warn, announce=announce,
-                          report=report, early=early)
+                          report=report, early=early, cache=cache)
     finally:
         if early is not None:
             early.discard()
@@ -371,6 +385,7 @@ def _build_all(
     ca_bundle: str | None, imports: list[Any], exports: list[Any], progress_stream: Any,
     warn: Callable[[str], None] | None, announce: Callable[[str], None] | None,
     report: Callable[[str], None] | None, early: EarlyConnection | None,
+    cache: _DefinitionCache | None = None,
 ) -> list[BuildResult]:
     from envd_core.envdfile.buildflags import platform_tag
 
@@ -394,7 +409,7 @@ def _build_all(
             spec=spec, builder=builder, runner=runner, ca_bundle=ca_bundle, imports=imports,
             exports=exports, progress_stream=progress_stream, multi=multi,
             warn=warn if platform == platforms[0] else None, announce=announce, prepare=prepare,
-            early=early if platform == platforms[0] else None,
+            early=early if platform == platforms[0] else None, cache=cache,
         ))
     return results
 
@@ -427,30 +442,36 @@ def _build_one(
     runner: Runner | None, ca_bundle: str | None, imports: list[Any], exports: list[Any],
     progress_stream: Any, multi: bool, warn: Callable[[str], None] | None,
     announce: Callable[[str], None] | None, prepare: Callable[[], None],
-    early: EarlyConnection | None = None,
+    early: EarlyConnection | None = None, cache: _DefinitionCache | None = None,
 ) -> BuildResult:
     from envd_core.envdfile.buildflags import platform_tag
-    from envd_core.envdfile.compile import CompileOptions, compile_graph
 
-    compiled = compile_graph(
-        graph,
-        options=CompileOptions(
-            context_dir=context_dir,
-            tag=tag,
-            platform=platform,
-            ca_bundle_secret=ca_bundle is not None,
-            merge_op=builder.supports_merge_op,
-            no_cache=request.no_cache,
-            proxy_env=_proxy_env() if request.use_proxy else {},
-            authorized_key=_public_key() if graph.dev else "",
-        ),
-    )
-    timings.mark("llb")
+    compiled: Any = cache.hit[platform] if cache is not None and cache.hit else None
+    if compiled is None:
+        from envd_core.envdfile.compile import CompileOptions, compile_graph
+
+        compiled = compile_graph(
+            graph,
+            options=CompileOptions(
+                context_dir=context_dir,
+                tag=tag,
+                platform=platform,
+                ca_bundle_secret=ca_bundle is not None,
+                merge_op=builder.supports_merge_op,
+                no_cache=request.no_cache,
+                proxy_env=_proxy_env() if request.use_proxy else {},
+                authorized_key=_public_key() if graph.dev else "",
+            ),
+        )
+        if cache is not None:
+            cache.compiled(platform, compiled)
+        timings.mark("llb")
     for warning in compiled.warnings:
         if warn is not None:
             warn(warning)
     if request.dump_llb:
-        data = compiled.definition.SerializeToString(deterministic=True)
+        data = (compiled.definition_bytes if isinstance(compiled, CachedBuild)
+                else compiled.definition.SerializeToString(deterministic=True))
         if request.dump_llb == "-":
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
@@ -496,7 +517,9 @@ def _solve(
     result = BuildResult(tag=tag, output_type=kind, destination="",
                          labels={str(k): str(v) for k, v in labels.items()})
     timings.mark("imports (build)")
-    connection = early.take() if early is not None else builder.connect(timeout=connect_timeout())
+    connection = early.take() if early is not None else None
+    if connection is None:  # no early connection, or it left a bootstrap to the build
+        connection = builder.connect(timeout=connect_timeout())
     timings.mark("connect")
     try:
         with _export_target(kind, spec, runner) as (target, tarball):

@@ -24,7 +24,7 @@ from envd_core.buildkit.session.filesend import DIFFCOPY_METHOD as FILESEND_METH
 from envd_core.buildkit.session.filesend import ExportTarget, FileSendService
 from envd_core.buildkit.session.filesync import DIFFCOPY_METHOD as FILESYNC_METHOD
 from envd_core.buildkit.session.filesync import FileSyncService, LocalDir, TransferStats
-from envd_core.buildkit.session.h2serve import CallContext, H2GrpcConnection, Method
+from envd_core.buildkit.session.h2serve import Buffer, CallContext, H2GrpcConnection, Method
 from envd_core.buildkit.session.secrets import GET_SECRET_METHOD, SecretSource, SecretsService
 from envd_core.errors import BuilderError
 
@@ -53,9 +53,12 @@ def new_id() -> str:
     return "".join(_random.choice(_ID_ALPHABET) for _ in range(25))
 
 
-def _encode_bytes_message(data: bytes) -> bytes:
-    """Serialize ``BytesMessage{data=1}`` by hand: the hot path of every transfer."""
-    n = len(data)
+def _bytes_message_header(n: int) -> bytes:
+    """The tag and length that start ``BytesMessage{data=1}`` with ``n`` bytes of data.
+
+    The message is serialized by hand (header, then the data, joined once): the hot path of
+    every transfer.
+    """
     header = bytearray(b"\x0a")
     while True:
         byte = n & 0x7F
@@ -65,7 +68,7 @@ def _encode_bytes_message(data: bytes) -> bytes:
         else:
             header.append(byte)
             break
-    return bytes(header) + data
+    return bytes(header)
 
 
 class _SessionCall(Protocol):
@@ -115,7 +118,7 @@ class Session:
         self._listener: socket.socket | None = None
         self._local_conns: list[tuple[socket.socket, H2GrpcConnection]] = []
         self._conn: H2GrpcConnection | None = None
-        self._out: list[bytes] = []
+        self._out: list[Buffer] = []
         self._out_bytes = 0
         self._out_cond = threading.Condition()
         self._out_done = False
@@ -269,7 +272,11 @@ class Session:
         from envd_core.buildkit._pb import filesync_pb2
 
         self._conn = H2GrpcConnection(
-            self._methods(), self._enqueue, backlog=lambda: self._out_bytes, max_backlog=MAX_BACKLOG
+            self._methods(),
+            self._enqueue,
+            write_parts=self._enqueue_parts,
+            backlog=lambda: self._out_bytes,
+            max_backlog=MAX_BACKLOG,
         )
         open_session: grpc.StreamStreamMultiCallable[bytes, BytesMessage] = channel.stream_stream(
             SESSION_METHOD,
@@ -286,6 +293,15 @@ class Session:
             self._out.append(data)
             self._out_bytes += len(data)
             if len(self._out) == 1:  # the sender only ever waits on an empty queue
+                self._out_cond.notify()
+
+    def _enqueue_parts(self, parts: list[Buffer]) -> None:
+        """Like `_enqueue`, for DATA frames as buffers that `_outgoing` joins (one copy)."""
+        with self._out_cond:
+            was_empty = not self._out
+            self._out.extend(parts)
+            self._out_bytes += sum(map(len, parts))
+            if was_empty:
                 self._out_cond.notify()
 
     def _outgoing(self) -> Iterator[bytes]:
@@ -309,12 +325,13 @@ class Session:
                     take += 1
                 chunks = self._out[:take]
                 del self._out[:take]
+                chunks.insert(0, _bytes_message_header(size))
                 self._out_bytes -= size
             conn = self._conn
             if conn is not None and backlogged:
                 conn.notify()
             self.messages_out += 1
-            yield _encode_bytes_message(chunks[0] if take == 1 else b"".join(chunks))
+            yield b"".join(chunks)
 
     def _incoming(self) -> None:
         """Bytes from the daemon into the HTTP/2 side, until the daemon ends the stream."""
@@ -329,6 +346,14 @@ class Session:
                 self.error = exc
         finally:
             conn.close()
+
+    def flow_stats(self) -> dict[str, float]:
+        """The session connection's HTTP/2 counters (`h2serve.FlowStats`) as a dict."""
+        import dataclasses
+
+        if self._conn is None:
+            return {}
+        return dataclasses.asdict(self._conn.stats)
 
     def close(self, timeout: float = 5.0) -> None:
         """Half-close the stream, let the daemon finish, stop serving, remove temp files."""

@@ -14,9 +14,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from envd_core.buildkit.session.h2serve import Batch
+from envd_core.buildkit.session.h2serve import Framed
 from envd_core.buildkit.session.patterns import parse_ignore_file
 from envd_core.buildkit.session.walk import Entry, Filter, is_regular, resolve_follow_paths, walk
+from envd_core.buildkit.session.wire import (
+    PACKET_ERR,
+    PACKET_FIN,
+    append_data,
+    append_simple,
+    append_stat,
+)
 from envd_core.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -27,11 +34,12 @@ if TYPE_CHECKING:
     _Request = tuple[str, int | str | None]
 
 DIFFCOPY_METHOD = "/moby.filesync.v1.FileSync/DiffCopy"
-# Bigger than Go's 32 KiB: each packet costs a Python-level gRPC write, and the daemon accepts
-# any size below its 16 MiB limit.
+# DATA packet size (Go's sender uses 32 KiB). Packets are hand-encoded into batches, so their
+# number costs us little; the daemon parses each as one gRPC message.
 CHUNK_SIZE = 1 << 20
-# Packets per write batch while listing or serving small files.
+# A batch goes out at this many packets (listing, small files) or bytes, whichever comes first.
 BATCH_PACKETS = 128
+BATCH_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,7 @@ class FileSyncService:
             includes += follow + resolve_follow_paths(root, follow)
         return Filter.build(includes, excludes)
 
-    def diff_copy(self, request_iterator: RequestStream, context: CallContext) -> Iterator[Batch]:
+    def diff_copy(self, request_iterator: RequestStream, context: CallContext) -> Iterator[Framed]:
         """The gRPC handler (served by `h2serve`): a generator of outgoing packets."""
         import grpc
 
@@ -149,7 +157,7 @@ class FileSyncService:
         request_iterator: RequestStream,
         context: CallContext,
         stats: TransferStats,
-    ) -> Iterator[Batch]:
+    ) -> Iterator[Framed]:
         from envd_core.buildkit._pb import fsutil_types_pb2 as fs
 
         packet_type = fs.Packet  # a local name: looked up once per packet in the hot loop
@@ -191,18 +199,23 @@ class FileSyncService:
         if self.on_transfer is not None:
             self.on_transfer(stats)
         files: dict[int, Entry] = {}
-        # Packets are sent in batches (one lock round and one write per batch, not per packet):
-        # small files cost a STAT, a DATA and an empty DATA each.
-        out = Batch()
-        size = 0
+        # Packets are encoded by hand (`wire`) into one buffer per batch, already framed for
+        # gRPC: one lock round and one write per batch, not per packet, and no protobuf object
+        # per packet. Small files cost a STAT, a DATA and an empty DATA each.
+        out = Framed()
+        packets = 0
+        # File data is read into this reused buffer (no allocation per read), then copied once
+        # into the batch.
+        chunk = bytearray(CHUNK_SIZE)
+        chunk_view = memoryview(chunk)
 
-        def take() -> Batch:
-            nonlocal out, size
-            batch, out, size = out, Batch(), 0
+        def take() -> Framed:
+            nonlocal out, packets
+            batch, out, packets = out, Framed(), 0
             return batch
 
-        def serve(file_id: int) -> Iterator[Batch]:
-            nonlocal size
+        def serve(file_id: int) -> Iterator[Framed]:
+            nonlocal packets
             entry = files.pop(file_id, None)
             if entry is None:
                 raise _ProtocolError(f"invalid file request {file_id}")
@@ -213,32 +226,31 @@ class FileSyncService:
             fd = os.open(entry.abspath, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 while True:
-                    chunk = os.read(fd, CHUNK_SIZE)
-                    if chunk:
-                        sent += len(chunk)
+                    n = os.readv(fd, (chunk,))
+                    if n:
+                        sent += n
                         stats.data_packets += 1
-                        stats.data_bytes += len(chunk)
-                        out.append(
-                            packet_type(type=packet_type.PACKET_DATA, ID=file_id, data=chunk)
-                        )
-                        size += len(chunk)
-                        if size >= CHUNK_SIZE:
+                        stats.data_bytes += n
+                        append_data(out, file_id, chunk_view[:n])
+                        packets += 1
+                        if len(out) >= BATCH_BYTES:
                             yield take()
-                    if len(chunk) < CHUNK_SIZE:
+                    if n < CHUNK_SIZE:
                         break  # a short read of a regular file means end of file
             finally:
                 os.close(fd)
             stats.bytes_by_path[entry.path] = stats.bytes_by_path.get(entry.path, 0) + sent
-            out.append(packet_type(type=packet_type.PACKET_DATA, ID=file_id))
-            if len(out) >= BATCH_PACKETS:
+            append_data(out, file_id, b"")
+            packets += 1
+            if packets >= BATCH_PACKETS:
                 yield take()
 
-        def handle(kind: str, value: int | str | None) -> Iterator[Batch]:
+        def handle(kind: str, value: int | str | None) -> Iterator[Framed]:
             if kind == "req":
                 assert isinstance(value, int)
                 yield from serve(value)
             elif kind == "fin":
-                out.append(packet_type(type=packet_type.PACKET_FIN))
+                append_simple(out, PACKET_FIN)
                 yield take()
                 raise _Done
             elif kind == "err":
@@ -252,25 +264,13 @@ class FileSyncService:
                     if is_regular(entry.mode):
                         files[index] = entry
                     stats.entries += 1
-                    out.append(
-                        packet_type(
-                            type=packet_type.PACKET_STAT,
-                            stat=fs.Stat(
-                                path=entry.path,
-                                mode=entry.mode,
-                                size=entry.size,
-                                mod_time=entry.mtime_ns,
-                                linkname=entry.linkname,
-                                devmajor=entry.devmajor,
-                                devminor=entry.devminor,
-                            ),
-                        )
-                    )
-                    if len(out) >= BATCH_PACKETS:
+                    append_stat(out, entry)
+                    packets += 1
+                    if packets >= BATCH_PACKETS:
                         yield take()
                     while (request := pending()) is not None:
                         yield from handle(*request)
-                out.append(packet_type(type=packet_type.PACKET_STAT))
+                append_stat(out, None)
                 yield take()
                 while True:
                     request = pending()
@@ -282,12 +282,13 @@ class FileSyncService:
             except _Done:
                 return
             except (_ProtocolError, OSError) as exc:
-                out.append(packet_type(type=packet_type.PACKET_ERR, data=str(exc).encode()))
+                append_simple(out, PACKET_ERR, str(exc).encode())
                 yield take()
                 import grpc
 
                 context.abort(grpc.StatusCode.INTERNAL, str(exc))
         finally:
+            chunk_view.release()
             stats.finished = True
 
 

@@ -17,6 +17,7 @@ import contextlib
 import queue
 import struct
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,13 +26,39 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 if TYPE_CHECKING:
     import grpc
 
+# What a transport's ``write_parts`` gets: frame headers and slices of handlers' buffers.
+Buffer = bytes | bytearray | memoryview
+
 # Our receive windows: big enough that an export streamed to us is never throttled by us.
 STREAM_WINDOW = 8 << 20
 CONNECTION_WINDOW = 32 << 20
 MAX_MESSAGE = 16 << 20
+# Consumed request bytes are acknowledged (window given back) in batches of at most this.
+ACK_BATCH = 64 << 10
 _END = object()
-# Events after which writers waiting for flow-control window should look again.
+# Events that may give writers flow-control window, and events that end streams.
+_WINDOW_EVENTS: tuple[type, ...] = ()
 _WAKE_EVENTS: tuple[type, ...] = ()
+_WINDOW_UPDATED: type = type(None)
+_PING_RECEIVED: type = type(None)
+
+
+@dataclass
+class FlowStats:
+    """Counters of one HTTP/2 connection (cheap; read by benchmarks and tests).
+
+    ``window_waits``/``window_wait_seconds``: how often and how long a sender had data but no
+    flow-control window from the peer. ``backlog_waits``: pauses because the transport had
+    ``max_backlog`` bytes queued.
+    """
+
+    data_frames_out: int = 0
+    data_bytes_out: int = 0
+    window_updates_in: int = 0
+    pings_in: int = 0
+    window_waits: int = 0
+    window_wait_seconds: float = 0.0
+    backlog_waits: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,6 +74,12 @@ class Method:
 
 class Batch(list[Any]):
     """Several response messages a streaming handler yields at once: sent in one write."""
+
+
+class Framed(bytearray):
+    """Response messages a streaming handler has already serialized and gRPC-framed (each one
+    a 5-byte prefix and its bytes): sent as they are, in one write. The handler must not touch
+    the buffer after yielding it (its bytes may still be queued for the peer)."""
 
 
 class RpcAbort(Exception):
@@ -103,7 +136,10 @@ class _Stream:
         self.headers_sent = False
         self.cancelled = False
         self.closed = False
-
+        # Consumed request bytes not yet given back to the peer as window.
+        self.unacked = 0
+        # Response bytes written but still waiting for the peer's flow-control window.
+        self.pending: memoryview | None = None
 
 
 class RequestStream:
@@ -131,7 +167,14 @@ class RequestStream:
         if item is _END:
             self.ended = True
             raise StopIteration
-        self._ack(self._stream.id, 5 + len(item))
+        # Window for consumed bytes goes back in bulk: at ACK_BATCH bytes, or when the handler
+        # has caught up with what arrived (never sitting on it while the handler waits).
+        # `_finish` returns what is left.
+        stream = self._stream
+        stream.unacked += 5 + len(item)
+        if stream.unacked >= ACK_BATCH or stream.inbox.empty():
+            size, stream.unacked = stream.unacked, 0
+            self._ack(stream.id, size)
         return item if self._deserialize is None else self._deserialize(item)
 
     def __next__(self) -> Any:
@@ -153,8 +196,11 @@ class RequestStream:
 class H2GrpcConnection:
     """Serves gRPC on one HTTP/2 connection whose bytes we are fed and whose output we write.
 
-    ``write(data)`` is called in order, under the connection lock; ``backlog()`` tells writers
-    how many written bytes are not yet delivered, so producers pause above ``max_backlog``.
+    ``write(data)`` is called in order, under the connection lock; ``write_parts(parts)``, if
+    given, takes DATA frames as a list of buffers to join once where they leave (frame headers
+    and slices of a handler's buffer: writing them costs no copy here); ``backlog()`` tells
+    writers how many written bytes are not yet delivered, so producers pause above
+    ``max_backlog``.
     """
 
     def __init__(
@@ -162,6 +208,7 @@ class H2GrpcConnection:
         methods: Mapping[str, Method],
         write: Callable[[bytes], None],
         *,
+        write_parts: Callable[[list[Buffer]], None] | None = None,
         backlog: Callable[[], int] | None = None,
         max_backlog: int = 8 << 20,
     ) -> None:
@@ -171,14 +218,21 @@ class H2GrpcConnection:
 
         self.methods = dict(methods)
         self._write = write
+        self._write_parts = write_parts or (lambda parts: write(b"".join(parts)))
         self._backlog = backlog
         self._max_backlog = max_backlog
         self._cond = threading.Condition(threading.RLock())
         self._streams: dict[int, _Stream] = {}
         self.closed = False
-        global _WAKE_EVENTS
+        self.stats = FlowStats()
+        global _WINDOW_EVENTS, _WAKE_EVENTS, _WINDOW_UPDATED, _PING_RECEIVED
         if not _WAKE_EVENTS:
-            _WAKE_EVENTS = _wake_events()
+            import h2.events
+
+            _WINDOW_EVENTS = (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)
+            _WAKE_EVENTS = (h2.events.StreamReset, h2.events.ConnectionTerminated)
+            _WINDOW_UPDATED = h2.events.WindowUpdated
+            _PING_RECEIVED = h2.events.PingReceived
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         self._h2 = h2.connection.H2Connection(config=config)
         with self._cond:
@@ -208,6 +262,8 @@ class H2GrpcConnection:
     def _wait_backlog(self, stream: _Stream) -> None:
         if self._backlog is None:
             return
+        if self._backlog() > self._max_backlog:
+            self.stats.backlog_waits += 1
         while self._backlog() > self._max_backlog and not (stream.cancelled or self.closed):
             self._cond.wait(1.0)
 
@@ -218,7 +274,7 @@ class H2GrpcConnection:
 
         started: list[_Stream] = []
         stream: _Stream | None
-        wake = False
+        wake = window_opened = False
         with self._cond:
             if self.closed:
                 return
@@ -258,8 +314,23 @@ class H2GrpcConnection:
                         stream.inbox.put(_END)
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     self._terminate()
-                if isinstance(event, _WAKE_EVENTS):
+                if isinstance(event, _WINDOW_EVENTS):
+                    window_opened = True
+                    if isinstance(event, _WINDOW_UPDATED):
+                        self.stats.window_updates_in += 1
+                elif isinstance(event, _WAKE_EVENTS):
                     wake = True
+                elif isinstance(event, _PING_RECEIVED):
+                    self.stats.pings_in += 1
+            if window_opened:
+                # Data waiting for window leaves now, from this thread; its writer is only
+                # woken once all of it is out. Smallest first: a health-check answer must not
+                # wait behind an upload that always has more queued.
+                waiting = [s for s in self._streams.values() if s.pending is not None]
+                waiting.sort(key=lambda s: len(s.pending or b""))
+                for each in waiting:
+                    if self._pump(each):
+                        wake = True
             if wake:
                 self._cond.notify_all()
             self._flush()
@@ -331,10 +402,13 @@ class H2GrpcConnection:
             responses = result if method.stream_responses else [result]
             serialize = method.serialize or (lambda m: m)
             for response in responses:
-                items = response if isinstance(response, Batch) else (response,)
-                framed = b"".join(
-                    struct.pack(">BI", 0, len(p)) + p for p in map(serialize, items)
-                )
+                if isinstance(response, Framed):
+                    framed: bytes | bytearray = response
+                else:
+                    items = response if isinstance(response, Batch) else (response,)
+                    framed = b"".join(
+                        struct.pack(">BI", 0, len(p)) + p for p in map(serialize, items)
+                    )
                 # Only streams wait for backlog room: health checks must never queue behind
                 # an upload.
                 self._send_framed(stream, framed, wait=method.stream_responses)
@@ -353,8 +427,36 @@ class H2GrpcConnection:
             )
             stream.headers_sent = True
 
-    def _send_framed(self, stream: _Stream, framed: bytes, *, wait: bool = True) -> None:
+    def _send_framed(
+        self, stream: _Stream, framed: bytes | bytearray, *, wait: bool = True
+    ) -> None:
         """Send length-prefixed gRPC message bytes as DATA frames, honouring flow control.
+
+        Returns once every byte is handed to the transport. What the peer's window does not
+        take now stays on the stream, and `feed` sends it the moment a WINDOW_UPDATE arrives,
+        on the thread that received it: the writer thread is woken only when its data is all
+        out, so a window round trip never waits for a thread switch.
+        """
+        if not framed:
+            return
+        stats = self.stats
+        with self._cond:
+            stream.pending = memoryview(framed)
+            while not self._pump(stream):
+                started = time.monotonic()
+                self._cond.wait(1.0)
+                stats.window_waits += 1
+                stats.window_wait_seconds += time.monotonic() - started
+            if stream.cancelled or self.closed:
+                stream.pending = None
+                raise _Cancelled
+            if wait:
+                self._wait_backlog(stream)
+
+    def _pump(self, stream: _Stream) -> bool:
+        """Send as much of ``stream.pending`` as the windows allow (connection lock held).
+
+        Returns whether the writer is done waiting: all sent, or the stream is gone.
 
         DATA frames are framed here rather than by ``h2`` (whose per-frame cost dominated
         uploads); ``h2`` still owns headers, trailers and state, and its window counters are
@@ -362,39 +464,45 @@ class H2GrpcConnection:
         """
         import h2.exceptions
 
-        data = memoryview(framed)
+        data = stream.pending
+        if data is None or stream.cancelled or self.closed:
+            return True
+        try:
+            self._send_headers_once(stream)
+        except h2.exceptions.StreamClosedError:
+            stream.cancelled = True
+            return True
+        h2stream = self._h2.streams.get(stream.id)
+        if h2stream is None or h2stream.closed:
+            stream.cancelled = True
+            return True
+        window = min(self._h2.outbound_flow_control_window, h2stream.outbound_flow_control_window)
+        if window <= 0:
+            return False
+        n = min(window, len(data))
+        frame_size = self._h2.max_outbound_frame_size
         sid = stream.id.to_bytes(4, "big")
-        with self._cond:
-            while data:
-                if stream.cancelled or self.closed:
-                    raise _Cancelled
-                try:
-                    self._send_headers_once(stream)
-                except h2.exceptions.StreamClosedError:
-                    raise _Cancelled from None
-                h2stream = self._h2.streams.get(stream.id)
-                if h2stream is None or h2stream.closed:
-                    raise _Cancelled
-                window = min(
-                    self._h2.outbound_flow_control_window, h2stream.outbound_flow_control_window
-                )
-                if window <= 0:
-                    self._cond.wait(1.0)
-                    continue
-                n = min(window, len(data))
-                frame_size = self._h2.max_outbound_frame_size
-                parts: list[bytes | memoryview] = [self._h2.data_to_send()]
-                for off in range(0, n, frame_size):
-                    k = min(frame_size, n - off)
-                    # 3-byte length, type 0 (DATA), no flags, stream id.
-                    parts.append(k.to_bytes(3, "big") + b"\x00\x00" + sid)
-                    parts.append(data[off : off + k])
-                self._h2.outbound_flow_control_window -= n
-                h2stream.outbound_flow_control_window -= n
-                self._write(b"".join(parts))
-                data = data[n:]
-            if wait:
-                self._wait_backlog(stream)
+        # Frame headers and memoryview slices of the caller's buffer: the transport joins them
+        # once into its outgoing message, no copy here.
+        parts: list[Buffer] = []
+        queued = self._h2.data_to_send()  # headers, WINDOW_UPDATEs, PING acks go first
+        if queued:
+            parts.append(queued)
+        for off in range(0, n, frame_size):
+            k = min(frame_size, n - off)
+            # 3-byte length, type 0 (DATA), no flags, stream id.
+            parts.append(k.to_bytes(3, "big") + b"\x00\x00" + sid)
+            parts.append(data[off : off + k])
+        self.stats.data_frames_out += (n + frame_size - 1) // frame_size
+        self.stats.data_bytes_out += n
+        self._h2.outbound_flow_control_window -= n
+        h2stream.outbound_flow_control_window -= n
+        self._write_parts(parts)
+        if n < len(data):
+            stream.pending = data[n:]
+            return False
+        stream.pending = None
+        return True
 
     def _finish(self, stream: _Stream, code: int, details: str) -> None:
         import h2.exceptions
@@ -405,7 +513,8 @@ class H2GrpcConnection:
         with self._cond:
             self._streams.pop(stream.id, None)
             # Requests the handler never read still hold connection window: give it back.
-            leftover = len(stream.buffer)
+            leftover = len(stream.buffer) + stream.unacked
+            stream.unacked = 0
             while True:
                 try:
                     item = stream.inbox.get_nowait()
@@ -435,17 +544,6 @@ class H2GrpcConnection:
 def _text(value: bytes | str) -> str:
     # header_encoding="utf-8" makes h2 hand over str; its annotations still allow bytes.
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
-def _wake_events() -> tuple[type, ...]:
-    import h2.events
-
-    return (
-        h2.events.WindowUpdated,
-        h2.events.RemoteSettingsChanged,
-        h2.events.StreamReset,
-        h2.events.ConnectionTerminated,
-    )
 
 
 # Printable ASCII except "%" stays as is in grpc-message (gRPC's percent-encoding rule).

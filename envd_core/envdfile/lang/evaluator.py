@@ -43,6 +43,8 @@ from envd_core.errors import EnvdError
 if TYPE_CHECKING:
     import starlark
 
+    from envd_core.envdfile.lang.reads import Reads
+
 #: Entry function called when ``--from`` names none.
 DEFAULT_FUNCTION = "build"
 DEFAULT_TIMEOUT = EvalLimits().time
@@ -422,18 +424,45 @@ def evaluate(
     their wall time. Raises :class:`BuildFileError` subclasses for every problem in the files,
     a limit hit included.
     """
+    graph, _ = evaluate_recorded(
+        path, context_dir=context_dir, function=function, extra_functions=extra_functions,
+        user_config=user_config, timeout=timeout, check_buildable=check_buildable,
+        limits=limits, record=False,
+    )
+    return graph
+
+
+def evaluate_recorded(
+    path: Path,
+    *,
+    context_dir: Path,
+    function: str = DEFAULT_FUNCTION,
+    extra_functions: Mapping[str, Callable[..., Any]] | None = None,
+    user_config: Path | None = None,
+    timeout: float | None = None,
+    check_buildable: bool = True,
+    limits: EvalLimits | None = None,
+    record: bool = True,
+) -> tuple[BuildGraph, Reads | None]:
+    """:func:`evaluate`, also returning what the evaluation read (:mod:`.reads`) when
+    ``record`` is set and the evaluation runs in a forked child; ``None`` otherwise (an
+    in-process evaluation is never recorded: recording patches ``os`` for good)."""
     limits = limits or limits_in_force()
     if timeout is not None:
         limits = attrs.evolve(limits, time=timeout)
     import starlark  # noqa: F401  # imported once here, not again in every forked child
 
-    from envd_core.envdfile.lang.isolate import run_limited
+    from envd_core.envdfile.lang.isolate import run_limited, should_fork
 
-    return run_limited(
-        lambda: _evaluate(path, context_dir, function, extra_functions, user_config,
-                          check_buildable, limits),
-        limits, Path(path).name,
-    )
+    def run() -> BuildGraph:
+        return _evaluate(path, context_dir, function, extra_functions, user_config,
+                         check_buildable, limits)
+
+    if not (record and should_fork(limits)):
+        return run_limited(run, limits, Path(path).name), None
+    from envd_core.envdfile.lang.reads import record as recording
+
+    return run_limited(lambda: recording(run), limits, Path(path).name)
 
 
 def _evaluate(

@@ -58,6 +58,7 @@ class DockerRunner(Runner):
     supports_mounts = True
     supports_gpus = True
     accepts_host_key = True
+    lister = "envd_docker_listing:list_light"
 
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
         super().__init__(address, options)
@@ -296,18 +297,17 @@ class DockerRunner(Runner):
         return RunnerError(f"environment `{name}` failed to start: {text}")
 
     def list_environments(self) -> list[Environment]:
-        import docker.errors
+        # the one listing of this runner (`envs ls` calls envd_docker_listing.list_light): one
+        # request, read with the standard library; a transport it does not speak: the SDK
+        from envd_docker_listing import Unsupported, containers, listed
 
-        api = self.client().api
-        found = []
-        with docker_errors(self.host, "list containers"):
-            summaries = api.containers(all=True, filters={"label": LABEL_NAME})
-            for summary in summaries:
-                try:
-                    found.append(to_environment(api.inspect_container(summary["Id"]), self.name))
-                except docker.errors.NotFound:
-                    continue  # removed between the listing and the inspect
-        return sorted(found, key=lambda env: env.name)
+        try:
+            summaries = containers(self.host)
+        except Unsupported:
+            with docker_errors(self.host, "list containers"):
+                summaries = self.client().api.containers(all=True, filters={"label": LABEL_NAME})
+        return sorted((listed(s).to_environment(self.name) for s in summaries),
+                      key=lambda env: env.name)
 
     def inspect(self, name: str) -> Environment:
         return to_environment(self._inspect_raw(name), self.name)

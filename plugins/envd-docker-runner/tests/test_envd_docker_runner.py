@@ -213,3 +213,45 @@ def test_the_host_key_owner_comes_from_a_numeric_user(user: str,
     from envd_docker_runner.runner import _numeric_owner
 
     assert _numeric_owner(user) == owner
+
+
+def test_light_listing_constants_are_the_runners() -> None:
+    import envd_docker_listing as listing
+    from envd_docker_client.client import DEFAULT_HOST, docker_host
+    from envd_docker_runner import mapping
+
+    assert (listing.LABEL_NAME, listing.LABEL_SERVICE_PREFIX, listing.SSH_PORT) == (
+        mapping.LABEL_NAME, mapping.LABEL_SERVICE_PREFIX, mapping.SSH_PORT)
+    assert listing.DEFAULT_HOST == DEFAULT_HOST
+    for address in (None, "", "tcp://h:1"):
+        assert listing.docker_host(address) == docker_host(address)
+    from urllib.parse import unquote
+
+    assert unquote(listing.QUERY) == 'all=1&filters={"label":["ai.tensorchord.envd.name"]}'
+    assert DockerRunner.lister == "envd_docker_listing:list_light"
+
+
+def test_light_listing_decodes_a_container_summary() -> None:
+    from envd_docker_listing import listed
+
+    from envd_core.listing import ListedPort
+
+    summary = {
+        "Id": "f" * 64, "Names": ["/other/alias", "/dev-env"], "Image": "img:dev",
+        "State": "running", "Created": 1764547200,
+        "Labels": {"ai.tensorchord.envd.name": "dev-env",
+                   "ai.tensorchord.envd.service.jupyter": "8888/tcp"},
+        "Ports": [
+            {"IP": "127.0.0.1", "PrivatePort": 8888, "PublicPort": 40001, "Type": "tcp"},
+            {"PrivatePort": 9000, "Type": "tcp"},  # exposed, not published
+            {"IP": "::", "PrivatePort": 2222, "PublicPort": 40000, "Type": "tcp"},
+            {"IP": "0.0.0.0", "PrivatePort": 2222, "PublicPort": 40000, "Type": "tcp"},
+        ],
+    }
+    env = listed(summary)
+    assert (env.name, env.image, env.status, env.id, env.created) == (
+        "dev-env", "img:dev", "running", "f" * 64, 1764547200.0)
+    assert env.ports == (ListedPort(2222, 40000, "0.0.0.0", "tcp", None),
+                         ListedPort(8888, 40001, "127.0.0.1", "tcp", "jupyter"))
+    assert env.ssh == ("0.0.0.0", 40000)
+    assert listed({"Names": ["/x"], "State": "removing"}).status == "unknown"

@@ -10,17 +10,19 @@ being replaced. For a ``deployment/<name>`` address envd creates the Deployment 
         --builder-opt replicas=2 --use
     envd build            # creates the Deployment, waits for its pods, builds on one
 
-envd reaches buildkitd by running ``buildctl dial-stdio`` in the pod through the API server's
-exec (a WebSocket), with the official ``kubernetes`` client: no kubectl. With several ready pods,
-a project always builds on the same one (rendezvous hashing on its directory); when that pod
-is gone the build moves, with a notice. The ``kubernetes`` client and grpc are imported only in
-the methods that need them: ``envd context ls`` loads neither.
+envd reaches buildkitd through the API server with the official ``kubernetes`` client (no
+kubectl): a port-forward to buildkitd's TCP listener in the pod when it has one (the Deployment
+envd creates does), else an exec of ``buildctl dial-stdio``; both are WebSockets. With several
+ready pods, a project always builds on the same one (rendezvous hashing on its directory); when
+that pod is gone the build moves, with a notice. The ``kubernetes`` client and grpc are
+imported only in the methods that need them: ``envd context ls`` loads neither.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_IMAGE", "KubePodBuilder"]
 
+TRANSPORTS = ("auto", "exec", "port-forward")
+
 #: Upstream envd's image for kube-pod and docker-container, at the BuildKit release this client
 #: is tested against.
 DEFAULT_IMAGE = "docker.io/moby/buildkit:v0.18.2"
@@ -60,6 +64,9 @@ class KubePodBuilder(Builder):
                     "?namespace=ns&context=kctx&container=c")
     default_address = "deployment/envd-buildkitd"
     can_bootstrap = True
+    # needs_bootstrap and connect share one Cluster and one pod listing, under a lock, so the
+    # early-connect thread does both while build.envd evaluates (docs/kube-pod.md, speed).
+    early_bootstrap_check = True
     options = (
         Option("kubeconfig", "kubeconfig file (default: KUBECONFIG, ~/.kube/config, or the "
                "in-cluster service account)", kind="path"),
@@ -82,6 +89,12 @@ class KubePodBuilder(Builder):
                "registry on the node's loopback)", kind="bool", default="false"),
         Option("buildkitd-flags", "extra buildkitd flags, e.g. --debug"),
         Option("timeout", "seconds bootstrap waits for ready pods", kind="int", default="300"),
+        Option("transport", "how envd reaches buildkitd in the pod: `port-forward` (to its "
+               "plain TCP listener), `exec` (buildctl dial-stdio), or `auto`: port-forward "
+               "when the pod's buildkitd has a TCP --addr, else exec", default="auto"),
+        Option("port", "TCP port on the pod's loopback where the Deployment envd creates "
+               "listens (not with host-network unless transport=port-forward)", kind="int",
+               default="1234"),
     )
 
     def __init__(self, address: str, options: Mapping[str, str] | None = None) -> None:
@@ -89,6 +102,12 @@ class KubePodBuilder(Builder):
         #: The pod the last :meth:`connect` chose, and the notice it printed (if it moved).
         self.last_pod: str | None = None
         self.last_notice: str | None = None
+        # One Cluster and one pod listing per build, shared by needs_bootstrap and connect
+        # (possibly in the early-connect thread): a kubeconfig load and two API reads, not four.
+        self._lock = threading.RLock()
+        self._shared_cluster: Cluster | None = None
+        self._listing: list[PodInfo] | None = None
+        self._needs: bool | None = None
 
     # -- address and options ---------------------------------------------------------------
     @classmethod
@@ -110,6 +129,11 @@ class KubePodBuilder(Builder):
         parse_tolerations(options.get("tolerations"))
         if int(options.get("replicas", "1")) < 1:
             raise ValidationError("option `replicas` must be at least 1")
+        if options.get("transport", "auto") not in TRANSPORTS:
+            raise ValidationError(f"option `transport` is `auto`, `exec` or `port-forward`, "
+                                  f"not `{options['transport']}`")
+        if not 0 < int(options.get("port", "1234")) < 65536:
+            raise ValidationError(f"option `port` must be a TCP port, not `{options['port']}`")
 
     @property
     def parsed(self) -> Address:
@@ -140,27 +164,45 @@ class KubePodBuilder(Builder):
         if rootless and image == DEFAULT_IMAGE:
             image += "-rootless"
         requests, limits = parse_resources(self.option("resources"))
+        transport, host_network = self.option("transport"), bool(self.option("host-network"))
+        # A host-network pod shares the node's ports: its loopback listener could collide with
+        # another replica's, so auto leaves it to exec there.
+        listen = transport == "port-forward" or (transport == "auto" and not host_network)
         return Settings(image=image, replicas=int(self.option("replicas")), rootless=rootless,
-                        host_network=bool(self.option("host-network")), requests=requests,
+                        host_network=host_network, requests=requests,
                         limits=limits,
                         node_selector=parse_pairs(self.option("node-selector"), "node-selector"),
                         tolerations=parse_tolerations(self.option("tolerations")),
                         service_account=self.option("service-account"),
-                        buildkitd_flags=tuple(shlex.split(self.option("buildkitd-flags") or "")))
+                        buildkitd_flags=tuple(shlex.split(self.option("buildkitd-flags") or "")),
+                        tcp_port=int(self.option("port")) if listen else None)
+
+    def _shared(self) -> Cluster:
+        """The Cluster this builder's build uses (made once)."""
+        with self._lock:
+            if self._shared_cluster is None:
+                self._shared_cluster = self.cluster()
+            return self._shared_cluster
 
     # -- lifecycle -------------------------------------------------------------------------
     def needs_bootstrap(self) -> bool:
-        """A ``deployment/`` context whose Deployment is missing or has no ready pod."""
+        """A ``deployment/`` context whose Deployment is missing or has no ready pod.
+
+        Answered once per builder object: the pod listing is kept for :meth:`connect`, and a
+        second call (the build path asks after the early-connect thread did) waits for the
+        first and returns its answer.
+        """
         if self.parsed.kind != "deployment":
             return False
-        try:
-            cluster = self.cluster()
-            try:
-                return not any(p.ready for p in cluster.pods(self.parsed))
-            finally:
-                cluster.close()
-        except Exception:  # noqa: BLE001 - unsure: let the connect that follows explain
-            return False
+        with self._lock:
+            if self._needs is None:
+                try:
+                    pods = self._shared().pods(self.parsed)
+                except Exception:  # noqa: BLE001 - unsure: let the connect that follows explain
+                    self._needs = False
+                else:
+                    self._listing, self._needs = pods, not any(p.ready for p in pods)
+            return self._needs
 
     def bootstrap(self, *, force: bool = False, report: Report = silent) -> DaemonChange:
         """Create (or scale, or with ``force`` update) the Deployment and wait for its pods."""
@@ -178,6 +220,8 @@ class KubePodBuilder(Builder):
                           timeout=float(self.option("timeout")))
         finally:
             cluster.close()
+            with self._lock:  # the pods changed: the next connect lists them again
+                self._listing = self._needs = None
 
     def remove(self, *, keep_state: bool = False, report: Report = silent) -> DaemonChange:
         """Delete the Deployment envd created for this address (found by its labels).
@@ -238,13 +282,12 @@ class KubePodBuilder(Builder):
         return next(p for p in ready if p.name == chosen)
 
     def connect(self, *, timeout: float) -> Connection:
-        """Exec ``buildctl dial-stdio`` in the chosen pod and speak gRPC over it."""
-        cluster = self.cluster()
-        try:
-            pod = self.choose_pod(cluster, cluster.pods(self.parsed))
-        except BaseException:
-            cluster.close()
-            raise
+        """Reach buildkitd in the chosen pod (exec ``buildctl dial-stdio``, or port-forward)
+        and speak gRPC over it. Uses the pod listing :meth:`needs_bootstrap` made, once."""
+        with self._lock:
+            cluster = self._shared()
+            pods, self._listing = self._listing, None
+        pod = self.choose_pod(cluster, cluster.pods(self.parsed) if pods is None else pods)
         self.last_pod = pod.name
         return self._open(cluster, pod, timeout)
 
@@ -253,16 +296,21 @@ class KubePodBuilder(Builder):
         from envd_core.buildkit.transport import connect_bridge, wait_ready
         from envd_core.errors import BuilderError
         from envd_kube_pod.deploy import CONTAINER
-        from envd_kube_pod.stream import ExecStream, open_exec
+        from envd_kube_pod.stream import ChannelStream, open_exec, open_port_forward
 
         container = self.parsed.container or (CONTAINER if CONTAINER in pod.containers
                                               else None)
-        last: list[ExecStream] = []
+        last: list[ChannelStream] = []
         refused: list[BuilderError] = []
+        transport = self.option("transport")
+        port = (pod.tcp_port(container) or int(self.option("port"))
+                if transport == "port-forward" else
+                pod.tcp_port(container) if transport == "auto" else None)
 
-        def dial() -> ExecStream:
+        def dial() -> ChannelStream:
             try:
-                stream = open_exec(cluster.core, pod.name, cluster.namespace, container)
+                stream = (open_port_forward(cluster, pod.name, port) if port else
+                          open_exec(cluster, pod.name, container))
             except BuilderError as exc:  # the bridge only sees a closed socket: keep why
                 refused[:] = [exc]
                 raise
@@ -283,7 +331,9 @@ class KubePodBuilder(Builder):
                 raise BuildkitConnectionError(
                     f"BuildKit in pod `{pod.name}` does not answer: {why}",
                     kind=exc.kind or ErrorKind.UNAVAILABLE,
-                    hint="is it a BuildKit image with buildctl, and buildkitd running?") \
+                    hint=(f"does buildkitd listen on plain TCP port {port} in the pod? "
+                          "(transport=exec uses buildctl dial-stdio instead)" if port else
+                          "is it a BuildKit image with buildctl, and buildkitd running?")) \
                     from None
             raise
         return conn

@@ -6,15 +6,23 @@ Configuration is resolved the way kubectl does: the ``kubeconfig`` option, else 
 pod with no kubeconfig, the in-cluster service-account config is used. The namespace comes from
 the address, else the ``namespace`` option, else the kube context's, else the service account's,
 else ``default``. Each API call is wrapped so a failure is one line (:mod:`errors`).
+
+Requests go through the client's ``ApiClient`` (kubeconfig and in-cluster auth, TLS, proxies,
+token refresh, request serialisation) as raw JSON, not through the generated ``CoreV1Api`` and
+``AppsV1Api`` classes: since client v33 those are pydantic-validated, and importing them builds
+~280 model schemas, 1.3 s of CPU measured here, for the two reads a build makes (a Deployment and
+a pod list, read below as plain dicts). See bench/README.md (bench_kube).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
@@ -23,7 +31,6 @@ from envd_core.errors import BuilderError, ErrorKind
 from envd_kube_pod.address import Address
 from envd_kube_pod.errors import api_error
 
-T = TypeVar("T")
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 #: Seconds one API request may take (reads are small; a stuck apiserver must not hang a build).
 REQUEST_TIMEOUT = 20.0
@@ -40,32 +47,61 @@ class PodInfo:
     reason: str = ""
     terminating: bool = False
     containers: tuple[str, ...] = ()
+    #: The plain-TCP port buildkitd listens on inside the pod, per container, read from its
+    #: ``--addr tcp://…`` flags (None: no such listener, or it wants TLS): port-forward there.
+    tcp_ports: tuple[tuple[str, int], ...] = ()
+
+    def tcp_port(self, container: str | None) -> int | None:
+        """The TCP port of ``container``'s buildkitd (the first container's if None)."""
+        for name, port in self.tcp_ports:
+            if container is None or name == container:
+                return port
+        return None
 
 
-def pod_info(pod: Any) -> PodInfo:
-    """A :class:`PodInfo` from a ``V1Pod``."""
-    status = pod.status
-    conditions = {c.type: c for c in (status.conditions or [])} if status else {}
-    ready = bool(conditions.get("Ready") and conditions["Ready"].status == "True")
+def pod_info(pod: dict[str, Any]) -> PodInfo:
+    """A :class:`PodInfo` from a Pod as the API returns it (JSON)."""
+    status = pod.get("status") or {}
+    meta = pod.get("metadata") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    ready = (conditions.get("Ready") or {}).get("status") == "True"
     reason = ""
-    for cs in (status.container_statuses or []) if status else []:
-        waiting = cs.state.waiting if cs.state else None
-        terminated = cs.state.terminated if cs.state else None
-        if waiting is not None and waiting.reason:
-            reason = waiting.reason
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if (state.get("waiting") or {}).get("reason"):
+            reason = state["waiting"]["reason"]
             break
-        if terminated is not None:
-            reason = terminated.reason or "Terminated"
+        if state.get("terminated") is not None:
+            reason = state["terminated"].get("reason") or "Terminated"
             break
     scheduled = conditions.get("PodScheduled")
-    if not reason and scheduled is not None and scheduled.status == "False":
-        reason = scheduled.reason or "Unschedulable"
-    terminating = pod.metadata.deletion_timestamp is not None
-    return PodInfo(name=pod.metadata.name, phase=(status.phase if status else None) or "Unknown",
+    if not reason and scheduled is not None and scheduled.get("status") == "False":
+        reason = scheduled.get("reason") or "Unschedulable"
+    terminating = meta.get("deletionTimestamp") is not None
+    containers = (pod.get("spec") or {}).get("containers") or []
+    ports = tuple((c.get("name", ""), port) for c in containers
+                  if (port := listen_port([*(c.get("command") or []), *(c.get("args") or [])]))
+                  is not None)
+    return PodInfo(name=meta.get("name", ""), phase=status.get("phase") or "Unknown",
                    ready=ready and not terminating,
                    reason=("Terminating" if terminating else reason),
                    terminating=terminating,
-                   containers=tuple(c.name for c in pod.spec.containers or []))
+                   containers=tuple(c.get("name", "") for c in containers), tcp_ports=ports)
+
+
+def listen_port(argv: list[str]) -> int | None:
+    """The port of buildkitd's first plain-TCP ``--addr`` in ``argv`` (None with TLS flags,
+    which a port-forwarded plain gRPC connection could not speak)."""
+    if any(a.split("=", 1)[0] in ("--tlscert", "--tlskey", "--tlscacert") for a in argv):
+        return None
+    values = [b for a, b in itertools.pairwise(argv) if a == "--addr"]
+    values += [a.split("=", 1)[1] for a in argv if a.startswith("--addr=")]
+    for value in values:
+        if value.startswith("tcp://"):
+            port = value.rsplit(":", 1)[-1].rstrip("/")
+            if port.isdigit() and 0 < int(port) < 65536:
+                return int(port)
+    return None
 
 
 def import_client() -> None:
@@ -88,6 +124,14 @@ def import_client() -> None:
             if attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
+
+
+class HttpError(Exception):
+    """A non-2xx answer of the API server: its status and ``Status`` body (for :mod:`errors`)."""
+
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status, self.body = status, body
 
 
 class Cluster:
@@ -136,35 +180,64 @@ class Cluster:
         self.api = api
         self.server: str = api.configuration.host
         self.namespace: str = address.namespace or namespace or ns_from_config or "default"
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
 
-    def call(self, verb: str, resource: str, fn: Callable[..., T], *args: Any,
-             **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` with a request timeout; any failure becomes one line."""
-        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+    # -- requests ------------------------------------------------------------------------
+    def prepare(self, method: str, path: str, *, query: Iterable[tuple[str, Any]] = (),
+                content_type: str | None = None, body: Any = None
+                ) -> tuple[str, str, dict[str, str], Any]:
+        """``(method, url, headers, body)`` of a request, with the context's credentials.
+
+        ``path`` may hold ``{namespace}``; repeated query keys (``command``) stay repeated.
+        """
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        method, url, headers, body, _ = self.api.param_serialize(
+            method, path, path_params={"namespace": self.namespace},
+            query_params=list(query), header_params=headers, body=body,
+            auth_settings=["BearerToken"], collection_formats={"command": "multi"})
+        return method, url, headers, body
+
+    def request(self, verb: str, resource: str, method: str, path: str, *,
+                query: Iterable[tuple[str, Any]] = (), body: Any = None,
+                content_type: str | None = None) -> Any:
+        """One API call; the decoded JSON answer. Any failure is one line naming
+        ``verb resource`` (RBAC, not found, no cluster…)."""
+        if body is not None and content_type is None:
+            content_type = "application/json"
         try:
-            return fn(*args, **kwargs)
-        except BuilderError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - ApiException, urllib3 errors, socket errors
+            method, url, headers, body = self.prepare(method, path, query=query,
+                                                      content_type=content_type, body=body)
+            response = self.api.call_api(method, url, headers, body,
+                                         _request_timeout=REQUEST_TIMEOUT)
+            data = response.read()
+            if not 200 <= response.status < 300:
+                raise HttpError(response.status, (data or b"").decode("utf-8", "replace"))
+            return json.loads(data) if data else {}
+        except Exception as exc:  # noqa: BLE001 - HttpError, urllib3 and socket errors
             raise api_error(exc, verb=verb, resource=resource, namespace=self.namespace,
                             server=self.server) from None
 
-    def get_or_none(self, verb: str, resource: str, fn: Callable[..., T], *args: Any) -> T | None:
-        """Like :meth:`call` for a read, but None when the object does not exist (404)."""
+    def get_or_none(self, resource: str, path: str) -> Any:
+        """A ``get`` of one object, or None when it does not exist (404)."""
         try:
-            return self.call(verb, resource, fn, *args)
+            return self.request("get", resource, "GET", path)
         except BuilderError as exc:
             if exc.kind == ErrorKind.NOT_FOUND:
                 return None
             raise
 
+    # -- what builds read ----------------------------------------------------------------
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        """The Deployment ``name`` in this namespace (JSON), or None."""
+        result: dict[str, Any] | None = self.get_or_none(
+            "deployments", f"{DEPLOYMENTS}/{name}")
+        return result
+
     def pods(self, address: Address) -> list[PodInfo]:
         """The pods ``address`` names, sorted by name (not only the ready ones)."""
         if address.kind == "pod":
-            pod = self.get_or_none("get", "pods", self.core.read_namespaced_pod,
-                                   address.target, self.namespace)
+            pod = self.get_or_none("pods", f"{PODS}/{address.target}")
             if pod is None:
                 raise BuildkitConnectionError(
                     f"pod `{address.target}` not found in namespace `{self.namespace}`",
@@ -172,19 +245,23 @@ class Cluster:
                     hint="check the name, or address a deployment/<name> that outlives pods")
             return [pod_info(pod)]
         if address.kind == "deployment":
-            dep = self.get_or_none("get", "deployments", self.apps.read_namespaced_deployment,
-                                   address.target, self.namespace)
+            dep = self.deployment(address.target)
             if dep is None:
                 return []
-            labels = dep.spec.selector.match_labels or {}
+            labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
             selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         else:
             selector = address.target
-        found = self.call("list", "pods", self.core.list_namespaced_pod, self.namespace,
-                          label_selector=selector)
-        return sorted((pod_info(p) for p in found.items), key=lambda p: p.name)
+        found = self.request("list", "pods", "GET", PODS,
+                             query=[("labelSelector", selector)])
+        return sorted((pod_info(p) for p in found.get("items") or []), key=lambda p: p.name)
 
     def close(self) -> None:
         """Release the client's connection pool."""
         with contextlib.suppress(Exception):  # closing must never mask the real outcome
             self.api.close()
+
+
+#: API paths (``{namespace}`` is filled by :meth:`Cluster.prepare`).
+PODS = "/api/v1/namespaces/{namespace}/pods"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/{namespace}/deployments"

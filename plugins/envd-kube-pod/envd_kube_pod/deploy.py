@@ -18,12 +18,15 @@ import attrs
 
 from envd_core.builder import DaemonAction, DaemonChange, Report
 from envd_core.errors import BuilderError, ErrorKind, ValidationError
-from envd_kube_pod.cluster import Cluster, PodInfo
+from envd_kube_pod.cluster import DEPLOYMENTS, Cluster, PodInfo
 
 MANAGED_BY = ("app.kubernetes.io/managed-by", "envd")
 BUILDER_LABEL = "envd.io/builder"
 HASH_ANNOTATION = "envd.io/spec-hash"
 CONTAINER = "buildkitd"
+#: buildkitd's socket: as root, and as the rootless image's user 1000 ($XDG_RUNTIME_DIR).
+SOCKET = "/run/buildkit/buildkitd.sock"
+ROOTLESS_SOCKET = "/run/user/1000/buildkit/buildkitd.sock"
 #: Pod states that will not heal by waiting.
 FATAL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                            "CrashLoopBackOff", "CreateContainerConfigError",
@@ -44,6 +47,8 @@ class Settings:
     tolerations: list[dict[str, str]] = attrs.field(factory=list)
     service_account: str | None = None
     buildkitd_flags: tuple[str, ...] = ()
+    #: Also listen on this TCP port of the pod's loopback (for transport=port-forward).
+    tcp_port: int | None = None
 
 
 def parse_pairs(text: str | None, what: str) -> dict[str, str]:
@@ -99,13 +104,27 @@ def parse_tolerations(text: str | None) -> list[dict[str, str]]:
 def manifest(name: str, namespace: str, s: Settings) -> dict[str, Any]:
     """The Deployment running buildkitd (privileged, or rootless) for ``name``."""
     labels = {MANAGED_BY[0]: MANAGED_BY[1], BUILDER_LABEL: name}
+    # Rootless: no new PID namespace per build step (the pod's /proc is masked, so runc could
+    # not mount a fresh one: BuildKit's own rootless Kubernetes examples pass this too).
     args = ["--oci-worker-no-process-sandbox"] if s.rootless else []
+    sock = ROOTLESS_SOCKET if s.rootless else SOCKET
+    if s.tcp_port:
+        args += ["--addr", f"unix://{sock}", "--addr", f"tcp://127.0.0.1:{s.tcp_port}"]
     args += list(s.buildkitd_flags)
+    env: list[dict[str, str]] = []
     if s.rootless:
         # rootlesskit needs user namespaces and mounts that the default profiles forbid.
         security: dict[str, Any] = {"runAsUser": 1000, "runAsGroup": 1000,
                                     "seccompProfile": {"type": "Unconfined"},
                                     "appArmorProfile": {"type": "Unconfined"}}
+        # As the upstream rootless image sets them, so an image built without them works too:
+        # buildkitd, the mapped root of rootlesskit's user namespace, takes its rootless
+        # defaults (state under $HOME, the socket under $XDG_RUNTIME_DIR) only when $USER is
+        # not root (measured: without it, `open /var/lib/buildkit/buildkitd.lock: permission
+        # denied`), and buildctl (the readiness probe, dial-stdio) finds the socket by
+        # BUILDKIT_HOST.
+        env = [{"name": "USER", "value": "user"},
+               {"name": "BUILDKIT_HOST", "value": f"unix://{sock}"}]
     else:
         security = {"privileged": True}
     container: dict[str, Any] = {
@@ -115,6 +134,8 @@ def manifest(name: str, namespace: str, s: Settings) -> dict[str, Any]:
                            "initialDelaySeconds": 1, "periodSeconds": 2,
                            "timeoutSeconds": 10, "failureThreshold": 3},
     }
+    if env:
+        container["env"] = env
     if s.requests or s.limits:
         container["resources"] = {k: v for k, v in (("requests", s.requests),
                                                     ("limits", s.limits)) if v}
@@ -143,9 +164,10 @@ def manifest(name: str, namespace: str, s: Settings) -> dict[str, Any]:
     }
 
 
-def owned(obj: Any, name: str) -> bool:
-    """Whether a Deployment carries the labels envd puts on the one it creates for ``name``."""
-    labels = obj.metadata.labels or {}
+def owned(obj: dict[str, Any], name: str) -> bool:
+    """Whether a Deployment (JSON) carries the labels envd puts on the one it creates for
+    ``name``."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
     return labels.get(MANAGED_BY[0]) == MANAGED_BY[1] and labels.get(BUILDER_LABEL) == name
 
 
@@ -154,14 +176,12 @@ def ensure(cluster: Cluster, name: str, s: Settings, *, force: bool, report: Rep
     """Create, scale or (with ``force``) update the Deployment; wait for its pods."""
     ns = cluster.namespace
     want = manifest(name, ns, s)
-    found: Any = cluster.get_or_none("get", "deployments",
-                                     cluster.apps.read_namespaced_deployment, name, ns)
+    found = cluster.deployment(name)
     where = f"deployment {ns}/{name} ({s.replicas} x {s.image}, "
     where += ("rootless" if s.rootless else "privileged") + ")"
     if found is None:
         report(f"creating {where}")
-        cluster.call("create", "deployments", cluster.apps.create_namespaced_deployment, ns,
-                     want)
+        cluster.request("create", "deployments", "POST", DEPLOYMENTS, body=want)
         action, detail = DaemonAction.CREATED, where
     elif not owned(found, name):
         raise BuilderError(
@@ -169,19 +189,21 @@ def ensure(cluster: Cluster, name: str, s: Settings, *, force: bool, report: Rep
             kind=ErrorKind.CONFLICT,
             hint=f"address it as selector/… to use its pods, or pick another name than {name}")
     else:
-        have = (found.metadata.annotations or {}).get(HASH_ANNOTATION)
+        have = ((found.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+        replicas = (found.get("spec") or {}).get("replicas")
         stale = have != want["metadata"]["annotations"][HASH_ANNOTATION]
         action, detail = DaemonAction.REUSED, where
         if stale and force:
             report(f"updating {where}")
-            cluster.call("replace", "deployments", cluster.apps.replace_namespaced_deployment,
-                         name, ns, want)
+            cluster.request("replace", "deployments", "PUT", f"{DEPLOYMENTS}/{name}",
+                            body=want)
             action = DaemonAction.RECREATED
-        elif found.spec.replicas != s.replicas:
-            report(f"scaling deployment {ns}/{name} from {found.spec.replicas} to "
-                   f"{s.replicas} replicas")
-            cluster.call("patch", "deployments", cluster.apps.patch_namespaced_deployment_scale,
-                         name, ns, {"spec": {"replicas": s.replicas}})
+        elif replicas != s.replicas:
+            report(f"scaling deployment {ns}/{name} from {replicas} to {s.replicas} replicas")
+            cluster.request("patch", "deployments/scale", "PATCH",
+                            f"{DEPLOYMENTS}/{name}/scale",
+                            body={"spec": {"replicas": s.replicas}},
+                            content_type="application/merge-patch+json")
             action = DaemonAction.STARTED
         if stale and not force:
             detail += ("; stale: its pod template differs from the options "
@@ -228,14 +250,13 @@ def remove(cluster: Cluster, name: str, *, report: Report) -> list[str]:
     """Delete the Deployments labelled as envd's for ``name``; the names deleted."""
     ns = cluster.namespace
     selector = f"{MANAGED_BY[0]}={MANAGED_BY[1]},{BUILDER_LABEL}={name}"
-    found = cluster.call("list", "deployments", cluster.apps.list_namespaced_deployment, ns,
-                         label_selector=selector)
+    found = cluster.request("list", "deployments", "GET", DEPLOYMENTS,
+                            query=[("labelSelector", selector)])
     removed = []
-    dep: Any
-    for dep in found.items:
-        dep_name = dep.metadata.name
+    for dep in found.get("items") or []:
+        dep_name = dep["metadata"]["name"]
         report(f"deleting deployment {ns}/{dep_name}")
-        cluster.call("delete", "deployments", cluster.apps.delete_namespaced_deployment,
-                     dep_name, ns, propagation_policy="Background")
+        cluster.request("delete", "deployments", "DELETE", f"{DEPLOYMENTS}/{dep_name}",
+                        body={"propagationPolicy": "Background"})
         removed.append(f"deployment {ns}/{dep_name}")
     return removed

@@ -40,7 +40,7 @@ def api_error(exc: BaseException, *, verb: str, resource: str, namespace: str | 
             return BuilderError(
                 f"RBAC forbids `{verb} {resource}`{where} on {server}: {detail}",
                 kind=ErrorKind.UNAVAILABLE,
-                hint=f"ask for a Role granting `{verb}` on `{resource}` (docs/builders.md "
+                hint=f"ask for a Role granting `{verb}` on `{resource}` (docs/kube-pod.md "
                      "lists what kube-pod needs)")
         if status == 401:
             return BuilderError(

@@ -2,7 +2,7 @@
 
 The address is the server (``http://host:8080``, ``https://host:8443/prefix``); empty means
 ``ENVD_SERVER_HOST`` or upstream's default ``http://0.0.0.0:8080``. ``envd login`` keeps a token
-per context (mode 0600). Only the standard library is used (``http.client``, ``ssl``), imported
+per context (mode 0600). Only the standard library is used (``socket``, ``ssl``), imported
 when a method needs it, so ``envd context ls`` stays light.
 """
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from envd_server_client.client import ApiError
+from envd_server_client.tokens import Credential
+
 from envd_core.errors import RunnerError
-from envd_server_runner.client import ApiError
-from envd_server_runner.tokens import Credential
 
 if TYPE_CHECKING:
     from envd_server_runner.runner import EnvdServerRunner

@@ -17,14 +17,17 @@ from collections.abc import Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from envd_server_client.address import ServerAddress, parse_address, tls_settings
+from envd_server_client.client import ApiError, ServerClient
+from envd_server_client.listing import SSH_GATEWAY_PORT, listed, ssh_port
+from envd_server_client.tokens import Credential, TokenStore
+
 from envd_core.environment import (
     DEFAULT_HOST_IP,
-    Endpoint,
     Environment,
     EnvironmentSpec,
     EnvironmentStatus,
     ImageInfo,
-    PublishedPort,
     RunnerStatus,
 )
 from envd_core.errors import RunnerError, ValidationError
@@ -35,9 +38,6 @@ from envd_core.runner import (
     Runner,
     RunnerUnsupportedError,
 )
-from envd_server_runner.address import ServerAddress, parse_address, tls_settings
-from envd_server_runner.client import ApiError, ServerClient
-from envd_server_runner.tokens import Credential, TokenStore
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -46,18 +46,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SSH_GATEWAY_PORT", "EnvdServerRunner"]
 
-#: The port of the server's SSH gateway (ContainerSSH), as upstream's client assumes.
-SSH_GATEWAY_PORT = 2222
 #: How long ``create`` waits for the phase ``Running`` (the server may pull the image first).
 START_TIMEOUT = 300.0
 #: Upstream polls the environment once a second while it starts.
 POLL_INTERVAL = 1.0
-_PHASES = {
-    "running": EnvironmentStatus.RUNNING,
-    "pending": EnvironmentStatus.CREATED,
-    "succeeded": EnvironmentStatus.EXITED,
-    "failed": EnvironmentStatus.EXITED,
-}
 
 
 class EnvdServerRunner(Runner):
@@ -77,6 +69,8 @@ class EnvdServerRunner(Runner):
     can_manage_images = True
     can_login = True
     pulls_images = True
+    # the runner's one listing, also what list_environments reads (envd_server_client.listing)
+    lister = "envd_server_client.listing:list_light"
 
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None,
                  *, context: str | None = None, tokens: TokenStore | None = None) -> None:
@@ -108,23 +102,7 @@ class EnvdServerRunner(Runner):
 
     def credential(self) -> Credential:
         """The login to use: the context's, else the only one kept for this server."""
-        where = self.server.display
-        if self.context is not None:
-            found = self.tokens.load(self.context)
-            if found is not None:
-                return found
-        else:
-            matches = self.tokens.for_address(where)
-            if len(matches) == 1:
-                return matches[0]
-            if len(matches) > 1:
-                names = ", ".join(c.context for c in matches)
-                raise RunnerError(
-                    f"several contexts hold a login for envd-server `{where}` ({names})",
-                    hint="log out of all but one with `envd --context NAME logout`",
-                )
-        raise RunnerError(f"not logged in to envd-server `{where}`",
-                          hint="log in with `envd login`")
+        return self.tokens.find(self.context, self.server.display)
 
     def _call(self, method: str, route: str, body: Any = None) -> Any:
         credential = self.credential()
@@ -139,40 +117,12 @@ class EnvdServerRunner(Runner):
         )
 
     def _environment(self, data: Any) -> Environment:
-        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-            raise RunnerError(f"`{self.server.display}` is not an envd-server: "
-                              "an environment came back without a name")
-        spec = data.get("spec") or {}
-        status = data.get("status") or {}
-        created_at = data.get("created_at")
-        created = (dt.datetime.fromtimestamp(created_at, dt.timezone.utc)
-                   if isinstance(created_at, (int, float)) and created_at > 0 else None)
-        labels = {str(k): str(v) for k, v in (data.get("labels") or {}).items()}
-        # other ports reach the user's machine as SSH local forwards on the same port number
-        ports = tuple(
-            PublishedPort(container_port=int(p["port"]), host_port=int(p["port"]),
-                          service=str(p.get("name") or "") or None)
-            for p in spec.get("ports") or []
-            if isinstance(p, dict) and isinstance(p.get("port"), int)
-            and 0 < p["port"] < 65536 and p["port"] != SSH_GATEWAY_PORT
-        )
-        return Environment(
-            name=data["name"],
-            image=str(spec.get("image") or ""),
-            status=_PHASES.get(str(status.get("phase") or "").lower(), EnvironmentStatus.UNKNOWN),
-            runner=self.name,
-            id=_environment_id(data["name"], created_at),
-            created=created,
-            ports=ports,
-            labels=labels,
-            ssh=Endpoint(self.server.host, self.ssh_port),
-        )
+        return listed(data, self.server, self.ssh_port).to_environment(self.name)
 
     @property
     def ssh_port(self) -> int:
         """The SSH gateway's port: the ``ssh-port`` option, else upstream's 2222."""
-        value = self.option("ssh-port")
-        return int(value) if value else SSH_GATEWAY_PORT
+        return ssh_port(self.option_values)
 
     def ssh_entry(self, environment: Environment, *, host: str,
                   identity_file: Path) -> SSHEntry | None:
@@ -296,12 +246,12 @@ class EnvdServerRunner(Runner):
                 time.sleep(0.1)
 
     def list_environments(self) -> list[Environment]:
-        data = self._call("GET", "/environments")
-        items = data.get("items") if isinstance(data, dict) else None
-        if not isinstance(items, list):
-            raise RunnerError(f"`{self.server.display}` is not an envd-server: "
-                              "the environment list has no `items`")
-        return sorted((self._environment(item) for item in items), key=lambda e: e.name)
+        from envd_server_client.listing import environments
+
+        credential = self.credential()
+        found = environments(self.server, self.option_values, credential.login_name,
+                             credential.token)
+        return [item.to_environment(self.name) for item in found]
 
     def inspect(self, name: str) -> Environment:
         try:
@@ -396,17 +346,6 @@ class EnvdServerRunner(Runner):
         except (RunnerError, ValidationError) as exc:
             return RunnerStatus(reachable=False, error=str(exc))
         return RunnerStatus(reachable=True)
-
-
-def _environment_id(name: str, created_at: Any) -> str:
-    """A stable id for one incarnation of an environment.
-
-    The API exposes no uid; name and creation time tell two incarnations apart. Hashed to hex
-    so that listings which shorten ids to 12 characters, as docker's do, still tell them apart.
-    """
-    import hashlib
-
-    return hashlib.sha256(f"{name}@{created_at or 0}".encode()).hexdigest()
 
 
 def _image(data: Any) -> ImageInfo:

@@ -88,14 +88,18 @@ class Env:
         }
         (tmp / "home").mkdir()
 
-    def add_plugin(self, name: str, source: str) -> Path:
-        """Install a plugin distribution the way pip does: a module and a dist-info folder."""
+    def add_plugin(self, name: str, source: str, *, editable: bool = False) -> Path:
+        """Install a plugin distribution the way pip does: a module and a dist-info folder
+        (with ``editable``, the ``direct_url.json`` pip writes for ``pip install -e``)."""
         module = self.site / f"{name}.py"
         module.write_text(source)
         info = self.site / f"{name}-1.0.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n")
         (info / "entry_points.txt").write_text(f"[envd]\n{name} = {name}\n")
+        if editable:
+            (info / "direct_url.json").write_text(json.dumps(
+                {"url": f"file://{self.tmp}", "dir_info": {"editable": True}}))
         return module
 
     def run(self, *args: str, mode: str = "main", **extra: str) -> tuple[dict[str, Any], str, str]:
@@ -188,13 +192,33 @@ def test_use_on_the_fast_path_changes_the_store(env: Env) -> None:
 
 
 def test_a_changed_plugin_invalidates_the_index(env: Env) -> None:
-    module = env.site / "envd_fastpath_throwaway.py"
+    module = env.add_plugin("envd_fastpath_editable", PLUGIN.replace('"throwaway"', '"ed"'),
+                            editable=True)
     env.run("context", "ls")
     assert env.fast("context", "ls")
     stat = module.stat()
     os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert not env.fast("context", "ls"), "an edited plugin must send the run to the full CLI"
     assert env.fast("context", "ls"), "the full run wrote a fresh index"
+
+
+def test_a_wheel_plugins_files_are_not_walked(env: Env) -> None:
+    # installed from a wheel: its code changes only with its dist-info (and so its directory)
+    module = env.site / "envd_fastpath_throwaway.py"
+    env.run("context", "ls")
+    assert env.fast("context", "ls")
+    stat = module.stat()
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert env.fast("context", "ls")
+
+
+def test_plugin_settings_written_invalidate_the_index(env: Env) -> None:
+    env.run("context", "ls")
+    assert env.fast("context", "ls")
+    env.run("plugins", "disable", "envd_fastpath_throwaway")
+    assert not env.fast("context", "ls"), "plugins.json changed: the full CLI reads it"
+    report, out, _ = env.run("context", "ls")
+    assert "click" not in report["slow"] and "throwaway (not installed)" in out
 
 
 def test_an_installed_plugin_invalidates_the_index(env: Env) -> None:
@@ -252,3 +276,97 @@ def test_parse_declines_what_it_does_not_serve(argv: list[str]) -> None:
 def test_parse_reads_what_it_serves() -> None:
     assert _parse(["context", "use", "--name=a"]) == ("use", "table", "a", None)
     assert _parse(["--context=x", "context", "show", "-fjson"]) == ("show", "json", None, "x")
+
+
+def test_parse_reads_envs_ls() -> None:
+    assert _parse(["envs", "ls"]) == ("envs", "table", None, None)
+    assert _parse(["--context", "c", "envs", "list", "-f", "json"]) == ("envs", "json", None, "c")
+    assert _parse(["envs", "ls", "--all"]) is None
+    assert _parse(["envs", "describe"]) is None
+
+
+def test_listing_labels_are_the_environments_own() -> None:
+    from envd_core.environments import names
+    from envd_core.listing import LABEL_CUDA, LABEL_CUDNN, LABEL_GPU, LABEL_JUPYTER_ADDRESS
+
+    assert (LABEL_GPU, LABEL_CUDA, LABEL_CUDNN, LABEL_JUPYTER_ADDRESS) == (
+        names.LABEL_GPU, names.LABEL_CUDA, names.LABEL_CUDNN, names.LABEL_JUPYTER_ADDRESS)
+    assert names.ssh_host("x") == "x.envd"  # what render.environment_row writes
+
+
+def test_listing_statuses_are_the_records_own() -> None:
+    from envd_core.environment import EnvironmentStatus
+    from envd_core.listing import STATUSES, status_word
+
+    assert {s.value for s in EnvironmentStatus} == STATUSES
+    for word in ("Running", " exited", "removing", "", None):
+        assert status_word(word) == EnvironmentStatus.parse(word).value
+
+
+def test_listed_environment_round_trips_the_record() -> None:
+    import datetime as dt
+
+    from envd_core.environment import Endpoint, Environment, EnvironmentStatus, PublishedPort
+    from envd_core.listing import from_environment
+
+    env = Environment(name="e", image="i:1", status=EnvironmentStatus.PAUSED, runner="r",
+                      id="abc", created=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+                      ports=(PublishedPort(2222, 40000, "127.0.0.1", "tcp", "ssh"),),
+                      labels={"k": "v"}, ssh=Endpoint("127.0.0.1", 40000))
+    assert from_environment(env).to_environment("r") == env
+
+
+def test_httplite_reads_chunked_and_sized_answers() -> None:
+    import socket
+    import threading
+
+    from envd_core import httplite
+
+    answers = [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nTrailer: t\r\n\r\n"),
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.0 200 OK\r\n\r\nuntil eof",
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+    ]
+    got = []
+    for answer in answers:
+        ours, theirs = socket.socketpair()
+        request: list[bytes] = []
+
+        def serve(sock: socket.socket = theirs, data: bytes = answer,
+                  seen: list[bytes] = request) -> None:
+            seen.append(sock.recv(65536))
+            sock.sendall(data)
+            sock.close()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            response = httplite.request(ours, "GET", "/x?y=1", host="h",
+                                        headers={"Accept": "application/json"})
+            got.append((response.status, response.body))
+        except httplite.ProtocolError as exc:
+            got.append((0, str(exc).encode()))
+        thread.join()
+        assert request[0].startswith(b"GET /x?y=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n")
+    assert got[:3] == [(200, b"hello world"), (404, b"{}"), (200, b"until eof")]
+    assert got[3][0] == 0 and b"not an HTTP answer" in got[3][1]
+
+
+JSON_CASES = ['{"a": [1, 2.5, null, true, "x\\u00e9"]}', " [] ", "", "  ", '{"a":1} x', '{"a":',
+              "NaN", "[Infinity, -Infinity]", "\ufeff{}", '{"a": 1}\n\n', '"\\ud800"', "1 2",
+              '{"a":1,}', "[1,\n2", '{"k": 1e400}', "-0", '{"a"  :  {"b":[]}}  \t\n']
+
+
+@pytest.mark.parametrize("text", JSON_CASES)
+def test_jsonread_is_json_loads(text: str) -> None:
+    from envd_core.jsonread import loads
+
+    def outcome(parse: Any) -> tuple[Any, ...]:
+        try:
+            return ("value", repr(parse(text)))
+        except json.JSONDecodeError as exc:
+            return ("error", str(exc), exc.pos)
+
+    assert outcome(loads) == outcome(json.loads)

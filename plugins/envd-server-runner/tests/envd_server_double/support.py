@@ -8,8 +8,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from envd_server_client.tokens import TokenStore
 from envd_server_runner import EnvdServerRunner
-from envd_server_runner.tokens import TokenStore
 
 from .server import EnvdServerDouble
 

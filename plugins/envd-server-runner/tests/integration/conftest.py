@@ -14,8 +14,8 @@ import pytest
 # the double is test infrastructure beside these tests, not part of the plugin package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from envd_server_client.tokens import TokenStore
 from envd_server_double import EnvdServerDouble
-from envd_server_runner.tokens import TokenStore
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from envd_server_client.tokens import Credential, TokenStore
 from envd_server_double import EnvdServerDouble, make_jwt
 from envd_server_double.pki import Pki, make_pki
 from envd_server_double.support import BUSYBOX, logged_in, unique
 from envd_server_runner import EnvdServerRunner
-from envd_server_runner.tokens import Credential, TokenStore
 
 from envd_core.environment import EnvironmentSpec
 from envd_core.errors import RunnerError

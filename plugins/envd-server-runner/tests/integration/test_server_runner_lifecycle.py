@@ -7,10 +7,10 @@ import uuid
 from typing import Any, ClassVar
 
 import pytest
+from envd_server_client.tokens import TokenStore
 from envd_server_double import EnvdServerDouble
 from envd_server_double.support import BUSYBOX, logged_in
 from envd_server_runner import EnvdServerRunner
-from envd_server_runner.tokens import TokenStore
 
 from envd_core.environment import EnvironmentSpec, EnvironmentStatus, PortMapping, PublishedPort
 from envd_core.runner import EnvironmentNotFoundError, Runner, RunnerUnsupportedError

@@ -13,10 +13,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from envd_server_client.tokens import TokenStore
 from envd_server_double import EnvdServerDouble
 from envd_server_double.support import unique
 from envd_server_runner import EnvdServerRunner
-from envd_server_runner.tokens import TokenStore
 
 from envd_core.environment import EnvironmentSpec, PortMapping
 from envd_core.environments.sshconfig import SSHConfig

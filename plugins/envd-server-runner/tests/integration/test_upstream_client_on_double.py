@@ -7,10 +7,10 @@ import os
 import subprocess
 from pathlib import Path
 
+from envd_server_client.tokens import TokenStore
 from envd_server_double import EnvdServerDouble
 from envd_server_double.support import BUSYBOX, Envd, unique
 from envd_server_runner import EnvdServerRunner
-from envd_server_runner.tokens import TokenStore
 
 from envd_core.environment import EnvironmentSpec
 

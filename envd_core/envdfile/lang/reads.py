@@ -1,0 +1,114 @@
+"""What an evaluation read: the files, listings and stats a build file's evaluation depended on.
+
+The definition cache (:mod:`envd_core.pipeline.defcache`) may reuse a build's LLB only when
+nothing the evaluation looked at changed. Rather than trusting a list of "files the language can
+read" (vendor functions may read anything), the forked evaluation child records what it really
+touched:
+
+* ``sys.addaudithook`` "open" events (``open``, ``io.open``, ``os.open``, ``Path.read_text``)
+  and "os.listdir"/"os.scandir" events (``Path.iterdir``, ``glob``);
+* ``os.stat``/``os.lstat`` replaced by recording wrappers (``Path.is_file``, ``exists``,
+  ``resolve``; stat has no audit event). Patching the ``os`` module is safe only because the
+  child is thrown away after the evaluation: a recording is never started in the parent;
+* events that make the result depend on the world rather than on files (a subprocess, such as
+  ``include(git=…)`` fetching; a socket connection; ``urllib`` requests): the result is marked
+  impure and never cached.
+
+Imports are not recorded (``.py``/``.pyc``/``.so`` files: the code is part of the cache key by its
+own signature), nor ``/proc``, ``/dev``, ``/sys`` (the evaluation guard samples its memory in
+``/proc/self/statm``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: Audit events after which the evaluation's result is not a function of its files.
+IMPURE_EVENTS = frozenset({
+    "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+    "socket.connect", "socket.getaddrinfo", "urllib.Request",
+})
+_IGNORED_PREFIXES = ("/proc/", "/dev/", "/sys/")
+_CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
+
+
+class Reads:
+    """Paths one evaluation touched, by how: ``opened`` (content read), ``listed`` (directory
+    listing), ``stat``/``lstat`` (metadata); ``impure`` names an event that makes the result
+    depend on more than these (empty when none)."""
+
+    def __init__(self) -> None:
+        self.opened: set[str] = set()
+        self.listed: set[str] = set()
+        self.stat: set[str] = set()
+        self.lstat: set[str] = set()
+        self.impure = ""
+
+    def as_lists(self) -> dict[str, list[str]]:
+        """Sorted lists, for the cache entry and for pickling back to the parent."""
+        return {"opened": sorted(self.opened), "listed": sorted(self.listed),
+                "stat": sorted(self.stat), "lstat": sorted(self.lstat)}
+
+
+_active: list[Reads] = []  # the recording of this (child) process, when one runs
+
+
+def _path(value: Any) -> str | None:
+    if isinstance(value, int):  # a file descriptor: its path was recorded when it was opened
+        return None
+    try:
+        path = os.path.abspath(os.fsdecode(value))
+    except (TypeError, ValueError):
+        return None
+    if path.startswith(_IGNORED_PREFIXES) or path.endswith(_CODE_SUFFIXES):
+        return None
+    return path
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if not _active:
+        return
+    reads = _active[-1]
+    if event == "open":
+        if (path := _path(args[0])) is not None:
+            reads.opened.add(path)
+    elif event in ("os.listdir", "os.scandir"):
+        if (path := _path(args[0] if args and args[0] is not None else ".")) is not None:
+            reads.listed.add(path)
+    elif event in IMPURE_EVENTS and not reads.impure:
+        reads.impure = event
+
+
+def _wrap_stat(name: str, real: Callable[..., Any], into: Callable[[Reads], set[str]]
+               ) -> Callable[..., Any]:
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if _active and (p := _path(path)) is not None:
+            # stat(path, follow_symlinks=False) is an lstat
+            target = _active[-1].lstat if kwargs.get("follow_symlinks") is False else into(
+                _active[-1])
+            target.add(p)
+        return real(path, *args, **kwargs)
+
+    stat.__name__ = name
+    return stat
+
+
+def record(func: Callable[[], T]) -> tuple[T, Reads]:
+    """Call ``func`` while recording what it reads. **Only in a process that is thrown away
+    afterwards** (the forked evaluation child): it installs an audit hook for good and replaces
+    ``os.stat``/``os.lstat``."""
+    reads = Reads()
+    sys.addaudithook(_audit)
+    os.stat = _wrap_stat("stat", os.stat, lambda r: r.stat)
+    os.lstat = _wrap_stat("lstat", os.lstat, lambda r: r.lstat)
+    _active.append(reads)
+    try:
+        value = func()
+    finally:
+        _active.pop()
+    return value, reads

@@ -1,0 +1,376 @@
+"""The definition cache: a rebuild with nothing changed reuses the last LLB and image config.
+
+A cached rebuild spends a fifth of its time evaluating build.envd (a forked Starlark child) and
+compiling the graph to LLB; BuildKit then finds every vertex in its cache. When nothing those two
+steps read has changed, their result is the same bytes, so this module keeps it.
+
+Correctness comes first: an entry is used only when **both** match:
+
+1. the *key*: a SHA-256 over everything known before evaluation that evaluation or compilation
+   may read: the located build file and entry function, every ``envd build`` flag, the build
+   context and working directory, the environment (``os.environ`` minus :data:`IGNORED_ENV`),
+   the envd_core version and a signature of the source of envd_core, of each vendor build
+   function's package and of the builder's plugin (an editable install being edited invalidates
+   it), the installed distributions (``sys.path`` directories), the evaluation limits, the
+   builder's type and capabilities, the building user's uid/gid and the envd public key (dev
+   images bake it in);
+2. the *reads*: every file the evaluation child opened, every directory it listed and every
+   path it stat'ed (:mod:`envd_core.envdfile.lang.reads`), fingerprinted when the entry was
+   written (SHA-256 of a file's content up to :data:`HASH_LIMIT`, else size, mtime and inode;
+   a listing's names; a stat's type, size and mtime) and checked again now.
+
+An evaluation that ran a subprocess or opened a connection (``include(git=…)`` fetching), one
+that was not forked (nothing recorded), and a graph whose compilation downloads (VS Code
+extensions) are never stored. Entries live in ``<cache dir>/definitions`` (``$ENVD_CACHE_DIR``,
+else ``$XDG_CACHE_HOME/envd``, else ``~/.cache/envd``), one JSON file per key written
+atomically, at most :data:`MAX_ENTRIES` (oldest removed) and :data:`MAX_ENTRY_BYTES` each; an
+unreadable or malformed entry is a miss. ``ENVD_EVAL_CACHE=0`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import stat as stat_mod
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_SWITCH = "ENVD_EVAL_CACHE"
+ENTRY_VERSION = 1
+MAX_ENTRIES = 64
+MAX_ENTRY_BYTES = 8 << 20
+#: Files up to this size are fingerprinted by content, larger ones by size, mtime and inode.
+HASH_LIMIT = 1 << 20
+#: Variables that change between two commands of one shell and that neither evaluation nor
+#: compilation reads: shell bookkeeping, and envd's own switches for measuring and for this
+#: cache (``BUILDKIT_PROGRESS`` only picks the progress view, which the flags key already has).
+IGNORED_ENV = frozenset({"_", "OLDPWD", "SHLVL", "ENVD_TIMINGS", ENV_SWITCH,
+                         "BUILDKIT_PROGRESS"})
+
+
+def enabled() -> bool:
+    """``ENVD_EVAL_CACHE=0`` (or ``false``/``no``/``off``) turns the cache off."""
+    return os.environ.get(ENV_SWITCH, "1").lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    """``<ENVD_CACHE_DIR or XDG_CACHE_HOME/envd or ~/.cache/envd>/definitions``."""
+    base = os.environ.get("ENVD_CACHE_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = os.path.join(xdg or os.path.join(os.path.expanduser("~"), ".cache"), "envd")
+    return Path(os.path.expanduser(base)) / "definitions"
+
+
+class CachedBuild:
+    """A compiled build as the cache keeps it: what the solve and ``--dump-llb`` need, with the
+    Definition as bytes (parsed only when a solve asks for it)."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.definition_bytes: bytes = base64.b64decode(doc["definition"], validate=True)
+        self.image_config: dict[str, Any] = dict(doc["image_config"])
+        self.local_dirs: dict[str, str] = dict(doc["local_dirs"])
+        self.entitlements: list[str] = list(doc["entitlements"])
+        self.shared_key: str = str(doc["shared_key"])
+        self.warnings: list[str] = list(doc["warnings"])
+        self.platform: str = str(doc["platform"])
+
+    @property
+    def definition(self) -> Any:
+        """The ``pb.Definition`` message."""
+        from envd_core.buildkit._pb import ops_pb2
+
+        return ops_pb2.Definition.FromString(self.definition_bytes)
+
+    @staticmethod
+    def document(compiled: Any) -> dict[str, Any]:
+        """What to store of a :class:`~envd_core.envdfile.compile.CompiledBuild`."""
+        data = compiled.definition.SerializeToString(deterministic=True)
+        return {
+            "definition": base64.b64encode(data).decode("ascii"),
+            "image_config": compiled.image_config, "local_dirs": dict(compiled.local_dirs),
+            "entitlements": list(compiled.entitlements), "shared_key": compiled.shared_key,
+            "warnings": list(compiled.warnings), "platform": compiled.platform,
+        }
+
+
+# ------------------------------------------------------------------ the key
+def source_signature(roots: Iterable[str]) -> list[Any]:
+    """``[root, digest, .py file count]`` per package directory (or module file); the digest
+    covers every ``.py`` file's path, size and mtime, so an edit shows even when it restores an
+    older mtime (``rsync -t``, an archive) than another file's."""
+    out: list[Any] = []
+    for root in sorted(set(roots)):
+        if os.path.isfile(root):
+            st = os.stat(root)
+            out.append([root, f"{st.st_size}:{st.st_mtime_ns}", 1])
+            continue
+        digest = hashlib.sha256()
+        count = 0
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    count += 1
+                    path = os.path.join(folder, name)
+                    st = os.stat(path)
+                    digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        out.append([root, digest.hexdigest(), count])
+    return out
+
+
+def package_root(module_name: str) -> str | None:
+    """The directory of the top-level package ``module_name`` belongs to (or its file)."""
+    module = sys.modules.get(module_name.split(".", 1)[0])
+    file = getattr(module, "__file__", None)
+    if not isinstance(file, str):
+        return None
+    return os.path.dirname(file) if os.path.basename(file) == "__init__.py" else file
+
+
+def _installed_key() -> list[Any]:
+    """The ``sys.path`` directories that hold distributions, with their mtimes: installing,
+    removing or upgrading one (starlark-pyo3, protobuf, a plugin) changes it. The plugin index's
+    rule, so a directory without distributions (the working directory under ``python -m``,
+    whose mtime moves with every file made in it) does not invalidate every entry."""
+    from envd_core.plugin_index import _paths_key
+
+    return _paths_key()
+
+
+def public_key_text() -> str | None:
+    """The envd public key dev images bake in, as it is now (``None`` before the first dev
+    build made the pair; that build's entry then misses once, with the key in place)."""
+    from envd_core.contexts.store import config_dir
+    from envd_core.environments.keys import find_key_pair
+
+    key = find_key_pair(config_dir())
+    if key is None:
+        return None
+    try:
+        return Path(str(key) + ".pub").read_text()
+    except OSError:
+        return None
+
+
+def _stable(value: Any) -> str:
+    """``repr`` with sets and dict keys sorted: a set of strings iterates in a different order
+    in every process (hash randomisation), which must not change the key."""
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(sorted(_stable(v) for v in value)) + "}"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_stable(k)}: {_stable(v)}" for k, v in sorted(
+            value.items(), key=lambda kv: repr(kv[0]))) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_stable(v) for v in value) + "]"
+    return repr(value)
+
+
+def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
+              builder: Any, extra_functions: Mapping[str, Callable[..., Any]],
+              limit_defaults: Mapping[str, str] | None, public_key: str | None) -> str:
+    """The SHA-256 key of everything known before evaluation (see the module docstring)."""
+    import envd_core
+
+    roots = {package_root("envd_core"), package_root(type(builder).__module__)}
+    roots.update(package_root(getattr(f, "__module__", "") or "")
+                 for f in extra_functions.values())
+    capabilities = {name: _stable(getattr(builder, name, None)) for name in (
+        "name", "url", "supports_merge_op", "exporter_applies_config", "exporters", "can_push",
+        "option_values")}
+    doc = {
+        "version": [ENTRY_VERSION, envd_core.__version__, sys.version],
+        "flags": {k: _stable(v) for k, v in sorted(flags.items())},
+        "build_file": str(build_file), "context": str(context_dir), "cwd": os.getcwd(),
+        "env": sorted((k, v) for k, v in os.environ.items() if k not in IGNORED_ENV),
+        "sources": source_signature(r for r in roots if r),
+        "installed": _installed_key(),
+        "functions": sorted(
+            f"{name}={getattr(f, '__module__', '')}.{getattr(f, '__qualname__', '')}"
+            for name, f in extra_functions.items()),
+        "limits": sorted((limit_defaults or {}).items()),
+        "builder": [type(builder).__module__, type(builder).__qualname__, capabilities],
+        "user": [os.getuid(), os.getgid()] if hasattr(os, "getuid") else None,
+        "public_key": public_key,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ fingerprints
+def _file_print(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"-{exc.errno}"
+    if not stat_mod.S_ISREG(st.st_mode):
+        return f"t{stat_mod.S_IFMT(st.st_mode)}"
+    if st.st_size > HASH_LIMIT:
+        return f"F{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    try:
+        with open(path, "rb") as fh:
+            return "f" + hashlib.sha256(fh.read()).hexdigest()
+    except OSError as exc:
+        return f"-{exc.errno}"
+
+
+def _listing_print(path: str) -> str:
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        return f"-{exc.errno}"
+    return "l" + hashlib.sha256("\0".join(names).encode()).hexdigest()
+
+
+def _stat_print(path: str, follow: bool) -> str:
+    try:
+        st = os.stat(path, follow_symlinks=follow)
+    except OSError as exc:
+        return f"-{exc.errno}"
+    kind = stat_mod.S_IFMT(st.st_mode)
+    if stat_mod.S_ISLNK(st.st_mode):
+        return f"s{kind}:{os.readlink(path)}"
+    if stat_mod.S_ISREG(st.st_mode):
+        return f"s{kind}:{st.st_size}:{st.st_mtime_ns}"
+    return f"s{kind}"  # a directory's mtime moves with every file created in it
+
+
+_PRINTS: dict[str, Callable[[str], str]] = {
+    "opened": _file_print, "listed": _listing_print,
+    "stat": lambda p: _stat_print(p, True), "lstat": lambda p: _stat_print(p, False),
+}
+
+
+def fingerprints(reads: Mapping[str, list[str]]) -> list[list[str]]:
+    """``[how, path, fingerprint]`` of every recorded read, as it is now."""
+    return [[how, path, _PRINTS[how](path)] for how in sorted(_PRINTS)
+            for path in reads.get(how, [])]
+
+
+def _still_valid(prints: list[list[str]]) -> bool:
+    return all(_PRINTS[how](path) == fp for how, path, fp in prints)
+
+
+# ------------------------------------------------------------------ entries
+def lookup(key: str) -> tuple[bool, dict[str, CachedBuild]] | None:
+    """The cached results per platform (and whether the image is a dev image) for ``key``
+    when every recorded read still matches; ``None`` on a miss or an unusable entry."""
+    path = cache_dir() / f"{key}.json"
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read())
+        if doc.get("version") != ENTRY_VERSION or doc.get("key") != key:
+            return None
+        if doc.get("sum") != _checksum(doc["builds"]) or not _still_valid(doc["reads"]):
+            return None
+        builds = {platform: CachedBuild(entry) for platform, entry in doc["builds"].items()}
+        return bool(doc["dev"]), builds
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # missing, half-written by a crashed writer, or from another version
+
+
+def _checksum(builds: Any) -> str:
+    """SHA-256 of the stored builds: an entry changed by anything but :func:`store` (a disk
+    error, an edit) is a miss rather than a wrong definition."""
+    return hashlib.sha256(json.dumps(builds, sort_keys=True).encode()).hexdigest()
+
+
+def store(key: str, reads: Mapping[str, list[str]], *, dev: bool,
+          builds: Mapping[str, Any]) -> None:
+    """Write the entry for ``key`` (atomically; errors are ignored: it is only a cache)."""
+    from envd_core.atomic import write_atomic
+    from envd_core.errors import EnvdError
+
+    documents = {platform: CachedBuild.document(c) for platform, c in builds.items()}
+    doc = {"version": ENTRY_VERSION, "key": key, "reads": fingerprints(reads), "dev": dev,
+           "builds": documents, "sum": _checksum(documents)}
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    if len(data) > MAX_ENTRY_BYTES:
+        return
+    folder = cache_dir()
+    with contextlib.suppress(OSError, EnvdError):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(folder / f"{key}.json", data)
+        _prune(folder)
+
+
+def _prune(folder: Path) -> None:
+    """Keep the :data:`MAX_ENTRIES` most recently written entries."""
+    entries = []
+    for item in os.scandir(folder):
+        if item.name.endswith(".json"):
+            with contextlib.suppress(OSError):
+                entries.append((item.stat().st_mtime_ns, item.path))
+    for _, path in sorted(entries)[:-MAX_ENTRIES]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+class DefinitionCache:
+    """The cache as one build uses it: looked up before evaluation (:attr:`hit`), filled as the
+    build evaluates (:meth:`evaluated`) and compiles each platform (:meth:`compiled`)."""
+
+    def __init__(self, key: str, platforms: list[str], public_key: str | None = None) -> None:
+        self.key = key
+        self.platforms = platforms
+        #: The public key the key was computed with.
+        self.public_key = public_key
+        #: The cached builds per platform when the entry matched, else ``None``.
+        self.hit: dict[str, CachedBuild] | None = None
+        self._reads: dict[str, list[str]] | None = None
+        self._dev = False
+        self._builds: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, request: Any, *, context_dir: Path, builder: Any,
+             extra_functions: Mapping[str, Callable[..., Any]],
+             limit_defaults: Mapping[str, str] | None, platforms: list[str],
+             ) -> DefinitionCache | None:
+        """The cache for this build, looked up; ``None`` when ``ENVD_EVAL_CACHE`` is off."""
+        if not enabled():
+            return None
+        import attrs
+
+        from envd_core.envdfile.buildflags import locate_build_file, parse_from
+
+        spec = parse_from(request.from_spec)
+        flags = {f.name: getattr(request, f.name) for f in attrs.fields(type(request))
+                 if f.name != "causes"}
+        public_key = public_key_text()
+        key = build_key(flags=flags, build_file=locate_build_file(context_dir, spec),
+                        context_dir=context_dir, builder=builder,
+                        extra_functions=extra_functions, limit_defaults=limit_defaults,
+                        public_key=public_key)
+        cache = cls(key, platforms, public_key)
+        found = lookup(key)
+        if found is not None and set(found[1]) == set(platforms):
+            cache.hit = found[1]
+        from envd_core import timings
+
+        timings.mark("definition cache")
+        return cache
+
+    def evaluated(self, graph: Any, reads: Any) -> None:
+        """Record the evaluation: cacheable when it was recorded, stayed pure and the graph
+        compiles without downloading (VS Code extensions are fetched at compile time)."""
+        if reads is None or reads.impure or graph.vscode_extensions:
+            return
+        self._reads = reads.as_lists()
+        self._dev = bool(graph.dev)
+
+    def compiled(self, platform: str, compiled: Any) -> None:
+        """Keep one platform's compiled build; store the entry once every platform has one."""
+        if self._reads is None:
+            return
+        self._builds[platform] = compiled
+        if set(self._builds) != set(self.platforms):
+            return
+        if self._dev and public_key_text() != self.public_key:
+            # compiling a dev image made the key pair (first dev build): the definition bakes
+            # a key the cache key does not name; stored, it would outlive a deleted pair
+            return
+        store(self.key, self._reads, dev=self._dev, builds=self._builds)

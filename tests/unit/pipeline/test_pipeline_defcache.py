@@ -1,0 +1,347 @@
+"""The definition cache (envd_core.pipeline.defcache): reused only when nothing read changed.
+
+Every test builds with ``envd build --dump-llb`` on the test builder (no daemon needed) and
+counts evaluations by wrapping ``load_build_recorded``; the LLB is compared with a build that has
+the cache off, so a stale hit shows as different bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import envd_core.envdfile
+from envd_core.pipeline import defcache
+from envd_core.testing import StubBuilder, StubRunner, make_plugin
+
+BUILD = ('load("//lib/tools.envd", "tools")\n'
+         'def build():\n    base(image="127.0.0.1:5000/debian:bookworm", dev=False)\n'
+         '    tools()\n    install.python_packages(requirements="requirements.txt")\n')
+LIB = 'def tools():\n    install.apt_packages(["jq"])\n'
+
+
+def _read_version(graph: Any, name: str = "VERSION") -> None:
+    """A vendor function that reads a file of the build context at evaluation time."""
+    with open(name, encoding="utf-8") as fh:
+        graph.apt_packages.append("tool-" + fh.read().strip())
+
+
+def _run_git(graph: Any) -> None:
+    """A vendor function whose result depends on the world (a subprocess)."""
+    out = subprocess.run(["true"], check=False)
+    graph.apt_packages.append(f"rc-{out.returncode}")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ENVD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ENVD_EVAL_CACHE", raising=False)
+    proj = tmp_path / "project"
+    (proj / "lib").mkdir(parents=True)
+    (proj / "build.envd").write_text(BUILD)
+    (proj / "lib" / "tools.envd").write_text(LIB)
+    (proj / "requirements.txt").write_text("six\n")
+    (proj / "VERSION").write_text("1\n")
+    monkeypatch.chdir(proj)
+    return proj
+
+
+@pytest.fixture
+def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = envd_core.envdfile.load_build_recorded
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(envd_core.envdfile, "load_build_recorded", counting)
+    return calls
+
+
+@pytest.fixture
+def build(cli: Any, register_plugin: Any, project: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    register_plugin(make_plugin(builders=[StubBuilder], runners=[StubRunner],
+                                build_functions={"install.versioned": _read_version,
+                                                 "install.shelled": _run_git}))
+    made = cli("context", "create", "--name", "stub", "--builder", StubBuilder.name,
+               "--builder-address", "x", "--runner", StubRunner.name, "--use")
+    assert made.exit_code == 0, made
+
+    def run(*flags: str, cache: bool = True) -> bytes:
+        monkeypatch.setenv("ENVD_EVAL_CACHE", "1" if cache else "0")
+        out = project.parent / "out.llb"
+        result = cli("build", "--path", str(project), "--dump-llb", str(out), *flags)
+        assert result.exit_code == 0, result
+        return out.read_bytes()
+
+    return run
+
+
+def _entries(project: Path) -> list[Path]:
+    return sorted((project.parent / "cache" / "definitions").glob("*.json"))
+
+
+def test_an_unchanged_rebuild_reuses_the_same_bytes(build: Any, evaluations: list[int],
+                                                    project: Path) -> None:
+    first = build()
+    second = build()
+    assert evaluations == [1]  # the second build evaluated nothing
+    assert second == first
+    assert build(cache=False) == first  # byte-identical with the cache off
+    assert len(_entries(project)) == 1
+
+
+@pytest.mark.parametrize("edit", ["build file", "loaded file"])
+def test_editing_a_build_file_invalidates(build: Any, evaluations: list[int], project: Path,
+                                          edit: str) -> None:
+    build()
+    if edit == "build file":
+        (project / "build.envd").write_text(BUILD + '    install.apt_packages(["git"])\n')
+    else:
+        (project / "lib" / "tools.envd").write_text(LIB.replace("jq", "curl"))
+    after = build()
+    assert evaluations == [1, 1]
+    assert after == build(cache=False)
+    assert (b"curl" if edit == "loaded file" else b"git") in after
+
+
+def test_a_file_read_by_a_vendor_function_invalidates(build: Any, evaluations: list[int],
+                                                      project: Path) -> None:
+    (project / "build.envd").write_text(BUILD + "    install.versioned()\n")
+    assert b"tool-1" in build()
+    assert b"tool-1" in build()
+    assert evaluations == [1]
+    (project / "VERSION").write_text("2\n")  # same size, new content
+    assert b"tool-2" in build()
+    assert evaluations == [1, 1]
+
+
+def test_requirements_content_is_read_by_buildkit_not_by_the_definition(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    """pip reads requirements.txt from the context at solve time: the definition does not
+    contain it, so a new content keeps the entry and the bytes equal an uncached build's."""
+    first = build()
+    (project / "requirements.txt").write_text("six\nattrs==23.2.0\n")
+    assert build() == first == build(cache=False)
+    assert b"attrs" not in first
+
+
+def test_a_deleted_requirements_file_is_seen_when_evaluation_looked_at_it(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    (project / "build.envd").write_text(BUILD + '    install.versioned(name="requirements.txt")\n')
+    assert b"tool-six" in build()
+    (project / "requirements.txt").write_text("attrs\n")
+    assert b"tool-attrs" in build()
+    assert evaluations == [1, 1]
+
+
+@pytest.mark.parametrize("change", ["env", "flag", "key", "source"])
+def test_other_inputs_invalidate(build: Any, evaluations: list[int], project: Path,
+                                 monkeypatch: pytest.MonkeyPatch, envd_config_dir: Path,
+                                 change: str) -> None:
+    build("--tag", "demo:1")
+    build("--tag", "demo:1")
+    assert evaluations == [1]
+    flags = ["--tag", "demo:1"]
+    if change == "env":
+        monkeypatch.setenv("ENVD_MICROMAMBA_IMAGE", "127.0.0.1:5000/other:1")
+    elif change == "flag":
+        flags = ["--tag", "demo:2"]
+    elif change == "key":
+        (envd_config_dir / "id_rsa_envd.pub").write_text("another public key\n")
+    else:  # an edit of a vendor function's package (here: this test module's file)
+        monkeypatch.setattr(defcache, "source_signature",
+                            lambda roots: [[r, 1, 1] for r in sorted(set(roots))])
+    build(*flags)
+    assert evaluations == [1, 1]
+
+
+def test_source_signature_moves_when_a_module_is_edited(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("x = 1\n")
+    before = defcache.source_signature([str(pkg)])
+    import os
+
+    st = (pkg / "mod.py").stat()
+    os.utime(pkg / "mod.py", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert defcache.source_signature([str(pkg)]) != before
+    moved = defcache.source_signature([str(pkg)])
+    assert moved != before
+    # an edit that restores an older mtime than the newest file's (rsync -t, an archive)
+    (pkg / "__init__.py").write_text("y = 2\n")
+    os.utime(pkg / "__init__.py", ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    assert defcache.source_signature([str(pkg)]) != moved
+    (pkg / "new.py").write_text("")
+    assert defcache.source_signature([str(pkg)])[0][2] == 3
+
+
+def test_an_impure_evaluation_is_not_stored(build: Any, evaluations: list[int],
+                                            project: Path) -> None:
+    (project / "build.envd").write_text(BUILD + "    install.shelled()\n")
+    build()
+    build()
+    assert evaluations == [1, 1]
+    assert _entries(project) == []
+
+
+def test_switched_off_nothing_is_written(build: Any, evaluations: list[int],
+                                         project: Path) -> None:
+    build(cache=False)
+    build(cache=False)
+    assert evaluations == [1, 1]
+    assert _entries(project) == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not json", "wrong key", "bad base64"])
+def test_a_corrupt_entry_is_a_miss_and_is_replaced(build: Any, evaluations: list[int],
+                                                   project: Path, damage: str) -> None:
+    first = build()
+    (entry,) = _entries(project)
+    text = entry.read_text()
+    if damage == "truncated":
+        entry.write_text(text[: len(text) // 2])
+    elif damage == "not json":
+        entry.write_bytes(b"\x00\xff")
+    elif damage == "wrong key":
+        doc = json.loads(text)
+        doc["key"] = "0" * 64
+        entry.write_text(json.dumps(doc))
+    else:
+        doc = json.loads(text)
+        for b in doc["builds"].values():
+            b["definition"] = "!!!"
+        entry.write_text(json.dumps(doc))
+    assert build() == first
+    assert evaluations == [1, 1]
+    assert build() == first
+    assert evaluations == [1, 1]  # rewritten by the second build, used by the third
+
+
+def test_the_cache_keeps_a_bounded_number_of_entries(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(defcache, "MAX_ENTRIES", 3)
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    import os
+
+    for i in range(6):
+        (folder / f"{i}.json").write_text("{}")
+        os.utime(folder / f"{i}.json", ns=(i * 10**9, i * 10**9))
+    defcache._prune(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["3.json", "4.json", "5.json"]
+
+
+VARIANTS = st.fixed_dictionaries({
+    "lib": st.sampled_from(["jq", "curl", "git"]),
+    "version": st.sampled_from(["1", "2", "10"]),
+    "tag": st.sampled_from(["a:1", "b:1"]),
+    "env": st.sampled_from(["", "127.0.0.1:5000/mamba:1"]),
+})
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(VARIANTS, min_size=2, max_size=4))
+def test_property_cached_output_always_equals_an_uncached_build(
+        build: Any, project: Path, monkeypatch: pytest.MonkeyPatch,
+        steps: list[dict[str, str]]) -> None:
+    """Any sequence of input changes: each build's bytes with the cache equal those without."""
+    (project / "build.envd").write_text(BUILD + "    install.versioned()\n")
+    for step in steps:
+        (project / "lib" / "tools.envd").write_text(LIB.replace("jq", step["lib"]))
+        (project / "VERSION").write_text(step["version"] + "\n")
+        monkeypatch.setenv("ENVD_MICROMAMBA_IMAGE", step["env"])
+        cached = build("--tag", step["tag"])
+        assert cached == build("--tag", step["tag"], cache=False)
+
+
+KEY_SCRIPT = """
+import os
+os.environ.pop("PYTHONHASHSEED")  # the environment is part of the key; the seed is what varies
+from pathlib import Path
+from envd_core.pipeline.defcache import build_key
+from envd_core.testing import StubBuilder
+b = StubBuilder("x", options={})
+print(build_key(flags={"platform": None, "export_cache": ("a", "b")}, build_file=Path("/p/b"),
+                context_dir=Path("/p"), builder=b, extra_functions={}, limit_defaults=None,
+                public_key=None))
+"""
+
+
+def test_the_key_is_the_same_in_every_process(tmp_path: Path) -> None:
+    """Builder capabilities are frozensets, whose order changes with the hash seed."""
+    import os
+    import sys
+
+    keys = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", KEY_SCRIPT], env=env, capture_output=True,
+                             text=True, check=True, cwd=tmp_path)
+        keys.add(out.stdout.strip())
+    assert len(keys) == 1
+
+
+def test_the_first_dev_build_which_makes_the_key_pair_is_not_stored(
+        build: Any, evaluations: list[int], project: Path, envd_config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its definition bakes a key that did not exist when the cache key was computed: stored,
+    it would be reused after the pair is deleted, with a key nobody holds."""
+    import envd_core.pipeline.execute as execute
+
+    for name in ("id_rsa_envd", "id_rsa_envd.pub"):
+        (envd_config_dir / name).unlink()
+
+    def make_pair() -> str:  # what ensure_key_pair does, without a 4096-bit ssh-keygen
+        (envd_config_dir / "id_rsa_envd").write_text("private\n")
+        (envd_config_dir / "id_rsa_envd.pub").write_text("ssh-rsa AAAAfresh envd\n")
+        return "ssh-rsa AAAAfresh envd"
+
+    monkeypatch.setattr(execute, "_public_key", make_pair)
+    monkeypatch.setenv("ENVD_SSHD_IMAGE", "127.0.0.1:5000/sshd:1")
+    (project / "build.envd").write_text(BUILD.replace("dev=False", "dev=True"))
+    first = build()
+    assert b"AAAAfresh" in first
+    assert _entries(project) == []
+    assert build() == first  # evaluated again, now under a key that names the pair
+    assert build() == first
+    assert evaluations == [1, 1]
+
+
+def test_a_second_envd_process_hits(tmp_path: Path) -> None:
+    """End to end in real processes (hash seeds, sys.path, the environment differ per process
+    in ways an in-process test cannot show): the second `envd build --dump-llb` skips Starlark
+    and the LLB compile and writes the same bytes."""
+    import os
+    import sys
+
+    envd = str(Path(sys.executable).with_name("envd"))
+    proj = tmp_path / "proj"
+    (proj / "lib").mkdir(parents=True)
+    (proj / "build.envd").write_text(BUILD)
+    (proj / "lib" / "tools.envd").write_text(LIB)
+    (proj / "requirements.txt").write_text("six\n")
+    env = {**os.environ, "ENVD_CONFIG_DIR": str(tmp_path / "cfg"),
+           "ENVD_CACHE_DIR": str(tmp_path / "cache"), "ENVD_TIMINGS": str(tmp_path / "t.json")}
+    env.pop("ENVD_EVAL_CACHE", None)
+    env.pop("ENVD_CONTEXT", None)
+    subprocess.run([envd, "context", "create", "--name", "t", "--builder", "tcp",
+                    "--builder-address", "127.0.0.1:9", "--use"], env=env, check=True,
+                   capture_output=True)
+    outputs, phases = [], []
+    for _ in range(2):
+        subprocess.run([envd, "build", "--dump-llb", str(tmp_path / "out.llb")], cwd=proj,
+                       env=env, check=True, capture_output=True)
+        outputs.append((tmp_path / "out.llb").read_bytes())
+        phases.append(set(json.loads((tmp_path / "t.json").read_text())["phases"]))
+    assert "starlark" in phases[0] and "llb" in phases[0]
+    assert "starlark" not in phases[1] and "llb" not in phases[1]
+    assert outputs[0] == outputs[1]
