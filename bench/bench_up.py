@@ -12,11 +12,21 @@ built once with ``envd up --detach`` and removed again. Then, interleaved, each 
   evaluated and solved again, nothing runs), from its start until the environment's SSH server
   greets on its published port (``up`` itself waits for that);
 - ``envd run``: ``envd run --detach`` of the built image (no build), same end point;
-- ``floor``: ``docker run -d -p 127.0.0.1::2222`` of the same image with the same mount, then
-  the same wait for the SSH greeting. This is what any tool must pay at least.
+- ``floor``: ``docker run -d -p 127.0.0.1::2222`` of the same image with the same mount and, as
+  envd now gives every environment, a host key for its SSH server (a read-only bind mount named
+  by ``ENVD_HOST_KEY``), then the same wait for the SSH greeting. This is what any tool must
+  pay at least; the ratios are against it.
+- ``floor keygen``: the same without the host key, so envd-sshd generates one as it starts (the
+  floor of the earlier measurements, kept for comparison).
 
 Between runs the environment is removed (not timed). HOME and ``ENVD_CONFIG_DIR`` are temp
 dirs: the user's ``~/.ssh/config`` is never touched.
+
+Besides the wall times it prints, per command, the CPU time of the envd process (user+sys from
+``os.wait4``, which load distorts far less than wall time), the number of Docker Engine API
+requests it made and the median of each phase ``ENVD_TIMINGS`` records (interpreter and imports
+before the command starts, the build's phases, image lookup, create and start, SSH wait, SSH
+entry, exit), so the table says where the time over the floor goes.
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     infra = infra_env()
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="envd-bench-up-"))
     home = work / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -90,48 +101,99 @@ def main() -> int:
         subprocess.run([ENVD, *argv], cwd=project, env=env, check=True,
                        capture_output=True, text=True)
 
+    timings_file = work / "timings.json"
+    phases: dict[str, list[dict[str, float]]] = {"envd up": [], "envd run": []}
+    cpu: dict[str, list[float]] = {"envd up": [], "envd run": []}
+    requests: dict[str, list[int]] = {"envd up": [], "envd run": []}
+
+    def timed_envd(key: str, *argv: str) -> None:
+        """Run envd with ENVD_TIMINGS; keep its phases, CPU time and Docker request count."""
+        timings_file.unlink(missing_ok=True)
+        spawned = time.time()
+        proc = subprocess.Popen([ENVD, *argv], cwd=project,
+                                env={**env, "ENVD_TIMINGS": str(timings_file)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        ended = time.time()
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: envd {' '.join(argv)} failed: {err.decode()[-2000:]}")
+        cpu[key].append(usage.ru_utime + usage.ru_stime)
+        if timings_file.exists():  # an envd without ENVD_TIMINGS support writes none
+            doc = json.loads(timings_file.read_text())
+            row = {"interpreter+imports+cli": doc["started_epoch"] - spawned,
+                   **doc["phases"], "exit": ended - doc["ended_epoch"]}
+            phases[key].append(row)
+            requests[key].append(int(doc.get("counts", {}).get("docker requests", 0)))
+
     def ssh_port() -> int:
         return int(docker("port", name, "2222/tcp").rsplit(":", 1)[1])
 
     image = f"{name}:dev"
-    times: dict[str, list[float]] = {"envd up": [], "envd run": [], "floor": []}
+    times: dict[str, list[float]] = {"envd up": [], "envd run": [], "floor": [],
+                                     "floor keygen": []}
+    host_key = work / "hostkey"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
+                   check=True, capture_output=True)
     try:
         envd("up", "--detach", "--progress", "plain")  # the one real build
         envd("down", "--name", name)
         for _ in range(args.runs):
             t = time.monotonic()
-            envd("up", "--detach", "--progress", "plain")
+            timed_envd("envd up", "up", "--detach", "--progress", "plain")
             wait_ssh(ssh_port())
             times["envd up"].append(time.monotonic() - t)
             envd("down", "--name", name)
 
             t = time.monotonic()
-            envd("run", "--image", image, "--detach")
+            timed_envd("envd run", "run", "--image", image, "--detach")
             wait_ssh(ssh_port())
             times["envd run"].append(time.monotonic() - t)
             envd("down", "--name", name)
 
-            t = time.monotonic()
-            docker("run", "-d", "--name", name, "-p", "127.0.0.1::2222",
-                   "-v", f"{project}:/home/envd/{name}", image)
-            wait_ssh(ssh_port())
-            times["floor"].append(time.monotonic() - t)
-            docker("rm", "-f", name)
+            for key, extra in (("floor", ["-v", f"{host_key}:/var/envd/hostkey:ro",
+                                          "-e", "ENVD_HOST_KEY=/var/envd/hostkey"]),
+                               ("floor keygen", [])):
+                t = time.monotonic()
+                docker("run", "-d", "--name", name, "-p", "127.0.0.1::2222",
+                       "-v", f"{project}:/home/envd/{name}", *extra, image)
+                wait_ssh(ssh_port())
+                times[key].append(time.monotonic() - t)
+                docker("rm", "-f", name)
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
         subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
     med = {k: statistics.median(v) for k, v in times.items()}
-    result = {"runs": args.runs, "median_s": med, "min_s": {k: min(v) for k, v in times.items()},
+    breakdown = {k: {p: statistics.median(r.get(p, 0.0) for r in rows)
+                     for p in dict.fromkeys(p for r in rows for p in r)}
+                 for k, rows in phases.items() if rows}
+    result = {"runs": args.runs, "load": (load_start + os.getloadavg()[0]) / 2, "median_s": med,
+              "min_s": {k: min(v) for k, v in times.items()},
+              "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
+              "docker_requests": {k: max(v) for k, v in requests.items() if v},
+              "phases_median_s": breakdown,
               "ratio_up": med["envd up"] / med["floor"],
               "ratio_run": med["envd run"] / med["floor"]}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{'':10} {'median':>8} {'min':>8}   ({args.runs} runs, interleaved)")
+        print(f"{'':12} {'median':>8} {'min':>8} {'cpu':>8} {'requests':>8}   "
+              f"({args.runs} runs, interleaved, load {result['load']:.1f})")
         for k in times:
-            print(f"{k:10} {med[k]:8.3f} {result['min_s'][k]:8.3f}")  # type: ignore[index]
-        print(f"envd up / floor: {result['ratio_up']:.2f}x; "
-              f"envd run / floor: {result['ratio_run']:.2f}x")
+            c = result["cpu_median_s"].get(k)  # type: ignore[attr-defined]
+            n = result["docker_requests"].get(k)  # type: ignore[attr-defined]
+            print(f"{k:12} {med[k]:8.3f} {result['min_s'][k]:8.3f} "  # type: ignore[index]
+                  f"{'' if c is None else f'{c:8.3f}':>8} {'' if n is None else n:>8}")
+        for k, rows in breakdown.items():
+            print(f"\n{k} phases (median s):")
+            for phase, seconds in rows.items():
+                print(f"  {phase:32} {seconds:7.3f}")
+        print(f"\nenvd up / floor: {result['ratio_up']:.2f}x; "
+              f"envd run / floor: {result['ratio_run']:.2f}x "
+              f"(against floor keygen: {med['envd up'] / med['floor keygen']:.2f}x, "
+              f"{med['envd run'] / med['floor keygen']:.2f}x)")
     return 0
 
 

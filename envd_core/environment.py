@@ -177,6 +177,10 @@ class EnvironmentSpec:
     resources: Resources = attrs.field(factory=Resources)
     cap_add: tuple[str, ...] = ()
     user: str | None = None
+    #: The private SSH host key (a file on this machine) the environment's SSH server must
+    #: present, for a runner that :attr:`~envd_core.runner.Runner.accepts_host_key`; ``None``
+    #: lets the server make its own.
+    host_key: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.image.strip():

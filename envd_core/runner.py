@@ -121,6 +121,11 @@ class Runner(ABC):
     #: up`` pushes its build there (``--output type=image,name=<tag>,push=true``) instead of
     #: loading it into the runner.
     pulls_images: ClassVar[bool] = False
+    #: ``create`` hands ``EnvironmentSpec.host_key`` to the environment's SSH server (never into
+    #: an image layer), so the SSH entry can check the server's key strictly against the
+    #: known_hosts file envd keeps. Runners whose SSH goes through a gateway (envd-server) leave
+    #: it ``False`` and keep upstream's unchecked entry.
+    accepts_host_key: ClassVar[bool] = False
     #: ``"module:function"`` of a light lister, or ``None``. ``envd envs ls`` calls it instead
     #: of :meth:`list_environments`, on the full CLI and on its fast path alike, as
     #: ``function(address, options, context=NAME)``; it returns

@@ -1,20 +1,29 @@
-"""Where a build's time goes, for the benchmarks (``ENVD_TIMINGS=FILE``).
+"""Where a command's time goes, for the benchmarks (``ENVD_TIMINGS=FILE``).
 
 With ``ENVD_TIMINGS`` set, :func:`mark` records how long each named phase took (wall seconds
-since the previous mark) and :func:`dump` writes them, with the wall-clock time of the first mark,
-as JSON to that file when the build ends. ``bench/bench_build.py`` reads it to split a cached
-rebuild into interpreter and imports, Starlark, LLB, connect, session, solve, image config and
-push. Unset (the normal case), every call is a no-op costing one dictionary lookup.
+since the previous mark), :func:`count` counts events (Docker API requests), and :func:`dump`
+writes both, with the wall-clock times of the first mark and of the dump, as JSON to that file
+when the command ends. ``bench/bench_build.py`` reads it to split a cached rebuild into
+interpreter and imports, Starlark, LLB, connect, session, solve, image config and push;
+``bench/bench_up.py`` splits ``envd up`` / ``envd run`` the same way.
+
+Timing nests: ``envd up`` starts it before its build, so the build's own :func:`start` and
+:func:`dump` (``run_build``) only add their phases to the outer command's, which writes the file
+once at its end. Unset (the normal case), every call is a no-op costing one dictionary lookup.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _phases: list[tuple[str, float]] = []
+_counts: dict[str, int] = {}
 _last: list[float] = []
 _first_epoch: list[float] = []
+_depth: list[int] = [0]
+_lock = threading.Lock()  # count() runs in the threads that make the requests
 
 
 def enabled() -> bool:
@@ -23,10 +32,18 @@ def enabled() -> bool:
 
 
 def start() -> None:
-    """Begin timing: the next :func:`mark` measures from here."""
-    if enabled():
-        _last[:] = [time.perf_counter()]
-        _first_epoch[:] = [time.time()]
+    """Begin timing: the next :func:`mark` measures from here.
+
+    Inside an already started timing (a build inside ``envd up``) this only nests: the phases
+    go on from the outer command's last mark and the matching :func:`dump` writes nothing.
+    """
+    if not enabled():
+        return
+    if _first_epoch:
+        _depth[0] += 1
+        return
+    _last[:] = [time.perf_counter()]
+    _first_epoch[:] = [time.time()]
 
 
 def mark(phase: str) -> None:
@@ -38,16 +55,33 @@ def mark(phase: str) -> None:
     _last[0] = now
 
 
+def count(event: str, n: int = 1) -> None:
+    """Count ``n`` more of ``event`` (e.g. ``docker requests``); written by :func:`dump`."""
+    if not enabled():
+        return
+    with _lock:
+        _counts[event] = _counts.get(event, 0) + n
+
+
 def dump() -> None:
-    """Write the recorded phases to ``$ENVD_TIMINGS`` (summing a phase seen several times)."""
+    """Write the recorded phases to ``$ENVD_TIMINGS`` (summing a phase seen several times).
+
+    The dump matching a nested :func:`start` writes nothing: the outermost one writes it all.
+    """
     path = os.environ.get("ENVD_TIMINGS")
     if not path or not _first_epoch:
+        return
+    if _depth[0] > 0:
+        _depth[0] -= 1
         return
     import json
 
     totals: dict[str, float] = {}
     for phase, seconds in _phases:
         totals[phase] = totals.get(phase, 0.0) + seconds
-    doc = {"started_epoch": _first_epoch[0], "ended_epoch": time.time(), "phases": totals}
+    with _lock:
+        counts = dict(_counts)
+    doc = {"started_epoch": _first_epoch[0], "ended_epoch": time.time(), "phases": totals,
+           "counts": counts}
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh)

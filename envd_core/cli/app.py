@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None, *, write_index: bool = False) -> None:
     plugin index (for the fast path of the read-only context commands)."""
     args = sys.argv[1:] if argv is None else argv
     code = run(create_cli(_indexed_plugins if write_index else None), args)
-    if "grpc" in sys.modules:
+    if "grpc" in sys.modules or "docker" in sys.modules:  # e.g. `envd run`: no grpc, the SDK
         exit_now(code)
     sys.exit(code)
 

@@ -71,18 +71,26 @@ def _check_early(options: Any) -> None:
 
 
 def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout: float,
-           alias: str, image_labels: dict[str, str] | None = None) -> Any:
+           alias: str, image_labels: dict[str, str] | None = None,
+           opened: Any = None) -> Any:
+    from envd_core import timings
     from envd_core.contexts.store import config_dir
+    from envd_core.environments.hostkeys import HostKeys
     from envd_core.environments.keys import ensure_key_pair
     from envd_core.environments.operations import launch
 
     key = ensure_key_pair(config_dir())
+    if opened is not None:
+        opened.result()  # the runner's client, opened on a thread (run)
     environment = launch(runner, options, force=params["force"], timeout=timeout,
                          ssh_config=ssh_config(), identity_file=key, ssh_alias=alias,
-                         image_labels=image_labels, progress=info)
+                         image_labels=image_labels, progress=info,
+                         host_keys=HostKeys(config_dir()))
     info(f"Environment {environment.name} is running ({environment.image})")
     if environment.ssh is not None:
         info(f"SSH entry: ssh {alias}.envd (port {environment.ssh.port})")
+    timings.mark("launch output")
+    timings.dump()  # what follows (sync, attach) is the user's time, not envd's
     if params["sync"]:
         from envd_core.cli.sync import sync_once
 
@@ -92,6 +100,16 @@ def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout:
         if code:
             sys.exit(code)  # run() drops click.Exit codes (main returns them)
     return environment
+
+
+def _runner_ready(builder: Any, runner: Any, name: str, force: bool) -> None:
+    """What ``up`` checks before its solve, on a thread while the build file evaluates: the
+    pair can work together, the name can be (re)used. The runner's client (for Docker: the SDK
+    import and the version request) is opened here, so ``launch`` finds it ready."""
+    from envd_core.environments.operations import check_pair, check_replaceable
+
+    check_pair(builder, runner)
+    check_replaceable(runner, name, force=force)
 
 
 @click.command("up")
@@ -115,12 +133,14 @@ def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout:
 @click.pass_obj
 def up(app: Any, /, **params: Any) -> None:
     """Build the environment, start it, write its SSH entry and attach."""
+    from envd_core import timings
+
+    timings.start()
     import attrs
 
     from envd_core.envdfile.buildflags import default_tag, normalize_tag
-    from envd_core.environments.operations import check_pair, check_replaceable
+    from envd_core.environments.operations import Background
     from envd_core.environments.spec import parse_duration
-    from envd_core.pipeline.execute import BuildRequest, run_build
 
     timeout = parse_duration(params["timeout"])
     project = Path(params["path"])
@@ -132,8 +152,14 @@ def up(app: Any, /, **params: Any) -> None:
     resolved = app.resolve()
     builder = app.contexts.builder_for(resolved.context)
     runner = app.contexts.runner_for(resolved.context)
-    check_pair(builder, runner)
-    check_replaceable(runner, options.name, force=params["force"])
+    timings.mark("up: flags, context")
+    # checked on a thread while the build file evaluates (in a forked child: the other core),
+    # and joined before the solve, so a pair that cannot work still fails before any building
+    ready = Background(_runner_ready, builder, runner, options.name, params["force"])
+    # imported after the thread starts: it begins its docker SDK import meanwhile
+    from envd_core.pipeline.execute import BuildRequest, run_build
+
+    timings.mark("up: build imports")
     mode = params["progress"] or os.environ.get("BUILDKIT_PROGRESS") or "auto"
     request = BuildRequest(
         path=project, from_spec=params["from_spec"], tag=tag,
@@ -144,14 +170,28 @@ def up(app: Any, /, **params: Any) -> None:
     if runner.pulls_images:
         # as upstream for envd-server: the runner pulls the image, so the build pushes it
         request = attrs.evolve(request, output=f"type=image,name={tag},push=true")
-    info(f"Building {tag} on {builder.url} (context `{resolved.context.name}`)")
-    results = run_build(request, builder=builder, runner=runner,
-                        extra_functions=app.plugins.build_functions(),
-                        warn=lambda message: info(f"warning: {message}"))
-    # upstream names `up`'s SSH host after the raw directory name; ours is the environment
-    # name for both commands, so `down` always finds the entry it must remove
-    _start(app, runner, options, params, timeout, options.name,
-           image_labels=results[0].labels if results else None)
+    told: list[str] = []
+
+    def announce(platform: str) -> None:
+        ready.result()
+        timings.mark("up: wait for the runner checks")
+        if not told:
+            told.append(platform)
+            info(f"Building {tag} on {builder.url} (context `{resolved.context.name}`)")
+
+    try:
+        results = run_build(request, builder=builder, runner=runner,
+                            extra_functions=app.plugins.build_functions(),
+                            warn=lambda message: info(f"warning: {message}"),
+                            announce=announce)
+        ready.result()
+        timings.mark("up: build done")
+        # upstream names `up`'s SSH host after the raw directory name; ours is the environment
+        # name for both commands, so `down` always finds the entry it must remove
+        _start(app, runner, options, params, timeout, options.name,
+               image_labels=results[0].labels if results else None)
+    finally:
+        timings.dump()
 
 
 @click.command("run")
@@ -162,14 +202,29 @@ def up(app: Any, /, **params: Any) -> None:
 @click.pass_obj
 def run(app: Any, /, **params: Any) -> None:
     """Start an environment from an existing image."""
-    from envd_core.envdfile.buildflags import default_tag, normalize_tag
+    from envd_core import timings
+
+    timings.start()
+    from envd_core.environments.operations import Background
     from envd_core.environments.spec import parse_duration
 
     timeout = parse_duration(params["timeout"])
-    image = params["image"] or normalize_tag(default_tag(Path(params["path"]).resolve()))
+    image = params["image"]
+    if not image:  # the build-file package (~25 ms of imports) only for the default tag
+        from envd_core.envdfile.buildflags import default_tag, normalize_tag
+
+        image = normalize_tag(default_tag(Path(params["path"]).resolve()))
     options = _options(image, params)
     _check_early(options)
-    _start(app, runner_of(app), options, params, timeout, options.name)
+    runner = runner_of(app)
+    # the runner's client (the docker SDK import, the version request) opens on a thread while
+    # this one makes the key pair and the host key
+    client = Background(runner.status)
+    timings.mark("run: flags, context")
+    try:
+        _start(app, runner, options, params, timeout, options.name, opened=client)
+    finally:
+        timings.dump()
 
 
 def attach(runner: Any, environment: Any, alias: str) -> int:

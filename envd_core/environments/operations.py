@@ -7,14 +7,15 @@ The CLI parses flags and renders; everything it decides lives here, so any runne
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from envd_core import timings
 from envd_core.builder import Builder
 from envd_core.environment import Environment, EnvironmentStatus, ImageInfo
+from envd_core.environments.hostkeys import HostKey, HostKeys
 from envd_core.environments.names import (
     LABEL_APT,
     LABEL_CONTEXT,
@@ -32,12 +33,15 @@ from envd_core.environments.names import (
 )
 from envd_core.environments.spec import LaunchOptions, build_spec, is_dev_image
 from envd_core.environments.sshconfig import SSHConfig
+from envd_core.environments.waiting import Background, ssh_answers, wait_running, wait_ssh
 from envd_core.errors import RunnerError, ValidationError
 from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
 
 __all__ = [
+    "Background",
     "check_pair",
     "check_replaceable",
+    "default_host_keys",
     "describe_rows",
     "environment_row",
     "find_image",
@@ -269,60 +273,6 @@ def shell_argv(environment: Environment) -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
-def wait_running(runner: Runner, name: str, timeout: float,
-                 sleep: Callable[[float], None] = time.sleep) -> Environment:
-    """Poll until ``name`` runs (upstream polls every second, up to ``--timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        environment = runner.inspect(name)
-        if environment.status is EnvironmentStatus.RUNNING:
-            return environment
-        if environment.status in (EnvironmentStatus.EXITED, EnvironmentStatus.DEAD):
-            raise RunnerError(f"environment `{name}` is {environment.status.value} after start",
-                              hint="see why with the runner's logs; remove it with "
-                                   f"envd down --name {name}")
-        if time.monotonic() >= deadline:
-            raise RunnerError(f"environment `{name}` is not running after {timeout:g}s "
-                              f"(it is {environment.status.value})",
-                              hint="raise --timeout, or check the runner")
-        sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-
-
-def ssh_answers(host: str, port: int, timeout: float = 1.0) -> bool:
-    """Does an SSH server greet on ``host:port``? (A port proxy alone accepts and closes.)"""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
-def wait_ssh(environment: Environment, timeout: float,
-             progress: Callable[[str], None] | None = None,
-             sleep: Callable[[float], None] = time.sleep) -> None:
-    """Poll until the environment's SSH server greets (every 0.1 s), or fail after ``timeout``."""
-    assert environment.ssh is not None
-    host = "127.0.0.1" if environment.ssh.host in ("0.0.0.0", "") else environment.ssh.host
-    port = environment.ssh.port
-    start = time.monotonic()
-    told = 0.0
-    # a short probe: before sshd listens, Docker's port proxy accepts and then sends nothing
-    while not ssh_answers(host, port, timeout=0.3):
-        waited = time.monotonic() - start
-        if waited >= timeout:
-            raise RunnerError(
-                f"the SSH server of `{environment.name}` does not answer on {host}:{port} "
-                f"after {max(timeout, 0):.0f}s",
-                hint=f"see /var/log/envd/sshd.log in it (envd exec --name {environment.name} "
-                     "cat /var/log/envd/sshd.log), or raise --timeout")
-        if progress is not None and waited - told >= 2.0:
-            told = waited
-            progress(f"waiting for the SSH server of {environment.name} on {host}:{port} "
-                     f"({waited:.0f}s)")
-        sleep(0.1)
-
-
 def check_replaceable(runner: Runner, name: str, *, force: bool) -> bool:
     """Whether ``name`` exists and may be replaced; a live one without ``force`` is an error.
 
@@ -353,6 +303,7 @@ def launch(
     ssh_alias: str | None = None,
     image_labels: Mapping[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
+    host_keys: HostKeys | None = None,
 ) -> Environment:
     """Create the environment of ``options`` and wait for it; write its SSH entry.
 
@@ -360,12 +311,19 @@ def launch(
     ``timeout``; ``progress`` receives a line now and then while that takes.
 
     As upstream: an existing environment of that name is replaced when it is not running, and a
-    running one only with ``force``. The SSH entry (``<ssh_alias or name>.envd``) is written
-    after the environment runs, so a failed start never touches ``~/.ssh/config``.
-    ``image_labels`` are the labels of an image just built (``up``), for a runner that pulls
-    from a registry and so cannot be asked for them; the project directory is mounted only
-    where the runner supports mounts (envd-server syncs it instead, ``up --sync``).
+    running one only with ``force``. The name is tried first (one request when it is free) and
+    an existing environment looked at only when the runner refuses it. The SSH entry (``<ssh_alias
+    or name>.envd``) is written once the environment runs, while its SSH server starts, so a
+    failed start never touches ``~/.ssh/config``. With ``host_keys`` and a runner that
+    :attr:`~envd_core.runner.Runner.accepts_host_key`, a dev environment gets its own host key
+    (kept across re-creations, new with ``force``), recorded in envd's known_hosts file, and the
+    entry checks it strictly. ``image_labels`` are the labels of an image just built (``up``),
+    for a runner that pulls from a registry and so cannot be asked for them; the project
+    directory is mounted only where the runner supports mounts (envd-server syncs it instead,
+    ``up --sync``).
     """
+    import attrs
+
     labels: Mapping[str, str] = image_labels or {}
     if image_labels is None or not runner.pulls_images:
         image = find_image(runner, options.image) if not runner.pulls_images else None
@@ -377,30 +335,80 @@ def launch(
         labels = image.labels if image else labels
     spec = build_spec(options, labels, mount_project=runner.supports_mounts)
     if runner.pulls_images and image_labels is None:
-        import attrs
-
         # `run` of an image only the runner's registry knows: its labels are unknown, so keep
         # the image's own entrypoint rather than the keep-alive meant for entrypoint-less ones
         spec = attrs.evolve(spec, entrypoint=None, command=None)
-    replace = check_replaceable(runner, spec.name, force=force)
+    alias = ssh_host(ssh_alias or spec.name)
+    dev = is_dev_image(labels)
+    host_key: HostKey | None = None
+    if host_keys is not None and ssh_config is not None and dev and runner.accepts_host_key:
+        host_key = host_keys.ensure(spec.name, replace=force)
+        spec = attrs.evolve(spec, host_key=str(host_key.path))
+    timings.mark("image lookup, host key")
     started = time.monotonic()
-    runner.create(spec, replace=replace)
-    environment = wait_running(runner, spec.name, timeout)
-    if is_dev_image(labels) and environment.ssh is not None:
-        wait_ssh(environment, timeout - (time.monotonic() - started), progress)
+    environment = _create(runner, spec, force=force)
+    timings.mark("create and start")
+    if environment.status is not EnvironmentStatus.RUNNING:
+        environment = wait_running(runner, spec.name, timeout)
+    writer = None
     if ssh_config is not None and identity_file is not None:
-        entry = runner.ssh_entry(environment, host=ssh_host(ssh_alias or spec.name),
-                                 identity_file=identity_file)
+        entry = runner.ssh_entry(environment, host=alias, identity_file=identity_file)
+        if entry is not None and host_key is not None and host_keys is not None:
+            entry = attrs.evolve(entry, known_hosts=str(host_keys.known_hosts))
         if entry is not None:
-            ssh_config.set(entry)
+            # two small atomic writes (fsyncs) while the SSH server starts, not after it
+            writer = Background(_write_entry, ssh_config, entry, host_keys, alias, host_key)
+    try:
+        if dev and environment.ssh is not None:
+            wait_ssh(environment, timeout - (time.monotonic() - started), progress)
+            timings.mark("ssh wait")
+    finally:
+        if writer is not None:
+            writer.result()
+            timings.mark("ssh entry write")
     return environment
 
 
-def remove_environment(runner: Runner, name: str, ssh_config: SSHConfig | None) -> bool:
-    """Remove ``name`` (even while it runs) and its SSH entry; ``False`` if it did not exist.
+def default_host_keys() -> HostKeys:
+    """The host keys and known_hosts file of the envd config directory."""
+    from envd_core.contexts.store import config_dir
+
+    return HostKeys(config_dir())
+
+
+def _create(runner: Runner, spec: Any, *, force: bool) -> Environment:
+    """Create ``spec``; an existing environment of its name is replaced as
+    :func:`check_replaceable` allows (asked only when the name is taken)."""
+    if force:  # any existing environment may go: the runner replaces it in one call
+        return runner.create(spec, replace=True)
+    try:
+        return runner.create(spec, replace=False)
+    except EnvironmentExistsError:
+        if not check_replaceable(runner, spec.name, force=force):
+            raise
+    return runner.create(spec, replace=True)
+
+
+def _write_entry(ssh_config: SSHConfig, entry: Any, host_keys: HostKeys | None, alias: str,
+                 host_key: HostKey | None) -> None:
+    if host_keys is not None:
+        if host_key is not None:
+            host_keys.trust(alias, host_key)
+        else:
+            host_keys.forget(alias)  # e.g. the image is no dev image any more
+    ssh_config.set(entry)
+
+
+def remove_environment(runner: Runner, name: str, ssh_config: SSHConfig | None,
+                       host_keys: HostKeys | None = None) -> bool:
+    """Remove ``name`` (even while it runs), its SSH entry, its host key and its known_hosts
+    line; ``False`` if none of them existed. ``host_keys`` defaults to the envd config dir's
+    when there is an ``ssh_config`` to clean (``envd down``).
 
     The SSH entry goes even when the environment is already gone (killed and removed by hand).
     """
+    if host_keys is None and ssh_config is not None:
+        host_keys = default_host_keys()
     existed = True
     try:
         runner.remove(name, force=True)
@@ -409,4 +417,8 @@ def remove_environment(runner: Runner, name: str, ssh_config: SSHConfig | None) 
     if ssh_config is not None:
         removed = ssh_config.remove(ssh_host(name))
         existed = existed or removed
+    if host_keys is not None:
+        forgotten = host_keys.forget(ssh_host(name))
+        deleted = host_keys.remove(name)
+        existed = existed or forgotten or deleted
     return existed

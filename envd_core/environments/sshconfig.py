@@ -45,16 +45,25 @@ class SSHEntry:
     forward_agent: bool = True
     #: ``LocalForward`` lines: (local port, remote host, remote port).
     local_forwards: tuple[tuple[int, str, int], ...] = ()
+    #: envd's known_hosts file holding this environment's host key (see
+    #: :mod:`envd_core.environments.hostkeys`): the entry then checks the key strictly, under
+    #: the alias ``host``. ``None`` keeps upstream's unchecked entry (a new key at every start).
+    known_hosts: str | None = None
 
     def render(self) -> bytes:
+        if self.known_hosts is not None:
+            checking = [f'  UserKnownHostsFile "{self.known_hosts}"',
+                        "  StrictHostKeyChecking yes",
+                        f"  HostKeyAlias {self.host}"]
+        else:
+            checking = ["  UserKnownHostsFile /dev/null", "  StrictHostKeyChecking no"]
         lines = [
             COMMENT.decode(),
             f"Host {self.host}",
             f"  HostName {self.hostname}",
             f"  Port {self.port}",
             f"  User {self.user}",
-            "  UserKnownHostsFile /dev/null",
-            "  StrictHostKeyChecking no",
+            *checking,
             f'  IdentityFile "{self.identity_file}"',
             *(["  ForwardAgent yes"] if self.forward_agent else []),
             "  PubkeyAcceptedKeyTypes +ssh-rsa",

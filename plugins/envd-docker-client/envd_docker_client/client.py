@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "docker_host",
     "explain",
     "open_client",
+    "server_version",
 ]
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -48,12 +50,15 @@ def open_client(host: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
 
     ``DOCKER_HOST``, ``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH`` are honoured as
     ``docker.from_env`` does; an explicit ``host`` replaces only the address (a ``unix://`` host
-    never uses TLS). The API version is negotiated with the daemon (one ``/version`` call), so
+    never uses TLS). The API version is negotiated with the daemon (one ``GET /version``, whose
+    answer :func:`server_version` keeps, so asking the engine's version later costs nothing), so
     both Docker 20.10 (API 1.41) and current engines work. Failing to reach the daemon raises
-    ``error`` with one line.
+    ``error`` with one line. With ``ENVD_TIMINGS`` set, every request is counted
+    (``docker requests``) for the benchmarks.
     """
     import docker
     import docker.errors
+    from docker.constants import DEFAULT_DOCKER_API_VERSION
     from docker.utils import kwargs_from_env
 
     address = docker_host(host)
@@ -75,7 +80,38 @@ def open_client(host: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
             ) from None
     kwargs["base_url"] = address
     with docker_errors(address, "connect", error=error):
-        return docker.DockerClient(version="auto", timeout=int(timeout), **kwargs)
+        # an explicit version: the SDK's own "auto" negotiation would send its GET /version
+        # and drop the answer; ours keeps it (the engine version is what status reports)
+        # the SDK annotates timeout as int; requests takes float seconds (a 0.5 s probe)
+        client = docker.DockerClient(version=DEFAULT_DOCKER_API_VERSION,
+                                     timeout=timeout,  # type: ignore[arg-type]
+                                     **kwargs)
+        from envd_core import timings
+
+        if timings.enabled():
+            client.api.hooks["response"].append(_count_request)
+        info: dict[str, Any] = client.api.version(api_version=False)
+        if "ApiVersion" not in info:
+            raise docker.errors.DockerException(
+                "invalid answer to GET /version: no ApiVersion")
+        client.api._version = str(info["ApiVersion"])  # type: ignore[attr-defined]
+        _versions[client.api] = info
+    return client
+
+
+#: The ``GET /version`` answer of each client :func:`open_client` made, by its ``APIClient``.
+_versions: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def server_version(client: docker.DockerClient) -> dict[str, Any] | None:
+    """The daemon's ``GET /version`` answer that :func:`open_client` negotiated with."""
+    return _versions.get(client.api)
+
+
+def _count_request(response: Any, *args: Any, **kwargs: Any) -> None:
+    from envd_core import timings
+
+    timings.count("docker requests")
 
 
 def explain(exc: BaseException, host: str, what: str) -> tuple[str, str | None]:

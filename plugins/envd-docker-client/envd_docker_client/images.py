@@ -29,7 +29,13 @@ CHUNK = 1 << 20
 
 def engine_version(client: docker.DockerClient, host: str, *,
                    error: type[EnvdError] = RunnerError) -> str:
-    """The daemon's version (``20.10.24``)."""
+    """The daemon's version (``20.10.24``): from the negotiation of :func:`open_client` when it
+    made ``client``, else one ``GET /version``."""
+    from envd_docker_client.client import server_version
+
+    known = server_version(client)
+    if known is not None:
+        return str(known.get("Version", "?"))
     with docker_errors(host, "report its version", error=error):
         return str(client.version().get("Version", "?"))
 
@@ -125,14 +131,32 @@ def commit_config(client: docker.DockerClient, host: str, name: str, config: dic
     image arrives with an empty config. Committing an unstarted container of it with the wanted
     config is the Engine API's way to set one (it adds an empty layer).
 
+    A cached rebuild exports the very same image again (same id), and the commit of the same
+    config onto it would make a new, equivalent image each time (the commit's timestamp
+    differs): three requests, a container's mount and a layer write per ``envd up``, and one more
+    dangling image. So the committed id is remembered per (daemon, exported image, config) in
+    the envd cache directory, and when that image still exists the name is tagged onto it
+    instead (an inspect and a tag). A commit whose image was deleted since is simply made again.
+
     Known limit: dockerd fills an empty ``Cmd`` of the commit from the container when the config
     has no ``Entrypoint`` either (sending ``"Cmd": null`` does not stop it), so an image whose
     config has neither gets the placeholder ``/bin/true`` as its ``Cmd``.
     """
+    import docker.errors
+
     ref = parse_reference(name)
     body = {key: config[key] for key in _CONFIG_KEYS if key in config}
     api = client.api
     with docker_errors(host, f"apply the image config to `{name}`", error=error):
+        exported = str(api.inspect_image(name).get("Id", ""))  # type: ignore[no-untyped-call]
+        key = _commit_key(host, exported, body)
+        known = _commits().get(key)
+        if known:
+            try:
+                api.tag(known, ref.repository, tag=ref.tag_or_default, force=True)
+                return known
+            except docker.errors.NotFound:
+                pass  # the earlier commit was removed: make it again
         # an empty entrypoint, so the commit never inherits one the config did not ask for
         container = api.create_container(name, command=["/bin/true"], entrypoint=[])["Id"]
         try:
@@ -140,4 +164,60 @@ def commit_config(client: docker.DockerClient, host: str, name: str, config: dic
                                 pause=False, conf=body)
         finally:
             api.remove_container(container, force=True)
-    return str(result.get("Id", ""))
+    committed = str(result.get("Id", ""))
+    if exported and committed:
+        _remember(key, committed)
+    return committed
+
+
+#: How many (exported image, config) → commit pairs the cache keeps (newest last).
+_COMMITS_KEPT = 256
+
+
+def _commits_path() -> str:
+    import os
+
+    base = os.environ.get("ENVD_CACHE_DIR")
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = os.path.join(xdg or os.path.join(os.path.expanduser("~"), ".cache"), "envd")
+    return os.path.join(os.path.expanduser(base), "docker-config-commits.json")
+
+
+def _commit_key(host: str, exported: str, body: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return f"{host}|{exported}|{digest}"
+
+
+def _commits() -> dict[str, str]:
+    """The remembered commits; an unreadable or corrupt cache is an empty one."""
+    import json
+
+    try:
+        with open(_commits_path(), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _remember(key: str, committed: str) -> None:
+    """Add one pair (a cache: a failed write or a lost race only costs a commit later)."""
+    import contextlib
+    import json
+    from pathlib import Path
+
+    from envd_core.atomic import write_atomic
+    from envd_core.errors import StoreError
+
+    commits = _commits()
+    commits.pop(key, None)
+    commits[key] = committed
+    kept = dict(list(commits.items())[-_COMMITS_KEPT:])
+    path = Path(_commits_path())
+    with contextlib.suppress(OSError, StoreError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(kept).encode(), mode=0o600)

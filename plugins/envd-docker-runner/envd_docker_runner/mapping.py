@@ -43,6 +43,10 @@ ADDRESS_LABELS = {"jupyter": LABEL_JUPYTER_ADDRESS, "rstudio-server": LABEL_RSTU
 LABEL_SERVICE_PREFIX = "ai.tensorchord.envd.service."
 #: The port envd's SSH server listens on inside an environment.
 SSH_PORT = 2222
+#: Where ``create`` puts the environment's host key (``EnvironmentSpec.host_key``) before the
+#: start; ``/var/envd`` exists in every dev image. envd-sshd reads ``ENVD_HOST_KEY``.
+HOST_KEY_PATH = "/var/envd/hostkey"
+HOST_KEY_ENV = "ENVD_HOST_KEY"
 RESTART_POLICY = {"Name": "always"}
 GPU_DRIVER = "nvidia"
 
@@ -94,7 +98,7 @@ def container_config(spec: EnvironmentSpec) -> dict[str, Any]:
         "name": spec.name,
         "detach": True,
         "labels": labels_for(spec),
-        "environment": dict(spec.env),
+        "environment": {**spec.env, **({HOST_KEY_ENV: HOST_KEY_PATH} if spec.host_key else {})},
         "ports": [(p.container_port, p.protocol) for p in spec.ports],
     }
     if spec.command is not None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from envd_docker_client.client import docker_errors, docker_host, open_client
+from envd_docker_client.client import DEFAULT_TIMEOUT, docker_errors, docker_host, open_client
 
 from envd_core.environment import (
     Environment,
@@ -20,6 +20,7 @@ from envd_core.environment import (
 from envd_core.errors import EnvdError, RunnerError, ValidationError
 from envd_core.runner import EnvironmentExistsError, EnvironmentNotFoundError, Runner
 from envd_docker_runner.mapping import (
+    HOST_KEY_PATH,
     LABEL_NAME,
     container_config,
     host_config,
@@ -56,11 +57,14 @@ class DockerRunner(Runner):
     supports_tty = True
     supports_mounts = True
     supports_gpus = True
+    accepts_host_key = True
     lister = "envd_docker_listing:list_light"
 
     def __init__(self, address: str | None, options: Mapping[str, str] | None = None) -> None:
         super().__init__(address, options)
         self._client: docker.DockerClient | None = None
+        #: Image inspects of :meth:`find_image`, by reference (``create`` reads the user).
+        self._image_rows: dict[str, dict[str, Any]] = {}
 
     @classmethod
     def normalize_address(cls, address: str) -> str | None:
@@ -118,24 +122,48 @@ class DockerRunner(Runner):
 
     # -- lifecycle ----------------------------------------------------------------------------
     def create(self, spec: EnvironmentSpec, *, replace: bool = False) -> Environment:
+        """Create and start ``spec``: create, (host key,) start and one inspect when the name is
+        free; an existing environment is only looked at when Docker refuses the name."""
         import docker.errors
 
-        client = self.client()
-        api = client.api
-        try:
-            self._inspect_raw(spec.name)
-            exists = True
-        except EnvironmentNotFoundError:
-            exists = False
-        if exists and not replace:
-            raise EnvironmentExistsError(
-                f"environment `{spec.name}` already exists in the Docker daemon at `{self.host}`",
-                hint="remove it first (envd down) or replace it (--force)",
-            )
-        if exists:
-            self.remove(spec.name, force=True)
+        api = self.client().api
         if self.host.startswith("unix://"):
             spec = with_free_ports(spec)  # a local daemon: its host ports are ours
+        copy_key = False
+        if spec.host_key:
+            spec, copy_key = self._host_key_mount(spec)
+        try:
+            container_id = self._create_container(spec)
+        except EnvironmentExistsError as taken:
+            try:
+                existing = self._inspect_raw(spec.name)
+            except EnvironmentNotFoundError:
+                raise taken from None  # a container envd did not make: never replace it
+            if not replace:
+                raise EnvironmentExistsError(
+                    f"environment `{spec.name}` already exists in the Docker daemon at "
+                    f"`{self.host}`",
+                    hint="remove it first (envd down) or replace it (--force)",
+                ) from None
+            self._call(spec.name, "remove", api.remove_container, existing["Id"], force=True,
+                       v=True)
+            container_id = self._create_container(spec)
+        try:
+            if copy_key:
+                self._put_host_key(container_id, spec)
+            attrs = self._start(spec.name, container_id)
+        except BaseException:
+            # leave nothing half-made behind: a container that cannot start is useless
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(container_id, force=True)
+            raise
+        return to_environment(attrs, self.name)
+
+    def _create_container(self, spec: EnvironmentSpec) -> str:
+        """``POST /containers/create``; a taken name is :class:`EnvironmentExistsError`."""
+        import docker.errors
+
+        api = self.client().api
         with docker_errors(self.host, f"create `{spec.name}`"):
             try:
                 created = api.create_container(
@@ -154,17 +182,75 @@ class DockerRunner(Runner):
                         hint="pick another name or remove that container",
                     ) from None
                 raise
-        container_id = str(created["Id"])
-        try:
-            self._start(spec.name, container_id)
-        except BaseException:
-            # leave nothing half-made behind: a container that cannot start is useless
-            with contextlib.suppress(docker.errors.APIError):
-                api.remove_container(container_id, force=True)
-            raise
-        return self.inspect(spec.name)
+        return str(created["Id"])
 
-    def _start(self, name: str, container_id: str) -> None:
+    def _host_key_mount(self, spec: EnvironmentSpec) -> tuple[EnvironmentSpec, bool]:
+        """``spec`` with its host key bind-mounted read-only when the daemon can read the file
+        as the SSH server's user: a local, system dockerd (its socket owned by root) and a
+        container user that is root or owns the file. Else ``(spec, True)``: copy it in before
+        the start (:meth:`_put_host_key`), which worked everywhere but cost ~0.25 s here (the
+        daemon mounts and unmounts the container's filesystem for it)."""
+        import os
+
+        import attrs
+
+        from envd_core.environment import Mount
+
+        assert spec.host_key is not None
+        owner = _numeric_owner(spec.user or self._image_user(spec.image))
+        try:
+            local = self.host.startswith("unix://") and \
+                os.stat(self.host[len("unix://"):]).st_uid == 0
+            key_uid = os.stat(spec.host_key).st_uid
+        except OSError:
+            return spec, True
+        if not local or owner is None or owner[0] not in (0, key_uid):
+            return spec, True
+        mount = Mount(source=spec.host_key, target=HOST_KEY_PATH, read_only=True)
+        return attrs.evolve(spec, mounts=(*spec.mounts, mount)), False
+
+    def _put_host_key(self, container_id: str, spec: EnvironmentSpec) -> None:
+        """Copy the host key into the created container (before it starts), owned by the user
+        its SSH server runs as. A copy, not a bind mount, so a remote daemon works too."""
+        import io
+        import tarfile
+
+        assert spec.host_key is not None
+        try:
+            data = open(spec.host_key, "rb").read()  # noqa: SIM115 - a few hundred bytes
+        except OSError as exc:
+            raise RunnerError(f"cannot read the host key `{spec.host_key}`: {exc.strerror}") \
+                from None
+        owner = _numeric_owner(spec.user or self._image_user(spec.image))
+        info = tarfile.TarInfo(HOST_KEY_PATH.rsplit("/", 1)[1])
+        info.size = len(data)
+        info.mtime = int(time.time())
+        # a user given by name: its uid is only known inside the image, so the key is left
+        # readable there (every process of a dev environment is that one user's anyway)
+        info.uid, info.gid = owner or (0, 0)
+        info.mode = 0o400 if owner else 0o444
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            tar.addfile(info, io.BytesIO(data))
+        self._call(spec.name, "copy the host key into", self.client().api.put_archive,
+                   container_id, HOST_KEY_PATH.rsplit("/", 1)[0], buf.getvalue())
+
+    def _image_user(self, ref: str) -> str:
+        """The ``User`` of image ``ref`` (the inspect :meth:`find_image` made, if any)."""
+        row = self._image_rows.get(ref)
+        if row is None:
+            import docker.errors
+
+            try:
+                with docker_errors(self.host, f"inspect the image `{ref}`"):
+                    row = self.client().api.inspect_image(ref)  # type: ignore[no-untyped-call]
+            except docker.errors.NotFound:
+                return ""
+        return str(((row or {}).get("Config") or {}).get("User") or "")
+
+    def _start(self, name: str, container_id: str) -> dict[str, Any]:
+        """Start the container and return its inspect once it runs (normally the first one:
+        ``POST /start`` returns when the process runs)."""
         import docker.errors
 
         api = self.client().api
@@ -176,10 +262,11 @@ class DockerRunner(Runner):
                 raise self._explain_start_failure(name, exc) from None
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            attrs = api.inspect_container(container_id)
+            attrs: dict[str, Any] = self._call(name, "inspect", api.inspect_container,
+                                               container_id)
             status = EnvironmentStatus.parse((attrs.get("State") or {}).get("Status"))
             if status is EnvironmentStatus.RUNNING:
-                return
+                return attrs
             if status in (EnvironmentStatus.EXITED, EnvironmentStatus.DEAD):
                 tail = api.logs(container_id, tail=3).decode("utf-8", "replace").strip()
                 code = (attrs.get("State") or {}).get("ExitCode")
@@ -190,7 +277,7 @@ class DockerRunner(Runner):
                 )
             if time.monotonic() > deadline:
                 raise RunnerError(f"environment `{name}` did not start in {START_TIMEOUT:.0f}s")
-            time.sleep(0.1)
+            time.sleep(0.05)
 
     def _explain_start_failure(self, name: str, exc: BaseException) -> RunnerError:
         lines = str(getattr(exc, "explanation", None) or exc).strip().splitlines()
@@ -264,8 +351,7 @@ class DockerRunner(Runner):
     # -- optional lifecycle -------------------------------------------------------------------
     def start(self, name: str) -> Environment:
         attrs = self._inspect_raw(name)
-        self._start(name, attrs["Id"])
-        return self.inspect(name)
+        return to_environment(self._start(name, attrs["Id"]), self.name)
 
     def pause(self, name: str) -> None:
         self._call(name, "pause", self.client().api.pause, self._inspect_raw(name)["Id"])
@@ -325,6 +411,7 @@ class DockerRunner(Runner):
                 row: dict[str, Any] = self.client().api.inspect_image(ref)  # type: ignore[no-untyped-call]
         except docker.errors.NotFound:
             return None
+        self._image_rows[ref] = row
         return ImageInfo(
             id=str(row.get("Id", "")),
             tags=tuple(row.get("RepoTags") or ()),
@@ -346,14 +433,29 @@ class DockerRunner(Runner):
 
     # -- the runner itself --------------------------------------------------------------------
     def status(self, *, timeout: float = 3.0) -> RunnerStatus:
+        """Reachable, with the engine's version: the ``GET /version`` that opens the runner's
+        client (kept for the calls that follow, so ``up`` asks the daemon once)."""
         from envd_docker_client.images import engine_version
 
         try:
-            client = open_client(self.address, timeout=timeout)
+            if self._client is None:
+                client = open_client(self.address, timeout=timeout)
+                client.api.timeout = int(DEFAULT_TIMEOUT)  # the probe's limit, not the calls'
+                self._client = client
             return RunnerStatus(reachable=True,
-                                version=f"dockerd {engine_version(client, self.host)}")
+                                version=f"dockerd {engine_version(self._client, self.host)}")
         except EnvdError as exc:  # unreachable, or a DOCKER_HOST that is not an address
             return RunnerStatus(reachable=False, error=str(exc))
+
+
+def _numeric_owner(user: str) -> tuple[int, int] | None:
+    """``(uid, gid)`` of a container ``User`` given as numbers (``1000:1000``, ``0``)."""
+    uid, _, gid = user.partition(":")
+    if not uid:
+        return (0, 0)  # no User: root
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        return None
+    return int(uid), int(gid or 0)
 
 
 def _parse_created(text: str | None) -> dt.datetime | None:

@@ -195,6 +195,26 @@ def test_free_ports_are_picked_before_creation_so_labels_can_name_them() -> None
     assert labels["ai.tensorchord.envd.jupyter.address"] == f"http://127.0.0.1:{jupyter.host_port}"
 
 
+def test_a_host_key_is_named_for_envd_sshd_only_when_given() -> None:
+    from envd_docker_runner.mapping import HOST_KEY_ENV, HOST_KEY_PATH
+
+    plain = EnvironmentSpec(name="k", image="img", env={"A": "1"})
+    assert container_config(plain)["environment"] == {"A": "1"}
+    keyed = EnvironmentSpec(name="k", image="img", env={"A": "1"}, host_key="/c/hostkeys/k")
+    assert container_config(keyed)["environment"] == {"A": "1", HOST_KEY_ENV: HOST_KEY_PATH}
+
+
+@pytest.mark.parametrize(("user", "owner"), [
+    ("", (0, 0)), ("0", (0, 0)), ("1000:1001", (1000, 1001)), ("1000", (1000, 0)),
+    ("envd", None), ("1000:staff", None),
+])
+def test_the_host_key_owner_comes_from_a_numeric_user(user: str,
+                                                      owner: tuple[int, int] | None) -> None:
+    from envd_docker_runner.runner import _numeric_owner
+
+    assert _numeric_owner(user) == owner
+
+
 def test_light_listing_constants_are_the_runners() -> None:
     import envd_docker_listing as listing
     from envd_docker_client.client import DEFAULT_HOST, docker_host

@@ -127,6 +127,77 @@ def test_up_detach_then_ssh_proves_mount_user_env_and_path(envd: DevEnvd, projec
     assert envd.ssh_config == USER_SSH
 
 
+def _wait_greeting(port: int, timeout: float = 60) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.settimeout(1)
+                if sock.recv(4).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"no SSH greeting on 127.0.0.1:{port}")
+
+
+def test_the_host_key_is_fixed_checked_strictly_and_a_swapped_one_refused(
+        envd: DevEnvd, project: Path, docker_host: str) -> None:
+    name = project.name
+    config_dir = envd.home / "envd-config"
+    envd("up", "--detach", "--progress", "plain", cwd=project)
+    block = envd.ssh_config.decode()
+    known_hosts = config_dir / "known_hosts"
+    assert "  StrictHostKeyChecking yes\n" in block and "/dev/null" not in block
+    assert f'  UserKnownHostsFile "{known_hosts}"\n' in block
+    key_pub = (config_dir / "hostkeys" / f"{name}.pub").read_text().split()[:2]
+    assert known_hosts.read_text().split() == [f"{name}.envd", *key_pub]
+    # the server presents exactly that key (the real OpenSSH client, strict checking)
+    assert envd.ssh(name, "echo", "strict").stdout.strip() == "strict"
+    port = int(docker("port", name, "2222/tcp", docker_host=docker_host).stdout.rsplit(":", 1)[1])
+    scanned = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert scanned[1:3] == key_pub
+    # never in an image layer: the image has no host key, only the container got one
+    image_files = docker("run", "--rm", "--entrypoint", "ls", f"{name}:dev", "/var/envd",
+                         docker_host=docker_host).stdout.split()
+    assert "hostkey" not in image_files
+
+    # another server on that port (a container made by hand from the same image: its sshd
+    # makes its own key): OpenSSH refuses to connect
+    impostor = f"{name}-impostor"
+    docker("rm", "-f", name, docker_host=docker_host)
+    try:
+        docker("run", "-d", "--name", impostor, "-p", f"127.0.0.1:{port}:2222", f"{name}:dev",
+               docker_host=docker_host)
+        _wait_greeting(port)
+        refused = envd.ssh(name, "echo", "should-not-run", check=False)
+        assert refused.returncode != 0 and "should-not-run" not in refused.stdout
+        assert "host key" in refused.stderr.lower(), refused.stderr
+    finally:
+        docker("rm", "-f", impostor, docker_host=docker_host, check=False)
+
+    # re-created by envd: the same key, still trusted
+    envd("up", "--detach", cwd=project)
+    assert (config_dir / "hostkeys" / f"{name}.pub").read_text().split()[:2] == key_pub
+    assert envd.ssh(name, "echo", "kept").stdout.strip() == "kept"
+
+    # --force makes a new environment with a new key, recorded again: SSH works
+    envd("up", "--detach", "--force", cwd=project)
+    new_pub = (config_dir / "hostkeys" / f"{name}.pub").read_text().split()[:2]
+    assert new_pub != key_pub
+    assert known_hosts.read_text().split() == [f"{name}.envd", *new_pub]
+    assert envd.ssh(name, "echo", "again").stdout.strip() == "again"
+
+    # down removes the key and its known_hosts line with the entry
+    envd("down", "--name", name)
+    assert not (config_dir / "hostkeys" / name).exists()
+    assert known_hosts.read_text() == ""
+    assert envd.ssh_config == USER_SSH
+
+
 def test_owner_uid_on_a_base_without_python(envd: DevEnvd, tmp_path: Path, registry: str,
                                             docker_host: str) -> None:
     project = dev_project(tmp_path, f"""
@@ -157,9 +228,10 @@ def test_up_attaches_through_ssh_in_a_terminal(envd: DevEnvd, project: Path) -> 
         os.write(main, b"echo ssh-$((6*7)) $(pwd); tty\n")
         out = _read_until(main, b"/dev/pts/", 60)
         assert f"ssh-42 /home/envd/{project.name}".encode() in out, out[-2000:]
-        # OpenSSH's client made the session (its known-hosts notice), not the exec fallback
-        assert b"Permanently added '[127.0.0.1]:" in banner + out
+        # OpenSSH's client made the session, not the exec fallback; and it knew the host key
+        # before it connected (strict checking against envd's known_hosts: no trust on first use)
         assert b"through runner" not in banner + out
+        assert b"Permanently added" not in banner + out
         os.write(main, b"exit\n")
         assert proc.wait(timeout=60) == 0
     finally:

@@ -63,6 +63,39 @@ def test_save_load_commit_push_roundtrip(infra: dict[str, Any]) -> None:
         client.api.remove_image(tag, force=True)
 
 
+def test_a_cached_export_gets_its_earlier_commit_back(
+        infra: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same exported image + the same config: the earlier commit is tagged again (no new
+    image per cached `envd up`); a new config, or the commit deleted meanwhile, commits anew."""
+    monkeypatch.setenv("ENVD_CACHE_DIR", str(tmp_path))
+    host = infra["DOCKER_HOST"]
+    client = open_client(host)
+    tag = f"envd-client-commit:{uuid.uuid4().hex[:8]}"
+    made: set[str] = set()
+
+    def export_and_commit(config: dict[str, Any]) -> str:
+        client.api.tag(BUSYBOX, tag, force=True)  # what the moby exporter does on a rebuild
+        committed = commit_config(client, host, tag, config)
+        made.add(committed)
+        assert client.api.inspect_image(tag)["Id"] == committed
+        return committed
+
+    try:
+        first = export_and_commit({"Env": ["A=1"], "Entrypoint": ["/bin/sh"]})
+        assert export_and_commit({"Env": ["A=1"], "Entrypoint": ["/bin/sh"]}) == first
+        other = export_and_commit({"Env": ["A=2"], "Entrypoint": ["/bin/sh"]})
+        assert other != first
+        assert "A=2" in client.api.inspect_image(tag)["Config"]["Env"]
+        client.api.tag(BUSYBOX, tag, force=True)
+        client.api.remove_image(first, force=True)  # gone: made again, not an error
+        again = export_and_commit({"Env": ["A=1"], "Entrypoint": ["/bin/sh"]})
+        assert again != first and "A=1" in client.api.inspect_image(tag)["Config"]["Env"]
+    finally:
+        for image in (tag, *made):
+            subprocess.run(["docker", "-H", host, "rmi", "-f", image], capture_output=True,
+                           check=False)
+
+
 def test_push_error_is_one_line(infra: dict[str, Any]) -> None:
     host = infra["DOCKER_HOST"]
     with pytest.raises(BuilderError) as info:
