@@ -23,7 +23,6 @@ from envd_core.environments.names import (
     LABEL_CUDNN,
     LABEL_GENERAL_GRAPH,
     LABEL_GPU,
-    LABEL_JUPYTER_ADDRESS,
     LABEL_PYPI,
     LABEL_RUNTIME_GRAPH,
     LABEL_VENDOR,
@@ -43,7 +42,6 @@ __all__ = [
     "check_replaceable",
     "default_host_keys",
     "describe_rows",
-    "environment_row",
     "find_image",
     "image_row",
     "launch",
@@ -203,47 +201,6 @@ def dependencies(labels: Mapping[str, str]) -> list[dict[str, str]]:
 
 
 # -- environments ---------------------------------------------------------------------------
-def endpoint(environment: Environment) -> str:
-    """Services other than SSH as ``service: http://host:port`` (upstream's endpoint column)."""
-    parts = []
-    for port in environment.ports:
-        if port.service and port.service != "ssh":
-            host = "127.0.0.1" if port.host_ip in ("0.0.0.0", "") else port.host_ip
-            parts.append(f"{port.service}: http://{host}:{port.host_port}")
-    return ", ".join(parts)
-
-
-def jupyter_address(environment: Environment) -> str | None:
-    """``http://host:port`` of the environment's Jupyter: the runner's label, else its port."""
-    label = environment.labels.get(LABEL_JUPYTER_ADDRESS)
-    if label:
-        return label
-    for port in environment.ports:
-        if port.service == "jupyter":
-            host = "127.0.0.1" if port.host_ip in ("0.0.0.0", "") else port.host_ip
-            return f"http://{host}:{port.host_port}"
-    return None
-
-
-def environment_row(environment: Environment) -> dict[str, Any]:
-    """Upstream's ``envs ls`` JSON keys, plus where SSH listens and the runner's id."""
-    labels = environment.labels
-    row: dict[str, Any] = {
-        "name": environment.name,
-        "endpoint": endpoint(environment) or None,
-        "ssh_target": ssh_host(environment.name),
-        "image": environment.image,
-        "gpu": labels.get(LABEL_GPU) == "true",
-        "cuda": labels.get(LABEL_CUDA) or None,
-        "cudnn": labels.get(LABEL_CUDNN) or None,
-        "status": environment.status.value,
-        "ssh_port": environment.ssh.port if environment.ssh else None,
-        "jupyter_address": jupyter_address(environment),
-        "id": environment.id[:12],
-    }
-    return {k: v for k, v in row.items() if v is not None}
-
-
 def describe_rows(environment: Environment) -> dict[str, Any]:
     """``envs describe``: the published ports and the dependencies, upstream's JSON shape."""
     ports = [{
