@@ -251,6 +251,61 @@ def fingerprints(reads: Mapping[str, list[str]]) -> list[list[str]]:
             for path in reads.get(how, [])]
 
 
+def fs_now() -> int:
+    """Now on the clock the kernel stamps files with (Linux: the coarse realtime clock, which
+    may lag ``time.time_ns()`` by a tick): a change made after this has a ctime at or above it."""
+    import time
+
+    clock = getattr(time, "CLOCK_REALTIME_COARSE", None)
+    return time.clock_gettime_ns(clock) if clock is not None else time.time_ns()
+
+
+def _ctime(path: str, listed: bool) -> int | None:
+    """The ctime that tells whether what was learnt about ``path`` may have changed: its own
+    (the link's and its target's) for a file, and for a directory that was listed; ``None``
+    for a directory only stat'ed (its fingerprint is its type, which no change of its entries
+    alters); the nearest existing parent's for a missing path (a deletion changes it)."""
+    try:
+        link = os.lstat(path)
+    except OSError:
+        link = None
+    if link is not None:
+        is_link = stat_mod.S_ISLNK(link.st_mode)
+        try:
+            target = os.stat(path) if is_link else link
+        except OSError:  # a dangling link: what it names is the link's
+            return link.st_ctime_ns
+        if stat_mod.S_ISDIR(target.st_mode) and not listed:
+            return link.st_ctime_ns if is_link else None
+        return max(link.st_ctime_ns, target.st_ctime_ns)
+    parent = os.path.dirname(path)
+    while parent != path:
+        with contextlib.suppress(OSError):
+            return os.stat(parent).st_ctime_ns
+        path, parent = parent, os.path.dirname(parent)
+    return None
+
+
+def changed_since(reads: Mapping[str, list[str]], since: int) -> str | None:
+    """A recorded path that changed (or appeared, or went) at or after ``since``, else ``None``.
+
+    The entry's fingerprints are taken when it is written, after evaluation and compilation:
+    a file saved in between would be fingerprinted with its new content next to a definition
+    made from the old one, and reused by every later build. ctime, unlike mtime, cannot be set
+    back (``touch -d``, ``rsync -t``), so a change after ``since`` always shows. A filesystem
+    with whole-second times is compared two seconds early.
+    """
+    for how in sorted(_PRINTS):
+        for path in reads.get(how, []):
+            ctime = _ctime(path, how == "listed")
+            if ctime is None:
+                continue
+            bound = since - 2 * 10**9 if ctime % 10**9 == 0 else since
+            if ctime >= bound:
+                return path
+    return None
+
+
 def _still_valid(prints: list[list[str]]) -> bool:
     return all(_PRINTS[how](path) == fp for how, path, fp in prints)
 
@@ -280,11 +335,15 @@ def _checksum(builds: Any) -> str:
 
 
 def store(key: str, reads: Mapping[str, list[str]], *, dev: bool,
-          builds: Mapping[str, Any]) -> None:
-    """Write the entry for ``key`` (atomically; errors are ignored: it is only a cache)."""
+          builds: Mapping[str, Any], since: int | None = None) -> None:
+    """Write the entry for ``key`` (atomically; errors are ignored: it is only a cache).
+    ``since``: when evaluation started (:func:`fs_now`); nothing is written when a read path
+    changed after it (:func:`changed_since`)."""
     from envd_core.atomic import write_atomic
     from envd_core.errors import EnvdError
 
+    if since is not None and changed_since(reads, since) is not None:
+        return
     documents = {platform: CachedBuild.document(c) for platform, c in builds.items()}
     doc = {"version": ENTRY_VERSION, "key": key, "reads": fingerprints(reads), "dev": dev,
            "builds": documents, "sum": _checksum(documents)}
@@ -324,6 +383,8 @@ class DefinitionCache:
         self._reads: dict[str, list[str]] | None = None
         self._dev = False
         self._builds: dict[str, Any] = {}
+        #: When evaluation started, on the files' clock (set by :meth:`open`).
+        self.started = fs_now()
 
     @classmethod
     def open(cls, request: Any, *, context_dir: Path, builder: Any,
@@ -373,4 +434,4 @@ class DefinitionCache:
             # compiling a dev image made the key pair (first dev build): the definition bakes
             # a key the cache key does not name; stored, it would outlive a deleted pair
             return
-        store(self.key, self._reads, dev=self._dev, builds=self._builds)
+        store(self.key, self._reads, dev=self._dev, builds=self._builds, since=self.started)

@@ -345,3 +345,43 @@ def test_a_second_envd_process_hits(tmp_path: Path) -> None:
     assert "starlark" in phases[0] and "llb" in phases[0]
     assert "starlark" not in phases[1] and "llb" not in phases[1]
     assert outputs[0] == outputs[1]
+
+
+# ------------------------------------------------------------------ the review's attacks
+def test_a_file_edited_while_the_build_runs_is_not_trusted(
+        build: Any, evaluations: list[int], project: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluation read VERSION=1; the user saves VERSION=2 before the entry is written.
+    Fingerprints taken at store time would describe 2 next to a definition built from 1, and
+    every later build would reuse it."""
+    (project / "build.envd").write_text(BUILD + "    install.versioned()\n")
+    real = defcache.DefinitionCache.evaluated
+
+    def evaluated_then_edit(self: Any, graph: Any, reads: Any) -> None:
+        real(self, graph, reads)
+        (project / "VERSION").write_text("2\n")  # an editor's save, mid-build
+
+    monkeypatch.setattr(defcache.DefinitionCache, "evaluated", evaluated_then_edit)
+    assert b"tool-1" in build()
+    monkeypatch.setattr(defcache.DefinitionCache, "evaluated", real)
+    assert b"tool-2" in build()
+    assert build() == build(cache=False)
+
+
+def test_a_file_deleted_while_the_build_runs_is_not_trusted(
+        build: Any, evaluations: list[int], project: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    (project / "build.envd").write_text(
+        BUILD + '    install.versioned(name="requirements.txt")\n')
+    real = defcache.DefinitionCache.evaluated
+
+    def evaluated_then_delete(self: Any, graph: Any, reads: Any) -> None:
+        real(self, graph, reads)
+        (project / "requirements.txt").unlink()
+
+    monkeypatch.setattr(defcache.DefinitionCache, "evaluated", evaluated_then_delete)
+    assert b"tool-six" in build()
+    monkeypatch.setattr(defcache.DefinitionCache, "evaluated", real)
+    with pytest.raises(AssertionError):  # evaluated again, it fails: the file is gone
+        build()
+    assert _entries(project) == []
