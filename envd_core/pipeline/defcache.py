@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_SWITCH = "ENVD_EVAL_CACHE"
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2  # 2: listings with kinds, the checksum over reads
 MAX_ENTRIES = 64
 MAX_ENTRY_BYTES = 8 << 20
 #: Files up to this size are fingerprinted by content, larger ones by size, mtime and inode.
@@ -210,7 +210,8 @@ def _file_print(path: str) -> str:
     if not stat_mod.S_ISREG(st.st_mode):
         return f"t{stat_mod.S_IFMT(st.st_mode)}"
     if st.st_size > HASH_LIMIT:
-        return f"F{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        # ctime too: an in-place rewrite with the old mtime put back keeps size, mtime, inode
+        return f"F{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
     try:
         with open(path, "rb") as fh:
             return "f" + hashlib.sha256(fh.read()).hexdigest()
@@ -218,9 +219,22 @@ def _file_print(path: str) -> str:
         return f"-{exc.errno}"
 
 
-def _listing_print(path: str) -> str:
+def _entry_kind(entry: os.DirEntry[str]) -> str:
+    """What ``os.walk``/``glob``/``is_dir()`` tell of an entry without another read: folder,
+    link (to a folder or not), other."""
     try:
-        names = sorted(os.listdir(path))
+        if entry.is_symlink():
+            return "L" if entry.is_dir() else "l"
+        return "d" if entry.is_dir(follow_symlinks=False) else "f"
+    except OSError:
+        return "?"
+
+
+def _listing_print(path: str) -> str:
+    """The names with their kinds: a file replaced by a folder of the same name changes it."""
+    try:
+        with os.scandir(path) as entries:
+            names = sorted(f"{e.name}\0{_entry_kind(e)}" for e in entries)
     except OSError as exc:
         return f"-{exc.errno}"
     return "l" + hashlib.sha256("\0".join(names).encode()).hexdigest()
@@ -320,7 +334,7 @@ def lookup(key: str) -> tuple[bool, dict[str, CachedBuild]] | None:
             doc = json.loads(fh.read())
         if doc.get("version") != ENTRY_VERSION or doc.get("key") != key:
             return None
-        if doc.get("sum") != _checksum(doc["builds"]) or not _still_valid(doc["reads"]):
+        if doc.get("sum") != _checksum(doc) or not _still_valid(doc["reads"]):
             return None
         builds = {platform: CachedBuild(entry) for platform, entry in doc["builds"].items()}
         return bool(doc["dev"]), builds
@@ -328,10 +342,12 @@ def lookup(key: str) -> tuple[bool, dict[str, CachedBuild]] | None:
         return None  # missing, half-written by a crashed writer, or from another version
 
 
-def _checksum(builds: Any) -> str:
-    """SHA-256 of the stored builds: an entry changed by anything but :func:`store` (a disk
-    error, an edit) is a miss rather than a wrong definition."""
-    return hashlib.sha256(json.dumps(builds, sort_keys=True).encode()).hexdigest()
+def _checksum(doc: Mapping[str, Any]) -> str:
+    """SHA-256 of the stored builds, reads and dev flag: an entry changed by anything but
+    :func:`store` (a disk error, an edit) is a miss rather than a wrong definition; an entry
+    that lost its reads would match any state of the files."""
+    covered = {k: doc[k] for k in ("reads", "dev", "builds")}
+    return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()
 
 
 def store(key: str, reads: Mapping[str, list[str]], *, dev: bool,
@@ -345,8 +361,9 @@ def store(key: str, reads: Mapping[str, list[str]], *, dev: bool,
     if since is not None and changed_since(reads, since) is not None:
         return
     documents = {platform: CachedBuild.document(c) for platform, c in builds.items()}
-    doc = {"version": ENTRY_VERSION, "key": key, "reads": fingerprints(reads), "dev": dev,
-           "builds": documents, "sum": _checksum(documents)}
+    doc: dict[str, Any] = {"version": ENTRY_VERSION, "key": key, "reads": fingerprints(reads),
+                           "dev": dev, "builds": documents}
+    doc["sum"] = _checksum(doc)
     data = json.dumps(doc, separators=(",", ":")).encode()
     if len(data) > MAX_ENTRY_BYTES:
         return

@@ -62,10 +62,13 @@ def _path(value: Any) -> str | None:
     if isinstance(value, int):  # a file descriptor: its path was recorded when it was opened
         return None
     try:
-        path = os.path.abspath(os.fsdecode(value))
-    except (TypeError, ValueError):
+        path = os.fsdecode(value)
+        # joined, not normalised: `link/../x` names `<link's target>/../x` to the kernel,
+        # which is not the lexically normalised `x`
+        path = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    except (TypeError, ValueError, OSError):
         return None
-    if path.startswith(_IGNORED_PREFIXES) or path.endswith(_CODE_SUFFIXES):
+    if os.path.normpath(path).startswith(_IGNORED_PREFIXES) or path.endswith(_CODE_SUFFIXES):
         return None
     return path
 

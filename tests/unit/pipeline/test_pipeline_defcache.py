@@ -38,6 +38,14 @@ def _run_git(graph: Any) -> None:
     graph.apt_packages.append(f"rc-{out.returncode}")
 
 
+def _list_dirs(graph: Any) -> None:
+    """A vendor function whose result depends on which entries of the context are folders."""
+    import os
+
+    with os.scandir(".") as entries:
+        graph.apt_packages.extend(sorted("dir-" + e.name for e in entries if e.is_dir()))
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ENVD_CACHE_DIR", str(tmp_path / "cache"))
@@ -69,7 +77,8 @@ def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def build(cli: Any, register_plugin: Any, project: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     register_plugin(make_plugin(builders=[StubBuilder], runners=[StubRunner],
                                 build_functions={"install.versioned": _read_version,
-                                                 "install.shelled": _run_git}))
+                                                 "install.shelled": _run_git,
+                                                 "install.dirs": _list_dirs}))
     made = cli("context", "create", "--name", "stub", "--builder", StubBuilder.name,
                "--builder-address", "x", "--runner", StubRunner.name, "--use")
     assert made.exit_code == 0, made
@@ -385,3 +394,61 @@ def test_a_file_deleted_while_the_build_runs_is_not_trusted(
     with pytest.raises(AssertionError):  # evaluated again, it fails: the file is gone
         build()
     assert _entries(project) == []
+
+
+def test_an_entry_whose_reads_were_damaged_is_a_miss(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    """The checksum covers the recorded reads too: an entry that lost them would match any
+    state of the files."""
+    (project / "build.envd").write_text(BUILD + "    install.versioned()\n")
+    build()
+    (entry,) = _entries(project)
+    doc = json.loads(entry.read_text())
+    doc["reads"] = []
+    entry.write_text(json.dumps(doc))
+    (project / "VERSION").write_text("2\n")
+    assert b"tool-2" in build()
+
+
+def test_a_large_file_rewritten_with_its_old_mtime_is_seen(
+        build: Any, evaluations: list[int], project: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above HASH_LIMIT a file is fingerprinted by its metadata: same size, same inode and
+    the old mtime put back (``touch -d``, ``rsync -t``) must still show, through the ctime."""
+    import os
+
+    monkeypatch.setattr(defcache, "HASH_LIMIT", 0)
+    (project / "build.envd").write_text(BUILD + "    install.versioned()\n")
+    assert b"tool-1" in build()
+    before = (project / "VERSION").stat()
+    with open(project / "VERSION", "r+") as fh:  # in place: the inode stays
+        fh.write("2\n")
+    os.utime(project / "VERSION", ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (project / "VERSION").stat().st_ino == before.st_ino
+    assert b"tool-2" in build()
+
+
+def test_an_entry_that_turned_into_a_folder_is_seen(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    """A listing's names alone miss a file replaced by a folder of the same name, which
+    ``os.walk``, ``glob`` and ``is_dir()`` on scandir entries tell apart."""
+    (project / "build.envd").write_text(BUILD + "    install.dirs()\n")
+    (project / "data").write_text("")
+    assert b"dir-data" not in build()
+    (project / "data").unlink()
+    (project / "data").mkdir()
+    assert b"dir-data" in build()
+
+
+def test_a_relative_path_through_a_symlink_and_dotdot_is_fingerprinted_where_it_led(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    """``link/../VERSION`` with ``link`` a symlink opens ``<link's target>/../VERSION``; the
+    lexically normalised ``<project>/VERSION`` is another file."""
+    other = project.parent / "other"
+    (other / "sub").mkdir(parents=True)
+    (other / "VERSION").write_text("7\n")
+    (project / "link").symlink_to(other / "sub")
+    (project / "build.envd").write_text(BUILD + '    install.versioned(name="link/../VERSION")\n')
+    assert b"tool-7" in build()
+    (other / "VERSION").write_text("8\n")
+    assert b"tool-8" in build()
