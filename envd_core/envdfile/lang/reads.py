@@ -14,9 +14,10 @@ touched:
   ``include(git=…)`` fetching; a socket connection; ``urllib`` requests): the result is marked
   impure and never cached.
 
-Imports are not recorded (``.py``/``.pyc``/``.so`` files: the code is part of the cache key by its
-own signature), nor ``/proc``, ``/dev``, ``/sys`` (the evaluation guard samples its memory in
-``/proc/self/statm``).
+Imports are not recorded (the import system's own opens and listings, told apart by the frame
+that made them: the code is part of the cache key by its own signature), nor ``/proc``,
+``/dev``, ``/sys`` (the evaluation guard samples its memory in ``/proc/self/statm``). A ``.py``
+file read as data (``version.py``) is recorded like any other file.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ IMPURE_EVENTS = frozenset({
     "socket.connect", "socket.getaddrinfo", "urllib.Request",
 })
 _IGNORED_PREFIXES = ("/proc/", "/dev/", "/sys/")
-_CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
+#: Opened there, a file's content is not a function of the files (``/dev/urandom``,
+#: ``/proc/meminfo``): the evaluation is impure, except for these two.
+_HARMLESS = frozenset({"/dev/null", "/proc/self/statm"})
+#: Code object file names of the import system (frozen into the interpreter).
+_IMPORT_FILES = ("<frozen importlib", "<frozen zipimport")
 
 
 class Reads:
@@ -68,18 +73,31 @@ def _path(value: Any) -> str | None:
         path = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
     except (TypeError, ValueError, OSError):
         return None
-    if os.path.normpath(path).startswith(_IGNORED_PREFIXES) or path.endswith(_CODE_SUFFIXES):
+    if os.path.normpath(path).startswith(_IGNORED_PREFIXES):
         return None
     return path
+
+
+def _by_import() -> bool:
+    """Whether the audited call came from the import system (frame 0 is :func:`_audit`)."""
+    try:
+        return sys._getframe(2).f_code.co_filename.startswith(_IMPORT_FILES)
+    except ValueError:
+        return False
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     if not _active:
         return
     reads = _active[-1]
+    if event in ("open", "os.listdir", "os.scandir") and _by_import():
+        return
     if event == "open":
         if (path := _path(args[0])) is not None:
             reads.opened.add(path)
+        elif (isinstance(args[0], (str, bytes)) and not reads.impure
+              and os.path.normpath(os.fsdecode(args[0])) not in _HARMLESS):
+            reads.impure = f"open {os.fsdecode(args[0])}"
     elif event in ("os.listdir", "os.scandir"):
         if (path := _path(args[0] if args and args[0] is not None else ".")) is not None:
             reads.listed.add(path)
@@ -90,7 +108,9 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
 def _wrap_stat(name: str, real: Callable[..., Any], into: Callable[[Reads], set[str]]
                ) -> Callable[..., Any]:
     def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
-        if _active and (p := _path(path)) is not None:
+        if _active and kwargs.get("dir_fd") is not None and not _active[-1].impure:
+            _active[-1].impure = f"{name} with dir_fd"  # relative to a folder not recorded
+        elif _active and (p := _path(path)) is not None:
             # stat(path, follow_symlinks=False) is an lstat
             target = _active[-1].lstat if kwargs.get("follow_symlinks") is False else into(
                 _active[-1])
@@ -109,6 +129,8 @@ def record(func: Callable[[], T]) -> tuple[T, Reads]:
     sys.addaudithook(_audit)
     os.stat = _wrap_stat("stat", os.stat, lambda r: r.stat)
     os.lstat = _wrap_stat("lstat", os.lstat, lambda r: r.lstat)
+    # what a link points to is part of an lstat's fingerprint
+    os.readlink = _wrap_stat("readlink", os.readlink, lambda r: r.lstat)
     _active.append(reads)
     try:
         value = func()

@@ -46,6 +46,12 @@ def _list_dirs(graph: Any) -> None:
         graph.apt_packages.extend(sorted("dir-" + e.name for e in entries if e.is_dir()))
 
 
+def _random(graph: Any) -> None:
+    """A vendor function that is not a function of its inputs."""
+    with open("/dev/urandom", "rb") as fh:
+        graph.apt_packages.append("r" + fh.read(4).hex())
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ENVD_CACHE_DIR", str(tmp_path / "cache"))
@@ -78,7 +84,8 @@ def build(cli: Any, register_plugin: Any, project: Path, monkeypatch: pytest.Mon
     register_plugin(make_plugin(builders=[StubBuilder], runners=[StubRunner],
                                 build_functions={"install.versioned": _read_version,
                                                  "install.shelled": _run_git,
-                                                 "install.dirs": _list_dirs}))
+                                                 "install.dirs": _list_dirs,
+                                                 "install.random": _random}))
     made = cli("context", "create", "--name", "stub", "--builder", StubBuilder.name,
                "--builder-address", "x", "--runner", StubRunner.name, "--use")
     assert made.exit_code == 0, made
@@ -452,3 +459,39 @@ def test_a_relative_path_through_a_symlink_and_dotdot_is_fingerprinted_where_it_
     assert b"tool-7" in build()
     (other / "VERSION").write_text("8\n")
     assert b"tool-8" in build()
+
+
+def test_a_python_file_a_vendor_function_reads_is_recorded(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    """Imports are not recorded (the code is keyed by its signature), but a ``.py`` file read
+    as data (``version.py``, ``setup.py``) is an input like any other."""
+    (project / "version.py").write_text("1\n")
+    (project / "build.envd").write_text(BUILD + '    install.versioned(name="version.py")\n')
+    assert b"tool-1" in build()
+    (project / "version.py").write_text("2\n")
+    assert b"tool-2" in build()
+
+
+@pytest.mark.parametrize("call", ["install.random()", 'install.versioned(name="/proc/uptime")'])
+def test_reading_a_device_or_proc_file_is_impure(build: Any, evaluations: list[int],
+                                                 project: Path, call: str) -> None:
+    """Their content is not a function of the files: such an evaluation is never stored."""
+    (project / "build.envd").write_text(BUILD + f"    {call}\n")
+    build()
+    assert _entries(project) == []
+
+
+def test_a_link_read_with_readlink_is_recorded(tmp_path: Path) -> None:
+    import os
+
+    from envd_core.envdfile.lang import reads as reads_mod
+
+    (tmp_path / "a").symlink_to("target")
+    saved = os.stat, os.lstat, os.readlink
+    try:
+        value, got = reads_mod.record(lambda: os.readlink(tmp_path / "a"))
+    finally:
+        os.stat, os.lstat, os.readlink = saved
+    assert value == "target"
+    assert str(tmp_path / "a") in got.lstat
+    assert "target" in defcache.fingerprints(got.as_lists())[0][2]
