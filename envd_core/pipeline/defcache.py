@@ -102,13 +102,13 @@ class CachedBuild:
 # ------------------------------------------------------------------ the key
 def source_signature(roots: Iterable[str]) -> list[Any]:
     """``[root, digest, .py file count]`` per package directory (or module file); the digest
-    covers every ``.py`` file's path, size and mtime, so an edit shows even when it restores an
-    older mtime (``rsync -t``, an archive) than another file's."""
+    covers every ``.py`` file's path, size, mtime and ctime, so an edit shows even when it puts
+    the old mtime back (``rsync -t``, an archive, ``touch -d``): the ctime cannot be set."""
     out: list[Any] = []
     for root in sorted(set(roots)):
         if os.path.isfile(root):
             st = os.stat(root)
-            out.append([root, f"{st.st_size}:{st.st_mtime_ns}", 1])
+            out.append([root, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}", 1])
             continue
         digest = hashlib.sha256()
         count = 0
@@ -119,8 +119,32 @@ def source_signature(roots: Iterable[str]) -> list[Any]:
                     count += 1
                     path = os.path.join(folder, name)
                     st = os.stat(path)
-                    digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+                    digest.update(
+                        f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0".encode())
         out.append([root, digest.hexdigest(), count])
+    return out
+
+
+#: The standard library's folder (``lib-dynload`` is inside). Not ``sysconfig.get_paths()``:
+#: it measured ~60 ms, on every build's key.
+_STDLIB = os.path.join(os.path.dirname(os.__file__), "")
+
+
+def is_installed_code(file: str) -> bool:
+    """Whether a module file is the standard library's or an installed (not editable)
+    distribution's: the key covers those by the interpreter's version and the ``sys.path``
+    directories' distributions (:func:`_installed_key`), everything else by its source."""
+    return file.startswith(_STDLIB) or "/site-packages/" in file or "/dist-packages/" in file
+
+
+def editable_modules() -> list[str]:
+    """The modules in ``sys.modules`` neither of the standard library nor of installed
+    distributions: editable installs, ``sys.path`` additions."""
+    out = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and os.path.isabs(file) and not is_installed_code(file):
+            out.append(name)
     return out
 
 
@@ -171,6 +195,39 @@ def _stable(value: Any) -> str:
     return repr(value)
 
 
+def _function_print(func: Any, depth: int = 0) -> str:
+    """A vendor function as the key sees it: its qualified name and what it captured (default
+    values, closure cells, a partial's arguments, a bound method's object). Build functions
+    come from a plugin hook run in this process, where nothing is recorded: a hook that reads
+    its settings and returns a closure over them gives the same name with another value. A
+    value without a stable ``repr`` (one with an address) makes the entry never match: a miss,
+    never a wrong hit."""
+    import functools
+    import types
+
+    if depth > 4:
+        return "..."
+    if isinstance(func, functools.partial):
+        return (f"partial({_function_print(func.func, depth + 1)}, {_stable(func.args)}, "
+                f"{_stable(func.keywords)})")
+    if isinstance(func, types.MethodType):
+        return (f"method({_function_print(func.__func__, depth + 1)}, "
+                f"{_stable(getattr(func.__self__, '__dict__', func.__self__))})")
+    name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', '')}"
+    if not isinstance(func, types.FunctionType):
+        state = getattr(func, "__dict__", None) if not isinstance(func, type) else None
+        return f"{name}:{type(func).__qualname__}:{_stable(state)}"
+    captured = []
+    for cell in func.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # not yet assigned
+            value = None
+        captured.append(_function_print(value, depth + 1) if callable(value) else _stable(value))
+    return (f"{name}({_stable(func.__defaults__)}, {_stable(func.__kwdefaults__)}, "
+            f"[{', '.join(captured)}])")
+
+
 def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
               builder: Any, extra_functions: Mapping[str, Callable[..., Any]],
               limit_defaults: Mapping[str, str] | None, public_key: str | None) -> str:
@@ -180,6 +237,10 @@ def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
     roots = {package_root("envd_core"), package_root(type(builder).__module__)}
     roots.update(package_root(getattr(f, "__module__", "") or "")
                  for f in extra_functions.values())
+    # and every other module imported from outside the standard library and installed
+    # distributions (a vendor function's helpers in another editable package); installed
+    # ones are keyed by their sys.path directories
+    roots.update(package_root(name) for name in editable_modules())
     capabilities = {name: _stable(getattr(builder, name, None)) for name in (
         "name", "url", "supports_merge_op", "exporter_applies_config", "exporters", "can_push",
         "option_values")}
@@ -190,9 +251,7 @@ def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
         "env": sorted((k, v) for k, v in os.environ.items() if k not in IGNORED_ENV),
         "sources": source_signature(r for r in roots if r),
         "installed": _installed_key(),
-        "functions": sorted(
-            f"{name}={getattr(f, '__module__', '')}.{getattr(f, '__qualname__', '')}"
-            for name, f in extra_functions.items()),
+        "functions": sorted(f"{name}={_function_print(f)}" for name, f in extra_functions.items()),
         "limits": sorted((limit_defaults or {}).items()),
         "builder": [type(builder).__module__, type(builder).__qualname__, capabilities],
         "user": [os.getuid(), os.getgid()] if hasattr(os, "getuid") else None,
@@ -438,6 +497,9 @@ class DefinitionCache:
         if reads is None or reads.impure or graph.vscode_extensions:
             return
         self._reads = reads.as_lists()
+        # modules the evaluation imported: their source is an input unless the key has it
+        self._reads["opened"] = sorted({*self._reads["opened"], *(
+            f for f in self._reads.pop("imported", []) if not is_installed_code(f))})
         self._dev = bool(graph.dev)
 
     def compiled(self, platform: str, compiled: Any) -> None:

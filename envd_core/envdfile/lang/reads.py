@@ -14,8 +14,10 @@ touched:
   ``include(git=…)`` fetching; a socket connection; ``urllib`` requests): the result is marked
   impure and never cached.
 
-Imports are not recorded (the import system's own opens and listings, told apart by the frame
-that made them: the code is part of the cache key by its own signature), nor ``/proc``,
+Imports are not recorded as such (the import system's own opens and listings, told apart by the
+frame that made them: the parent's code is part of the cache key by its own signature); the
+file of each module the evaluation imported is recorded (``imported``) for the cache to pick the
+ones its key does not cover, nor ``/proc``,
 ``/dev``, ``/sys`` (the evaluation guard samples its memory in ``/proc/self/statm``). A ``.py``
 file read as data (``version.py``) is recorded like any other file.
 """
@@ -44,20 +46,23 @@ _IMPORT_FILES = ("<frozen importlib", "<frozen zipimport")
 
 class Reads:
     """Paths one evaluation touched, by how: ``opened`` (content read), ``listed`` (directory
-    listing), ``stat``/``lstat`` (metadata); ``impure`` names an event that makes the result
-    depend on more than these (empty when none)."""
+    listing), ``stat``/``lstat`` (metadata), ``imported`` (module files); ``impure`` names an
+    event that makes the result depend on more than these (empty when none)."""
 
     def __init__(self) -> None:
         self.opened: set[str] = set()
         self.listed: set[str] = set()
         self.stat: set[str] = set()
         self.lstat: set[str] = set()
+        #: Files of the modules the evaluation imported.
+        self.imported: set[str] = set()
         self.impure = ""
 
     def as_lists(self) -> dict[str, list[str]]:
         """Sorted lists, for the cache entry and for pickling back to the parent."""
         return {"opened": sorted(self.opened), "listed": sorted(self.listed),
-                "stat": sorted(self.stat), "lstat": sorted(self.lstat)}
+                "stat": sorted(self.stat), "lstat": sorted(self.lstat),
+                "imported": sorted(self.imported)}
 
 
 _active: list[Reads] = []  # the recording of this (child) process, when one runs
@@ -131,9 +136,17 @@ def record(func: Callable[[], T]) -> tuple[T, Reads]:
     os.lstat = _wrap_stat("lstat", os.lstat, lambda r: r.lstat)
     # what a link points to is part of an lstat's fingerprint
     os.readlink = _wrap_stat("readlink", os.readlink, lambda r: r.lstat)
+    before = set(sys.modules)
     _active.append(reads)
     try:
         value = func()
     finally:
         _active.pop()
+    # code imported by the evaluation (a vendor function's helper imported when called) is an
+    # input too (the parent's own modules are in the cache key already); the cache picks
+    # which files count (not the standard library, not installed distributions)
+    for name in set(sys.modules) - before:
+        file = getattr(sys.modules[name], "__file__", None)
+        if isinstance(file, str) and os.path.isabs(file):
+            reads.imported.add(file)
     return value, reads

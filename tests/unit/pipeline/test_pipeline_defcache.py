@@ -495,3 +495,85 @@ def test_a_link_read_with_readlink_is_recorded(tmp_path: Path) -> None:
     assert value == "target"
     assert str(tmp_path / "a") in got.lstat
     assert "target" in defcache.fingerprints(got.as_lists())[0][2]
+
+
+def _key(functions: dict[str, Any]) -> str:
+    from envd_core.testing import StubBuilder
+
+    return defcache.build_key(flags={}, build_file=Path("/p/build.envd"), context_dir=Path("/p"),
+                              builder=StubBuilder("x", options={}), extra_functions=functions,
+                              limit_defaults=None, public_key=None)
+
+
+def _made_by_a_hook(mirror: str) -> Any:
+    """What an ``envd_build_functions`` hook returns after reading its settings (in the
+    parent, where nothing is recorded): the same qualified name, another captured value."""
+    def mirror_fn(graph: Any, suite: str = mirror) -> None:
+        graph.apt_sources.append(f"deb {mirror} {suite}")
+
+    return mirror_fn
+
+
+def test_what_a_vendor_function_captured_is_in_the_key() -> None:
+    import functools
+
+    assert _key({"corp.mirror": _made_by_a_hook("a")}) == _key(
+        {"corp.mirror": _made_by_a_hook("a")})
+    assert _key({"corp.mirror": _made_by_a_hook("a")}) != _key(
+        {"corp.mirror": _made_by_a_hook("b")})
+    assert _key({"corp.v": functools.partial(_read_version, name="A")}) != _key(
+        {"corp.v": functools.partial(_read_version, name="B")})
+
+
+def test_an_editable_helper_module_imported_by_the_parent_is_in_the_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vendor function's helpers may live in another editable package than its own."""
+    import importlib
+    import os
+
+    (tmp_path / "corp_helper_a.py").write_text("MIRROR = 'a'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("corp_helper_a")
+    try:
+        before = _key({})
+        st = (tmp_path / "corp_helper_a.py").stat()
+        (tmp_path / "corp_helper_a.py").write_text("MIRROR = 'b'\n")
+        os.utime(tmp_path / "corp_helper_a.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert _key({}) != before  # same size, same mtime: the ctime moved
+    finally:
+        import sys
+
+        sys.modules.pop("corp_helper_a", None)
+
+
+def _uses_a_helper(graph: Any) -> None:
+    """A vendor function importing its helper when called (in the evaluation child only)."""
+    import corp_helper_b  # type: ignore[import-not-found]
+
+    graph.apt_packages.append("helper-" + corp_helper_b.MIRROR)
+
+
+def test_an_editable_helper_module_imported_by_the_evaluation_is_recorded(
+        cli: Any, register_plugin: Any, project: Path, tmp_path: Path, evaluations: list[int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    helpers = tmp_path / "helpers"  # a folder of its own: nothing else changes its mtime
+    helpers.mkdir()
+    (helpers / "corp_helper_b.py").write_text("MIRROR = 'a'\n")
+    monkeypatch.syspath_prepend(str(helpers))
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    register_plugin(make_plugin(builders=[StubBuilder], runners=[StubRunner],
+                                build_functions={"install.helped": _uses_a_helper}))
+    assert cli("context", "create", "--name", "stub", "--builder", StubBuilder.name,
+               "--builder-address", "x", "--runner", StubRunner.name, "--use").exit_code == 0
+    (project / "build.envd").write_text(BUILD + "    install.helped()\n")
+    out = project.parent / "out.llb"
+
+    def build() -> bytes:
+        assert cli("build", "--dump-llb", str(out)).exit_code == 0
+        return out.read_bytes()
+
+    assert b"helper-a" in build()
+    assert b"helper-a" in build()
+    assert evaluations == [1]  # a hit
+    (helpers / "corp_helper_b.py").write_text("MIRROR = 'b'\n")
+    assert b"helper-b" in build()
