@@ -52,6 +52,14 @@ def _random(graph: Any) -> None:
         graph.apt_packages.append("r" + fh.read(4).hex())
 
 
+def _if_present(graph: Any) -> None:
+    """A vendor function whose result depends on a file that may not exist."""
+    import os
+
+    if os.path.exists("EXTRA"):
+        graph.apt_packages.append("extra-present")
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ENVD_CACHE_DIR", str(tmp_path / "cache"))
@@ -85,7 +93,8 @@ def build(cli: Any, register_plugin: Any, project: Path, monkeypatch: pytest.Mon
                                 build_functions={"install.versioned": _read_version,
                                                  "install.shelled": _run_git,
                                                  "install.dirs": _list_dirs,
-                                                 "install.random": _random}))
+                                                 "install.random": _random,
+                                                 "install.if_present": _if_present}))
     made = cli("context", "create", "--name", "stub", "--builder", StubBuilder.name,
                "--builder-address", "x", "--runner", StubRunner.name, "--use")
     assert made.exit_code == 0, made
@@ -577,3 +586,80 @@ def test_an_editable_helper_module_imported_by_the_evaluation_is_recorded(
     assert evaluations == [1]  # a hit
     (helpers / "corp_helper_b.py").write_text("MIRROR = 'b'\n")
     assert b"helper-b" in build()
+
+
+@pytest.mark.parametrize("ref", ["", ', ref="v1"'])
+def test_an_include_from_git_is_never_stored(build: Any, evaluations: list[int], project: Path,
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             ref: str) -> None:
+    """Without ``ref`` the branch may have moved; with one, a tag is looked up with git in
+    the mirror: both run git, so both evaluations are impure."""
+    monkeypatch.setenv("ENVD_INCLUDE_CACHE", str(tmp_path / "includes"))
+    repo = tmp_path / "envdlib"
+    repo.mkdir()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "v1"],
+                 ["tag", "v1"]):
+        if args[0] == "add":
+            (repo / "lib.envd").write_text('def pkgs():\n    install.apt_packages(["from-git"])\n')
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True)
+    (project / "build.envd").write_text(
+        f'lib = include(git="file://{repo}"{ref})\n'
+        + BUILD.split("\n", 1)[1].replace("    tools()\n", "    lib.pkgs()\n"))
+    assert b"from-git" in build()
+    assert b"from-git" in build()
+    assert evaluations == [1, 1]
+    assert _entries(project) == []
+
+
+def test_an_unwritable_cache_folder_does_not_fail_the_build(
+        build: Any, evaluations: list[int], project: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache folder cannot be made (a file stands in its way; chmod means nothing to
+    root, who runs CI): every build still works, without the cache."""
+    blocker = project.parent / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("ENVD_CACHE_DIR", str(blocker / "cache"))
+    first = build()
+    assert build() == first == build(cache=False)
+    assert evaluations == [1, 1, 1]
+
+
+def test_a_full_disk_does_not_fail_the_build(build: Any, evaluations: list[int], project: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import envd_core.atomic
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(envd_core.atomic, "write_atomic", full)
+    first = build()
+    assert build() == first
+    assert evaluations == [1, 1]
+    assert _entries(project) == []
+
+
+def test_a_path_that_did_not_exist_is_recorded_too(build: Any, evaluations: list[int],
+                                                   project: Path) -> None:
+    (project / "build.envd").write_text(BUILD + "    install.if_present()\n")
+    assert b"extra-present" not in build()
+    assert b"extra-present" not in build()
+    assert evaluations == [1]
+    (project / "EXTRA").write_text("")
+    assert b"extra-present" in build()
+
+
+def test_a_loaded_file_behind_a_symlink_that_is_repointed(build: Any, evaluations: list[int],
+                                                          project: Path) -> None:
+    (project / "lib" / "a.envd").write_text(LIB)
+    (project / "lib" / "b.envd").write_text(LIB.replace("jq", "curl"))
+    (project / "lib" / "tools.envd").unlink()
+    (project / "lib" / "tools.envd").symlink_to("a.envd")
+    assert b"jq" in build()
+    (project / "lib" / "tools.envd").unlink()
+    (project / "lib" / "tools.envd").symlink_to("b.envd")
+    assert b"curl" in build()
+    assert build() == build(cache=False)
