@@ -10,14 +10,18 @@ Correctness comes first: an entry is used only when **both** match:
    may read: the located build file and entry function, every ``envd build`` flag, the build
    context and working directory, the environment (``os.environ`` minus :data:`IGNORED_ENV`),
    the envd_core version and a signature of the source of envd_core, of each vendor build
-   function's package and of the builder's plugin (an editable install being edited invalidates
-   it), the installed distributions (``sys.path`` directories), the evaluation limits, the
-   builder's type and capabilities, the building user's uid/gid and the envd public key (dev
-   images bake it in);
+   function's package, of the builder's plugin and of every other module imported from outside
+   the standard library and installed distributions (an editable install being edited
+   invalidates it), what each vendor function captured (:func:`_function_print`), the
+   installed distributions (``sys.path`` directories), the evaluation limits, the builder's
+   type and capabilities, the building user's uid/gid and the envd public key (dev images bake
+   it in);
 2. the *reads*: every file the evaluation child opened, every directory it listed and every
    path it stat'ed (:mod:`envd_core.envdfile.lang.reads`), fingerprinted when the entry was
    written (SHA-256 of a file's content up to :data:`HASH_LIMIT`, else size, mtime and inode;
-   a listing's names; a stat's type, size and mtime) and checked again now.
+   a listing's names and kinds; a stat's type, size and mtime) and checked again now. An entry
+   is written only when no read path changed after evaluation started
+   (:func:`changed_since`): the fingerprints are taken at writing time.
 
 An evaluation that ran a subprocess or opened a connection (``include(git=…)`` fetching), one
 that was not forked (nothing recorded), and a graph whose compilation downloads (VS Code
