@@ -34,7 +34,10 @@ T = TypeVar("T")
 #: Audit events after which the evaluation's result is not a function of its files.
 IMPURE_EVENTS = frozenset({
     "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-    "socket.connect", "socket.getaddrinfo", "urllib.Request",
+    "os.forkpty", "socket.connect", "socket.getaddrinfo", "urllib.Request",
+    # the machine's name and addresses, a database read outside `open`, native code
+    "socket.gethostname", "socket.gethostbyname", "socket.gethostbyaddr", "sqlite3.connect",
+    "ctypes.dlopen",
 })
 _IGNORED_PREFIXES = ("/proc/", "/dev/", "/sys/")
 #: Opened there, a file's content is not a function of the files (``/dev/urandom``,

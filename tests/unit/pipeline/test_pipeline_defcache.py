@@ -60,6 +60,13 @@ def _if_present(graph: Any) -> None:
         graph.apt_packages.append("extra-present")
 
 
+def _hostname(graph: Any) -> None:
+    """A vendor function whose result depends on the machine, not on files."""
+    import socket
+
+    graph.apt_packages.append("host-" + socket.gethostname())
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ENVD_CACHE_DIR", str(tmp_path / "cache"))
@@ -94,7 +101,8 @@ def build(cli: Any, register_plugin: Any, project: Path, monkeypatch: pytest.Mon
                                                  "install.shelled": _run_git,
                                                  "install.dirs": _list_dirs,
                                                  "install.random": _random,
-                                                 "install.if_present": _if_present}))
+                                                 "install.if_present": _if_present,
+                                                 "install.hostname": _hostname}))
     made = cli("context", "create", "--name", "stub", "--builder", StubBuilder.name,
                "--builder-address", "x", "--runner", StubRunner.name, "--use")
     assert made.exit_code == 0, made
@@ -481,10 +489,12 @@ def test_a_python_file_a_vendor_function_reads_is_recorded(
     assert b"tool-2" in build()
 
 
-@pytest.mark.parametrize("call", ["install.random()", 'install.versioned(name="/proc/uptime")'])
+@pytest.mark.parametrize("call", ["install.random()", 'install.versioned(name="/proc/uptime")',
+                                  "install.hostname()"])
 def test_reading_a_device_or_proc_file_is_impure(build: Any, evaluations: list[int],
                                                  project: Path, call: str) -> None:
-    """Their content is not a function of the files: such an evaluation is never stored."""
+    """Their content (the host's name) is not a function of the files: such an evaluation is
+    never stored."""
     (project / "build.envd").write_text(BUILD + f"    {call}\n")
     build()
     assert _entries(project) == []
