@@ -201,7 +201,8 @@ def _stable(value: Any) -> str:
 
 def _function_print(func: Any, depth: int = 0) -> str:
     """A vendor function as the key sees it: its qualified name and what it captured (default
-    values, closure cells, a partial's arguments, a bound method's object). Build functions
+    values, closure cells, a partial's arguments, a bound method's object, the module globals
+    it names, :func:`_globals_used`). Build functions
     come from a plugin hook run in this process, where nothing is recorded: a hook that reads
     its settings and returns a closure over them gives the same name with another value. A
     value without a stable ``repr`` (one with an address) makes the entry never match: a miss,
@@ -229,7 +230,35 @@ def _function_print(func: Any, depth: int = 0) -> str:
             value = None
         captured.append(_function_print(value, depth + 1) if callable(value) else _stable(value))
     return (f"{name}({_stable(func.__defaults__)}, {_stable(func.__kwdefaults__)}, "
-            f"[{', '.join(captured)}])")
+            f"[{', '.join(captured)}], {{{', '.join(_globals_used(func, depth))}}})")
+
+
+_DATA = (str, int, float, bool, bytes, type(None), tuple, list, dict, set, frozenset)
+
+
+def _globals_used(func: Any, depth: int) -> list[str]:
+    """The module globals ``func`` names that hold data (a plugin's settings loaded when it
+    was imported) or are functions of code outside installed distributions (its helpers, in
+    turn printed): the same code over other settings must not match."""
+    import types
+
+    names: set[str] = set()
+    codes = [func.__code__]
+    while codes:  # nested code: comprehensions, inner functions
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    out = []
+    for name in sorted(names):
+        if name not in func.__globals__:
+            continue
+        value = func.__globals__[name]
+        if isinstance(value, _DATA):
+            out.append(f"{name}={_stable(value)}")
+        elif (isinstance(value, types.FunctionType) and value is not func
+              and not is_installed_code(value.__code__.co_filename)):
+            out.append(f"{name}={_function_print(value, depth + 1)}")
+    return out
 
 
 def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,

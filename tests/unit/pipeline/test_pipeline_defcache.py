@@ -673,3 +673,24 @@ def test_a_loaded_file_behind_a_symlink_that_is_repointed(build: Any, evaluation
     (project / "lib" / "tools.envd").symlink_to("b.envd")
     assert b"curl" in build()
     assert build() == build(cache=False)
+
+
+SETTINGS = {"mirror": "a"}  # what a plugin would load from its settings file when imported
+
+
+def _uses_settings(graph: Any) -> None:
+    graph.apt_sources.append(_mirror_line())
+
+
+def _mirror_line() -> str:
+    return f"deb {SETTINGS['mirror']} stable"
+
+
+def test_module_settings_a_vendor_function_uses_are_in_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded when the plugin was imported, in envd's process: nothing records that read, so
+    the key holds the data the function (and its helpers) name."""
+    before = _key({"corp.mirror": _uses_settings})
+    assert _key({"corp.mirror": _uses_settings}) == before
+    monkeypatch.setitem(SETTINGS, "mirror", "b")
+    assert _key({"corp.mirror": _uses_settings}) != before
