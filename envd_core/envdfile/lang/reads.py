@@ -14,8 +14,8 @@ touched:
   ``include(git=…)`` fetching; a socket connection; ``urllib`` requests): the result is marked
   impure and never cached.
 
-Imports are not recorded as such (the import system's own opens and listings, told apart by the
-frame that made them: the parent's code is part of the cache key by its own signature); the
+Imports are not recorded as such (the import system's opens of code and its listings, told apart
+by the frame that made them: the parent's code is part of the cache key by its own signature); the
 file of each module the evaluation imported is recorded (``imported``) for the cache to pick the
 ones its key does not cover, nor ``/proc``,
 ``/dev``, ``/sys`` (the evaluation guard samples its memory in ``/proc/self/statm``). A ``.py``
@@ -43,6 +43,9 @@ _IGNORED_PREFIXES = ("/proc/", "/dev/", "/sys/")
 #: Opened there, a file's content is not a function of the files (``/dev/urandom``,
 #: ``/proc/meminfo``): the evaluation is impure, except for these two.
 _HARMLESS = frozenset({"/dev/null", "/proc/self/statm"})
+#: What the import system opens to load code (``loader.get_data`` of anything else, as
+#: ``pkgutil.get_data`` does, is a data read like any other).
+_CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
 #: Code object file names of the import system (frozen into the interpreter).
 _IMPORT_FILES = ("<frozen importlib", "<frozen zipimport")
 
@@ -98,8 +101,12 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if not _active:
         return
     reads = _active[-1]
-    if event in ("open", "os.listdir", "os.scandir") and _by_import():
-        return
+    if event in ("os.listdir", "os.scandir") and _by_import():
+        return  # the import system scanning sys.path
+    if (event == "open" and isinstance(args[0], str) and args[0].endswith(_CODE_SUFFIXES)
+            and _by_import()):
+        return  # a module loaded: keyed by its source's signature, or recorded as imported
+
     if event == "open":
         if (path := _path(args[0])) is not None:
             reads.opened.add(path)

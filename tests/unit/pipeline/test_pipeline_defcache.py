@@ -694,3 +694,29 @@ def test_module_settings_a_vendor_function_uses_are_in_the_key(
     assert _key({"corp.mirror": _uses_settings}) == before
     monkeypatch.setitem(SETTINGS, "mirror", "b")
     assert _key({"corp.mirror": _uses_settings}) != before
+
+
+def test_package_data_read_through_the_loader_is_recorded(tmp_path: Path) -> None:
+    """``pkgutil.get_data`` opens through the import system's loader: only the code it loads
+    is left out, a data file it reads is recorded."""
+    import os
+    import pkgutil
+    import sys
+
+    from envd_core.envdfile.lang import reads as reads_mod
+
+    pkg = tmp_path / "corp_data_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mirrors.json").write_text("{}")
+    sys.path.insert(0, str(tmp_path))
+    saved = os.stat, os.lstat, os.readlink
+    try:
+        _, got = reads_mod.record(lambda: pkgutil.get_data("corp_data_pkg", "mirrors.json"))
+    finally:
+        os.stat, os.lstat, os.readlink = saved
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("corp_data_pkg", None)
+    assert str(pkg / "mirrors.json") in got.opened
+    assert not any(p.endswith((".py", ".pyc")) for p in got.opened)
+    assert str(pkg / "__init__.py") in got.imported
