@@ -15,11 +15,12 @@ touched:
   impure and never cached.
 
 Imports are not recorded as such (the import system's opens of code and its listings, told apart
-by the frame that made them: the parent's code is part of the cache key by its own signature); the
-file of each module the evaluation imported is recorded (``imported``) for the cache to pick the
-ones its key does not cover, nor ``/proc``,
-``/dev``, ``/sys`` (the evaluation guard samples its memory in ``/proc/self/statm``). A ``.py``
-file read as data (``version.py``) is recorded like any other file.
+by the frame that made them: the parent's code is part of the cache key by its own signature);
+the file of each module the evaluation imported is recorded (``imported``) for the cache to pick
+the ones its key does not cover. A ``.py`` file read as data (``version.py``) is recorded like
+any other file. Under ``/proc``, ``/dev`` and ``/sys`` nothing is recorded, and opening a file
+there makes the result impure (``/dev/urandom``), except ``/dev/null`` and ``/proc/self/statm``
+(the evaluation guard samples its memory there).
 """
 
 from __future__ import annotations
