@@ -10,14 +10,18 @@ Correctness comes first: an entry is used only when **both** match:
    may read: the located build file and entry function, every ``envd build`` flag, the build
    context and working directory, the environment (``os.environ`` minus :data:`IGNORED_ENV`),
    the envd_core version and a signature of the source of envd_core, of each vendor build
-   function's package and of the builder's plugin (an editable install being edited invalidates
-   it), the installed distributions (``sys.path`` directories), the evaluation limits, the
-   builder's type and capabilities, the building user's uid/gid and the envd public key (dev
-   images bake it in);
+   function's package, of the builder's plugin and of every other module imported from outside
+   the standard library and installed distributions (an editable install being edited
+   invalidates it), what each vendor function captured (:func:`_function_print`), the
+   installed distributions (``sys.path`` directories), the evaluation limits, the builder's
+   type and capabilities, the building user's uid/gid and the envd public key (dev images bake
+   it in);
 2. the *reads*: every file the evaluation child opened, every directory it listed and every
    path it stat'ed (:mod:`envd_core.envdfile.lang.reads`), fingerprinted when the entry was
    written (SHA-256 of a file's content up to :data:`HASH_LIMIT`, else size, mtime and inode;
-   a listing's names; a stat's type, size and mtime) and checked again now.
+   a listing's names and kinds; a stat's type, size and mtime) and checked again now. An entry
+   is written only when no read path changed after evaluation started
+   (:func:`changed_since`): the fingerprints are taken at writing time.
 
 An evaluation that ran a subprocess or opened a connection (``include(git=…)`` fetching), one
 that was not forked (nothing recorded), and a graph whose compilation downloads (VS Code
@@ -41,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_SWITCH = "ENVD_EVAL_CACHE"
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2  # 2: listings with kinds, the checksum over reads
 MAX_ENTRIES = 64
 MAX_ENTRY_BYTES = 8 << 20
 #: Files up to this size are fingerprinted by content, larger ones by size, mtime and inode.
@@ -102,13 +106,13 @@ class CachedBuild:
 # ------------------------------------------------------------------ the key
 def source_signature(roots: Iterable[str]) -> list[Any]:
     """``[root, digest, .py file count]`` per package directory (or module file); the digest
-    covers every ``.py`` file's path, size and mtime, so an edit shows even when it restores an
-    older mtime (``rsync -t``, an archive) than another file's."""
+    covers every ``.py`` file's path, size, mtime and ctime, so an edit shows even when it puts
+    the old mtime back (``rsync -t``, an archive, ``touch -d``): the ctime cannot be set."""
     out: list[Any] = []
     for root in sorted(set(roots)):
         if os.path.isfile(root):
             st = os.stat(root)
-            out.append([root, f"{st.st_size}:{st.st_mtime_ns}", 1])
+            out.append([root, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}", 1])
             continue
         digest = hashlib.sha256()
         count = 0
@@ -119,8 +123,32 @@ def source_signature(roots: Iterable[str]) -> list[Any]:
                     count += 1
                     path = os.path.join(folder, name)
                     st = os.stat(path)
-                    digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+                    digest.update(
+                        f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0".encode())
         out.append([root, digest.hexdigest(), count])
+    return out
+
+
+#: The standard library's folder (``lib-dynload`` is inside). Not ``sysconfig.get_paths()``:
+#: it measured ~60 ms, on every build's key.
+_STDLIB = os.path.join(os.path.dirname(os.__file__), "")
+
+
+def is_installed_code(file: str) -> bool:
+    """Whether a module file is the standard library's or an installed (not editable)
+    distribution's: the key covers those by the interpreter's version and the ``sys.path``
+    directories' distributions (:func:`_installed_key`), everything else by its source."""
+    return file.startswith(_STDLIB) or "/site-packages/" in file or "/dist-packages/" in file
+
+
+def editable_modules() -> list[str]:
+    """The modules in ``sys.modules`` neither of the standard library nor of installed
+    distributions: editable installs, ``sys.path`` additions."""
+    out = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and os.path.isabs(file) and not is_installed_code(file):
+            out.append(name)
     return out
 
 
@@ -171,6 +199,68 @@ def _stable(value: Any) -> str:
     return repr(value)
 
 
+def _function_print(func: Any, depth: int = 0) -> str:
+    """A vendor function as the key sees it: its qualified name and what it captured (default
+    values, closure cells, a partial's arguments, a bound method's object, the module globals
+    it names, :func:`_globals_used`). Build functions
+    come from a plugin hook run in this process, where nothing is recorded: a hook that reads
+    its settings and returns a closure over them gives the same name with another value. A
+    value without a stable ``repr`` (one with an address) makes the entry never match: a miss,
+    never a wrong hit."""
+    import functools
+    import types
+
+    if depth > 4:
+        return "..."
+    if isinstance(func, functools.partial):
+        return (f"partial({_function_print(func.func, depth + 1)}, {_stable(func.args)}, "
+                f"{_stable(func.keywords)})")
+    if isinstance(func, types.MethodType):
+        return (f"method({_function_print(func.__func__, depth + 1)}, "
+                f"{_stable(getattr(func.__self__, '__dict__', func.__self__))})")
+    name = f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', '')}"
+    if not isinstance(func, types.FunctionType):
+        state = getattr(func, "__dict__", None) if not isinstance(func, type) else None
+        return f"{name}:{type(func).__qualname__}:{_stable(state)}"
+    captured = []
+    for cell in func.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # not yet assigned
+            value = None
+        captured.append(_function_print(value, depth + 1) if callable(value) else _stable(value))
+    return (f"{name}({_stable(func.__defaults__)}, {_stable(func.__kwdefaults__)}, "
+            f"[{', '.join(captured)}], {{{', '.join(_globals_used(func, depth))}}})")
+
+
+_DATA = (str, int, float, bool, bytes, type(None), tuple, list, dict, set, frozenset)
+
+
+def _globals_used(func: Any, depth: int) -> list[str]:
+    """The module globals ``func`` names that hold data (a plugin's settings loaded when it
+    was imported) or are functions of code outside installed distributions (its helpers, in
+    turn printed): the same code over other settings must not match."""
+    import types
+
+    names: set[str] = set()
+    codes = [func.__code__]
+    while codes:  # nested code: comprehensions, inner functions
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    out = []
+    for name in sorted(names):
+        if name not in func.__globals__:
+            continue
+        value = func.__globals__[name]
+        if isinstance(value, _DATA):
+            out.append(f"{name}={_stable(value)}")
+        elif (isinstance(value, types.FunctionType) and value is not func
+              and not is_installed_code(value.__code__.co_filename)):
+            out.append(f"{name}={_function_print(value, depth + 1)}")
+    return out
+
+
 def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
               builder: Any, extra_functions: Mapping[str, Callable[..., Any]],
               limit_defaults: Mapping[str, str] | None, public_key: str | None) -> str:
@@ -180,6 +270,10 @@ def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
     roots = {package_root("envd_core"), package_root(type(builder).__module__)}
     roots.update(package_root(getattr(f, "__module__", "") or "")
                  for f in extra_functions.values())
+    # and every other module imported from outside the standard library and installed
+    # distributions (a vendor function's helpers in another editable package); installed
+    # ones are keyed by their sys.path directories
+    roots.update(package_root(name) for name in editable_modules())
     capabilities = {name: _stable(getattr(builder, name, None)) for name in (
         "name", "url", "supports_merge_op", "exporter_applies_config", "exporters", "can_push",
         "option_values")}
@@ -190,9 +284,7 @@ def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
         "env": sorted((k, v) for k, v in os.environ.items() if k not in IGNORED_ENV),
         "sources": source_signature(r for r in roots if r),
         "installed": _installed_key(),
-        "functions": sorted(
-            f"{name}={getattr(f, '__module__', '')}.{getattr(f, '__qualname__', '')}"
-            for name, f in extra_functions.items()),
+        "functions": sorted(f"{name}={_function_print(f)}" for name, f in extra_functions.items()),
         "limits": sorted((limit_defaults or {}).items()),
         "builder": [type(builder).__module__, type(builder).__qualname__, capabilities],
         "user": [os.getuid(), os.getgid()] if hasattr(os, "getuid") else None,
@@ -210,7 +302,8 @@ def _file_print(path: str) -> str:
     if not stat_mod.S_ISREG(st.st_mode):
         return f"t{stat_mod.S_IFMT(st.st_mode)}"
     if st.st_size > HASH_LIMIT:
-        return f"F{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        # ctime too: an in-place rewrite with the old mtime put back keeps size, mtime, inode
+        return f"F{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
     try:
         with open(path, "rb") as fh:
             return "f" + hashlib.sha256(fh.read()).hexdigest()
@@ -218,9 +311,22 @@ def _file_print(path: str) -> str:
         return f"-{exc.errno}"
 
 
-def _listing_print(path: str) -> str:
+def _entry_kind(entry: os.DirEntry[str]) -> str:
+    """What ``os.walk``/``glob``/``is_dir()`` tell of an entry without another read: folder,
+    link (to a folder or not), other."""
     try:
-        names = sorted(os.listdir(path))
+        if entry.is_symlink():
+            return "L" if entry.is_dir() else "l"
+        return "d" if entry.is_dir(follow_symlinks=False) else "f"
+    except OSError:
+        return "?"
+
+
+def _listing_print(path: str) -> str:
+    """The names with their kinds: a file replaced by a folder of the same name changes it."""
+    try:
+        with os.scandir(path) as entries:
+            names = sorted(f"{e.name}\0{_entry_kind(e)}" for e in entries)
     except OSError as exc:
         return f"-{exc.errno}"
     return "l" + hashlib.sha256("\0".join(names).encode()).hexdigest()
@@ -251,6 +357,61 @@ def fingerprints(reads: Mapping[str, list[str]]) -> list[list[str]]:
             for path in reads.get(how, [])]
 
 
+def fs_now() -> int:
+    """Now on the clock the kernel stamps files with (Linux: the coarse realtime clock, which
+    may lag ``time.time_ns()`` by a tick): a change made after this has a ctime at or above it."""
+    import time
+
+    clock = getattr(time, "CLOCK_REALTIME_COARSE", None)
+    return time.clock_gettime_ns(clock) if clock is not None else time.time_ns()
+
+
+def _ctime(path: str, listed: bool) -> int | None:
+    """The ctime that tells whether what was learnt about ``path`` may have changed: its own
+    (the link's and its target's) for a file, and for a directory that was listed; ``None``
+    for a directory only stat'ed (its fingerprint is its type, which no change of its entries
+    alters); the nearest existing parent's for a missing path (a deletion changes it)."""
+    try:
+        link = os.lstat(path)
+    except OSError:
+        link = None
+    if link is not None:
+        is_link = stat_mod.S_ISLNK(link.st_mode)
+        try:
+            target = os.stat(path) if is_link else link
+        except OSError:  # a dangling link: what it names is the link's
+            return link.st_ctime_ns
+        if stat_mod.S_ISDIR(target.st_mode) and not listed:
+            return link.st_ctime_ns if is_link else None
+        return max(link.st_ctime_ns, target.st_ctime_ns)
+    parent = os.path.dirname(path)
+    while parent != path:
+        with contextlib.suppress(OSError):
+            return os.stat(parent).st_ctime_ns
+        path, parent = parent, os.path.dirname(parent)
+    return None
+
+
+def changed_since(reads: Mapping[str, list[str]], since: int) -> str | None:
+    """A recorded path that changed (or appeared, or went) at or after ``since``, else ``None``.
+
+    The entry's fingerprints are taken when it is written, after evaluation and compilation:
+    a file saved in between would be fingerprinted with its new content next to a definition
+    made from the old one, and reused by every later build. ctime, unlike mtime, cannot be set
+    back (``touch -d``, ``rsync -t``), so a change after ``since`` always shows. A filesystem
+    with whole-second times is compared two seconds early.
+    """
+    for how in sorted(_PRINTS):
+        for path in reads.get(how, []):
+            ctime = _ctime(path, how == "listed")
+            if ctime is None:
+                continue
+            bound = since - 2 * 10**9 if ctime % 10**9 == 0 else since
+            if ctime >= bound:
+                return path
+    return None
+
+
 def _still_valid(prints: list[list[str]]) -> bool:
     return all(_PRINTS[how](path) == fp for how, path, fp in prints)
 
@@ -265,7 +426,7 @@ def lookup(key: str) -> tuple[bool, dict[str, CachedBuild]] | None:
             doc = json.loads(fh.read())
         if doc.get("version") != ENTRY_VERSION or doc.get("key") != key:
             return None
-        if doc.get("sum") != _checksum(doc["builds"]) or not _still_valid(doc["reads"]):
+        if doc.get("sum") != _checksum(doc) or not _still_valid(doc["reads"]):
             return None
         builds = {platform: CachedBuild(entry) for platform, entry in doc["builds"].items()}
         return bool(doc["dev"]), builds
@@ -273,21 +434,28 @@ def lookup(key: str) -> tuple[bool, dict[str, CachedBuild]] | None:
         return None  # missing, half-written by a crashed writer, or from another version
 
 
-def _checksum(builds: Any) -> str:
-    """SHA-256 of the stored builds: an entry changed by anything but :func:`store` (a disk
-    error, an edit) is a miss rather than a wrong definition."""
-    return hashlib.sha256(json.dumps(builds, sort_keys=True).encode()).hexdigest()
+def _checksum(doc: Mapping[str, Any]) -> str:
+    """SHA-256 of the stored builds, reads and dev flag: an entry changed by anything but
+    :func:`store` (a disk error, an edit) is a miss rather than a wrong definition; an entry
+    that lost its reads would match any state of the files."""
+    covered = {k: doc[k] for k in ("reads", "dev", "builds")}
+    return hashlib.sha256(json.dumps(covered, sort_keys=True).encode()).hexdigest()
 
 
 def store(key: str, reads: Mapping[str, list[str]], *, dev: bool,
-          builds: Mapping[str, Any]) -> None:
-    """Write the entry for ``key`` (atomically; errors are ignored: it is only a cache)."""
+          builds: Mapping[str, Any], since: int | None = None) -> None:
+    """Write the entry for ``key`` (atomically; errors are ignored: it is only a cache).
+    ``since``: when evaluation started (:func:`fs_now`); nothing is written when a read path
+    changed after it (:func:`changed_since`)."""
     from envd_core.atomic import write_atomic
     from envd_core.errors import EnvdError
 
+    if since is not None and changed_since(reads, since) is not None:
+        return
     documents = {platform: CachedBuild.document(c) for platform, c in builds.items()}
-    doc = {"version": ENTRY_VERSION, "key": key, "reads": fingerprints(reads), "dev": dev,
-           "builds": documents, "sum": _checksum(documents)}
+    doc: dict[str, Any] = {"version": ENTRY_VERSION, "key": key, "reads": fingerprints(reads),
+                           "dev": dev, "builds": documents}
+    doc["sum"] = _checksum(doc)
     data = json.dumps(doc, separators=(",", ":")).encode()
     if len(data) > MAX_ENTRY_BYTES:
         return
@@ -324,6 +492,8 @@ class DefinitionCache:
         self._reads: dict[str, list[str]] | None = None
         self._dev = False
         self._builds: dict[str, Any] = {}
+        #: When evaluation started, on the files' clock (set by :meth:`open`).
+        self.started = fs_now()
 
     @classmethod
     def open(cls, request: Any, *, context_dir: Path, builder: Any,
@@ -360,6 +530,9 @@ class DefinitionCache:
         if reads is None or reads.impure or graph.vscode_extensions:
             return
         self._reads = reads.as_lists()
+        # modules the evaluation imported: their source is an input unless the key has it
+        self._reads["opened"] = sorted({*self._reads["opened"], *(
+            f for f in self._reads.pop("imported", []) if not is_installed_code(f))})
         self._dev = bool(graph.dev)
 
     def compiled(self, platform: str, compiled: Any) -> None:
@@ -373,4 +546,4 @@ class DefinitionCache:
             # compiling a dev image made the key pair (first dev build): the definition bakes
             # a key the cache key does not name; stored, it would outlive a deleted pair
             return
-        store(self.key, self._reads, dev=self._dev, builds=self._builds)
+        store(self.key, self._reads, dev=self._dev, builds=self._builds, since=self.started)

@@ -38,6 +38,35 @@ def _run_git(graph: Any) -> None:
     graph.apt_packages.append(f"rc-{out.returncode}")
 
 
+def _list_dirs(graph: Any) -> None:
+    """A vendor function whose result depends on which entries of the context are folders."""
+    import os
+
+    with os.scandir(".") as entries:
+        graph.apt_packages.extend(sorted("dir-" + e.name for e in entries if e.is_dir()))
+
+
+def _random(graph: Any) -> None:
+    """A vendor function that is not a function of its inputs."""
+    with open("/dev/urandom", "rb") as fh:
+        graph.apt_packages.append("r" + fh.read(4).hex())
+
+
+def _if_present(graph: Any) -> None:
+    """A vendor function whose result depends on a file that may not exist."""
+    import os
+
+    if os.path.exists("EXTRA"):
+        graph.apt_packages.append("extra-present")
+
+
+def _hostname(graph: Any) -> None:
+    """A vendor function whose result depends on the machine, not on files."""
+    import socket
+
+    graph.apt_packages.append("host-" + socket.gethostname())
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ENVD_CACHE_DIR", str(tmp_path / "cache"))
@@ -69,7 +98,11 @@ def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def build(cli: Any, register_plugin: Any, project: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     register_plugin(make_plugin(builders=[StubBuilder], runners=[StubRunner],
                                 build_functions={"install.versioned": _read_version,
-                                                 "install.shelled": _run_git}))
+                                                 "install.shelled": _run_git,
+                                                 "install.dirs": _list_dirs,
+                                                 "install.random": _random,
+                                                 "install.if_present": _if_present,
+                                                 "install.hostname": _hostname}))
     made = cli("context", "create", "--name", "stub", "--builder", StubBuilder.name,
                "--builder-address", "x", "--runner", StubRunner.name, "--use")
     assert made.exit_code == 0, made
@@ -345,3 +378,345 @@ def test_a_second_envd_process_hits(tmp_path: Path) -> None:
     assert "starlark" in phases[0] and "llb" in phases[0]
     assert "starlark" not in phases[1] and "llb" not in phases[1]
     assert outputs[0] == outputs[1]
+
+
+# ------------------------------------------------------------------ the review's attacks
+def test_a_file_edited_while_the_build_runs_is_not_trusted(
+        build: Any, evaluations: list[int], project: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluation read VERSION=1; the user saves VERSION=2 before the entry is written.
+    Fingerprints taken at store time would describe 2 next to a definition built from 1, and
+    every later build would reuse it."""
+    (project / "build.envd").write_text(BUILD + "    install.versioned()\n")
+    real = defcache.DefinitionCache.evaluated
+
+    def evaluated_then_edit(self: Any, graph: Any, reads: Any) -> None:
+        real(self, graph, reads)
+        (project / "VERSION").write_text("2\n")  # an editor's save, mid-build
+
+    monkeypatch.setattr(defcache.DefinitionCache, "evaluated", evaluated_then_edit)
+    assert b"tool-1" in build()
+    monkeypatch.setattr(defcache.DefinitionCache, "evaluated", real)
+    assert b"tool-2" in build()
+    assert build() == build(cache=False)
+
+
+def test_a_file_deleted_while_the_build_runs_is_not_trusted(
+        build: Any, evaluations: list[int], project: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    (project / "build.envd").write_text(
+        BUILD + '    install.versioned(name="requirements.txt")\n')
+    real = defcache.DefinitionCache.evaluated
+
+    def evaluated_then_delete(self: Any, graph: Any, reads: Any) -> None:
+        real(self, graph, reads)
+        (project / "requirements.txt").unlink()
+
+    monkeypatch.setattr(defcache.DefinitionCache, "evaluated", evaluated_then_delete)
+    assert b"tool-six" in build()
+    monkeypatch.setattr(defcache.DefinitionCache, "evaluated", real)
+    with pytest.raises(AssertionError):  # evaluated again, it fails: the file is gone
+        build()
+    assert _entries(project) == []
+
+
+def test_an_entry_whose_reads_were_damaged_is_a_miss(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    """The checksum covers the recorded reads too: an entry that lost them would match any
+    state of the files."""
+    (project / "build.envd").write_text(BUILD + "    install.versioned()\n")
+    build()
+    (entry,) = _entries(project)
+    doc = json.loads(entry.read_text())
+    doc["reads"] = []
+    entry.write_text(json.dumps(doc))
+    (project / "VERSION").write_text("2\n")
+    assert b"tool-2" in build()
+
+
+def test_a_large_file_rewritten_with_its_old_mtime_is_seen(
+        build: Any, evaluations: list[int], project: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above HASH_LIMIT a file is fingerprinted by its metadata: same size, same inode and
+    the old mtime put back (``touch -d``, ``rsync -t``) must still show, through the ctime."""
+    import os
+
+    monkeypatch.setattr(defcache, "HASH_LIMIT", 0)
+    (project / "build.envd").write_text(BUILD + "    install.versioned()\n")
+    assert b"tool-1" in build()
+    before = (project / "VERSION").stat()
+    with open(project / "VERSION", "r+") as fh:  # in place: the inode stays
+        fh.write("2\n")
+    os.utime(project / "VERSION", ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (project / "VERSION").stat().st_ino == before.st_ino
+    assert b"tool-2" in build()
+
+
+def test_an_entry_that_turned_into_a_folder_is_seen(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    """A listing's names alone miss a file replaced by a folder of the same name, which
+    ``os.walk``, ``glob`` and ``is_dir()`` on scandir entries tell apart."""
+    (project / "build.envd").write_text(BUILD + "    install.dirs()\n")
+    (project / "data").write_text("")
+    assert b"dir-data" not in build()
+    (project / "data").unlink()
+    (project / "data").mkdir()
+    assert b"dir-data" in build()
+
+
+def test_a_relative_path_through_a_symlink_and_dotdot_is_fingerprinted_where_it_led(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    """``link/../VERSION`` with ``link`` a symlink opens ``<link's target>/../VERSION``; the
+    lexically normalised ``<project>/VERSION`` is another file."""
+    other = project.parent / "other"
+    (other / "sub").mkdir(parents=True)
+    (other / "VERSION").write_text("7\n")
+    (project / "link").symlink_to(other / "sub")
+    (project / "build.envd").write_text(BUILD + '    install.versioned(name="link/../VERSION")\n')
+    assert b"tool-7" in build()
+    (other / "VERSION").write_text("8\n")
+    assert b"tool-8" in build()
+
+
+def test_a_python_file_a_vendor_function_reads_is_recorded(
+        build: Any, evaluations: list[int], project: Path) -> None:
+    """Imports are not recorded (the code is keyed by its signature), but a ``.py`` file read
+    as data (``version.py``, ``setup.py``) is an input like any other."""
+    (project / "version.py").write_text("1\n")
+    (project / "build.envd").write_text(BUILD + '    install.versioned(name="version.py")\n')
+    assert b"tool-1" in build()
+    (project / "version.py").write_text("2\n")
+    assert b"tool-2" in build()
+
+
+@pytest.mark.parametrize("call", ["install.random()", 'install.versioned(name="/proc/uptime")',
+                                  "install.hostname()"])
+def test_reading_a_device_or_proc_file_is_impure(build: Any, evaluations: list[int],
+                                                 project: Path, call: str) -> None:
+    """Their content (the host's name) is not a function of the files: such an evaluation is
+    never stored."""
+    (project / "build.envd").write_text(BUILD + f"    {call}\n")
+    build()
+    assert _entries(project) == []
+
+
+def test_a_link_read_with_readlink_is_recorded(tmp_path: Path) -> None:
+    import os
+
+    from envd_core.envdfile.lang import reads as reads_mod
+
+    (tmp_path / "a").symlink_to("target")
+    saved = os.stat, os.lstat, os.readlink
+    try:
+        value, got = reads_mod.record(lambda: os.readlink(tmp_path / "a"))
+    finally:
+        os.stat, os.lstat, os.readlink = saved
+    assert value == "target"
+    assert str(tmp_path / "a") in got.lstat
+    assert "target" in defcache.fingerprints(got.as_lists())[0][2]
+
+
+def _key(functions: dict[str, Any]) -> str:
+    from envd_core.testing import StubBuilder
+
+    return defcache.build_key(flags={}, build_file=Path("/p/build.envd"), context_dir=Path("/p"),
+                              builder=StubBuilder("x", options={}), extra_functions=functions,
+                              limit_defaults=None, public_key=None)
+
+
+def _made_by_a_hook(mirror: str) -> Any:
+    """What an ``envd_build_functions`` hook returns after reading its settings (in the
+    parent, where nothing is recorded): the same qualified name, another captured value."""
+    def mirror_fn(graph: Any, suite: str = mirror) -> None:
+        graph.apt_sources.append(f"deb {mirror} {suite}")
+
+    return mirror_fn
+
+
+def test_what_a_vendor_function_captured_is_in_the_key() -> None:
+    import functools
+
+    assert _key({"corp.mirror": _made_by_a_hook("a")}) == _key(
+        {"corp.mirror": _made_by_a_hook("a")})
+    assert _key({"corp.mirror": _made_by_a_hook("a")}) != _key(
+        {"corp.mirror": _made_by_a_hook("b")})
+    assert _key({"corp.v": functools.partial(_read_version, name="A")}) != _key(
+        {"corp.v": functools.partial(_read_version, name="B")})
+
+
+def test_an_editable_helper_module_imported_by_the_parent_is_in_the_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vendor function's helpers may live in another editable package than its own."""
+    import importlib
+    import os
+
+    (tmp_path / "corp_helper_a.py").write_text("MIRROR = 'a'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("corp_helper_a")
+    try:
+        before = _key({})
+        st = (tmp_path / "corp_helper_a.py").stat()
+        (tmp_path / "corp_helper_a.py").write_text("MIRROR = 'b'\n")
+        os.utime(tmp_path / "corp_helper_a.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert _key({}) != before  # same size, same mtime: the ctime moved
+    finally:
+        import sys
+
+        sys.modules.pop("corp_helper_a", None)
+
+
+def _uses_a_helper(graph: Any) -> None:
+    """A vendor function importing its helper when called (in the evaluation child only)."""
+    import corp_helper_b  # type: ignore[import-not-found]
+
+    graph.apt_packages.append("helper-" + corp_helper_b.MIRROR)
+
+
+def test_an_editable_helper_module_imported_by_the_evaluation_is_recorded(
+        cli: Any, register_plugin: Any, project: Path, tmp_path: Path, evaluations: list[int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    helpers = tmp_path / "helpers"  # a folder of its own: nothing else changes its mtime
+    helpers.mkdir()
+    (helpers / "corp_helper_b.py").write_text("MIRROR = 'a'\n")
+    monkeypatch.syspath_prepend(str(helpers))
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    register_plugin(make_plugin(builders=[StubBuilder], runners=[StubRunner],
+                                build_functions={"install.helped": _uses_a_helper}))
+    assert cli("context", "create", "--name", "stub", "--builder", StubBuilder.name,
+               "--builder-address", "x", "--runner", StubRunner.name, "--use").exit_code == 0
+    (project / "build.envd").write_text(BUILD + "    install.helped()\n")
+    out = project.parent / "out.llb"
+
+    def build() -> bytes:
+        assert cli("build", "--dump-llb", str(out)).exit_code == 0
+        return out.read_bytes()
+
+    assert b"helper-a" in build()
+    assert b"helper-a" in build()
+    assert evaluations == [1]  # a hit
+    (helpers / "corp_helper_b.py").write_text("MIRROR = 'b'\n")
+    assert b"helper-b" in build()
+
+
+@pytest.mark.parametrize("ref", ["", ', ref="v1"'])
+def test_an_include_from_git_is_never_stored(build: Any, evaluations: list[int], project: Path,
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             ref: str) -> None:
+    """Without ``ref`` the branch may have moved; with one, a tag is looked up with git in
+    the mirror: both run git, so both evaluations are impure."""
+    monkeypatch.setenv("ENVD_INCLUDE_CACHE", str(tmp_path / "includes"))
+    repo = tmp_path / "envdlib"
+    repo.mkdir()
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "v1"],
+                 ["tag", "v1"]):
+        if args[0] == "add":
+            (repo / "lib.envd").write_text('def pkgs():\n    install.apt_packages(["from-git"])\n')
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True)
+    (project / "build.envd").write_text(
+        f'lib = include(git="file://{repo}"{ref})\n'
+        + BUILD.split("\n", 1)[1].replace("    tools()\n", "    lib.pkgs()\n"))
+    assert b"from-git" in build()
+    assert b"from-git" in build()
+    assert evaluations == [1, 1]
+    assert _entries(project) == []
+
+
+def test_an_unwritable_cache_folder_does_not_fail_the_build(
+        build: Any, evaluations: list[int], project: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache folder cannot be made (a file stands in its way; chmod means nothing to
+    root, who runs CI): every build still works, without the cache."""
+    blocker = project.parent / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("ENVD_CACHE_DIR", str(blocker / "cache"))
+    first = build()
+    assert build() == first == build(cache=False)
+    assert evaluations == [1, 1, 1]
+
+
+def test_a_full_disk_does_not_fail_the_build(build: Any, evaluations: list[int], project: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import envd_core.atomic
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(envd_core.atomic, "write_atomic", full)
+    first = build()
+    assert build() == first
+    assert evaluations == [1, 1]
+    assert _entries(project) == []
+
+
+def test_a_path_that_did_not_exist_is_recorded_too(build: Any, evaluations: list[int],
+                                                   project: Path) -> None:
+    (project / "build.envd").write_text(BUILD + "    install.if_present()\n")
+    assert b"extra-present" not in build()
+    assert b"extra-present" not in build()
+    assert evaluations == [1]
+    (project / "EXTRA").write_text("")
+    assert b"extra-present" in build()
+
+
+def test_a_loaded_file_behind_a_symlink_that_is_repointed(build: Any, evaluations: list[int],
+                                                          project: Path) -> None:
+    (project / "lib" / "a.envd").write_text(LIB)
+    (project / "lib" / "b.envd").write_text(LIB.replace("jq", "curl"))
+    (project / "lib" / "tools.envd").unlink()
+    (project / "lib" / "tools.envd").symlink_to("a.envd")
+    assert b"jq" in build()
+    (project / "lib" / "tools.envd").unlink()
+    (project / "lib" / "tools.envd").symlink_to("b.envd")
+    assert b"curl" in build()
+    assert build() == build(cache=False)
+
+
+SETTINGS = {"mirror": "a"}  # what a plugin would load from its settings file when imported
+
+
+def _uses_settings(graph: Any) -> None:
+    graph.apt_sources.append(_mirror_line())
+
+
+def _mirror_line() -> str:
+    return f"deb {SETTINGS['mirror']} stable"
+
+
+def test_module_settings_a_vendor_function_uses_are_in_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loaded when the plugin was imported, in envd's process: nothing records that read, so
+    the key holds the data the function (and its helpers) name."""
+    before = _key({"corp.mirror": _uses_settings})
+    assert _key({"corp.mirror": _uses_settings}) == before
+    monkeypatch.setitem(SETTINGS, "mirror", "b")
+    assert _key({"corp.mirror": _uses_settings}) != before
+
+
+def test_package_data_read_through_the_loader_is_recorded(tmp_path: Path) -> None:
+    """``pkgutil.get_data`` opens through the import system's loader: only the code it loads
+    is left out, a data file it reads is recorded."""
+    import os
+    import pkgutil
+    import sys
+
+    from envd_core.envdfile.lang import reads as reads_mod
+
+    pkg = tmp_path / "corp_data_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mirrors.json").write_text("{}")
+    sys.path.insert(0, str(tmp_path))
+    saved = os.stat, os.lstat, os.readlink
+    try:
+        _, got = reads_mod.record(lambda: pkgutil.get_data("corp_data_pkg", "mirrors.json"))
+    finally:
+        os.stat, os.lstat, os.readlink = saved
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("corp_data_pkg", None)
+    assert str(pkg / "mirrors.json") in got.opened
+    assert not any(p.endswith((".py", ".pyc")) for p in got.opened)
+    assert str(pkg / "__init__.py") in got.imported
