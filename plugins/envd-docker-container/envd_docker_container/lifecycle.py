@@ -161,6 +161,9 @@ def wait_until_ready(engine: eng.Engine, container: str, timeout: float, *,
         if info is None and not theirs:
             raise BuilderError(f"container `{container}` disappeared while starting")
         state = state_of(info) if info is not None else "created"
+        if theirs and state == "removing":
+            # their refused privileged attempt on its way out; the restricted one follows
+            state = "created"
         if state not in ("running", "restarting", "created"):
             logs = engine.logs_tail(container)
             raise BuilderError(

@@ -335,3 +335,37 @@ def test_start_exec_unreachable_engine(tmp_path: Path) -> None:
     with pytest.raises(BuilderError, match="cannot reach the Docker Engine"):
         start_exec(ep.Endpoint(host=f"unix://{tmp_path}/none.sock"), "x", api_version="1.41",
                    timeout=1)
+
+
+# -- a parallel bootstrap waiting for the other one's container ---------------------------------
+class _RemovingThenGone:
+    """An engine whose container is being removed, then gone: the other bootstrap's refused
+    privileged attempt on its way out, before its restricted one exists."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def inspect(self, name: str) -> dict[str, object] | None:
+        self.calls += 1
+        return {"State": {"Status": "removing"}} if self.calls <= 2 else None
+
+    def logs_tail(self, container: str, lines: int = 5) -> str:
+        return ""
+
+
+def test_wait_for_theirs_tolerates_their_removal() -> None:
+    from envd_docker_container.lifecycle import wait_until_ready
+
+    engine = _RemovingThenGone()
+    with pytest.raises(BuilderError) as caught:
+        wait_until_ready(engine, "bk", 0.5, theirs=True)  # type: ignore[arg-type]
+    assert "did not become ready" in caught.value.message  # waited; never "stopped"
+    assert engine.calls >= 3
+
+
+def test_wait_for_ours_reports_removal_at_once() -> None:
+    from envd_docker_container.lifecycle import wait_until_ready
+
+    with pytest.raises(BuilderError) as caught:
+        wait_until_ready(_RemovingThenGone(), "bk", 5.0)  # type: ignore[arg-type]
+    assert "stopped while starting (removing)" in caught.value.message
