@@ -8,8 +8,6 @@ envd config directory and is generated on first use with the system's ``ssh-keyg
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 from envd_core.atomic import locked
@@ -43,6 +41,9 @@ def ensure_key_pair(config_dir: Path) -> Path:
     found = find_key_pair(config_dir)
     if found is not None:
         return found
+    import shutil  # with subprocess: only for the first generation, not every build's key
+    import subprocess
+
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
         raise KeyError_(
