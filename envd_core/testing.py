@@ -514,3 +514,54 @@ def envd_script() -> str:
     if not script.exists():
         pytest.skip("the envd console script is not installed (pip install -e .)")
     return os.fspath(script)
+
+
+# -- the fast path against the full CLI, in fresh processes ------------------------------------
+_CLI_PROBE = """
+    import json, sys
+    mode, report_path, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+    sys.argv = ["envd", *args]
+    code = 0
+    try:
+        if mode == "full":
+            from envd_core.cli.app import main
+            main(args)
+        else:
+            from envd_core.cli import main
+            main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    with open(report_path, "w") as out:
+        json.dump({"code": code, "modules": sorted({m.split(".")[0] for m in sys.modules})}, out)
+"""
+
+
+class CliProbe:
+    """``envd`` in a throwaway HOME / config / cache, each run a fresh process.
+
+    ``run(..., mode="main")`` goes through the console entry point (the fast path where it
+    serves), ``mode="full"`` straight into the click CLI; each returns ``(report, stdout,
+    stderr)`` where the report holds the exit code and the top-level modules the process
+    imported, so a plugin's tests can hold its light lister to the full CLI's bytes.
+    """
+
+    def __init__(self, tmp: Path, extra_env: Mapping[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.probe = tmp / "probe.py"
+        self.probe.write_text(textwrap.dedent(_CLI_PROBE))
+        (tmp / "home").mkdir()
+        self.env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp / "home"), "LANG": "C.UTF-8",
+                    "ENVD_CONFIG_DIR": str(tmp / "cfg"), "ENVD_CACHE_DIR": str(tmp / "cache"),
+                    "ENVD_TEAM_CONTEXTS_DIR": str(tmp / "team"), **(extra_env or {})}
+
+    def run(self, *args: str, mode: str = "main") -> tuple[dict[str, Any], str, str]:
+        import json
+        import subprocess
+
+        report = self.tmp / "report.json"
+        report.unlink(missing_ok=True)
+        done = subprocess.run([sys.executable, str(self.probe), mode, str(report), *args],
+                              env=self.env, cwd=self.tmp, capture_output=True, text=True,
+                              timeout=120, check=False, stdin=subprocess.DEVNULL)
+        assert report.exists(), done.stderr
+        return json.loads(report.read_text()), done.stdout, done.stderr

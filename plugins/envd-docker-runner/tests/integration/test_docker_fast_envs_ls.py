@@ -9,9 +9,6 @@ only when two full listings around the fast one agree (nothing changed in betwee
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,55 +18,18 @@ import pytest
 from envd_docker_runner import DockerRunner
 
 from envd_core.environment import EnvironmentSpec, PortMapping
+from envd_core.testing import CliProbe
 
 BUSYBOX = "127.0.0.1:5000/busybox:latest"
 HEAVY = ("click", "pluggy", "attrs", "attr", "docker", "requests", "urllib3", "grpc",
          "kubernetes", "email", "http")
 
-PROBE = """
-    import json, sys
-    mode, report_path, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-    sys.argv = ["envd", *args]
-    code = 0
-    try:
-        if mode == "full":
-            from envd_core.cli.app import main
-            main(args)
-        else:
-            from envd_core.cli import main
-            main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    with open(report_path, "w") as out:
-        json.dump({"code": code, "modules": sorted({m.split(".")[0] for m in sys.modules})}, out)
-"""
-
-
-class Envd:
-    """``envd`` in a throwaway HOME / config / cache, on the shared dockerd."""
-
-    def __init__(self, tmp: Path, docker_host: str) -> None:
-        self.tmp = tmp
-        self.probe = tmp / "probe.py"
-        self.probe.write_text(textwrap.dedent(PROBE))
-        (tmp / "home").mkdir()
-        self.env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp / "home"), "LANG": "C.UTF-8",
-                    "ENVD_CONFIG_DIR": str(tmp / "cfg"), "ENVD_CACHE_DIR": str(tmp / "cache"),
-                    "ENVD_TEAM_CONTEXTS_DIR": str(tmp / "team"), "DOCKER_HOST": docker_host}
-
-    def run(self, *args: str, mode: str = "main") -> tuple[dict[str, Any], str, str]:
-        report = self.tmp / "report.json"
-        report.unlink(missing_ok=True)
-        done = subprocess.run([sys.executable, str(self.probe), mode, str(report), *args],
-                              env=self.env, cwd=self.tmp, capture_output=True, text=True,
-                              timeout=120, check=False)
-        assert report.exists(), done.stderr
-        return json.loads(report.read_text()), done.stdout, done.stderr
+Envd = CliProbe
 
 
 @pytest.fixture
 def envd(tmp_path: Path, docker_host: str) -> Envd:
-    tool = Envd(tmp_path, docker_host)
+    tool = Envd(tmp_path, {"DOCKER_HOST": docker_host})
     tool.run("context", "ls")  # the store, seeded by the full CLI
     tool.run("envs", "ls")  # the plugin index, written by the full CLI
     return tool
