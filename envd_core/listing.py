@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
     from envd_core.environment import Environment
 
-# The image labels the listing reads (envd_core.environments.names holds them too; that module
-# imports pathlib and re, so they are repeated here and a test checks the two agree).
+# The image labels the listing reads, defined here (this module imports only the standard
+# library) and re-exported by envd_core.environments.names.
 LABEL_GPU = "ai.tensorchord.envd.gpu"
 LABEL_CUDA = "ai.tensorchord.envd.gpu.cuda"
 LABEL_CUDNN = "ai.tensorchord.envd.gpu.cudnn"

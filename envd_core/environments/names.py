@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from envd_core.errors import ValidationError
+from envd_core.listing import LABEL_CUDA as LABEL_CUDA
+from envd_core.listing import LABEL_CUDNN as LABEL_CUDNN
+from envd_core.listing import LABEL_GPU as LABEL_GPU
+from envd_core.listing import LABEL_JUPYTER_ADDRESS as LABEL_JUPYTER_ADDRESS
 
 __all__ = [
     "LABEL_PREFIX",
@@ -22,17 +26,12 @@ __all__ = [
 LABEL_PREFIX = "ai.tensorchord.envd."
 LABEL_VENDOR = LABEL_PREFIX + "vendor"
 LABEL_PORTS = LABEL_PREFIX + "ports"
-LABEL_GPU = LABEL_PREFIX + "gpu"
-LABEL_CUDA = LABEL_PREFIX + "gpu.cuda"
-LABEL_CUDNN = LABEL_PREFIX + "gpu.cudnn"
 LABEL_RUNTIME_GRAPH = LABEL_PREFIX + "graph.runtime"
 LABEL_GENERAL_GRAPH = LABEL_PREFIX + "graph.general"
 LABEL_CONTEXT = LABEL_PREFIX + "build.context"
 LABEL_APT = LABEL_PREFIX + "apt.packages"
 LABEL_PYPI = LABEL_PREFIX + "pypi.commands"
 LABEL_ENV_NAME = LABEL_PREFIX + "name"
-#: Where the environment's Jupyter answers on the host, written by the runner (upstream's name).
-LABEL_JUPYTER_ADDRESS = LABEL_PREFIX + "jupyter.address"
 VENDOR_ENVD = "envd"
 
 #: What upstream keeps of a directory name: runs of characters Docker accepts in a name.
