@@ -144,6 +144,8 @@ class Cluster:
         from kubernetes import config as typed_config
         from kubernetes.config.config_exception import ConfigException
 
+        from envd_kube_pod.kubeconfig import load as load_kubeconfig
+
         config: Any = typed_config  # its loaders carry no annotations
 
         context = address.context or kube_context
@@ -154,11 +156,8 @@ class Cluster:
         try:
             if have_file:
                 # Always by name: the client reads KUBECONFIG once, when it is imported.
-                api = config.new_client_from_config(config_file=files, context=context)
-                contexts, active = config.list_kube_config_contexts(config_file=files)
-                chosen = next((c for c in contexts if c["name"] == context), active) \
-                    if context else active
-                ns_from_config = (chosen or {}).get("context", {}).get("namespace")
+                # One parse, with a fast parser (kubeconfig.py says why).
+                api, ns_from_config = load_kubeconfig(files, context)
             elif os.environ.get("KUBERNETES_SERVICE_HOST"):
                 cfg = client.Configuration()
                 config.load_incluster_config(client_configuration=cfg)
