@@ -18,6 +18,13 @@ Each run is a fresh ``envd build --output type=image,name=…,push=true`` proces
 unchanged environment (one warm-up each first), interleaved; medians of wall time and of the
 process's CPU time (user+sys, from wait4: what load distorts least), the phases of
 ``ENVD_TIMINGS``, and the ratios are printed. The namespace is deleted at the end.
+
+``--warm`` adds rounds that measure what a build costs once every module is already imported,
+as under a resident process that forks one child per invocation: this process imports envd's
+CLI, the plugins, ``kubernetes``, grpc and the BuildKit protobufs once, then forks a child per
+build that runs the CLI in-process (:func:`warm_build`). The child's CPU (wait4), wall time,
+phases, and its TCP connections by destination (an audit hook on ``socket.connect``: API server,
+buildkitd) are printed per context, with the ratios ``kube / tcp`` warm.
 """
 
 from __future__ import annotations
@@ -83,6 +90,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--namespace-prefix", default="envd-bench-",
                         help="the bench's namespace is this plus a random suffix")
+    parser.add_argument("--warm", action="store_true",
+                        help="also measure warm builds (modules already imported, one forked "
+                             "child per build), the resident process's case")
     args = parser.parse_args()
     infra = infra_env()
     if not infra.get("KUBECONFIG"):
@@ -123,6 +133,13 @@ def main() -> int:
             envd(env, "--context", name, *build, cwd=Path(args.example))
         runs = run_interleaved(env, names, build, Path(args.example), args.runs)
         report(runs)
+        if args.warm:
+            warm = run_warm(env, names, build, Path(args.example), args.runs)
+            print("\nwarm (every module imported; one forked child per build):")
+            report({n: [r[:3] for r in v] for n, v in warm.items()})
+            for name, values in warm.items():
+                print(f"  {name:9} Python socket connects in the last build (grpc's own "
+                      f"are not seen): {values[-1][3]}")
     finally:
         core.delete_namespace(ns, grace_period_seconds=0)
     return 0
@@ -138,6 +155,89 @@ def run_interleaved(env: dict[str, str], names: tuple[str, ...], build: list[str
             wall, cpu = envd_rusage({**env, "ENVD_TIMINGS": str(timings)}, "--context", name,
                                     *build, cwd=cwd)
             out[name].append((wall, cpu, phases(timings)))
+    return out
+
+
+Run = tuple[float, float, dict[str, float], dict[str, int]]
+
+
+def preload() -> None:
+    """Import what a resident process keeps loaded: envd's CLI, every builder plugin, the
+    ``kubernetes`` client, grpc, websocket-client and BuildKit's protobuf modules."""
+    import contextlib
+    import importlib
+
+    for name in ("envd_core.cli.app", "envd_core.pipeline.execute",
+                 "envd_core.buildkit.client", "envd_core.buildkit.session",
+                 "envd_core.buildkit.progress", "envd_core.buildkit.transport",
+                 "envd_core.buildkit._pb.control_pb2", "envd_core.buildkit._pb.control_pb2_grpc",
+                 "envd_kube_pod", "envd_kube_pod.cluster", "envd_kube_pod.stream",
+                 "envd_kube_pod.deploy", "envd_kube_pod.routing", "envd_kube_pod.kubeconfig",
+                 "envd_core.contexts.store", "envd_core.atomic", "envd_tcp",
+                 "kubernetes", "kubernetes.client", "kubernetes.config", "kubernetes.stream",
+                 "websocket", "grpc", "yaml"):
+        # a module a later version renamed: the child imports what it needs
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def warm_build(env: dict[str, str], argv: list[str], cwd: Path, counts: Path) -> Run:
+    """One build in a forked child of this (preloaded) process: (wall, CPU, phases,
+    connections by destination)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    t0 = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: one envd invocation, as a resident would run it
+        code = 1
+        try:
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(env)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            seen: dict[str, int] = {}
+
+            def audit(event: str, args: tuple[object, ...]) -> None:
+                if event == "socket.connect" and isinstance(args[1], tuple):
+                    key = f"{args[1][0]}:{args[1][1]}"
+                    seen[key] = seen.get(key, 0) + 1
+
+            sys.addaudithook(audit)
+            import atexit
+
+            atexit.register(lambda: counts.write_text(json.dumps(seen)))
+            from envd_core.cli.app import main as envd_main
+
+            envd_main(argv, write_index=False)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            os._exit(code)
+    _, status, usage = os.wait4(pid, 0)
+    took = time.monotonic() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"warm envd {' '.join(argv)} failed (exit {status})")
+    timings = Path(env["ENVD_TIMINGS"])
+    return (took, usage.ru_utime + usage.ru_stime, phases(timings),
+            json.loads(counts.read_text()) if counts.exists() else {})
+
+
+def run_warm(env: dict[str, str], names: tuple[str, ...], build: list[str], cwd: Path,
+             runs: int) -> dict[str, list[Run]]:
+    """Warm-up then ``runs`` interleaved rounds of :func:`warm_build` per context."""
+    preload()
+    folder = Path(tempfile.mkdtemp(prefix="envd-bench-kube-w-"))
+    child_env = {**env, "ENVD_TIMINGS": str(folder / "timings.json")}
+    out: dict[str, list[Run]] = {n: [] for n in names}
+    for name in names:
+        warm_build(child_env, ["--context", name, *build], cwd, folder / "c.json")
+    for _ in range(runs):
+        for name in names:
+            out[name].append(warm_build(child_env, ["--context", name, *build], cwd,
+                                        folder / "c.json"))
     return out
 
 
