@@ -50,6 +50,8 @@ class PodInfo:
     #: The plain-TCP port buildkitd listens on inside the pod, per container, read from its
     #: ``--addr tcp://…`` flags (None: no such listener, or it wants TLS): port-forward there.
     tcp_ports: tuple[tuple[str, int], ...] = ()
+    #: ``Kind/name`` of the pod's controller (``ReplicaSet/envd-buildkitd-5c9…``), or ``""``.
+    owner: str = ""
 
     def tcp_port(self, container: str | None) -> int | None:
         """The TCP port of ``container``'s buildkitd (the first container's if None)."""
@@ -82,11 +84,14 @@ def pod_info(pod: dict[str, Any]) -> PodInfo:
     ports = tuple((c.get("name", ""), port) for c in containers
                   if (port := listen_port([*(c.get("command") or []), *(c.get("args") or [])]))
                   is not None)
+    owner = next((f"{o.get('kind')}/{o.get('name')}" for o in meta.get("ownerReferences") or []
+                  if o.get("controller")), "")
     return PodInfo(name=meta.get("name", ""), phase=status.get("phase") or "Unknown",
                    ready=ready and not terminating,
                    reason=("Terminating" if terminating else reason),
                    terminating=terminating,
-                   containers=tuple(c.get("name", "") for c in containers), tcp_ports=ports)
+                   containers=tuple(c.get("name", "") for c in containers), tcp_ports=ports,
+                   owner=owner)
 
 
 def listen_port(argv: list[str]) -> int | None:
@@ -244,6 +249,9 @@ class Cluster:
                     hint="check the name, or address a deployment/<name> that outlives pods")
             return [pod_info(pod)]
         if address.kind == "deployment":
+            fast = self._envd_pods(address.target)
+            if any(p.ready for p in fast):
+                return fast
             dep = self.deployment(address.target)
             if dep is None:
                 return []
@@ -254,6 +262,23 @@ class Cluster:
         found = self.request("list", "pods", "GET", PODS,
                              query=[("labelSelector", selector)])
         return sorted((pod_info(p) for p in found.get("items") or []), key=lambda p: p.name)
+
+    def _envd_pods(self, name: str) -> list[PodInfo]:
+        """The pods of the Deployment ``name`` envd created, found by the label envd puts on
+        them, without reading the Deployment (one request, not two, on every build).
+
+        Only pods carrying ``envd.io/builder=<name>`` and controlled by a ReplicaSet named
+        ``<name>-…`` (the Deployment's) count. With none of them ready, :meth:`pods` reads the
+        Deployment and lists by its own selector, which also covers a Deployment that is not
+        envd's, a missing one (bootstrap) and pods still starting.
+        """
+        from envd_kube_pod.deploy import BUILDER_LABEL
+
+        found = self.request("list", "pods", "GET", PODS,
+                             query=[("labelSelector", f"{BUILDER_LABEL}={name}")])
+        pods = (pod_info(p) for p in found.get("items") or [])
+        return sorted((p for p in pods if p.owner.startswith(f"ReplicaSet/{name}-")),
+                      key=lambda p: p.name)
 
     def close(self) -> None:
         """Release the client's connection pool."""

@@ -221,3 +221,79 @@ def test_early_connection_leaves_a_bootstrap_to_the_build_path() -> None:
     early = EarlyConnection(builder)  # type: ignore[arg-type]
     assert early.take() is None
     assert builder.connected is False
+
+
+# -- which requests a build's pod listing makes -----------------------------------------------
+def owned(pod: dict[str, Any], owner: str) -> dict[str, Any]:
+    kind, name = owner.split("/")
+    pod["metadata"]["ownerReferences"] = [{"kind": kind, "name": name, "controller": True}]
+    return pod
+
+
+class Recorded:
+    """A Cluster whose API answers from a script, recording each request (path, query)."""
+
+    def __init__(self, listing: list[dict[str, Any]], deployment: dict[str, Any] | None,
+                 selector_listing: list[dict[str, Any]] | None = None) -> None:
+        from envd_kube_pod.cluster import Cluster
+
+        self.calls: list[tuple[str, str]] = []
+        cluster = Cluster.__new__(Cluster)
+        cluster.namespace, cluster.server = "ci", "https://k8s"
+
+        def request(verb: str, resource: str, method: str, path: str, *,
+                    query: Any = (), body: Any = None, content_type: Any = None) -> Any:
+            selector = dict(query).get("labelSelector", "")
+            self.calls.append((path.rsplit("/", 1)[-1], selector))
+            if resource == "deployments":
+                if deployment is None:
+                    from envd_core.errors import BuilderError, ErrorKind
+                    raise BuilderError("deployments not found", kind=ErrorKind.NOT_FOUND)
+                return deployment
+            return {"items": listing if selector == "envd.io/builder=bk"
+                    else (selector_listing or [])}
+
+        cluster.request = request  # type: ignore[method-assign]
+        self.cluster = cluster
+
+
+def test_ready_envd_pods_are_found_by_label_in_one_request() -> None:
+    from envd_kube_pod.address import parse_address
+
+    rec = Recorded([owned(pod_json("bk-7f-b"), "ReplicaSet/bk-7f"),
+                    owned(pod_json("bk-7f-a"), "ReplicaSet/bk-7f")], deployment=None)
+    pods = rec.cluster.pods(parse_address("deployment/bk"))
+    assert [p.name for p in pods] == ["bk-7f-a", "bk-7f-b"]
+    assert pods[0].owner == "ReplicaSet/bk-7f"
+    assert rec.calls == [("pods", "envd.io/builder=bk")]  # no Deployment read
+
+
+def test_labelled_pods_of_another_controller_are_not_taken() -> None:
+    """A pod carrying envd's label but controlled by something else (a copied label) is not
+    routed to: the Deployment is read and its own selector listed."""
+    from envd_kube_pod.address import parse_address
+
+    rec = Recorded([owned(pod_json("impostor"), "ReplicaSet/other-1")],
+                   deployment={"spec": {"selector": {"matchLabels": {"app": "bk"}}}},
+                   selector_listing=[owned(pod_json("bk-1"), "ReplicaSet/bk-1")])
+    pods = rec.cluster.pods(parse_address("deployment/bk"))
+    assert [p.name for p in pods] == ["bk-1"]
+    assert rec.calls == [("pods", "envd.io/builder=bk"), ("bk", ""), ("pods", "app=bk")]
+
+
+@pytest.mark.parametrize("deployment", [None, {"spec": {"selector": {"matchLabels": {
+    "envd.io/builder": "bk"}}}}])
+def test_no_ready_pod_reads_the_deployment(deployment: dict[str, Any] | None) -> None:
+    """Missing (bootstrap) or still starting: the listing falls back to the Deployment."""
+    from envd_kube_pod.address import parse_address
+
+    starting = [owned(pod_json("bk-1", ready=False, waiting="ContainerCreating"),
+                      "ReplicaSet/bk-1")]
+    rec = Recorded(starting, deployment=deployment)
+    pods = rec.cluster.pods(parse_address("deployment/bk"))
+    if deployment is None:
+        assert pods == [] and rec.calls == [("pods", "envd.io/builder=bk"), ("bk", "")]
+    else:
+        assert [(p.name, p.reason) for p in pods] == [("bk-1", "ContainerCreating")]
+        assert rec.calls == [("pods", "envd.io/builder=bk"), ("bk", ""),
+                             ("pods", "envd.io/builder=bk")]
