@@ -182,6 +182,7 @@ class Cluster:
         # Fail fast when nothing answers: urllib3 would retry three times per call.
         api.configuration.retries = 0
         self.api = api
+        self._spare: Any = None  # see _keep
         self.server: str = api.configuration.host
         self.namespace: str = address.namespace or namespace or ns_from_config or "default"
 
@@ -204,9 +205,13 @@ class Cluster:
 
     def request(self, verb: str, resource: str, method: str, path: str, *,
                 query: Iterable[tuple[str, Any]] = (), body: Any = None,
-                content_type: str | None = None) -> Any:
+                content_type: str | None = None, keep_socket: bool = False) -> Any:
         """One API call; the decoded JSON answer. Any failure is one line naming
-        ``verb resource`` (RBAC, not found, no cluster…)."""
+        ``verb resource`` (RBAC, not found, no cluster…).
+
+        ``keep_socket``: keep the request's connection for the WebSocket that follows
+        (:meth:`take_socket`) instead of returning it to the client's pool.
+        """
         if body is not None and content_type is None:
             content_type = "application/json"
         try:
@@ -214,18 +219,23 @@ class Cluster:
                                                       content_type=content_type, body=body)
             response = self.api.call_api(method, url, headers, body,
                                          _request_timeout=REQUEST_TIMEOUT)
+            # urllib3's response names its connection until the body is read (then the
+            # connection goes back to the pool): take it now.
+            conn = getattr(response.response, "connection", None) if keep_socket else None
             data = response.read()
             if not 200 <= response.status < 300:
                 raise HttpError(response.status, (data or b"").decode("utf-8", "replace"))
+            if conn is not None:
+                self._keep(conn)
             return json.loads(data) if data else {}
         except Exception as exc:  # noqa: BLE001 - HttpError, urllib3 and socket errors
             raise api_error(exc, verb=verb, resource=resource, namespace=self.namespace,
                             server=self.server) from None
 
-    def get_or_none(self, resource: str, path: str) -> Any:
+    def get_or_none(self, resource: str, path: str, *, keep_socket: bool = False) -> Any:
         """A ``get`` of one object, or None when it does not exist (404)."""
         try:
-            return self.request("get", resource, "GET", path)
+            return self.request("get", resource, "GET", path, keep_socket=keep_socket)
         except BuilderError as exc:
             if exc.kind == ErrorKind.NOT_FOUND:
                 return None
@@ -241,7 +251,7 @@ class Cluster:
     def pods(self, address: Address) -> list[PodInfo]:
         """The pods ``address`` names, sorted by name (not only the ready ones)."""
         if address.kind == "pod":
-            pod = self.get_or_none("pods", f"{PODS}/{address.target}")
+            pod = self.get_or_none("pods", f"{PODS}/{address.target}", keep_socket=True)
             if pod is None:
                 raise BuildkitConnectionError(
                     f"pod `{address.target}` not found in namespace `{self.namespace}`",
@@ -259,7 +269,7 @@ class Cluster:
             selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         else:
             selector = address.target
-        found = self.request("list", "pods", "GET", PODS,
+        found = self.request("list", "pods", "GET", PODS, keep_socket=True,
                              query=[("labelSelector", selector)])
         return sorted((pod_info(p) for p in found.get("items") or []), key=lambda p: p.name)
 
@@ -274,14 +284,44 @@ class Cluster:
         """
         from envd_kube_pod.deploy import BUILDER_LABEL
 
-        found = self.request("list", "pods", "GET", PODS,
+        found = self.request("list", "pods", "GET", PODS, keep_socket=True,
                              query=[("labelSelector", f"{BUILDER_LABEL}={name}")])
         pods = (pod_info(p) for p in found.get("items") or [])
         return sorted((p for p in pods if p.owner.startswith(f"ReplicaSet/{name}-")),
                       key=lambda p: p.name)
 
+    # -- one connection for the listing and the WebSocket --------------------------------
+    def _keep(self, conn: Any) -> None:
+        """Detach ``conn``'s open socket from the client's pool and keep it as the spare.
+
+        A build makes one listing and then one WebSocket upgrade (port-forward or exec). The
+        client opens a new TCP and TLS connection for the upgrade (websocket-client knows
+        nothing of urllib3's pool): one more connect, TLS context and handshake, ~8 ms of CPU
+        and a round trip per build measured here (bench/README.md, bench_kube ``--warm``).
+        Handing the listing's connection to the upgrade saves them. Not through a proxy: the
+        client's WebSocket path applies its own proxy rules there.
+        """
+        sock = getattr(conn, "sock", None)
+        if sock is None or sock.fileno() < 0 or self.api.configuration.proxy:
+            return
+        conn.sock = None  # the pool sees a closed connection and reconnects if used again
+        self._drop_spare()
+        self._spare = sock
+
+    def take_socket(self) -> Any:
+        """The spare connection to the API server (once), or None."""
+        sock, self._spare = getattr(self, "_spare", None), None
+        return sock
+
+    def _drop_spare(self) -> None:
+        sock = self.take_socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
     def close(self) -> None:
-        """Release the client's connection pool."""
+        """Release the client's connection pool (and an unused spare connection)."""
+        self._drop_spare()
         with contextlib.suppress(Exception):  # closing must never mask the real outcome
             self.api.close()
 

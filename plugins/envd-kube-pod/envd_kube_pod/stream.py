@@ -34,6 +34,7 @@ from envd_kube_pod.errors import exec_refused, status_message
 STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
 _STDERR_KEEP = 4096
 _V5 = "v5.channel.k8s.io"
+_V4 = "v4.channel.k8s.io"
 #: What dial-stdio runs; the BuildKit images put buildctl on PATH.
 DIAL_ARGV = ("buildctl", "dial-stdio")
 
@@ -192,11 +193,45 @@ def _websocket(cluster: Cluster, pod: str, path: str, query: list[tuple[str, Any
 
     ws_client: Any = typed_ws_client  # untyped
     _, url, headers, _ = cluster.prepare("GET", f"{PODS}/{pod}/{path}", query=query)
+    url = ws_client.get_websocket_url(url)
+    sock = cluster.take_socket()
+    if sock is not None:
+        ws = _upgrade_on(sock, url, headers, pod, cluster.namespace, resource)
+        if ws is not None:
+            return ws
     try:
-        return ws_client.create_websocket(cluster.api.configuration,
-                                          ws_client.get_websocket_url(url), headers)
+        return ws_client.create_websocket(cluster.api.configuration, url, headers)
     except Exception as exc:  # noqa: BLE001 - handshake status, socket and TLS errors
         raise handshake_failure(str(exc), pod, cluster.namespace, resource) from None
+
+
+def _upgrade_on(sock: Any, url: str, headers: dict[str, str], pod: str, namespace: str,
+                resource: str) -> Any:
+    """The WebSocket upgraded on ``sock``, the build's pod-listing connection (already
+    connected, TLS-verified and authenticated by the same configuration: see
+    ``Cluster._keep``), or None when that connection is no longer usable (the server closed
+    it): the caller then opens a new one. A refusal (403, 404…) is raised as for a new one.
+
+    The request is the one the client's ``create_websocket`` sends: the credentials and the
+    channel protocols offered; websocket-client takes an open socket as is.
+    """
+    from websocket import WebSocket, WebSocketBadStatusException
+
+    header = [f"{k}: {v}" for k, v in headers.items() if k.lower() == "authorization"]
+    header.append(f"sec-websocket-protocol: {_V5},{_V4}")
+    ws: Any = WebSocket(skip_utf8_validation=False)  # connect() is unannotated
+    try:
+        sock.settimeout(None)  # blocking reads, as on a connection websocket-client opens
+        ws.connect(url, header=header, socket=sock)
+    except WebSocketBadStatusException as exc:
+        with contextlib.suppress(Exception):
+            sock.close()
+        raise handshake_failure(str(exc), pod, namespace, resource) from None
+    except Exception:  # noqa: BLE001 - a closed or reset connection: open a new one
+        with contextlib.suppress(Exception):
+            sock.close()
+        return None
+    return ws
 
 
 def open_exec(cluster: Cluster, pod: str, container: str | None,

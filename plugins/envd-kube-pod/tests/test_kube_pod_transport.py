@@ -242,7 +242,8 @@ class Recorded:
         cluster.namespace, cluster.server = "ci", "https://k8s"
 
         def request(verb: str, resource: str, method: str, path: str, *,
-                    query: Any = (), body: Any = None, content_type: Any = None) -> Any:
+                    query: Any = (), body: Any = None, content_type: Any = None,
+                    keep_socket: bool = False) -> Any:
             selector = dict(query).get("labelSelector", "")
             self.calls.append((path.rsplit("/", 1)[-1], selector))
             if resource == "deployments":
