@@ -140,6 +140,11 @@ def main() -> int:
             for name, values in warm.items():
                 print(f"  {name:9} Python socket connects in the last build (grpc's own "
                       f"are not seen): {values[-1][3]}")
+            kube_options = {"kubeconfig": infra["KUBECONFIG"],
+                            "image": infra["BUILDKIT_IMAGE_REF"], "host-network": "true",
+                            "buildkitd-flags": flags}
+            breakdown(env, f"deployment/bench?namespace={ns}", kube_options,
+                      f"127.0.0.1:{port}", str(Path(args.example).resolve()), args.runs * 3)
     finally:
         core.delete_namespace(ns, grace_period_seconds=0)
     return 0
@@ -239,6 +244,79 @@ def run_warm(env: dict[str, str], names: tuple[str, ...], build: list[str], cwd:
             out[name].append(warm_build(child_env, ["--context", name, *build], cwd,
                                         folder / "c.json"))
     return out
+
+
+def connect_phases(kind: str, address: str, options: dict[str, str], project: str
+                   ) -> list[tuple[str, float, float]]:
+    """In this (forked, preloaded) process: a build's connection to buildkitd, as the
+    early-connect thread makes it, in phases of (name, wall s, CPU s)."""
+    from envd_core.buildkit.client import probe
+
+    marks: list[tuple[str, float, float]] = []
+    last = [time.perf_counter(), time.process_time()]
+
+    def mark(name: str) -> None:
+        now = [time.perf_counter(), time.process_time()]
+        marks.append((name, now[0] - last[0], now[1] - last[1]))
+        last[:] = now
+
+    if kind == "kube":
+        from envd_kube_pod import KubePodBuilder
+
+        kube = KubePodBuilder(address, options)
+        kube.project = project
+        kube.needs_bootstrap()
+        mark("kubeconfig + pod listing")
+        conn = kube.connect(timeout=30)
+        mark("route + WebSocket + grpc ready")
+    else:
+        from envd_tcp import TcpBuilder
+
+        conn = TcpBuilder(address, {}).connect(timeout=30)
+        mark("grpc connect + ready")
+    probe(conn, timeout=30)
+    mark("one ListWorkers round trip")
+    conn.close()
+    mark("close")
+    return marks
+
+
+def breakdown(env: dict[str, str], kube_address: str, kube_options: dict[str, str],
+              tcp_address: str, project: str, runs: int) -> None:
+    """Warm: only the connection a build makes, kube-pod vs tcp, interleaved, one forked
+    child each (median wall and CPU per phase)."""
+    results: dict[str, list[list[tuple[str, float, float]]]] = {"kube": [], "tcp": []}
+    for i in range(runs + 1):
+        for kind in results:
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child
+                os.close(read)
+                os.environ.update(env)
+                address = kube_address if kind == "kube" else tcp_address
+                marks = connect_phases(kind, address, kube_options, project)
+                os.write(write, json.dumps(marks).encode())
+                os._exit(0)
+            os.close(write)
+            with os.fdopen(read, "rb") as pipe:
+                data = pipe.read()
+            os.waitpid(pid, 0)
+            if i and data:  # the first round is a warm-up
+                results[kind].append([tuple(m) for m in json.loads(data)])  # type: ignore[misc]
+    print(f"\nwarm connection only (median of {runs}; load "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}):")
+    totals = {}
+    for kind, values in results.items():
+        for i, (name, _, _) in enumerate(values[0]):
+            wall = statistics.median(v[i][1] for v in values)
+            cpu = statistics.median(v[i][2] for v in values)
+            print(f"  {kind:5} {name:32} {wall * 1000:7.1f} ms wall {cpu * 1000:6.1f} ms CPU")
+        totals[kind] = (statistics.median(sum(m[1] for m in v) for v in values),
+                        statistics.median(sum(m[2] for m in v) for v in values))
+        print(f"  {kind:5} {'total':32} {totals[kind][0] * 1000:7.1f} ms wall "
+              f"{totals[kind][1] * 1000:6.1f} ms CPU")
+    print(f"  kube adds {(totals['kube'][0] - totals['tcp'][0]) * 1000:.1f} ms wall, "
+          f"{(totals['kube'][1] - totals['tcp'][1]) * 1000:.1f} ms CPU per connection")
 
 
 def report(runs: dict[str, list[tuple[float, float, dict[str, float]]]]) -> None:
