@@ -197,7 +197,7 @@ class KubePodBuilder(Builder):
         with self._lock:
             if self._needs is None:
                 try:
-                    pods = self._shared().pods(self.parsed)
+                    pods = self._shared().pods(self.parsed, keep_socket=True)
                 except Exception:  # noqa: BLE001 - unsure: let the connect that follows explain
                     self._needs = False
                 else:
@@ -287,7 +287,8 @@ class KubePodBuilder(Builder):
         with self._lock:
             cluster = self._shared()
             pods, self._listing = self._listing, None
-        pod = self.choose_pod(cluster, cluster.pods(self.parsed) if pods is None else pods)
+        pod = self.choose_pod(cluster, cluster.pods(self.parsed, keep_socket=True)
+                               if pods is None else pods)
         self.last_pod = pod.name
         return self._open(cluster, pod, timeout)
 
@@ -346,7 +347,7 @@ class KubePodBuilder(Builder):
         started = time.monotonic()
         try:
             cluster = self.cluster()
-            pods = cluster.pods(self.parsed)
+            pods = cluster.pods(self.parsed, keep_socket=True)
         except EnvdError as exc:
             return BuilderStatus(reachable=False, error=exc.message, error_kind=exc.kind)
         try:

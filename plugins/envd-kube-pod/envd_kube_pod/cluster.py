@@ -248,10 +248,16 @@ class Cluster:
             "deployments", f"{DEPLOYMENTS}/{name}")
         return result
 
-    def pods(self, address: Address) -> list[PodInfo]:
-        """The pods ``address`` names, sorted by name (not only the ready ones)."""
+    def pods(self, address: Address, *, keep_socket: bool = False) -> list[PodInfo]:
+        """The pods ``address`` names, sorted by name (not only the ready ones).
+
+        ``keep_socket``: a WebSocket to one of them follows; keep the listing's connection
+        for it (:meth:`take_socket`). Not in a polling loop: each listing would then open a
+        new connection.
+        """
         if address.kind == "pod":
-            pod = self.get_or_none("pods", f"{PODS}/{address.target}", keep_socket=True)
+            pod = self.get_or_none("pods", f"{PODS}/{address.target}",
+                                   keep_socket=keep_socket)
             if pod is None:
                 raise BuildkitConnectionError(
                     f"pod `{address.target}` not found in namespace `{self.namespace}`",
@@ -259,7 +265,7 @@ class Cluster:
                     hint="check the name, or address a deployment/<name> that outlives pods")
             return [pod_info(pod)]
         if address.kind == "deployment":
-            fast = self._envd_pods(address.target)
+            fast = self._envd_pods(address.target, keep_socket=keep_socket)
             if any(p.ready for p in fast):
                 return fast
             dep = self.deployment(address.target)
@@ -269,11 +275,11 @@ class Cluster:
             selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
         else:
             selector = address.target
-        found = self.request("list", "pods", "GET", PODS, keep_socket=True,
+        found = self.request("list", "pods", "GET", PODS, keep_socket=keep_socket,
                              query=[("labelSelector", selector)])
         return sorted((pod_info(p) for p in found.get("items") or []), key=lambda p: p.name)
 
-    def _envd_pods(self, name: str) -> list[PodInfo]:
+    def _envd_pods(self, name: str, *, keep_socket: bool) -> list[PodInfo]:
         """The pods of the Deployment ``name`` envd created, found by the label envd puts on
         them, without reading the Deployment (one request, not two, on every build).
 
@@ -284,7 +290,7 @@ class Cluster:
         """
         from envd_kube_pod.deploy import BUILDER_LABEL
 
-        found = self.request("list", "pods", "GET", PODS, keep_socket=True,
+        found = self.request("list", "pods", "GET", PODS, keep_socket=keep_socket,
                              query=[("labelSelector", f"{BUILDER_LABEL}={name}")])
         pods = (pod_info(p) for p in found.get("items") or [])
         return sorted((p for p in pods if p.owner.startswith(f"ReplicaSet/{name}-")),

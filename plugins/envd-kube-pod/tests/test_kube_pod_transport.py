@@ -175,7 +175,7 @@ class FakeCluster:
         self.listed = 0
         self._pods = pods
 
-    def pods(self, address: Any) -> list[PodInfo]:
+    def pods(self, address: Any, *, keep_socket: bool = False) -> list[PodInfo]:
         self.listed += 1
         return self._pods
 
@@ -238,6 +238,7 @@ class Recorded:
         from envd_kube_pod.cluster import Cluster
 
         self.calls: list[tuple[str, str]] = []
+        self.kept: list[bool] = []
         cluster = Cluster.__new__(Cluster)
         cluster.namespace, cluster.server = "ci", "https://k8s"
 
@@ -246,6 +247,7 @@ class Recorded:
                     keep_socket: bool = False) -> Any:
             selector = dict(query).get("labelSelector", "")
             self.calls.append((path.rsplit("/", 1)[-1], selector))
+            self.kept.append(keep_socket)
             if resource == "deployments":
                 if deployment is None:
                     from envd_core.errors import BuilderError, ErrorKind
@@ -298,3 +300,19 @@ def test_no_ready_pod_reads_the_deployment(deployment: dict[str, Any] | None) ->
         assert [(p.name, p.reason) for p in pods] == [("bk-1", "ContainerCreating")]
         assert rec.calls == [("pods", "envd.io/builder=bk"), ("bk", ""),
                              ("pods", "envd.io/builder=bk")]
+
+
+def test_only_a_listing_a_websocket_follows_keeps_its_connection() -> None:
+    """The build's listing keeps its connection for the upgrade; bootstrap's polling (the
+    default) leaves every connection in the client's pool, to be reused."""
+    from envd_kube_pod.address import parse_address
+
+    ready = [owned(pod_json("bk-1"), "ReplicaSet/bk-1")]
+    rec = Recorded(ready, deployment=None)
+    rec.cluster.pods(parse_address("deployment/bk"))
+    rec.cluster.pods(parse_address("deployment/bk"), keep_socket=True)
+    assert rec.kept == [False, True]
+    starting = Recorded([], deployment={"spec": {"selector": {"matchLabels": {"a": "b"}}}},
+                        selector_listing=ready)
+    starting.cluster.pods(parse_address("deployment/bk"), keep_socket=True)
+    assert starting.kept == [True, False, True]  # the Deployment read returns its connection
