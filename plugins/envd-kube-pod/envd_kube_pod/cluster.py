@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import json
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from envd_kube_pod.errors import api_error
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 #: Seconds one API request may take (reads are small; a stuck apiserver must not hang a build).
 REQUEST_TIMEOUT = 20.0
+#: Seconds the listing's connection may wait for the WebSocket upgrade before a new one is
+#: opened instead (within a build it waits milliseconds; see ``Cluster._keep``).
+SPARE_IDLE = 30.0
 
 
 @attrs.frozen
@@ -118,7 +122,6 @@ def import_client() -> None:
     moments, and a failed import leaves nothing of ours behind, so trying again is enough.
     """
     import importlib
-    import time
 
     for attempt in range(5):
         try:
@@ -312,11 +315,16 @@ class Cluster:
             return
         conn.sock = None  # the pool sees a closed connection and reconnects if used again
         self._drop_spare()
-        self._spare = sock
+        self._spare, self._spare_at = sock, time.monotonic()
 
     def take_socket(self) -> Any:
-        """The spare connection to the API server (once), or None."""
+        """The spare connection to the API server (once), or None; None too when it has been
+        idle longer than :data:`SPARE_IDLE` (a load balancer may have dropped it silently)."""
         sock, self._spare = getattr(self, "_spare", None), None
+        if sock is not None and time.monotonic() - getattr(self, "_spare_at", 0.0) > SPARE_IDLE:
+            with contextlib.suppress(OSError):
+                sock.close()
+            return None
         return sock
 
     def _drop_spare(self) -> None:

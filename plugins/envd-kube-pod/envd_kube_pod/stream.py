@@ -28,7 +28,7 @@ import threading
 from typing import Any
 
 from envd_core.errors import BuilderError
-from envd_kube_pod.cluster import PODS, Cluster
+from envd_kube_pod.cluster import PODS, REQUEST_TIMEOUT, Cluster
 from envd_kube_pod.errors import exec_refused, status_message
 
 STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
@@ -221,8 +221,10 @@ def _upgrade_on(sock: Any, url: str, headers: dict[str, str], pod: str, namespac
     header.append(f"sec-websocket-protocol: {_V5},{_V4}")
     ws: Any = WebSocket(skip_utf8_validation=False)  # connect() is unannotated
     try:
-        sock.settimeout(None)  # blocking reads, as on a connection websocket-client opens
+        # A bounded handshake: no answer in time is treated as a dead connection.
+        sock.settimeout(REQUEST_TIMEOUT)
         ws.connect(url, header=header, socket=sock)
+        sock.settimeout(None)  # then blocking reads, as on a connection websocket-client opens
     except WebSocketBadStatusException as exc:
         with contextlib.suppress(Exception):
             sock.close()

@@ -316,3 +316,24 @@ def test_only_a_listing_a_websocket_follows_keeps_its_connection() -> None:
                         selector_listing=ready)
     starting.cluster.pods(parse_address("deployment/bk"), keep_socket=True)
     assert starting.kept == [True, False, True]  # the Deployment read returns its connection
+
+
+def test_an_old_spare_connection_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept longer than SPARE_IDLE (a build whose bootstrap check ran long before its
+    connect), the listing's connection is closed, not upgraded: a load balancer may have
+    dropped it without a word."""
+    import socket
+
+    from envd_kube_pod import cluster as cluster_module
+    from envd_kube_pod.cluster import Cluster
+
+    c = Cluster.__new__(Cluster)
+    fresh, peer = socket.socketpair()
+    c._spare, c._spare_at = fresh, cluster_module.time.monotonic()
+    assert c.take_socket() is fresh and c.take_socket() is None  # once
+    old, peer2 = socket.socketpair()
+    c._spare, c._spare_at = old, cluster_module.time.monotonic() - cluster_module.SPARE_IDLE - 1
+    assert c.take_socket() is None
+    assert old.fileno() == -1  # closed
+    for s in (fresh, peer, peer2):
+        s.close()
