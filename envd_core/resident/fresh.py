@@ -13,7 +13,8 @@ What is compared, from cheap to thorough:
   distribution adds or removes a ``*.dist-info`` folder, which moves its directory's mtime;
 * every loaded module file that lives *outside* the installation's own directories (stdlib,
   site-packages): those are the editable ones, whose edits no ``dist-info`` records. Each is
-  compared by ``(mtime_ns, size, inode)``: an editor that replaces the file changes the inode.
+  compared by ``(mtime_ns, size, inode, ctime_ns)``: an editor that replaces the file changes
+  the inode, and the ctime moves on any write even when an old mtime is put back.
 
 A wheel-installed envd has almost nothing in the last group; our editable tree has the core and
 the plugins, ~250 files: a few hundred ``stat`` calls, well under a millisecond.
@@ -40,19 +41,19 @@ def _installed_roots() -> tuple[str, ...]:
     return tuple(sorted(os.path.join(os.path.realpath(r), "") for r in roots))
 
 
-def _state(path: str) -> tuple[int, int, int] | None:
+def _state(path: str) -> tuple[int, int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
+    return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
 
 
 class Fingerprint:
     """The state of the loaded code, taken once after the server's imports."""
 
-    def __init__(self, files: dict[str, tuple[int, int, int] | None], paths: list[list[Any]],
-                 executable: tuple[int, int, int] | None) -> None:
+    def __init__(self, files: dict[str, tuple[int, int, int, int] | None], paths: list[list[Any]],
+                 executable: tuple[int, int, int, int] | None) -> None:
         self.files = files
         self.paths = paths
         self.executable = executable
@@ -63,7 +64,7 @@ class Fingerprint:
         from envd_core.plugin_index import _paths_key
 
         installed = _installed_roots()
-        files: dict[str, tuple[int, int, int] | None] = {}
+        files: dict[str, tuple[int, int, int, int] | None] = {}
         for module in list(sys.modules.values()):
             file = getattr(module, "__file__", None)
             if not isinstance(file, str) or not file.endswith(".py"):

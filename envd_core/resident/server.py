@@ -118,6 +118,7 @@ class Server:
         self.fingerprint = Fingerprint.take()
         gc.freeze()
         self._bind()
+        self.last_activity = time.monotonic()  # idle counts from ready, not from spawn
         log(f"serving {self.sock}: {self.modules} modules, {len(self.fingerprint.files)} files "
             f"watched, ready in {time.perf_counter() - began:.2f} s")
         return True
@@ -249,6 +250,7 @@ class Server:
         return {"pid": os.getpid(), "socket": self.sock, "key": self.key,
                 "started": self.started, "uptime": time.time() - self.started,
                 "served": self.served, "commands_running": len(self.children),
+                "children": sorted(self.children),
                 "idle_timeout": self.idle, "modules": self.modules,
                 "watched_files": len(self.fingerprint.files), "executable": sys.executable}
 
