@@ -18,6 +18,10 @@ Each run is a fresh ``envd build --output type=image,name=…,push=true`` proces
 unchanged environment (one warm-up each first), interleaved; medians of wall time and of the
 process's CPU time (user+sys, from wait4: what load distorts least), the phases of
 ``ENVD_TIMINGS``, and the ratios are printed. The namespace is deleted at the end.
+
+Every contender runs as users get it, with envd's resident process on (a server of the bench's
+own, warmed first: bench/_resident.py; CPU adds the server's forked child); ``kube direct`` and
+``tcp direct`` are the same builds with ``ENVD_RESIDENT=0``, interleaved, with their own ratio.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _resident
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVD = str(Path(sys.executable).with_name("envd"))
@@ -95,7 +102,7 @@ def main() -> int:
     core.create_namespace({"metadata": {"name": ns}})
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="envd-bench-kube-"))
-    env = {**os.environ, "ENVD_CONFIG_DIR": str(cfg), "NO_COLOR": "1"}
+    env = _resident.resident_env({**os.environ, "ENVD_CONFIG_DIR": str(cfg), "NO_COLOR": "1"})
     image = f"{infra['REGISTRY']}/bench-kube/{uuid.uuid4().hex[:8]}:latest"
     build = ["build", "--progress", "plain", "--ca-bundle", infra["CA_BUNDLE"],
              "--output", f"type=image,name={image},push=true"]
@@ -121,23 +128,33 @@ def main() -> int:
         names = ("kube", "kube-exec", "tcp")
         for name in names:  # warm-up: the first build fills the cache
             envd(env, "--context", name, *build, cwd=Path(args.example))
-        runs = run_interleaved(env, names, build, Path(args.example), args.runs)
+        _resident.warm(env)
+        direct = _resident.direct_env(env)
+        contenders = {name: (name, env) for name in names}
+        contenders.update({"kube direct": ("kube", direct), "tcp direct": ("tcp", direct)})
+        runs = run_interleaved(contenders, build, Path(args.example), args.runs)
         report(runs)
     finally:
         core.delete_namespace(ns, grace_period_seconds=0)
+        _resident.stop(env)
     return 0
 
 
-def run_interleaved(env: dict[str, str], names: tuple[str, ...], build: list[str], cwd: Path,
-                    runs: int) -> dict[str, list[tuple[float, float, dict[str, float]]]]:
-    """``runs`` rounds of one cached rebuild per context: (wall, cpu, phases) each."""
-    out: dict[str, list[tuple[float, float, dict[str, float]]]] = {n: [] for n in names}
+def run_interleaved(contenders: dict[str, tuple[str, dict[str, str]]], build: list[str],
+                    cwd: Path, runs: int) -> dict[str, list[tuple[float, float, dict[str, float]]]]:
+    """``runs`` rounds of one cached rebuild per contender (label: context, environment):
+    (wall, cpu, phases) each."""
+    out: dict[str, list[tuple[float, float, dict[str, float]]]] = {n: [] for n in contenders}
     timings = Path(tempfile.mkdtemp(prefix="envd-bench-kube-t-")) / "timings.json"
     for _ in range(runs):
-        for name in names:
+        for label, (name, env) in contenders.items():
+            resident = env.get("ENVD_RESIDENT") != "0"
+            served = _resident.children_cpu(env) if resident else 0.0
             wall, cpu = envd_rusage({**env, "ENVD_TIMINGS": str(timings)}, "--context", name,
                                     *build, cwd=cwd)
-            out[name].append((wall, cpu, phases(timings)))
+            if resident:  # the build ran in the server's child
+                cpu += _resident.children_cpu(env) - served
+            out[label].append((wall, cpu, phases(timings)))
     return out
 
 
@@ -156,11 +173,13 @@ def report(runs: dict[str, list[tuple[float, float, dict[str, float]]]]) -> None
         cells = [f"{statistics.median(r[2].get(key, 0.0) for r in v):.3f}"
                  for v in runs.values()]
         print(f"  {key:18} " + "  ".join(cells))
-    tcp_wall, tcp_cpu = med["tcp"]
     for name in runs:
-        if name != "tcp":
-            print(f"ratio {name} / tcp: {med[name][0] / tcp_wall:.2f}x wall, "
-                  f"{med[name][1] / tcp_cpu:.2f}x CPU")
+        base = "tcp direct" if name.endswith(" direct") else "tcp"
+        if name != base and base in med:
+            tcp_wall, tcp_cpu = med[base]
+            mode = "ENVD_RESIDENT=0" if base != "tcp" else "resident on"
+            print(f"ratio {name} / {base}: {med[name][0] / tcp_wall:.2f}x wall, "
+                  f"{med[name][1] / tcp_cpu:.2f}x CPU ({mode})")
 
 
 if __name__ == "__main__":

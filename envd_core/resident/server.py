@@ -72,6 +72,8 @@ class Server:
         self.idle = wire.idle_seconds(os.environ)
         self.children: dict[int, _Child] = {}
         self.served = 0
+        #: CPU seconds (user + system) of the reaped children: what the commands cost
+        self.children_cpu = 0.0
         self.started = time.time()
         self.last_activity = time.monotonic()
         self.accepting = False
@@ -250,7 +252,7 @@ class Server:
         return {"pid": os.getpid(), "socket": self.sock, "key": self.key,
                 "started": self.started, "uptime": time.time() - self.started,
                 "served": self.served, "commands_running": len(self.children),
-                "children": sorted(self.children),
+                "children": sorted(self.children), "children_cpu": self.children_cpu,
                 "idle_timeout": self.idle, "modules": self.modules,
                 "watched_files": len(self.fingerprint.files), "executable": sys.executable}
 
@@ -355,7 +357,7 @@ class Server:
     def _reap(self) -> None:
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -363,6 +365,7 @@ class Server:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            self.children_cpu += usage.ru_utime + usage.ru_stime
             self.last_activity = time.monotonic()
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(child.conn)
