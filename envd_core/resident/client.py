@@ -60,9 +60,10 @@ def eligible(argv: Sequence[str], env: Mapping[str, str]) -> bool:
 
     ``up``/``run`` only with ``--detach``; never ``exec``, ``login``, ``completion``,
     ``init``/``new`` (they may prompt), shell completion requests, or anything after ``--``
-    that could be mistaken for a flag.
+    that could be mistaken for a flag; never with ``--debug``/``ENVD_DEBUG`` or grpc logging
+    asked for (:func:`_wants_grpc_logs`).
     """
-    if wire.disabled(env) or env.get("_ENVD_COMPLETE"):
+    if wire.disabled(env) or env.get("_ENVD_COMPLETE") or _wants_grpc_logs(argv, env):
         return False
     command, rest = command_of(argv)
     if command is None:
@@ -74,6 +75,14 @@ def eligible(argv: Sequence[str], env: Mapping[str, str]) -> bool:
         return False
     args = rest[: rest.index("--")] if "--" in rest else rest
     return any(arg in flags for arg in args)
+
+
+def _wants_grpc_logs(argv: Sequence[str], env: Mapping[str, str]) -> bool:
+    """``--debug``, ``GRPC_TRACE`` or a ``GRPC_VERBOSITY`` other than NONE: grpc's C core reads
+    these once, when grpc is imported, so only a process of its own can honour them."""
+    verbosity = env.get("GRPC_VERBOSITY", "NONE").upper()
+    return ("--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv) or \
+        bool(env.get("ENVD_DEBUG")) or bool(env.get("GRPC_TRACE")) or verbosity != "NONE"
 
 
 def endpoint(env: Mapping[str, str]) -> tuple[str, str, str] | None:
@@ -208,8 +217,9 @@ def spawn(directory: str, server_key: str) -> None:
         code = ("import sys; sys.path[:] = sys.argv[3:]; "
                 "from envd_core.resident.server import main; main()")
         args = [sys.executable, "-c", code, directory, server_key, *sys.path]
-        os.posix_spawn(sys.executable, args, dict(os.environ), file_actions=actions,
-                       setsid=True)
+        env = {k: v for k, v in os.environ.items() if k != "GRPC_TRACE"}
+        env["GRPC_VERBOSITY"] = "NONE"  # read once at import: envd reports grpc errors itself
+        os.posix_spawn(sys.executable, args, env, file_actions=actions, setsid=True)
     except Exception:  # noqa: BLE001 - the command runs directly anyway
         return
 

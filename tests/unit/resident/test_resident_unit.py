@@ -144,7 +144,7 @@ def test_exit_codes_map_as_a_shell_reports_them() -> None:
 @pytest.mark.parametrize(("argv", "served"), [
     (["build"], True),
     (["--context", "x", "build", "--output", "type=image,name=a,push=true"], True),
-    (["--debug", "build"], True),
+    (["--debug", "build"], False),  # grpc's debug logs are read at import: direct
     (["--context=x", "images", "ls"], True),
     (["up", "--detach"], True),
     (["run", "--detach", "--", "cmd"], True),
@@ -169,6 +169,10 @@ def test_the_allowlist(argv: list[str], served: bool) -> None:
 def test_disabled_or_completion_is_never_served() -> None:
     assert not eligible(["build"], {"ENVD_RESIDENT": "0"})
     assert not eligible(["build"], {"_ENVD_COMPLETE": "bash_complete"})
+    assert not eligible(["build"], {"GRPC_TRACE": "http"})
+    assert not eligible(["build"], {"GRPC_VERBOSITY": "debug"})
+    assert not eligible(["build"], {"ENVD_DEBUG": "1"})
+    assert eligible(["build"], {"GRPC_VERBOSITY": "NONE"})
 
 
 def test_command_of_skips_global_options() -> None:
