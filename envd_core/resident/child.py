@@ -13,7 +13,8 @@ in this order, everything a process started by the client's shell would have had
    interpreter builds them at start-up: encoding from ``PYTHONIOENCODING`` / UTF-8 mode / the
    locale, line buffering on a terminal, stderr always line buffered.
 
-Then the CLI runs exactly as :func:`envd_core.cli.main` would run it directly, and the process
+Then the CLI runs exactly as :func:`envd_core.cli.main` would run it directly (under cProfile,
+written to ``$ENVD_RESIDENT_PROFILE``, when that is set), and the process
 ends with ``os._exit`` (never returning into the server's loop), after the steps of a normal
 exit (:func:`envd_core.cli.app.exit_now`).
 """
@@ -123,13 +124,20 @@ def run(request: dict[str, Any], fds: list[int]) -> NoReturn:
         from envd_core.cli.fast import wants_index
 
         args = sys.argv[1:]
-        code = 1
+        factory = None
         if wants_index(args):
             from envd_core.cli.app import _indexed_plugins
 
-            code = run_cli(create_cli(_indexed_plugins), args)
+            factory = _indexed_plugins
+        profile_to = os.environ.get("ENVD_RESIDENT_PROFILE")
+        if profile_to:  # what a command costs once every module is imported (bench/README)
+            import cProfile
+
+            profiler = cProfile.Profile()
+            code = profiler.runcall(run_cli, create_cli(factory), args)
+            profiler.dump_stats(profile_to)
         else:
-            code = run_cli(create_cli(), args)
+            code = run_cli(create_cli(factory), args)
         timings.dump()
         exit_now(code)
     except SystemExit as exc:
