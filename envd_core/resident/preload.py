@@ -3,7 +3,8 @@
 Driven by what is installed, never by a list of plugin names:
 
 * every module of ``envd_core`` (the CLI, the library, the BuildKit client with grpc and the
-  protobuf messages), except :mod:`envd_core.testing` (pytest's);
+  protobuf messages), except :mod:`envd_core.testing` (pytest's), and the third-party modules
+  it imports inside functions (:data:`CORE_LAZY`);
 * every enabled entry-point plugin, as the CLI loads them (:meth:`Plugins.create`), and every
   module of each plugin's package;
 * the modules each builder and runner type declares in its ``preload`` (what it imports inside
@@ -21,6 +22,14 @@ import importlib
 import pkgutil
 import sys
 from types import ModuleType
+
+#: Third-party modules envd_core imports inside functions, found by diffing ``sys.modules``
+#: around a cached rebuild run in process after :func:`preload` (0.16-0.2 s of a served build's
+#: child went to importing h2 before they were listed): the session's HTTP/2 server
+#: (``buildkit/session/h2serve.py``), grpc's stubs, the Starlark interpreter.
+CORE_LAZY = ("h2.connection", "h2.config", "h2.events", "h2.exceptions", "h2.errors",
+             "h2.settings", "grpc._channel", "grpc._simple_stubs", "grpc.experimental",
+             "starlark")
 
 #: Module names never preloaded: test helpers (import pytest), entry scripts.
 _SKIP = ("envd_core.testing", "__main__")
@@ -63,6 +72,8 @@ def preload() -> tuple[int, list[str]]:
     import envd_core
 
     _walk(envd_core, errors)
+    for name in CORE_LAZY:
+        _import(name, errors)
     from envd_core.plugins import Plugins
 
     plugins = Plugins.create()
