@@ -69,6 +69,52 @@ def _keep_out_of_the_users_config() -> Iterator[None]:
                 os.environ.pop(name, None)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _resident_servers_of_this_session() -> Iterator[str]:
+    """The envd resident servers the suite's ``envd`` processes start live in a socket
+    directory of this session (``ENVD_RESIDENT_DIR``), idle out after 2 minutes
+    (``ENVD_RESIDENT_IDLE``), and are stopped when the session ends: the suite runs with the
+    resident on, as users run envd, and leaves no process behind. A run that names its own
+    ``ENVD_RESIDENT_DIR`` keeps it (and its servers)."""
+    if os.environ.get("ENVD_RESIDENT_DIR"):
+        yield os.environ["ENVD_RESIDENT_DIR"]
+        return
+    # short and under /tmp: an AF_UNIX path has room for 107 bytes
+    directory = tempfile.mkdtemp(prefix="envd-res-", dir="/tmp")
+    began = time.time()
+    os.environ["ENVD_RESIDENT_DIR"] = directory
+    idle_set = "ENVD_RESIDENT_IDLE" in os.environ
+    if not idle_set:
+        os.environ["ENVD_RESIDENT_IDLE"] = "120"
+    try:
+        yield directory
+    finally:
+        from envd_core.resident.client import servers, stop
+
+        for sock in servers(directory):
+            stop(sock, wait=60)
+        # a test that runs envd with an environment of its own (no ENVD_RESIDENT_DIR) starts
+        # its server in the default directory: stop those this session started
+        for default in _default_resident_dirs():
+            for sock in servers(default):
+                with contextlib.suppress(OSError):
+                    if os.stat(sock).st_mtime >= began:
+                        stop(sock, wait=60)
+        os.environ.pop("ENVD_RESIDENT_DIR", None)
+        if not idle_set:
+            os.environ.pop("ENVD_RESIDENT_IDLE", None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _default_resident_dirs() -> list[str]:
+    from envd_core.resident.wire import socket_dir
+
+    dirs = {socket_dir({})}
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        dirs.add(socket_dir({"XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"]}))
+    return sorted(dirs)
+
+
 # ---------------------------------------------------------------- hooks
 
 

@@ -24,6 +24,10 @@ Contenders, each a fresh process per build with an image pushed to the local reg
   image's Python serves instead). Skipped with the reason when not installed or when it fails.
 - ``envd-nodc`` (``--eval-cache both``): ``envd`` with its definition cache off
   (``ENVD_EVAL_CACHE=0``), in the same rounds, to show what the cache saves under the same load.
+- ``envd-direct``: ``envd`` with its resident process off (``ENVD_RESIDENT=0``: a process that
+  imports everything per build), in the same rounds; ``envd`` itself runs as users get it, with
+  the resident on (a server of the bench's own, warmed before timing: bench/_resident.py).
+  ``--resident off`` drops the resident run.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _resident
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVD = str(Path(sys.executable).with_name("envd"))
@@ -168,6 +175,10 @@ def main() -> None:
                         help="envd's definition cache (ENVD_EVAL_CACHE; default on, as users "
                              "get it; both: also time `envd-nodc`, envd with it off, in the "
                              "same rounds)")
+    parser.add_argument("--resident", choices=["on", "off"], default="on",
+                        help="on (default): time envd with its resident process (as users get "
+                             "it) and envd-direct (ENVD_RESIDENT=0) side by side; off: only "
+                             "envd, direct")
     args = parser.parse_args()
     infra = infra_env()
     registry, buildctl, ca = infra["REGISTRY"], infra["BUILDCTL"], infra["CA_BUNDLE"]
@@ -180,12 +191,16 @@ def main() -> None:
     env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"],
                ENVD_CACHE_DIR=str(work / "cache"),  # definition cache and plugin index
                ENVD_EVAL_CACHE="0" if args.eval_cache == "off" else "1")
+    direct = _resident.direct_env(env)
+    env = _resident.resident_env(env) if args.resident == "on" else direct
     skipped: dict[str, str] = {}
     with private_buildkitd(infra) as (unix_addr, tcp_addr):
         print(f"private buildkitd: {unix_addr} and tcp://{tcp_addr}; example {args.example}")
         subprocess.run([ENVD, "context", "create", "--name", "bench", "--builder", "tcp",
                         "--builder-address", tcp_addr, "--use"], env=env, check=True,
                        capture_output=True)
+        if args.resident == "on":
+            print(f"resident server pid {_resident.warm(env)} (warmed, not timed)")
 
         def prune() -> None:
             subprocess.run([buildctl, "--addr", unix_addr, "prune", "--all"], check=True,
@@ -217,6 +232,13 @@ def main() -> None:
 
         contenders: dict[str, Callable[[], float]] = {"envd": envd_build,
                                                       "buildctl": buildctl_build}
+        if args.resident == "on":
+            def envd_direct() -> float:
+                out = f"type=image,name={registry}/bench/envd:latest,push=true"
+                return timed([ENVD, "build", "--progress", "plain", "--ca-bundle", ca,
+                              "--output", out], cwd=example, env=direct)
+
+            contenders["envd-direct"] = envd_direct  # resident off, same rounds
         if args.eval_cache == "both":
             def envd_uncached() -> float:
                 out = f"type=image,name={registry}/bench/envd:latest,push=true"
@@ -237,7 +259,11 @@ def main() -> None:
             except (RuntimeError, subprocess.CalledProcessError) as exc:
                 contenders.pop("upstream", None)
                 skipped["upstream"] = f"failed here: {exc}"
-        results = measure(contenders, prune, args.cold, args.cached)
+        try:
+            results = measure(contenders, prune, args.cold, args.cached)
+        finally:
+            if args.resident == "on":
+                _resident.stop(env)
     report(results, skipped)
     # the last `cached` envd runs are the cached rebuilds (the warm-up and cold ones come first)
     report_breakdown(breakdowns[-args.cached:] if args.cached else [],
@@ -246,9 +272,11 @@ def main() -> None:
     cached = {name: statistics.median(res["cached"]) for name, res in results.items()
               if res["cached"]}
     if "buildctl" in cached:
-        for name in ("envd", "envd-nodc"):
+        for name in ("envd", "envd-direct", "envd-nodc"):
             if name in cached:
-                print(f"cached rebuild wall medians: {name} / buildctl = "
+                label = {"envd": "envd (resident on)" if args.resident == "on" else "envd",
+                         "envd-direct": "envd (ENVD_RESIDENT=0)"}.get(name, name)
+                print(f"cached rebuild wall medians: {label} / buildctl = "
                       f"{cached[name] / cached['buildctl']:.2f}x")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -12,6 +12,11 @@ every round, ``buildctl prune --all`` empties the cache, so each round really ru
 Rounds alternate contenders. Results: every build's outcome (envd reports a failure as one
 ``envd:`` line; BuildKit v0.18.2 has been seen to panic on concurrent solves sharing vertices,
 which shows up there), median round time and the ratio envd / buildctl.
+
+``envd`` runs as users get it, with its resident process (a server of the bench's own, warmed
+before timing: bench/_resident.py); ``envd-direct`` is the same builds with ``ENVD_RESIDENT=0``,
+in the same rounds. The CPU column of ``envd`` adds what the server's forked children used to
+what the client processes used. ``--resident off`` drops the resident contender.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _resident
 from bench_build import ENVD, infra_env, private_buildkitd
 
 BUILD_FILE = """# syntax=v1
@@ -73,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--builds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--resident", choices=["on", "off"], default="on")
     args = parser.parse_args()
     infra = infra_env()
     work = Path(tempfile.mkdtemp(prefix="envd-bench-concurrent-"))
@@ -80,6 +88,8 @@ def main() -> None:
            if k not in ("BUILDKIT_PROGRESS", "ENVD_CONTEXT", "PYTHONDONTWRITEBYTECODE")}
     env.update(ENVD_CONFIG_DIR=str(work / "config"), DOCKER_HOST=infra["DOCKER_HOST"],
                ENVD_CACHE_DIR=str(work / "cache"))
+    direct = _resident.direct_env(env)
+    env = _resident.resident_env(env) if args.resident == "on" else direct
     projects = []
     for n in range(args.builds):
         project = work / f"project-{n}"
@@ -111,15 +121,25 @@ def main() -> None:
             subprocess.run([infra["BUILDCTL"], "--addr", unix_addr, "prune", "--all"],
                            check=True, capture_output=True)
 
-        times: dict[str, list[float]] = {"envd": [], "buildctl": []}
-        cpu: dict[str, list[float]] = {"envd": [], "buildctl": []}
-        failures: dict[str, list[str]] = {"envd": [], "buildctl": []}
+        contenders: list[tuple[str, Any, dict[str, str]]] = [
+            ("envd", envd_round, env), ("buildctl", buildctl_round, direct)]
+        if args.resident == "on":
+            print(f"resident server pid {_resident.warm(env)} (warmed, not timed)")
+            contenders.insert(1, ("envd-direct", envd_round, direct))
+        times: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+        cpu: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+        failures: dict[str, list[str]] = {name: [] for name, _, _ in contenders}
         for i in range(args.rounds):
-            for name, argvs in (("envd", envd_round), ("buildctl", buildctl_round)):
+            for name, argvs, round_env in contenders:
                 prune()
+                served = (_resident.children_cpu(round_env)
+                          if "ENVD_RESIDENT_DIR" in round_env else None)
                 before = children_cpu()
-                elapsed, failed = run_round(argvs, env)
-                cpu[name].append(children_cpu() - before)
+                elapsed, failed = run_round(argvs, round_env)
+                used = children_cpu() - before
+                if served is not None:  # the commands ran in the server's children
+                    used += _resident.children_cpu(round_env) - served
+                cpu[name].append(used)
                 times[name].append(elapsed)
                 failures[name] += failed
                 print(f"  round {i + 1} {name:9}{elapsed:7.2f} s, client CPU "
@@ -130,8 +150,14 @@ def main() -> None:
         print(f"  {name:9}{statistics.median(values):8.2f}   CPU "
               f"{statistics.median(cpu[name]):6.2f}   rounds: "
               + " ".join(f"{v:.2f}" for v in values))
-    ratio = statistics.median(times["envd"]) / statistics.median(times["buildctl"])
-    print(f"concurrent builds: envd / buildctl = {ratio:.2f}x")
+    if args.resident == "on":
+        _resident.stop(env)
+    base = statistics.median(times["buildctl"])
+    for name, label in (("envd", "envd (resident on)" if args.resident == "on" else "envd"),
+                        ("envd-direct", "envd (ENVD_RESIDENT=0)")):
+        if times.get(name):
+            print(f"concurrent builds: {label} / buildctl = "
+                  f"{statistics.median(times[name]) / base:.2f}x")
     for name, lines in failures.items():
         for line in sorted(set(lines)):
             print(f"  {name} failure ({lines.count(line)}x): {line}")

@@ -19,12 +19,17 @@ unchanged environment (one warm-up each first), interleaved; medians of wall tim
 process's CPU time (user+sys, from wait4: what load distorts least), the phases of
 ``ENVD_TIMINGS``, and the ratios are printed. The namespace is deleted at the end.
 
+Every contender runs as users get it, with envd's resident process on (a server of the bench's
+own, warmed first: bench/_resident.py; CPU adds the server's forked child); ``kube direct`` and
+``tcp direct`` are the same builds with ``ENVD_RESIDENT=0``, interleaved, with their own ratio.
+
 ``--warm`` adds rounds that measure what a build costs once every module is already imported,
-as under a resident process that forks one child per invocation: this process imports envd's
-CLI, the plugins, ``kubernetes``, grpc and the BuildKit protobufs once, then forks a child per
-build that runs the CLI in-process (:func:`warm_build`). The child's CPU (wait4), wall time,
-phases, and its TCP connections by destination (an audit hook on ``socket.connect``: API server,
-buildkitd) are printed per context, with the ratios ``kube / tcp`` warm.
+as under the resident process, but without it (no client, no hand-over): this process
+imports envd's CLI, the plugins, ``kubernetes``, grpc and the BuildKit protobufs once, then
+forks a child per build that runs the CLI in-process (:func:`warm_build`). The child's CPU
+(wait4), wall time, phases, and its TCP connections by destination (an audit hook on
+``socket.connect``: API server, buildkitd) are printed per context, with the ratios
+``kube / tcp`` warm, then the connection alone (:func:`breakdown`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _resident
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVD = str(Path(sys.executable).with_name("envd"))
@@ -105,7 +113,7 @@ def main() -> int:
     core.create_namespace({"metadata": {"name": ns}})
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="envd-bench-kube-"))
-    env = {**os.environ, "ENVD_CONFIG_DIR": str(cfg), "NO_COLOR": "1"}
+    env = _resident.resident_env({**os.environ, "ENVD_CONFIG_DIR": str(cfg), "NO_COLOR": "1"})
     image = f"{infra['REGISTRY']}/bench-kube/{uuid.uuid4().hex[:8]}:latest"
     build = ["build", "--progress", "plain", "--ca-bundle", infra["CA_BUNDLE"],
              "--output", f"type=image,name={image},push=true"]
@@ -131,35 +139,45 @@ def main() -> int:
         names = ("kube", "kube-exec", "tcp")
         for name in names:  # warm-up: the first build fills the cache
             envd(env, "--context", name, *build, cwd=Path(args.example))
-        runs = run_interleaved(env, names, build, Path(args.example), args.runs)
+        _resident.warm(env)
+        direct = _resident.direct_env(env)
+        contenders = {name: (name, env) for name in names}
+        contenders.update({"kube direct": ("kube", direct), "tcp direct": ("tcp", direct)})
+        runs = run_interleaved(contenders, build, Path(args.example), args.runs)
         report(runs)
         if args.warm:
-            warm = run_warm(env, names, build, Path(args.example), args.runs)
+            warm = run_warm(direct, names, build, Path(args.example), args.runs)
             print("\nwarm (every module imported; one forked child per build):")
-            report({n: [r[:3] for r in v] for n, v in warm.items()})
+            report({n: [r[:3] for r in v] for n, v in warm.items()}, mode="warm child")
             for name, values in warm.items():
                 print(f"  {name:9} Python socket connects in the last build (grpc's own "
                       f"are not seen): {values[-1][3]}")
             kube_options = {"kubeconfig": infra["KUBECONFIG"],
                             "image": infra["BUILDKIT_IMAGE_REF"], "host-network": "true",
                             "buildkitd-flags": flags}
-            breakdown(env, f"deployment/bench?namespace={ns}", kube_options,
+            breakdown(direct, f"deployment/bench?namespace={ns}", kube_options,
                       f"127.0.0.1:{port}", str(Path(args.example).resolve()), args.runs * 3)
     finally:
         core.delete_namespace(ns, grace_period_seconds=0)
+        _resident.stop(env)
     return 0
 
 
-def run_interleaved(env: dict[str, str], names: tuple[str, ...], build: list[str], cwd: Path,
-                    runs: int) -> dict[str, list[tuple[float, float, dict[str, float]]]]:
-    """``runs`` rounds of one cached rebuild per context: (wall, cpu, phases) each."""
-    out: dict[str, list[tuple[float, float, dict[str, float]]]] = {n: [] for n in names}
+def run_interleaved(contenders: dict[str, tuple[str, dict[str, str]]], build: list[str],
+                    cwd: Path, runs: int) -> dict[str, list[tuple[float, float, dict[str, float]]]]:
+    """``runs`` rounds of one cached rebuild per contender (label: context, environment):
+    (wall, cpu, phases) each."""
+    out: dict[str, list[tuple[float, float, dict[str, float]]]] = {n: [] for n in contenders}
     timings = Path(tempfile.mkdtemp(prefix="envd-bench-kube-t-")) / "timings.json"
     for _ in range(runs):
-        for name in names:
+        for label, (name, env) in contenders.items():
+            resident = env.get("ENVD_RESIDENT") != "0"
+            served = _resident.children_cpu(env) if resident else 0.0
             wall, cpu = envd_rusage({**env, "ENVD_TIMINGS": str(timings)}, "--context", name,
                                     *build, cwd=cwd)
-            out[name].append((wall, cpu, phases(timings)))
+            if resident:  # the build ran in the server's child
+                cpu += _resident.children_cpu(env) - served
+            out[label].append((wall, cpu, phases(timings)))
     return out
 
 
@@ -319,7 +337,8 @@ def breakdown(env: dict[str, str], kube_address: str, kube_options: dict[str, st
           f"{(totals['kube'][1] - totals['tcp'][1]) * 1000:.1f} ms CPU per connection")
 
 
-def report(runs: dict[str, list[tuple[float, float, dict[str, float]]]]) -> None:
+def report(runs: dict[str, list[tuple[float, float, dict[str, float]]]],
+           mode: str | None = None) -> None:
     """Medians, per-phase medians and the ratios to tcp."""
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     med = {n: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v))
@@ -334,11 +353,13 @@ def report(runs: dict[str, list[tuple[float, float, dict[str, float]]]]) -> None
         cells = [f"{statistics.median(r[2].get(key, 0.0) for r in v):.3f}"
                  for v in runs.values()]
         print(f"  {key:18} " + "  ".join(cells))
-    tcp_wall, tcp_cpu = med["tcp"]
     for name in runs:
-        if name != "tcp":
-            print(f"ratio {name} / tcp: {med[name][0] / tcp_wall:.2f}x wall, "
-                  f"{med[name][1] / tcp_cpu:.2f}x CPU")
+        base = "tcp direct" if name.endswith(" direct") else "tcp"
+        if name != base and base in med:
+            tcp_wall, tcp_cpu = med[base]
+            label = mode or ("ENVD_RESIDENT=0" if base != "tcp" else "resident on")
+            print(f"ratio {name} / {base}: {med[name][0] / tcp_wall:.2f}x wall, "
+                  f"{med[name][1] / tcp_cpu:.2f}x CPU ({label})")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ Besides the wall times it prints, per command, the CPU time of the envd process 
 requests it made and the median of each phase ``ENVD_TIMINGS`` records (interpreter and imports
 before the command starts, the build's phases, image lookup, create and start, SSH wait, SSH
 entry, exit), so the table says where the time over the floor goes.
+
+``envd up``/``envd run`` run as users get them, with the resident process on (a server of the
+bench's own, warmed first: bench/_resident.py; their CPU adds the server's forked child);
+``envd up direct``/``envd run direct`` are the same with ``ENVD_RESIDENT=0``, interleaved.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _resident
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVD = str(Path(sys.executable).with_name("envd"))
@@ -96,22 +103,29 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
     env.update(HOME=str(home), ENVD_CONFIG_DIR=str(home / "envd-config"),
                ENVD_SSHD_IMAGE=infra["SSHD_IMAGE"], DOCKER_HOST=infra["DOCKER_HOST"])
+    # "envd up"/"envd run" as users get them (resident on, warmed); "… direct": ENVD_RESIDENT=0
+    direct = _resident.direct_env(env)
+    env = _resident.resident_env(env)
+    modes = {"": env, " direct": direct}
 
     def envd(*argv: str) -> None:
         subprocess.run([ENVD, *argv], cwd=project, env=env, check=True,
                        capture_output=True, text=True)
 
     timings_file = work / "timings.json"
-    phases: dict[str, list[dict[str, float]]] = {"envd up": [], "envd run": []}
-    cpu: dict[str, list[float]] = {"envd up": [], "envd run": []}
-    requests: dict[str, list[int]] = {"envd up": [], "envd run": []}
+    keys = [f"envd {c}{m}" for m in modes for c in ("up", "run")]
+    phases: dict[str, list[dict[str, float]]] = {k: [] for k in keys}
+    cpu: dict[str, list[float]] = {k: [] for k in keys}
+    requests: dict[str, list[int]] = {k: [] for k in keys}
 
     def timed_envd(key: str, *argv: str) -> None:
         """Run envd with ENVD_TIMINGS; keep its phases, CPU time and Docker request count."""
         timings_file.unlink(missing_ok=True)
+        run_env = modes[key.removeprefix("envd up").removeprefix("envd run")]
+        served = _resident.children_cpu(run_env) if run_env is env else 0.0
         spawned = time.time()
         proc = subprocess.Popen([ENVD, *argv], cwd=project,
-                                env={**env, "ENVD_TIMINGS": str(timings_file)},
+                                env={**run_env, "ENVD_TIMINGS": str(timings_file)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert proc.stderr is not None
         err = proc.stderr.read()
@@ -120,7 +134,9 @@ def main() -> int:
         ended = time.time()
         if proc.returncode != 0:
             raise SystemExit(f"bench: envd {' '.join(argv)} failed: {err.decode()[-2000:]}")
-        cpu[key].append(usage.ru_utime + usage.ru_stime)
+        if run_env is env:  # the command ran in the server's child: count its CPU too
+            served = _resident.children_cpu(run_env) - served
+        cpu[key].append(usage.ru_utime + usage.ru_stime + served)
         if timings_file.exists():  # an envd without ENVD_TIMINGS support writes none
             doc = json.loads(timings_file.read_text())
             row = {"interpreter+imports+cli": doc["started_epoch"] - spawned,
@@ -132,26 +148,27 @@ def main() -> int:
         return int(docker("port", name, "2222/tcp").rsplit(":", 1)[1])
 
     image = f"{name}:dev"
-    times: dict[str, list[float]] = {"envd up": [], "envd run": [], "floor": [],
-                                     "floor keygen": []}
+    times: dict[str, list[float]] = {**{k: [] for k in keys}, "floor": [], "floor keygen": []}
     host_key = work / "hostkey"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
                    check=True, capture_output=True)
     try:
         envd("up", "--detach", "--progress", "plain")  # the one real build
         envd("down", "--name", name)
+        _resident.warm(env)
         for _ in range(args.runs):
-            t = time.monotonic()
-            timed_envd("envd up", "up", "--detach", "--progress", "plain")
-            wait_ssh(ssh_port())
-            times["envd up"].append(time.monotonic() - t)
-            envd("down", "--name", name)
+            for mode in modes:
+                t = time.monotonic()
+                timed_envd(f"envd up{mode}", "up", "--detach", "--progress", "plain")
+                wait_ssh(ssh_port())
+                times[f"envd up{mode}"].append(time.monotonic() - t)
+                envd("down", "--name", name)
 
-            t = time.monotonic()
-            timed_envd("envd run", "run", "--image", image, "--detach")
-            wait_ssh(ssh_port())
-            times["envd run"].append(time.monotonic() - t)
-            envd("down", "--name", name)
+                t = time.monotonic()
+                timed_envd(f"envd run{mode}", "run", "--image", image, "--detach")
+                wait_ssh(ssh_port())
+                times[f"envd run{mode}"].append(time.monotonic() - t)
+                envd("down", "--name", name)
 
             for key, extra in (("floor", ["-v", f"{host_key}:/var/envd/hostkey:ro",
                                           "-e", "ENVD_HOST_KEY=/var/envd/hostkey"]),
@@ -165,6 +182,7 @@ def main() -> int:
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
         subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+        _resident.stop(env)
     med = {k: statistics.median(v) for k, v in times.items()}
     breakdown = {k: {p: statistics.median(r.get(p, 0.0) for r in rows)
                      for p in dict.fromkeys(p for r in rows for p in r)}
@@ -175,16 +193,18 @@ def main() -> int:
               "docker_requests": {k: max(v) for k, v in requests.items() if v},
               "phases_median_s": breakdown,
               "ratio_up": med["envd up"] / med["floor"],
-              "ratio_run": med["envd run"] / med["floor"]}
+              "ratio_run": med["envd run"] / med["floor"],
+              "ratio_up_direct": med["envd up direct"] / med["floor"],
+              "ratio_run_direct": med["envd run direct"] / med["floor"]}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{'':12} {'median':>8} {'min':>8} {'cpu':>8} {'requests':>8}   "
+        print(f"{'':16} {'median':>8} {'min':>8} {'cpu':>8} {'requests':>8}   "
               f"({args.runs} runs, interleaved, load {result['load']:.1f})")
         for k in times:
             c = result["cpu_median_s"].get(k)  # type: ignore[attr-defined]
             n = result["docker_requests"].get(k)  # type: ignore[attr-defined]
-            print(f"{k:12} {med[k]:8.3f} {result['min_s'][k]:8.3f} "  # type: ignore[index]
+            print(f"{k:16} {med[k]:8.3f} {result['min_s'][k]:8.3f} "  # type: ignore[index]
                   f"{'' if c is None else f'{c:8.3f}':>8} {'' if n is None else n:>8}")
         for k, rows in breakdown.items():
             print(f"\n{k} phases (median s):")
@@ -193,7 +213,9 @@ def main() -> int:
         print(f"\nenvd up / floor: {result['ratio_up']:.2f}x; "
               f"envd run / floor: {result['ratio_run']:.2f}x "
               f"(against floor keygen: {med['envd up'] / med['floor keygen']:.2f}x, "
-              f"{med['envd run'] / med['floor keygen']:.2f}x)")
+              f"{med['envd run'] / med['floor keygen']:.2f}x); resident on")
+        print(f"envd up direct / floor: {result['ratio_up_direct']:.2f}x; "
+              f"envd run direct / floor: {result['ratio_run_direct']:.2f}x (ENVD_RESIDENT=0)")
     return 0
 
 

@@ -185,6 +185,10 @@ class Builder(ABC):
     default_address: ClassVar[str | None] = None
     #: Options accepted with ``--builder-opt key=value``.
     options: ClassVar[tuple[Option, ...]] = ()
+    #: Modules this builder imports lazily (inside its methods) that envd's resident process
+    #: (docs/resident.md) should import once up front, e.g. ``("kubernetes.client",)``.
+    #: Importing them must not start threads, open connections or read per-user state.
+    preload: ClassVar[tuple[str, ...]] = ()
 
     # -- capabilities: read by the core, never probed --------------------------------------
     #: Exporter types the daemon behind this builder supports (``--output type=…``). With

@@ -94,6 +94,10 @@ class Runner(ABC):
     address_help: ClassVar[str] = "address"
     #: Options accepted with ``--runner-opt key=value``.
     options: ClassVar[tuple[Option, ...]] = ()
+    #: Modules this runner imports lazily (inside its methods) that envd's resident process
+    #: (docs/resident.md) should import once up front, e.g. ``("docker",)``. Importing them
+    #: must not start threads, open connections or read per-user state.
+    preload: ClassVar[tuple[str, ...]] = ()
 
     #: :meth:`load_image` can receive a docker-format image tarball.
     can_load_images: ClassVar[bool] = False

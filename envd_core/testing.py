@@ -552,7 +552,9 @@ class CliProbe:
         (tmp / "home").mkdir()
         self.env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp / "home"), "LANG": "C.UTF-8",
                     "ENVD_CONFIG_DIR": str(tmp / "cfg"), "ENVD_CACHE_DIR": str(tmp / "cache"),
-                    "ENVD_TEAM_CONTEXTS_DIR": str(tmp / "team"), **(extra_env or {})}
+                    "ENVD_TEAM_CONTEXTS_DIR": str(tmp / "team"),
+                    # the probe inspects the imports of this very process, never a resident's
+                    "ENVD_RESIDENT": "0", **(extra_env or {})}
 
     def run(self, *args: str, mode: str = "main") -> tuple[dict[str, Any], str, str]:
         import json

@@ -46,6 +46,22 @@ def start() -> None:
     _first_epoch[:] = [time.time()]
 
 
+def begin_at(perf: float, epoch: float, phase: str) -> None:
+    """Begin timing at an earlier moment (``perf_counter``/``time.time`` values) and record
+    ``phase`` as ending now; the command's own :func:`start` then nests inside.
+
+    The resident child (:mod:`envd_core.resident.child`) starts timing where its client
+    process started, so its first phase is the client and the hand-off; the child calls the
+    outermost :func:`dump`. ``perf_counter`` is CLOCK_MONOTONIC on Linux, comparable across
+    processes.
+    """
+    if not enabled() or _first_epoch:
+        return
+    _last[:] = [perf]
+    _first_epoch[:] = [epoch]
+    mark(phase)
+
+
 def mark(phase: str) -> None:
     """Record that ``phase`` ended now (it began at the previous mark or :func:`start`)."""
     if not enabled() or not _last:

@@ -30,13 +30,20 @@ def main() -> None:
     """Console-script entry point.
 
     ``envd context ls/show/use`` are served without click or plugins when they can be
-    (:func:`envd_core.cli.fast.run_fast`); otherwise the full CLI runs, and when the fast path
-    declined for want of a fresh plugin index, it writes one.
+    (:func:`envd_core.cli.fast.run_fast`); next, a non-interactive command is handed to the
+    resident process when one runs (:mod:`envd_core.resident.client`, docs/resident.md);
+    otherwise the full CLI runs here, and when the fast path declined for want of a fresh
+    plugin index, it writes one.
     """
     from envd_core.cli.fast import run_fast, wants_index
 
     argv = sys.argv[1:]
     code = run_fast(argv)
+    if code is not None:
+        sys.exit(code)
+    from envd_core.resident.client import run_resident
+
+    code = run_resident(argv)
     if code is not None:
         sys.exit(code)
     from envd_core.cli.app import main as full_main

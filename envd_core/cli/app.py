@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "new": "envd_core.cli.init_new:new",
     "login": "envd_core.cli.login:login",
     "logout": "envd_core.cli.login:logout",
+    "resident": "envd_core.cli.resident_cmd:resident",
 }
 
 

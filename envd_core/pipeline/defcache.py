@@ -54,7 +54,10 @@ HASH_LIMIT = 1 << 20
 #: compilation reads: shell bookkeeping, and envd's own switches for measuring and for this
 #: cache (``BUILDKIT_PROGRESS`` only picks the progress view, which the flags key already has).
 IGNORED_ENV = frozenset({"_", "OLDPWD", "SHLVL", "ENVD_TIMINGS", ENV_SWITCH,
-                         "BUILDKIT_PROGRESS"})
+                         "BUILDKIT_PROGRESS",
+                         # how the command reaches envd's resident process, not what it builds
+                         "ENVD_RESIDENT", "ENVD_RESIDENT_DIR", "ENVD_RESIDENT_IDLE",
+                         "ENVD_RESIDENT_PROFILE"})
 
 
 def enabled() -> bool:

@@ -83,6 +83,7 @@ class DockerContainerBuilder(Builder):
 
     name = "docker-container"
     summary = "BuildKit in a Docker container that envd bootstraps (upstream's default)"
+    preload = ("docker", "docker.errors")
     address_help = "container name, optionally ?context=<docker context>"
     default_address = "envd_buildkitd"
     can_bootstrap = True

@@ -46,6 +46,8 @@ class DockerRunner(Runner):
 
     name = "docker"
     summary = "Docker Engine (DOCKER_HOST or the local socket)"
+    preload = ("docker", "docker.errors", "docker.types", "envd_docker_client.exec",
+               "envd_docker_client.images")
     address_help = "unix:///path/docker.sock or tcp://host:port (empty: DOCKER_HOST)"
     can_load_images = True
     can_push_images = True

@@ -60,6 +60,7 @@ class KubePodBuilder(Builder):
 
     name = "kube-pod"
     summary = "BuildKit pods on Kubernetes (a Deployment envd bootstraps, or existing pods)"
+    preload = ("kubernetes.client", "kubernetes.config", "kubernetes.stream")
     address_help = ("<pod>, deployment/<name> or selector/<labels>, optionally "
                     "?namespace=ns&context=kctx&container=c")
     default_address = "deployment/envd-buildkitd"

@@ -32,6 +32,7 @@ class MobyWorkerBuilder(Builder):
 
     name = "moby-worker"
     summary = "the BuildKit inside dockerd (no extra daemon)"
+    preload = ("docker", "docker.errors", "envd_docker_client.client", "envd_docker_client.upgrade")
     address_help = "a label, e.g. envd_buildkitd"
     default_address = "envd_buildkitd"
     options = (

@@ -30,7 +30,8 @@ def test_exit_now_keeps_what_a_normal_exit_does(tmp_path: Path) -> None:
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent(PROBE))
     marks = tmp_path / "marks"
-    env = {"ENVD_CONFIG_DIR": str(tmp_path / "cfg"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {"ENVD_CONFIG_DIR": str(tmp_path / "cfg"), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+           "ENVD_RESIDENT": "0"}  # exit_now of this very process is what is checked
     done = subprocess.run([sys.executable, str(script), str(marks), "context", "use", "nope"],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1, done.stderr  # the command's own exit code

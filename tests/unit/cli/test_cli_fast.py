@@ -85,6 +85,7 @@ class Env:
             "PATH": "/usr/bin:/bin", "HOME": str(tmp / "home"), "LANG": "C.UTF-8",
             "ENVD_CONFIG_DIR": str(tmp / "cfg"), "ENVD_CACHE_DIR": str(tmp / "cache"),
             "ENVD_TEAM_CONTEXTS_DIR": str(tmp / "team"), "PYTHONPATH": str(self.site),
+            "ENVD_RESIDENT": "0",  # the probe inspects this process's imports
         }
         (tmp / "home").mkdir()
 

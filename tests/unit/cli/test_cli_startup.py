@@ -35,8 +35,9 @@ def run_probe(tmp_path: Path, args: list[str]) -> dict[str, Any]:
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent(PROBE % (HEAVY,)))
     report = tmp_path / "report.json"
+    # ENVD_RESIDENT=0: what a fresh process imports is the point (docs/resident.md)
     env = {"ENVD_CONFIG_DIR": str(tmp_path / "cfg"), "PATH": "/usr/bin:/bin",
-           "HOME": str(tmp_path)}
+           "HOME": str(tmp_path), "ENVD_RESIDENT": "0"}
     done = subprocess.run([sys.executable, str(script), str(report), *args], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

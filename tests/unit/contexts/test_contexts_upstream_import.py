@@ -316,7 +316,8 @@ def test_context_ls_pays_for_the_gob_reader_only_when_importing(tmp_path, with_u
     (home / ".config" / "envd").mkdir(parents=True)
     if with_upstream:
         put_upstream(home, "every-type.gob")
-    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "ENVD_CONFIG_DIR": str(tmp_path / "cfg")}
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "ENVD_CONFIG_DIR": str(tmp_path / "cfg"),
+           "ENVD_RESIDENT": "0"}  # the probe inspects this process's imports
     for _ in range(2):  # the second run is after the hint was shown
         done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
                               text=True, timeout=120, check=False)
