@@ -182,12 +182,16 @@ class RequestStream:
             raise StopIteration
         return self._convert(self._stream.inbox.get())
 
-    def poll(self) -> Any:
-        """The next message if one is waiting, else None; raises StopIteration at the end."""
+    def poll(self, timeout: float = 0.0) -> Any:
+        """The next message if one is waiting (or arrives within ``timeout`` seconds), else
+        None; raises StopIteration at the end."""
         if self.ended:
             raise StopIteration
         try:
-            item = self._stream.inbox.get_nowait()
+            if timeout > 0:
+                item = self._stream.inbox.get(timeout=timeout)
+            else:
+                item = self._stream.inbox.get_nowait()
         except queue.Empty:
             return None
         return self._convert(item)
