@@ -22,7 +22,8 @@ So the listing is kept `LISTING_LEAD` files ahead of the daemon's requests: at t
 pauses and serves requests until the lead is down by `LISTING_STEP`, then lists again; the data
 it sends meanwhile reaches the receiver a few hundred files after it asked. A daemon that stops
 asking (an incremental upload, where unchanged files are not requested, or a stalled daemon)
-doubles the lead after `LEAD_WAIT`, so a listing nobody requests from costs a few short waits.
+doubles the lead after `LEAD_WAIT`, and `MAX_TIMEOUTS` such waits end the pacing, so a listing
+nobody requests from costs at most a few short waits.
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ BATCH_BYTES = 1 << 20
 # 64 entries rather than one per file. 0 turns pacing off.
 LISTING_LEAD = 224
 LISTING_STEP = 64
-# Seconds a paused listing waits for a request before it doubles its lead instead.
+# Seconds a paused listing waits for a request before it doubles its lead instead, and how
+# many such waits end the pacing (an incremental upload of an unchanged tree asks for nothing:
+# it costs at most these, 0.15 s).
 LEAD_WAIT = 0.05
+MAX_TIMEOUTS = 3
 # A file still not requested this many entries after a later one was: the daemon skips files
 # (an incremental upload requests only changed ones), so there is nothing to pace.
 SKIP_MARGIN = 1024
@@ -239,6 +243,8 @@ class Sender:
                 if request is None:
                     self.stats.listing_timeouts += 1
                     self.lead_limit *= 2
+                    if self.stats.listing_timeouts >= MAX_TIMEOUTS:
+                        self.paced = False
                     if self.out:
                         yield self.take()
                     return
