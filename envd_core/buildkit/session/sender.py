@@ -64,8 +64,8 @@ LISTING_LEAD = 224
 LISTING_STEP = 64
 # Seconds a paused listing waits for a request before it doubles its lead instead, and how
 # many such waits end the pacing (an incremental upload of an unchanged tree asks for nothing:
-# it costs at most these, 0.15 s).
-LEAD_WAIT = 0.05
+# it costs at most these, 75 ms).
+LEAD_WAIT = 0.025
 MAX_TIMEOUTS = 3
 # A file still not requested this many entries after a later one was: the daemon skips files
 # (an incremental upload requests only changed ones), so there is nothing to pace.
