@@ -90,8 +90,13 @@ def _receive(address: str, request_every: int = 1, per_entry: float = 0.0002) ->
     return state
 
 
-def test_listing_stays_close_to_the_daemons_requests(tmp_path: Path) -> None:
+def test_listing_stays_close_to_the_daemons_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A listing far ahead of the daemon parks every DATA packet behind STATs it cannot take."""
+    # A loaded machine can hold this peer's requests back past the 25 ms after which pacing
+    # widens; that path has its own test, this one is about the paced listing.
+    monkeypatch.setattr(sender, "LEAD_WAIT", 2.0)
     root = _tree(tmp_path / "ctx", 1200)
     with Session(shared_key="k", local_dirs={"context": LocalDir(root)}) as session:
         state = _receive(session.serve_local(), per_entry=0.001)
@@ -102,6 +107,7 @@ def test_listing_stays_close_to_the_daemons_requests(tmp_path: Path) -> None:
     # the daemon asked for it. Unpaced, the whole listing (1,220 entries) went out first.
     assert state["max_behind"] <= sender.LISTING_LEAD + sender.BATCH_PACKETS
     assert transfer.listing_waits > 0
+    assert transfer.listing_timeouts == 0
 
 
 def test_listing_nobody_requests_from_costs_a_few_waits(tmp_path: Path) -> None:
