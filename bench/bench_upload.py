@@ -131,12 +131,16 @@ def run_ours_child(addr: str, tree: str, shared_key: str, trace: str = "") -> No
     conn.close()
     sent = sum(t.data_bytes for t in session.transfers)
     files = sum(t.files_requested for t in session.transfers)
+    pauses = sum(t.listing_waits for t in session.transfers)
+    timeouts = sum(t.listing_timeouts for t in session.transfers)
     print(
         json.dumps(
             {
                 "solve_seconds": elapsed,
                 "sent_bytes": sent,
                 "sent_files": files,
+                "listing_pauses": pauses,
+                "listing_timeouts": timeouts,
                 "messages_out": session.messages_out,
                 "messages_in": session.messages_in,
                 "flow": session.flow_stats(),
@@ -215,12 +219,14 @@ def prune(buildctl: str, addr: str) -> None:
     subprocess.run([buildctl, "--addr", addr, "prune", "--all"], check=True, capture_output=True)
 
 
-def start_daemon(buildkitd: str, buildctl: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_daemon(
+    buildkitd: str, buildctl: str, workdir: Path, root: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     sock = workdir / "buildkitd.sock"
     addr = f"unix://{sock}"
     log = open(workdir / "buildkitd.log", "wb")  # noqa: SIM115 - lives as long as the daemon
     proc = subprocess.Popen(
-        [buildkitd, "--root", str(workdir / "root"), "--addr", addr],
+        [buildkitd, "--root", str(root), "--addr", addr],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -239,7 +245,7 @@ def start_daemon(buildkitd: str, buildctl: str, workdir: Path) -> tuple[subproce
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in rows)
+    return float(statistics.median(r[key] for r in rows))
 
 
 def main() -> None:
@@ -254,6 +260,11 @@ def main() -> None:
     parser.add_argument("--buildctl")
     parser.add_argument("--workdir", default="/tmp/envd-bench-upload")
     parser.add_argument(
+        "--daemon-root",
+        help="the private buildkitd's root (default WORKDIR/root); a tmpfs such as "
+        "/dev/shm/envd-bench-upload takes the disk's file-creation cost out of the comparison",
+    )
+    parser.add_argument(
         "--no-tracemalloc", action="store_true", help="skip the extra, untimed traced run"
     )
     args = parser.parse_args()
@@ -267,35 +278,49 @@ def main() -> None:
     print(f"tree: {count} files, {total / (1 << 20):.1f} MiB at {tree}")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     definition = definition_bytes()
-    proc, addr = start_daemon(buildkitd, buildctl, workdir)
+    root = Path(args.daemon_root) if args.daemon_root else workdir / "root"
+    print(f"daemon root: {root}")
+    proc, addr = start_daemon(buildkitd, buildctl, workdir, root)
     pid = proc.pid
     try:
         rows: dict[str, list[dict[str, Any]]] = {k: [] for k in ("bc1", "us1", "bcI", "usI")}
         changed = tree / "d00" / "s0" / "f00000.bin"
         for run in range(args.runs):
-            prune(buildctl, addr)
-            rows["bc1"].append(run_buildctl(buildctl, addr, tree, definition, pid))
-            prune(buildctl, addr)
-            rows["us1"].append(run_ours(addr, tree, "bench-ours", pid))
-            # Incremental: warm cache, touch one file, upload again.
-            changed.write_bytes(os.urandom(4096) + str(run).encode())
-            rows["bcI"].append(run_buildctl(buildctl, addr, tree, definition, pid))
-            changed.write_bytes(os.urandom(4096) + str(run + 100).encode())
-            rows["usI"].append(run_ours(addr, tree, "bench-ours", pid))
-            bc1, us1, bcI, usI = (rows[k][-1] for k in ("bc1", "us1", "bcI", "usI"))
+            # Which client goes first alternates: each first upload follows a prune of the
+            # other's 200 MiB, and the file system's state after it is part of the cost.
+            for first in ("bc1", "us1") if run % 2 == 0 else ("us1", "bc1"):
+                prune(buildctl, addr)
+                if first == "bc1":
+                    rows["bc1"].append(run_buildctl(buildctl, addr, tree, definition, pid))
+                else:
+                    rows["us1"].append(run_ours(addr, tree, "bench-ours", pid))
+            bc1, us1 = rows["bc1"][-1], rows["us1"][-1]
+            incremental = ""
+            if run % 2 == 0:
+                # Incremental (only when ours went last, so the cache holds our upload): touch
+                # one file, upload again.
+                changed.write_bytes(os.urandom(4096) + str(run).encode())
+                rows["bcI"].append(run_buildctl(buildctl, addr, tree, definition, pid))
+                changed.write_bytes(os.urandom(4096) + str(run + 100).encode())
+                rows["usI"].append(run_ours(addr, tree, "bench-ours", pid))
+                bcI, usI = rows["bcI"][-1], rows["usI"][-1]
+                incremental = (
+                    f" | incremental buildctl {bcI['seconds']:.2f}s ours {usI['seconds']:.2f}s "
+                    f"(sent {usI['sent_files']} file(s), {usI['sent_bytes']} B)"
+                )
             flow = us1["flow"]
             print(
-                f"run {run + 1}: first buildctl {bc1['seconds']:.2f}s cpu {bc1['cpu']:.2f}s, "
+                f"run {run + 1} ({'buildctl' if run % 2 == 0 else 'ours'} first): "
+                f"first buildctl {bc1['seconds']:.2f}s cpu {bc1['cpu']:.2f}s, "
                 f"ours {us1['seconds']:.2f}s cpu {us1['cpu']:.2f}s "
                 f"(daemon cpu {bc1['daemon_cpu']:.1f}s / {us1['daemon_cpu']:.1f}s; "
                 f"window waits {flow['window_waits']} = {flow['window_wait_seconds']:.2f}s, "
-                f"{us1['messages_out']} msgs out, {us1['messages_in']} in) | incremental "
-                f"buildctl {bcI['seconds']:.2f}s ours {usI['seconds']:.2f}s "
-                f"(sent {usI['sent_files']} file(s), {usI['sent_bytes']} B)"
+                f"{us1['messages_out']} msgs out, {us1['messages_in']} in, listing paused "
+                f"{us1['listing_pauses']}x, {us1['listing_timeouts']} timeouts){incremental}"
             )
         mib = total / (1 << 20)
-        n = args.runs
         for label, bc, us in (("first upload", "bc1", "us1"), ("incremental", "bcI", "usI")):
+            n = len(rows[bc])
             b_s, u_s = _median(rows[bc], "seconds"), _median(rows[us], "seconds")
             b_c, u_c = _median(rows[bc], "cpu"), _median(rows[us], "cpu")
             b_r = max(r["maxrss_mb"] for r in rows[bc])

@@ -8,7 +8,8 @@ stream and coalesce many small gRPC messages into one ``BytesMessage``.
 
 Handlers keep grpcio's shapes: ``fn(request, context)`` for unary methods and
 ``fn(request_iterator, context)`` returning an iterator for streaming ones; ``context`` offers
-``invocation_metadata()`` and ``abort(code, details)``.
+``invocation_metadata()`` and ``abort(code, details)``. Those call-side types are in `h2calls`;
+this module is the connection: frames, flow control and the writers waiting for window.
 """
 
 from __future__ import annotations
@@ -21,10 +22,32 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-if TYPE_CHECKING:
-    import grpc
+# The call side lives in h2calls; its handler-facing names are re-exported from here.
+from envd_core.buildkit.session.h2calls import (
+    END,
+    Batch,
+    CallContext,
+    CallContextImpl,
+    CallState,
+    Cancelled,
+    Framed,
+    Method,
+    RequestStream,
+    RpcAbort,
+)
+
+__all__ = [
+    "Batch",
+    "Buffer",
+    "CallContext",
+    "FlowStats",
+    "Framed",
+    "H2GrpcConnection",
+    "Method",
+    "RequestStream",
+    "RpcAbort",
+]
 
 # What a transport's ``write_parts`` gets: frame headers and slices of handlers' buffers.
 Buffer = bytes | bytearray | memoryview
@@ -33,9 +56,6 @@ Buffer = bytes | bytearray | memoryview
 STREAM_WINDOW = 8 << 20
 CONNECTION_WINDOW = 32 << 20
 MAX_MESSAGE = 16 << 20
-# Consumed request bytes are acknowledged (window given back) in batches of at most this.
-ACK_BATCH = 64 << 10
-_END = object()
 # Events that may give writers flow-control window, and events that end streams.
 _WINDOW_EVENTS: tuple[type, ...] = ()
 _WAKE_EVENTS: tuple[type, ...] = ()
@@ -59,138 +79,6 @@ class FlowStats:
     window_waits: int = 0
     window_wait_seconds: float = 0.0
     backlog_waits: int = 0
-
-
-@dataclass(frozen=True)
-class Method:
-    """One served method: handler, streaming flags and (de)serializers (None = raw bytes)."""
-
-    handler: Callable[..., Any]
-    stream_requests: bool
-    stream_responses: bool
-    deserialize: Callable[[bytes], Any] | None = None
-    serialize: Callable[[Any], bytes] | None = None
-
-
-class Batch(list[Any]):
-    """Several response messages a streaming handler yields at once: sent in one write."""
-
-
-class Framed(bytearray):
-    """Response messages a streaming handler has already serialized and gRPC-framed (each one
-    a 5-byte prefix and its bytes): sent as they are, in one write. The handler must not touch
-    the buffer after yielding it (its bytes may still be queued for the peer)."""
-
-
-class RpcAbort(Exception):
-    """Raised by ``context.abort``; ends the call with that status."""
-
-    def __init__(self, code: int, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
-class _Cancelled(Exception):
-    """The peer reset the stream or the connection went away."""
-
-
-def _status_int(code: grpc.StatusCode | int) -> int:
-    if isinstance(code, int):
-        return code
-    number, _name = code.value  # grpc.StatusCode's value is a (number, name) tuple
-    return int(number)
-
-
-class CallContext(Protocol):
-    """What a handler gets as ``context``: the subset of ``grpc.ServicerContext`` we serve."""
-
-    def invocation_metadata(self) -> list[tuple[str, str]]: ...
-    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn: ...
-    def is_active(self) -> bool: ...
-
-
-class _Context:
-    """The per-call context handed to handlers (implements :class:`CallContext`)."""
-
-    def __init__(self, stream: _Stream) -> None:
-        self._stream = stream
-
-    def invocation_metadata(self) -> list[tuple[str, str]]:
-        return list(self._stream.metadata)
-
-    def abort(self, code: grpc.StatusCode | int, details: str) -> NoReturn:
-        raise RpcAbort(_status_int(code), details)
-
-    def is_active(self) -> bool:
-        return not self._stream.cancelled
-
-
-class _Stream:
-    def __init__(self, stream_id: int, path: str, metadata: list[tuple[str, str]]) -> None:
-        self.id = stream_id
-        self.path = path
-        self.metadata = metadata
-        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.buffer = bytearray()
-        self.headers_sent = False
-        self.cancelled = False
-        self.closed = False
-        # Consumed request bytes not yet given back to the peer as window.
-        self.unacked = 0
-        # Response bytes written but still waiting for the peer's flow-control window.
-        self.pending: memoryview | None = None
-
-
-class RequestStream:
-    """The incoming messages of a streaming call: an iterator, plus a non-blocking `poll`.
-
-    `poll` lets a handler that is busy producing (the FileSync sender) pick up requests between
-    writes without a reader thread of its own.
-    """
-
-    def __init__(
-        self,
-        stream: _Stream,
-        deserialize: Callable[[bytes], Any] | None,
-        ack: Callable[[int, int], None],
-    ) -> None:
-        self._stream = stream
-        self._deserialize = deserialize
-        self._ack = ack
-        self.ended = False
-
-    def __iter__(self) -> RequestStream:
-        return self
-
-    def _convert(self, item: Any) -> Any:
-        if item is _END:
-            self.ended = True
-            raise StopIteration
-        # Window for consumed bytes goes back in bulk: at ACK_BATCH bytes, or when the handler
-        # has caught up with what arrived (never sitting on it while the handler waits).
-        # `_finish` returns what is left.
-        stream = self._stream
-        stream.unacked += 5 + len(item)
-        if stream.unacked >= ACK_BATCH or stream.inbox.empty():
-            size, stream.unacked = stream.unacked, 0
-            self._ack(stream.id, size)
-        return item if self._deserialize is None else self._deserialize(item)
-
-    def __next__(self) -> Any:
-        if self.ended:
-            raise StopIteration
-        return self._convert(self._stream.inbox.get())
-
-    def poll(self) -> Any:
-        """The next message if one is waiting, else None; raises StopIteration at the end."""
-        if self.ended:
-            raise StopIteration
-        try:
-            item = self._stream.inbox.get_nowait()
-        except queue.Empty:
-            return None
-        return self._convert(item)
 
 
 class H2GrpcConnection:
@@ -222,7 +110,7 @@ class H2GrpcConnection:
         self._backlog = backlog
         self._max_backlog = max_backlog
         self._cond = threading.Condition(threading.RLock())
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, CallState] = {}
         self.closed = False
         self.stats = FlowStats()
         global _WINDOW_EVENTS, _WAKE_EVENTS, _WINDOW_UPDATED, _PING_RECEIVED
@@ -259,7 +147,7 @@ class H2GrpcConnection:
         with self._cond:
             self._cond.notify_all()
 
-    def _wait_backlog(self, stream: _Stream) -> None:
+    def _wait_backlog(self, stream: CallState) -> None:
         if self._backlog is None:
             return
         if self._backlog() > self._max_backlog:
@@ -272,8 +160,8 @@ class H2GrpcConnection:
         import h2.events
         import h2.exceptions
 
-        started: list[_Stream] = []
-        stream: _Stream | None
+        started: list[CallState] = []
+        stream: CallState | None
         wake = window_opened = False
         with self._cond:
             if self.closed:
@@ -287,7 +175,7 @@ class H2GrpcConnection:
                 if isinstance(event, h2.events.RequestReceived):
                     pairs = [(_text(k), _text(v)) for k, v in event.headers]
                     metadata = [(k, v) for k, v in pairs if not k.startswith(":")]
-                    new = _Stream(event.stream_id, dict(pairs).get(":path", ""), metadata)
+                    new = CallState(event.stream_id, dict(pairs).get(":path", ""), metadata)
                     self._streams[event.stream_id] = new
                     started.append(new)
                 elif isinstance(event, h2.events.DataReceived):
@@ -306,12 +194,12 @@ class H2GrpcConnection:
                 elif isinstance(event, h2.events.StreamEnded):
                     stream = self._streams.get(event.stream_id)
                     if stream is not None:
-                        stream.inbox.put(_END)
+                        stream.inbox.put(END)
                 elif isinstance(event, h2.events.StreamReset):
                     stream = self._streams.pop(event.stream_id, None)
                     if stream is not None:
                         stream.cancelled = True
-                        stream.inbox.put(_END)
+                        stream.inbox.put(END)
                 elif isinstance(event, h2.events.ConnectionTerminated):
                     self._terminate()
                 if isinstance(event, _WINDOW_EVENTS):
@@ -339,7 +227,7 @@ class H2GrpcConnection:
                 target=self._run, args=(stream,), name="envd-session-rpc", daemon=True
             ).start()
 
-    def _deliver(self, stream: _Stream) -> None:
+    def _deliver(self, stream: CallState) -> None:
         buf = stream.buffer
         while len(buf) >= 5:
             compressed, length = struct.unpack_from(">BI", buf, 0)
@@ -347,7 +235,7 @@ class H2GrpcConnection:
                 break
             if compressed:
                 stream.cancelled = True
-                stream.inbox.put(_END)
+                stream.inbox.put(END)
                 return
             stream.inbox.put(bytes(buf[5 : 5 + length]))
             del buf[: 5 + length]
@@ -367,7 +255,7 @@ class H2GrpcConnection:
         self.closed = True
         for stream in self._streams.values():
             stream.cancelled = True
-            stream.inbox.put(_END)
+            stream.inbox.put(END)
         self._streams.clear()
         self._cond.notify_all()
 
@@ -384,12 +272,12 @@ class H2GrpcConnection:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def _run(self, stream: _Stream) -> None:
+    def _run(self, stream: CallState) -> None:
         method = self.methods.get(stream.path)
         if method is None:
             self._finish(stream, 12, f"unknown method {stream.path}")  # UNIMPLEMENTED
             return
-        context = _Context(stream)
+        context = CallContextImpl(stream)
         requests = RequestStream(stream, method.deserialize, self._acknowledge)
         try:
             if method.stream_requests:
@@ -415,12 +303,12 @@ class H2GrpcConnection:
             self._finish(stream, 0, "")
         except RpcAbort as exc:
             self._finish(stream, exc.code, exc.details)
-        except _Cancelled:
+        except Cancelled:
             pass
         except Exception as exc:  # noqa: BLE001 - a handler bug becomes the call's status
             self._finish(stream, 2, f"{type(exc).__name__}: {exc}")  # UNKNOWN
 
-    def _send_headers_once(self, stream: _Stream) -> None:
+    def _send_headers_once(self, stream: CallState) -> None:
         if not stream.headers_sent:
             self._h2.send_headers(
                 stream.id, [(":status", "200"), ("content-type", "application/grpc")]
@@ -428,7 +316,7 @@ class H2GrpcConnection:
             stream.headers_sent = True
 
     def _send_framed(
-        self, stream: _Stream, framed: bytes | bytearray, *, wait: bool = True
+        self, stream: CallState, framed: bytes | bytearray, *, wait: bool = True
     ) -> None:
         """Send length-prefixed gRPC message bytes as DATA frames, honouring flow control.
 
@@ -449,11 +337,11 @@ class H2GrpcConnection:
                 stats.window_wait_seconds += time.monotonic() - started
             if stream.cancelled or self.closed:
                 stream.pending = None
-                raise _Cancelled
+                raise Cancelled
             if wait:
                 self._wait_backlog(stream)
 
-    def _pump(self, stream: _Stream) -> bool:
+    def _pump(self, stream: CallState) -> bool:
         """Send as much of ``stream.pending`` as the windows allow (connection lock held).
 
         Returns whether the writer is done waiting: all sent, or the stream is gone.
@@ -504,7 +392,7 @@ class H2GrpcConnection:
         stream.pending = None
         return True
 
-    def _finish(self, stream: _Stream, code: int, details: str) -> None:
+    def _finish(self, stream: CallState, code: int, details: str) -> None:
         import h2.exceptions
 
         trailers = [("grpc-status", str(code))]
@@ -520,7 +408,7 @@ class H2GrpcConnection:
                     item = stream.inbox.get_nowait()
                 except queue.Empty:
                     break
-                if item is not _END:
+                if item is not END:
                     leftover += 5 + len(item)
             if leftover and not self.closed:
                 with contextlib.suppress(Exception):  # the connection is going away
