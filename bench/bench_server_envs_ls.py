@@ -5,7 +5,8 @@ One envd-server double (``plugins/envd-server-runner/tests/envd_server_double``,
 Docker containers) serves both clients, with the same user and one running environment:
 
 - upstream envd v1.3.4 (Go; ``UPSTREAM_ENVD`` or the infra's binary), in its own HOME, after
-  ``context create --runner envd-server`` and ``login``;
+  ``context create --runner envd-server`` and ``login``, with ``ENVD_ANALYTICS=false`` (its
+  telemetry otherwise resolves ``api.segment.io`` on every run);
 - ours, the console script beside this interpreter, in its own config dir, after the same
   context and ``envd login`` as the same user.
 
@@ -106,7 +107,9 @@ def main() -> None:
             # module on every run: users' envd reads its cached bytecode
             base = {k: v for k, v in os.environ.items()
                     if not k.startswith("ENVD_") and k != "PYTHONDONTWRITEBYTECODE"}
-            up_env = {**base, "HOME": f"{tmp}/up-home"}
+            # upstream's telemetry off, as in bench_context_ls.py: left on, each of its runs
+            # also resolves api.segment.io (a DNS round trip ours never makes)
+            up_env = {**base, "HOME": f"{tmp}/up-home", "ENVD_ANALYTICS": "false"}
             our_env = {**base, "HOME": f"{tmp}/our-home", "ENVD_CONFIG_DIR": f"{tmp}/ours"}
             Path(up_env["HOME"]).mkdir()
             Path(our_env["HOME"]).mkdir()

@@ -27,66 +27,25 @@ The tree::
 
 from __future__ import annotations
 
-import enum
-
 TYPE_CHECKING = False  # typing is not imported at run time: every command imports this module
 if TYPE_CHECKING:
     from typing import ClassVar
 
+    from envd_core.error_kinds import ErrorKind as ErrorKind
 
-class ErrorKind(str, enum.Enum):
-    """What went wrong, for code that must react (status rows, retries, auto-bootstrap).
+__all__ = [
+    "BuildError", "BuilderError", "ContextError", "EnvdError", "ErrorKind", "PluginError",
+    "RunnerError", "StoreError", "UsageError", "ValidationError", "one_line",
+]
 
-    A ``str`` enum, so ``exc.kind == "refused"`` and JSON output keep working with plain strings.
-    """
 
-    #: Nothing more specific is known.
-    ERROR = "error"
-    #: The command line is wrong.
-    USAGE = "usage"
-    #: A value the user gave is not acceptable.
-    INVALID = "invalid"
-    #: The named thing (context, file, daemon) does not exist.
-    NOT_FOUND = "not-found"
-    #: The named thing already exists, or is in use.
-    CONFLICT = "conflict"
-    #: A plugin is broken.
-    PLUGIN = "plugin"
-    #: No installed plugin provides the builder or runner type a context names.
-    PLUGIN_MISSING = "plugin-missing"
-    #: The asked operation is not something this builder/runner type can do.
-    UNSUPPORTED = "unsupported"
-    #: The context store cannot be read or written.
-    STORE = "store"
-    #: Nothing listens at the address (connection refused, socket missing).
-    REFUSED = "refused"
-    #: The host name does not resolve.
-    DNS = "dns"
-    #: No answer in time.
-    TIMEOUT = "timeout"
-    #: The TLS handshake failed (the message says which side rejected which certificate).
-    TLS = "tls"
-    #: Something answers, but it is not BuildKit's gRPC API.
-    NOT_BUILDKIT = "not-buildkit"
-    #: The daemon is unusable for another reason.
-    UNAVAILABLE = "unavailable"
-    #: A build step, the build file or an export failed.
-    BUILD = "build"
-    #: A runner failed.
-    RUNNER = "runner"
+def __getattr__(name: str) -> object:
+    # ErrorKind is built on first use (envd_core.error_kinds says why)
+    if name == "ErrorKind":
+        from envd_core.error_kinds import ErrorKind
 
-    def __str__(self) -> str:  # f"{kind}" prints "refused", not "ErrorKind.REFUSED"
-        return self.value
-
-    @classmethod
-    def parse(cls, value: ErrorKind | str | None) -> ErrorKind | None:
-        """``value`` as a kind; an unknown string becomes :attr:`ERROR`, ``None`` stays ``None``."""
-        if value is None or isinstance(value, ErrorKind):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.ERROR
+        return ErrorKind
+    raise AttributeError(f"module 'envd_core.errors' has no attribute {name!r}")
 
 
 class EnvdError(Exception):
@@ -94,8 +53,9 @@ class EnvdError(Exception):
 
     #: Process exit code when this error ends a command.
     exit_code: ClassVar[int] = 1
-    #: Kind of the instances of this class unless the constructor is given another.
-    default_kind: ClassVar[ErrorKind] = ErrorKind.ERROR
+    #: Kind of the instances of this class unless the constructor is given another (an
+    #: :class:`ErrorKind` value: the enum is built when the first error is).
+    default_kind: ClassVar[str] = "error"
 
     def __init__(
         self, message: str, *, hint: str | None = None, kind: ErrorKind | None = None
@@ -103,7 +63,11 @@ class EnvdError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
-        self.kind: ErrorKind = kind if kind is not None else self.default_kind
+        if kind is None:
+            from envd_core.error_kinds import ErrorKind
+
+            kind = ErrorKind(self.default_kind)
+        self.kind: ErrorKind = kind
 
     def __str__(self) -> str:
         return self.message
@@ -113,13 +77,13 @@ class UsageError(EnvdError):
     """The command line itself is wrong (bad flag value, missing argument)."""
 
     exit_code = 2
-    default_kind = ErrorKind.USAGE
+    default_kind = "usage"
 
 
 class PluginError(EnvdError):
     """A plugin is broken: it failed to load or returned something the core cannot use."""
 
-    default_kind = ErrorKind.PLUGIN
+    default_kind = "plugin"
 
 
 class ContextError(EnvdError):
@@ -134,19 +98,19 @@ class ValidationError(EnvdError):
     """A value given by the user (name, address, option) is not acceptable."""
 
     exit_code = 2
-    default_kind = ErrorKind.INVALID
+    default_kind = "invalid"
 
 
 class StoreError(EnvdError):
     """The context store cannot be read or written (corrupt file, permissions, lock)."""
 
-    default_kind = ErrorKind.STORE
+    default_kind = "store"
 
 
 class BuilderError(EnvdError):
     """A builder cannot be reached or failed (see :class:`ErrorKind` for the reasons)."""
 
-    default_kind = ErrorKind.UNAVAILABLE
+    default_kind = "unavailable"
 
 
 class BuildError(EnvdError):
@@ -163,7 +127,7 @@ class BuildError(EnvdError):
       from :mod:`envd_core.pipeline.causes`; ``detail``: the daemon's own first line.
     """
 
-    default_kind = ErrorKind.BUILD
+    default_kind = "build"
 
     def __init__(
         self,
@@ -204,7 +168,7 @@ class BuildError(EnvdError):
 class RunnerError(EnvdError):
     """A runner cannot be reached or failed."""
 
-    default_kind = ErrorKind.RUNNER
+    default_kind = "runner"
 
 
 def one_line(text: str) -> str:

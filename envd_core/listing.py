@@ -15,7 +15,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from envd_core.environment import Environment
 
@@ -67,23 +67,41 @@ class ListedPort:
 class ListedEnvironment:
     """One environment as a listing reports it: the fields of
     :class:`~envd_core.environment.Environment`, with the status as its string value and the
-    creation time as seconds since the epoch."""
+    creation time as seconds since the epoch.
 
-    __slots__ = ("created", "id", "image", "labels", "name", "ports", "ssh", "status")
+    ``id`` may be given as a function that computes it: it is called on first use. A runner
+    whose ids are derived (hashed) passes one, so ``envd envs ls``, whose table shows no id,
+    never computes them (the envd-server lister's SHA-256 loaded a C module for nothing).
+    """
 
-    def __init__(self, name: str, image: str, status: str, *, id: str = "",
+    __slots__ = ("_id", "created", "image", "labels", "name", "ports", "ssh", "status")
+
+    def __init__(self, name: str, image: str, status: str, *,
+                 id: str | Callable[[], str] = "",
                  created: float | None = None, ports: tuple[ListedPort, ...] = (),
                  labels: Mapping[str, str] | None = None,
                  ssh: tuple[str, int] | None = None) -> None:
         self.name = name
         self.image = image
         self.status = status_word(status)
-        self.id = id
+        self._id = id
         self.created = created
         self.ports = ports
         self.labels: dict[str, str] = dict(labels or {})
         #: ``(host, port)`` where its SSH server answers, when it has one.
         self.ssh = ssh
+
+    @property
+    def id(self) -> str:
+        """The runner's id of the environment (computed now if it was given as a function)."""
+        found = self._id
+        if not isinstance(found, str):
+            found = self._id = found()
+        return found
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._id = value
 
     def _values(self) -> tuple[object, ...]:
         return (self.name, self.image, self.status, self.id, self.created, self.ports,

@@ -92,7 +92,10 @@ def run_fast(argv: Sequence[str]) -> int | None:
     if (env.get("ENVD_CONTEXT_STORE") or "file") != "file":
         return None
     try:
-        return _serve(*parsed)
+        code = _serve(*parsed)
+        if code is not None:
+            _exit_now(code)
+        return code
     except BrokenPipeError:
         return 1
     except Exception:  # noqa: BLE001 - the full CLI runs again and reports it its own way
@@ -157,6 +160,39 @@ def _serve(command: str, fmt: str, name: str | None, flag: str | None) -> int | 
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
     return 0
+
+
+def _exit_now(code: int) -> None:
+    """End the process here, without the interpreter's teardown, when that loses nothing.
+
+    Tearing the interpreter down (clearing every module, collecting, freeing each object) cost
+    3-4 ms of CPU of a ~35 ms ``envd envs ls`` on the project's VM (``os.wait4`` of interleaved
+    runs, with and without), a tenth of upstream's whole command: the one part of a quick
+    command that is pure overhead. It is skipped only when nothing can depend on it:
+
+    * this process is the ``envd`` console script: its ``__main__`` is a file named ``envd``
+      that imported :func:`envd_core.cli.main`, which returns into ``sys.exit`` and nothing
+      else; embedders (tests' probes, ``python -c``, a resident parent) keep their teardown;
+    * no ``atexit`` callback is registered (coverage, a ``weakref.finalize``, a plugin's
+      cleanup) and no other thread runs;
+    * stdout and stderr are flushed first; if that fails, the caller's error handling runs.
+    """
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    cli = sys.modules.get("envd_core.cli")
+    if (not script or os.path.basename(script) != "envd" or cli is None
+            or getattr(main, "main", None) is not getattr(cli, "main", None)):
+        return
+    import atexit  # built in: no file is read
+
+    if getattr(atexit, "_ncallbacks", lambda: 1)():
+        return
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _hint_due(config_dir: object, names: list[str]) -> bool:

@@ -174,9 +174,11 @@ def _jupyter_address(environment: ListedEnvironment) -> str | None:
     return None
 
 
-def environment_row(environment: ListedEnvironment) -> dict[str, Any]:
+def environment_row(environment: ListedEnvironment, *, with_id: bool = True) -> dict[str, Any]:
     """One ``envs ls --format json`` row: upstream's keys, plus where SSH listens and the
-    runner's id (keys without a value are left out)."""
+    runner's id (keys without a value are left out). The table shows no id: it asks for rows
+    ``with_id=False``, so a runner whose ids are computed (see ``ListedEnvironment``) skips
+    that work."""
     from envd_core.listing import LABEL_CUDA, LABEL_CUDNN, LABEL_GPU
 
     labels = environment.labels
@@ -191,16 +193,16 @@ def environment_row(environment: ListedEnvironment) -> dict[str, Any]:
         "status": environment.status,
         "ssh_port": environment.ssh[1] if environment.ssh else None,
         "jupyter_address": _jupyter_address(environment),
-        "id": environment.id[:12],
+        "id": environment.id[:12] if with_id else None,
     }
     return {k: v for k, v in row.items() if v is not None}
 
 
 def environment_list(environments: Sequence[ListedEnvironment], fmt: str) -> str:
     """What ``envd envs ls`` prints: upstream's columns, or the rows as JSON."""
-    rows = [environment_row(e) for e in environments]
     if fmt == "json":
-        return dump_json(rows)
+        return dump_json([environment_row(e) for e in environments])
+    rows = [environment_row(e, with_id=False) for e in environments]
     return table(
         ["name", "endpoint", "ssh target", "image", "gpu", "cuda", "cudnn", "status"],
         [[r["name"], r.get("endpoint", ""), r["ssh_target"], r["image"],

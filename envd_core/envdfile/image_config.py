@@ -12,27 +12,30 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from envd_core.envdfile.graph import JUPYTER_PORT, RSTUDIO_PORT, SSH_PORT, BuildGraph
+from envd_core.environments.names import LABEL_APT as LABEL_APT
+from envd_core.environments.names import LABEL_CONTEXT as LABEL_CONTEXT
+from envd_core.environments.names import LABEL_CUDA as LABEL_CUDA
+from envd_core.environments.names import LABEL_CUDNN as LABEL_CUDNN
+from envd_core.environments.names import LABEL_GENERAL_GRAPH as LABEL_GENERAL_GRAPH
+from envd_core.environments.names import LABEL_GPU as LABEL_GPU
+from envd_core.environments.names import LABEL_PORTS as LABEL_PORTS
+from envd_core.environments.names import LABEL_PREFIX as LABEL_PREFIX
+from envd_core.environments.names import LABEL_PYPI as LABEL_PYPI
+from envd_core.environments.names import LABEL_RUNTIME_GRAPH as LABEL_RUNTIME_GRAPH
+from envd_core.environments.names import LABEL_VENDOR as LABEL_VENDOR
+from envd_core.environments.names import VENDOR_ENVD as VENDOR_ENVD
 
 DEFAULT_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 SYNTAX_VERSION = "v1"
 
-LABEL_PREFIX = "ai.tensorchord.envd."
-LABEL_VENDOR = LABEL_PREFIX + "vendor"
+# The labels envd reads back from images and containers are defined once: the ones `envs ls`
+# reads in envd_core.listing, the others in envd_core.environments.names (which re-exports the
+# former). Only the labels nothing reads are defined here.
 LABEL_CONTAINER_NAME = LABEL_PREFIX + "container.name"
-LABEL_GPU = LABEL_PREFIX + "gpu"
-LABEL_CUDA = LABEL_PREFIX + "gpu.cuda"
-LABEL_CUDNN = LABEL_PREFIX + "gpu.cudnn"
 LABEL_REPO = LABEL_PREFIX + "repo"
-LABEL_PORTS = LABEL_PREFIX + "ports"
-LABEL_APT = LABEL_PREFIX + "apt.packages"
-LABEL_PYPI = LABEL_PREFIX + "pypi.commands"
 LABEL_R = LABEL_PREFIX + "r.packages"
-LABEL_CONTEXT = LABEL_PREFIX + "build.context"
 LABEL_DIGEST = LABEL_PREFIX + "build.digest"
 LABEL_SYNTAX = LABEL_PREFIX + "syntax.version"
-LABEL_RUNTIME_GRAPH = LABEL_PREFIX + "graph.runtime"
-LABEL_GENERAL_GRAPH = LABEL_PREFIX + "graph.general"
-VENDOR_ENVD = "envd"
 
 
 def go_json(value: Any) -> str:

@@ -89,7 +89,8 @@ def listed(data: Any, server: ServerAddress, gateway_port: int) -> ListedEnviron
         data["name"],
         str(spec.get("image") or ""),
         PHASES.get(str(status.get("phase") or "").lower(), "unknown"),
-        id=environment_id(data["name"], created_at),
+        # computed when asked for: envs ls's table shows no id (see ListedEnvironment)
+        id=lambda: environment_id(data["name"], created_at),
         created=(float(created_at)
                  if isinstance(created_at, (int, float)) and created_at > 0 else None),
         ports=ports,

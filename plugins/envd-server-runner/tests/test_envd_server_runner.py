@@ -211,3 +211,27 @@ def test_quote_and_unquote_are_urllibs(text: str) -> None:
     assert ours.quote(text) == quote(text, safe="")
     assert ours.unquote(text) == unquote(text)
     assert ours.unquote(ours.quote(text)) == text
+
+
+def test_listed_ids_are_computed_only_when_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from envd_server_client import listing
+
+    from envd_core.cli.render import environment_list
+
+    made: list[str] = []
+    real = listing.environment_id
+
+    def counted(name: str, created_at: object) -> str:
+        made.append(name)
+        return real(name, created_at)
+
+    monkeypatch.setattr(listing, "environment_id", counted)
+    server = parse_address("http://127.0.0.1:8080")
+    item = {"name": "dev", "spec": {"image": "busybox"}, "status": {"phase": "Running"},
+            "created_at": 1796121570}
+    envs = [listing.listed(item, server, 2222)]
+    assert "dev.envd" in environment_list(envs, "table")
+    assert made == []  # the table has no id column: nothing hashed
+    expected = real("dev", 1796121570)
+    assert f'"id":"{expected[:12]}"' in environment_list(envs, "json")
+    assert envs[0].id == expected and made == ["dev"]  # computed once, then kept

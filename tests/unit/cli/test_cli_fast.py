@@ -167,6 +167,74 @@ def test_fast_output_is_the_full_clis(env: Env, args: list[str]) -> None:
     assert out.strip()
 
 
+#: pip's console-script stub for ``envd = "envd_core.cli:main"`` (what ``pip install`` writes).
+CONSOLE_SCRIPT = """#!{python}
+# -*- coding: utf-8 -*-
+import re
+import sys
+from envd_core.cli import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+#: A sitecustomize whose object says, when the interpreter's teardown frees it, that it ran.
+TEARDOWN_MARKER = """
+import builtins, os
+class _Marker:
+    def __del__(self, write=os.write):
+        write(2, b"teardown\\n")
+builtins._envd_teardown_marker = _Marker()
+"""
+
+
+def console_script(env: Env) -> Path:
+    """The console script, its plugin index written (its folder is on its ``sys.path``)."""
+    script = env.tmp / "bin" / "envd"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(CONSOLE_SCRIPT.format(python=sys.executable))
+    script.chmod(0o755)
+    subprocess.run([str(script), "context", "ls"], env=env.env, capture_output=True,
+                   timeout=120, check=True)
+    return script
+
+
+def test_the_console_script_skips_the_teardown_on_the_fast_path(env: Env) -> None:
+    (env.site / "sitecustomize.py").write_text(TEARDOWN_MARKER)
+    script = console_script(env)
+    _, full_out, _ = env.run("context", "ls", mode="full")
+    fast = subprocess.run([str(script), "context", "ls"], env=env.env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert (fast.returncode, fast.stdout, fast.stderr) == (0, full_out, "")
+    # the same script on the full path (--debug declines the fast one) tears down as usual
+    full = subprocess.run([str(script), "context", "ls"], env={**env.env, "ENVD_DEBUG": "1"},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert (full.returncode, full.stdout) == (0, full_out)
+    assert full.stderr.endswith("teardown\n")
+
+
+def test_an_atexit_callback_keeps_the_teardown(env: Env) -> None:
+    (env.site / "sitecustomize.py").write_text(TEARDOWN_MARKER + textwrap.dedent("""
+        import atexit, sys
+        atexit.register(lambda: os.write(2, b"atexit, click %d\\n" % ("click" in sys.modules)))
+    """))
+    script = console_script(env)
+    _, full_out, _ = env.run("context", "ls", mode="full")
+    done = subprocess.run([str(script), "context", "ls"], env=env.env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    # served fast (click never imported), then the callback and the teardown both ran
+    assert (done.returncode, done.stdout) == (0, full_out)
+    assert done.stderr == "atexit, click 0\nteardown\n"
+
+
+def test_an_embedding_process_keeps_its_teardown(env: Env) -> None:
+    (env.site / "sitecustomize.py").write_text(TEARDOWN_MARKER)
+    env.run("context", "ls")
+    # the probe calls envd_core.cli.main() itself, then writes its report: it must get back
+    report, out, err = env.run("context", "ls")
+    assert report["code"] == 0 and "click" not in report["slow"]
+    assert "(current)" in out and err == "teardown\n"
+
+
 def test_uninstalled_type_shown_as_the_full_cli_does(env: Env) -> None:
     off = {"ENVD_DISABLE_PLUGINS": "envd_fastpath_throwaway"}
     env.run("context", "ls", **off)  # the index for this set of plugins

@@ -76,3 +76,22 @@ def test_cli_renders_messages_through_one_line(cli):
     assert done.exit_code == 2, done
     assert done.stderr_lines[0].startswith("envd: ") and "bad\\nname\\x1b[2J" in done.stderr
     assert "\x1b" not in done.stderr and len(done.stderr_lines) <= 2
+
+
+def test_the_kind_enum_is_built_by_the_first_error_not_by_the_import():
+    # the quick commands import the error classes on every run and raise one rarely
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from envd_core.errors import RunnerError, StoreError\n"
+        "print('envd_core.error_kinds' in sys.modules)\n"
+        "kind = StoreError('x').kind\n"
+        "from envd_core.errors import ErrorKind\n"
+        "print('envd_core.error_kinds' in sys.modules, kind is ErrorKind.STORE,\n"
+        "      RunnerError('y').kind is ErrorKind.RUNNER)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    assert out == "False\nTrue True True\n"

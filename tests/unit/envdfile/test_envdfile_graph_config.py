@@ -133,3 +133,17 @@ def test_a_users_locale_wins_over_upstreams_default() -> None:
     env = image_config(g)["config"]["Env"]
     assert "LANG=de_DE.UTF-8" in env and "LANG=C.UTF-8" not in env
     assert env[-1] == "LC_ALL=C.UTF-8"
+
+
+def test_labels_have_one_definition() -> None:
+    # the labels envd reads back are the reader's own objects, not a second set of literals
+    from envd_core import listing
+    from envd_core.envdfile import image_config
+    from envd_core.environments import names
+
+    for label in ("LABEL_GPU", "LABEL_CUDA", "LABEL_CUDNN"):
+        assert getattr(image_config, label) is getattr(listing, label)
+    for label in ("LABEL_PREFIX", "LABEL_VENDOR", "LABEL_PORTS", "LABEL_APT", "LABEL_PYPI",
+                  "LABEL_CONTEXT", "LABEL_RUNTIME_GRAPH", "LABEL_GENERAL_GRAPH", "VENDOR_ENVD"):
+        assert getattr(image_config, label) is getattr(names, label)
+    assert image_config.LABEL_DIGEST == "ai.tensorchord.envd.build.digest"
