@@ -252,8 +252,13 @@ def _patched_stdin(text: str) -> Iterator[None]:
 # -- fixtures --------------------------------------------------------------------------------
 @pytest.fixture
 def envd_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, not yet created ``ENVD_CONFIG_DIR``; clean ``ENVD_*`` env; an empty cwd."""
+    """A fresh, not yet created ``ENVD_CONFIG_DIR``; clean ``ENVD_*`` env; an empty cwd; an
+    empty ``HOME``, so nothing of the real user's (upstream envd's contexts, which bring the
+    first-run import hint; ``~/.ssh/config``; key pairs) reaches the test."""
     clean_envd_environ(monkeypatch)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
     config = tmp_path / "envd-config"
     monkeypatch.setenv("ENVD_CONFIG_DIR", str(config))
     work = tmp_path / "work"
