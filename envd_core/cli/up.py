@@ -165,7 +165,7 @@ def up(app: Any, /, **params: Any) -> None:
         path=project, from_spec=params["from_spec"], tag=tag,
         export_cache=params["export_cache"], import_cache=params["import_cache"],
         platform=params["platform"], progress=mode, use_proxy=params["use_proxy"],
-        ca_bundle=params["ca_bundle"],
+        ca_bundle=params["ca_bundle"], reuse=True,
     )
     if runner.pulls_images:
         # as upstream for envd-server: the runner pulls the image, so the build pushes it
@@ -185,6 +185,8 @@ def up(app: Any, /, **params: Any) -> None:
                             warn=lambda message: info(f"warning: {message}"),
                             announce=announce)
         ready.result()
+        if results and results[0].reused:
+            info(f"{tag} is up to date: same definition as its last build, nothing to solve")
         timings.mark("up: build done")
         # upstream names `up`'s SSH host after the raw directory name; ours is the environment
         # name for both commands, so `down` always finds the entry it must remove

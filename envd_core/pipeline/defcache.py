@@ -509,7 +509,7 @@ class DefinitionCache:
 
         spec = parse_from(request.from_spec)
         flags = {f.name: getattr(request, f.name) for f in attrs.fields(type(request))
-                 if f.name != "causes"}
+                 if f.name not in ("causes", "reuse")}  # neither changes the definition
         public_key = public_key_text()
         key = build_key(flags=flags, build_file=locate_build_file(context_dir, spec),
                         context_dir=context_dir, builder=builder,
