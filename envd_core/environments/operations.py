@@ -274,15 +274,18 @@ def launch(
     failed start never touches ``~/.ssh/config``. With ``host_keys`` and a runner that
     :attr:`~envd_core.runner.Runner.accepts_host_key`, a dev environment gets its own host key
     (kept across re-creations, new with ``force``), recorded in envd's known_hosts file, and the
-    entry checks it strictly. ``image_labels`` are the labels of an image just built (``up``),
-    for a runner that pulls from a registry and so cannot be asked for them; the project
+    entry checks it strictly. ``image_labels`` are the labels of an image just built (``up``):
+    the image is then not looked up (it was just exported into, loaded into or confirmed in the
+    runner's store, and a runner that pulls from a registry cannot be asked); the project
     directory is mounted only where the runner supports mounts (envd-server syncs it instead,
     ``up --sync``).
     """
     import attrs
 
     labels: Mapping[str, str] = image_labels or {}
-    if image_labels is None or not runner.pulls_images:
+    # labels from the build (``up``) are the image's: the image was just built into, loaded
+    # into or confirmed in the runner's store, so looking it up again would only repeat that
+    if image_labels is None:
         image = find_image(runner, options.image) if not runner.pulls_images else None
         if image is None and runner.can_manage_images and not runner.pulls_images:
             raise RunnerError(

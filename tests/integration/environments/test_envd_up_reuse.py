@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_envd_environments import Envd, docker
@@ -45,8 +46,9 @@ def write(project: Path, base: str, extra: str = "") -> None:
         '    runtime.environ(env={"REUSE": "1"})\n' + (f"    {extra}\n" if extra else ""))
 
 
-def up(envd: Envd, project: Path, tmp_path: Path, **env: str) -> tuple[str, dict[str, float]]:
-    """``envd up --detach`` then ``down``; (its stderr, its ENVD_TIMINGS phases)."""
+def up(envd: Envd, project: Path, tmp_path: Path, **env: str) -> tuple[str, dict[str, Any]]:
+    """``envd up --detach`` then ``down``; (its stderr, its ENVD_TIMINGS phases, with the
+    Docker request count as ``requests``)."""
     timings = tmp_path / "timings.json"
     timings.unlink(missing_ok=True)
     saved = envd.env
@@ -56,7 +58,8 @@ def up(envd: Envd, project: Path, tmp_path: Path, **env: str) -> tuple[str, dict
     finally:
         envd.env = saved  # type: ignore[method-assign]
     envd("down", "--name", project.name)
-    return proc.stderr, json.loads(timings.read_text())["phases"]
+    doc = json.loads(timings.read_text())
+    return proc.stderr, {**doc["phases"], "requests": doc["counts"]["docker requests"]}
 
 
 def image_id(ref: str, docker_host: str) -> str:
@@ -74,6 +77,9 @@ def test_unchanged_project_keeps_its_image_without_a_solve(
     second, phases = up(envd, project, tmp_path)
     assert UP_TO_DATE in second, second
     assert "session" not in phases and "solve (with push)" not in phases, phases
+    # version, the name check, the tag and base inspects, create, start, inspect: the image is
+    # not looked up again by the launch
+    assert phases["requests"] <= 7, phases
     assert image_id(f"{project.name}:dev", docker_host) == built
 
     # the switch of the definition cache turns it off
