@@ -304,6 +304,8 @@ def launch(
     if host_keys is not None and ssh_config is not None and dev and runner.accepts_host_key:
         host_key = host_keys.ensure(spec.name, replace=force)
         spec = attrs.evolve(spec, host_key=str(host_key.path))
+    elif host_keys is not None:
+        host_keys.discard_prepared(spec.name)  # made early (HostKeys.prepare), not needed
     timings.mark("image lookup, host key")
     started = time.monotonic()
     environment = _create(runner, spec, force=force)
