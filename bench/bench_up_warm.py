@@ -76,6 +76,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment of the envd children (e.g. ENVD_EVAL_CACHE=0)")
     args = parser.parse_args()
     infra = infra_env()
     load_start = os.getloadavg()[0]
@@ -92,6 +94,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
     env.update(HOME=str(home), ENVD_CONFIG_DIR=str(home / "envd-config"),
                ENVD_SSHD_IMAGE=infra["SSHD_IMAGE"], DOCKER_HOST=infra["DOCKER_HOST"])
+    env.update(item.split("=", 1) for item in args.env)
     image = f"{name}:dev"
     timings_file = work / "timings.json"
     modules_file = work / "modules.txt"

@@ -356,16 +356,18 @@ def _run_build(
     timings.mark("flags")
     builder.project = str(context_dir)  # routing key of builders with several daemons, set
     # before the early connection so it lands on the project's daemon
-    early = (
-        EarlyConnection(builder)
-        if request.dump_llb is None and early_connect_enabled()
-        and (not builder.can_bootstrap or builder.early_bootstrap_check)
-        else None
-    )
+    want_early = (request.dump_llb is None and early_connect_enabled()
+                  and (not builder.can_bootstrap or builder.early_bootstrap_check))
+    # `up` (reuse) connects early only on a definition cache miss: on a hit it may keep its
+    # last image without any connection (pipeline/reuse.py), and has no evaluation to hide
+    # a connection behind anyway
+    early = EarlyConnection(builder) if want_early and not request.reuse else None
     try:
         cache = _DefinitionCache.open(request, context_dir=context_dir, builder=builder,
                                       extra_functions=extra_functions or {},
                                       limit_defaults=limit_defaults, platforms=platforms)
+        if want_early and early is None and (cache is None or cache.hit is None):
+            early = EarlyConnection(builder)
         graph: Any = None
         if cache is None or cache.hit is None:
             graph, reads = load_build_recorded(context_dir, request.from_spec, extra_functions,
