@@ -312,21 +312,25 @@ def launch(
     timings.mark("create and start")
     if environment.status is not EnvironmentStatus.RUNNING:
         environment = wait_running(runner, spec.name, timeout)
-    writer = None
+    writers: list[Background] = []
     if ssh_config is not None and identity_file is not None:
         entry = runner.ssh_entry(environment, host=alias, identity_file=identity_file)
         if entry is not None and host_key is not None and host_keys is not None:
             entry = attrs.evolve(entry, known_hosts=str(host_keys.known_hosts))
         if entry is not None:
-            # two small atomic writes (fsyncs) while the SSH server starts, not after it
-            writer = Background(_write_entry, ssh_config, entry, host_keys, alias, host_key)
+            # two small atomic writes (fsyncs) while the SSH server starts, not after it, and
+            # side by side: the files are independent, and an fsync waits on the disk
+            writers.append(Background(ssh_config.set, entry))
+            if host_keys is not None:
+                writers.append(Background(_write_known_host, host_keys, alias, host_key))
     try:
         if dev and environment.ssh is not None:
             wait_ssh(environment, timeout - (time.monotonic() - started), progress)
             timings.mark("ssh wait")
     finally:
-        if writer is not None:
+        for writer in writers:
             writer.result()
+        if writers:
             timings.mark("ssh entry write")
     return environment
 
@@ -351,14 +355,11 @@ def _create(runner: Runner, spec: Any, *, force: bool) -> Environment:
     return runner.create(spec, replace=True)
 
 
-def _write_entry(ssh_config: SSHConfig, entry: Any, host_keys: HostKeys | None, alias: str,
-                 host_key: HostKey | None) -> None:
-    if host_keys is not None:
-        if host_key is not None:
-            host_keys.trust(alias, host_key)
-        else:
-            host_keys.forget(alias)  # e.g. the image is no dev image any more
-    ssh_config.set(entry)
+def _write_known_host(host_keys: HostKeys, alias: str, host_key: HostKey | None) -> None:
+    if host_key is not None:
+        host_keys.trust(alias, host_key)
+    else:
+        host_keys.forget(alias)  # e.g. the image is no dev image any more
 
 
 def remove_environment(runner: Runner, name: str, ssh_config: SSHConfig | None,
