@@ -179,6 +179,11 @@ def main() -> int:
         "phases_median_s": {k: {p: statistics.median(r.get(p, 0.0) for r in rows)
                                 for p in dict.fromkeys(p for r in rows for p in r)}
                             for k, rows in phases.items()},
+        # what envd adds around the daemon's work: each run's wall time minus its create and
+        # start and its SSH wait (the floor pays those too), less distorted by load than ratios
+        "own_median_s": {k: statistics.median(
+            t - r.get("create and start", 0.0) - r.get("ssh wait", 0.0)
+            for t, r in zip(times[k], phases[k], strict=True)) for k in commands},
         "ratio_warm_up": med["warm up"] / med["floor"],
         "ratio_warm_run": med["warm run"] / med["floor"],
     }
@@ -192,6 +197,8 @@ def main() -> int:
         n = result["docker_requests"].get(k)
         print(f"{k:10} {med[k]:8.3f} {result['min_s'][k]:8.3f} "
               f"{'' if c is None else f'{c:8.3f}':>8} {'' if n is None else n:>8}")
+    print("\nenvd's own time (wall minus create and start and SSH wait, median s): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in result["own_median_s"].items()))
     for k, rows in result["phases_median_s"].items():
         print(f"\n{k} phases (median s):")
         for phase, seconds in rows.items():
