@@ -176,7 +176,8 @@ def up(app: Any, /, **params: Any) -> None:
         path=project, from_spec=params["from_spec"], tag=tag,
         export_cache=params["export_cache"], import_cache=params["import_cache"],
         platform=params["platform"], progress=mode, use_proxy=params["use_proxy"],
-        ca_bundle=params["ca_bundle"], reuse=True,
+        # upstream's `up --force` is "force rebuild and run": it never skips the build
+        ca_bundle=params["ca_bundle"], reuse=not params["force"],
     )
     if runner.pulls_images:
         # as upstream for envd-server: the runner pulls the image, so the build pushes it

@@ -10,10 +10,11 @@ recognises that case and skips the connection, the session, the solve and the im
 It must be exactly as correct as the solve it replaces. A cached solve reads nothing but its
 sources again, so the rules are about sources, and about the image still being the one made:
 
-1. only ``envd up`` asks for it (``BuildRequest.reuse``), with the definition cache on
-   (``ENVD_EVAL_CACHE=0`` turns this off too); a record names the *definition* it was made
-   from (a SHA-256 of the LLB bytes and the image config), so it applies to those exact bytes
-   however they were obtained (a cache hit, or a compile that gave them again);
+1. only ``envd up`` without ``--force`` asks for it (``BuildRequest.reuse``), with the
+   definition cache on (``ENVD_EVAL_CACHE=0`` turns this off too); a record names the
+   *definition* it was made from (a SHA-256 of the LLB bytes and the image config), so it
+   applies to those exact bytes however they were obtained (a cache hit, or a compile that
+   gave them again);
 2. the ``moby`` exporter with no push, no ``--export-cache``/``--import-cache``, no
    ``--no-cache``, and a runner on the very daemon the builder exports into (its ``host`` is the
    builder's ``docker_host``): the image must be where the runner looks;

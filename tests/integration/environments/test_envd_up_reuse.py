@@ -46,7 +46,8 @@ def write(project: Path, base: str, extra: str = "") -> None:
         '    runtime.environ(env={"REUSE": "1"})\n' + (f"    {extra}\n" if extra else ""))
 
 
-def up(envd: Envd, project: Path, tmp_path: Path, **env: str) -> tuple[str, dict[str, Any]]:
+def up(envd: Envd, project: Path, tmp_path: Path, *, force: bool = False,
+       **env: str) -> tuple[str, dict[str, Any]]:
     """``envd up --detach`` then ``down``; (its stderr, its ENVD_TIMINGS phases, with the
     Docker request count as ``requests``)."""
     timings = tmp_path / "timings.json"
@@ -54,7 +55,8 @@ def up(envd: Envd, project: Path, tmp_path: Path, **env: str) -> tuple[str, dict
     saved = envd.env
     envd.env = lambda: {**saved(), "ENVD_TIMINGS": str(timings), **env}  # type: ignore[method-assign]
     try:
-        proc = envd("up", "--detach", "--progress", "plain", cwd=project)
+        proc = envd("up", "--detach", "--progress", "plain", *(["--force"] if force else []),
+                    cwd=project)
     finally:
         envd.env = saved  # type: ignore[method-assign]
     envd("down", "--name", project.name)
@@ -82,9 +84,12 @@ def test_unchanged_project_keeps_its_image_without_a_solve(
     assert phases["requests"] <= 7, phases
     assert image_id(f"{project.name}:dev", docker_host) == built
 
-    # the switch of the definition cache turns it off
+    # the switch of the definition cache turns it off, and --force (upstream: "force rebuild
+    # and run") always solves
     off, phases = up(envd, project, tmp_path, ENVD_EVAL_CACHE="0")
     assert UP_TO_DATE not in off and "session" in phases
+    forced, phases = up(envd, project, tmp_path, force=True)
+    assert UP_TO_DATE not in forced and "session" in phases
 
 
 def test_a_base_tag_moved_in_dockerd_is_solved_again(
