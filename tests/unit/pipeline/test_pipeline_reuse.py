@@ -165,4 +165,20 @@ def test_a_damaged_record_is_a_miss() -> None:
     first.before_solve()
     first.after_solve()
     first.path.write_text("{not json")
-    assert not first.attempt()
+    again = planned(runner=runner)
+    assert again is not None and not again.attempt()
+
+
+def test_a_recorded_definition_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = Runner()
+    first = planned(runner=runner)
+    assert first is not None
+    first.before_solve()
+    first.after_solve()
+
+    def no_parse(data: bytes) -> list[str] | None:
+        raise AssertionError("the definition was parsed (protobuf imported) for a recorded one")
+
+    monkeypatch.setattr(reuse, "image_sources", no_parse)
+    again = planned(runner=runner)
+    assert again is not None and again.bases == [BASE] and again.attempt()
