@@ -70,12 +70,23 @@ def _check_early(options: Any) -> None:
     build_spec(options, {})
 
 
+def _host_keys(runner: Any, name: str) -> Any:
+    """The config dir's host keys, with ``name``'s key started on a thread when it has none and
+    the runner takes one (``ssh-keygen`` then runs beside the build or the client's opening)."""
+    from envd_core.contexts.store import config_dir
+    from envd_core.environments.hostkeys import HostKeys
+
+    keys = HostKeys(config_dir())
+    if runner.accepts_host_key:
+        keys.prepare(name)
+    return keys
+
+
 def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout: float,
-           alias: str, image_labels: dict[str, str] | None = None,
+           alias: str, host_keys: Any, image_labels: dict[str, str] | None = None,
            opened: Any = None) -> Any:
     from envd_core import timings
     from envd_core.contexts.store import config_dir
-    from envd_core.environments.hostkeys import HostKeys
     from envd_core.environments.keys import ensure_key_pair
     from envd_core.environments.operations import launch
 
@@ -84,8 +95,7 @@ def _start(app: Any, runner: Any, options: Any, params: dict[str, Any], timeout:
         opened.result()  # the runner's client, opened on a thread (run)
     environment = launch(runner, options, force=params["force"], timeout=timeout,
                          ssh_config=ssh_config(), identity_file=key, ssh_alias=alias,
-                         image_labels=image_labels, progress=info,
-                         host_keys=HostKeys(config_dir()))
+                         image_labels=image_labels, progress=info, host_keys=host_keys)
     info(f"Environment {environment.name} is running ({environment.image})")
     if environment.ssh is not None:
         info(f"SSH entry: ssh {alias}.envd (port {environment.ssh.port})")
@@ -156,6 +166,7 @@ def up(app: Any, /, **params: Any) -> None:
     # checked on a thread while the build file evaluates (in a forked child: the other core),
     # and joined before the solve, so a pair that cannot work still fails before any building
     ready = Background(_runner_ready, builder, runner, options.name, params["force"])
+    host_keys = _host_keys(runner, options.name)
     # imported after the thread starts: it begins its docker SDK import meanwhile
     from envd_core.pipeline.execute import BuildRequest, run_build
 
@@ -165,7 +176,8 @@ def up(app: Any, /, **params: Any) -> None:
         path=project, from_spec=params["from_spec"], tag=tag,
         export_cache=params["export_cache"], import_cache=params["import_cache"],
         platform=params["platform"], progress=mode, use_proxy=params["use_proxy"],
-        ca_bundle=params["ca_bundle"],
+        # upstream's `up --force` is "force rebuild and run": it never skips the build
+        ca_bundle=params["ca_bundle"], reuse=not params["force"],
     )
     if runner.pulls_images:
         # as upstream for envd-server: the runner pulls the image, so the build pushes it
@@ -180,15 +192,21 @@ def up(app: Any, /, **params: Any) -> None:
             info(f"Building {tag} on {builder.url} (context `{resolved.context.name}`)")
 
     try:
-        results = run_build(request, builder=builder, runner=runner,
-                            extra_functions=app.plugins.build_functions(),
-                            warn=lambda message: info(f"warning: {message}"),
-                            announce=announce)
-        ready.result()
+        try:
+            results = run_build(request, builder=builder, runner=runner,
+                                extra_functions=app.plugins.build_functions(),
+                                warn=lambda message: info(f"warning: {message}"),
+                                announce=announce)
+            ready.result()
+        except BaseException:
+            host_keys.discard_prepared(options.name)  # no environment was made: leave no key
+            raise
+        if results and results[0].reused:
+            info(f"{tag} is up to date: same definition as its last build, nothing to solve")
         timings.mark("up: build done")
         # upstream names `up`'s SSH host after the raw directory name; ours is the environment
         # name for both commands, so `down` always finds the entry it must remove
-        _start(app, runner, options, params, timeout, options.name,
+        _start(app, runner, options, params, timeout, options.name, host_keys,
                image_labels=results[0].labels if results else None)
     finally:
         timings.dump()
@@ -220,9 +238,13 @@ def run(app: Any, /, **params: Any) -> None:
     # the runner's client (the docker SDK import, the version request) opens on a thread while
     # this one makes the key pair and the host key
     client = Background(runner.status)
+    host_keys = _host_keys(runner, options.name)
     timings.mark("run: flags, context")
     try:
-        _start(app, runner, options, params, timeout, options.name, opened=client)
+        _start(app, runner, options, params, timeout, options.name, host_keys, opened=client)
+    except BaseException:
+        host_keys.discard_prepared(options.name)  # unless launch took it (no such image…)
+        raise
     finally:
         timings.dump()
 

@@ -15,10 +15,12 @@ are not envd's own aliases are kept byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -55,6 +57,8 @@ class HostKeys:
     def __init__(self, config_dir: Path) -> None:
         self.config_dir = config_dir
         self.known_hosts = config_dir / KNOWN_HOSTS
+        #: Keys :meth:`prepare` is making on a thread, by environment name.
+        self._pending: dict[str, Any] = {}
 
     def key_path(self, name: str) -> Path:
         """Where environment ``name``'s private host key is kept."""
@@ -71,13 +75,43 @@ class HostKeys:
             return None
         return HostKey(path=path, public=f"{public[0]} {public[1]}")
 
+    def prepare(self, name: str) -> None:
+        """Start making ``name``'s key on a thread when it has none, so ``ssh-keygen`` runs while
+        ``up`` builds (or ``run`` opens the runner's client); :meth:`ensure` takes it over and
+        :meth:`discard_prepared` removes it when the environment turns out to need none. An
+        existing key is never touched here: ``--force`` replaces it in :meth:`ensure`, only
+        once the environment is being replaced."""
+        if name in self._pending or self.get(name) is not None:
+            return
+        from envd_core.environments.waiting import Background
+
+        self._pending[name] = Background(self._make, name)
+
+    def discard_prepared(self, name: str) -> None:
+        """Remove the key :meth:`prepare` made for ``name`` (a non-dev image needs none)."""
+        pending = self._pending.pop(name, None)
+        if pending is None:
+            return
+        with contextlib.suppress(HostKeyError):
+            pending.result()
+            self.remove(name)
+
     def ensure(self, name: str, *, replace: bool = False) -> HostKey:
         """The host key of ``name``: kept across re-creations, made anew when missing or when
         ``replace`` (``up --force``)."""
+        pending = self._pending.pop(name, None)
+        if pending is not None:
+            made: HostKey = pending.result()  # its failure is this call's
+            if not replace:
+                return made
         if not replace:
             found = self.get(name)
             if found is not None:
                 return found
+        return self._make(name)
+
+    def _make(self, name: str) -> HostKey:
+        """Generate ``name``'s key (replacing any) with ``ssh-keygen``."""
         keygen = shutil.which("ssh-keygen")
         if keygen is None:
             raise HostKeyError(

@@ -274,15 +274,18 @@ def launch(
     failed start never touches ``~/.ssh/config``. With ``host_keys`` and a runner that
     :attr:`~envd_core.runner.Runner.accepts_host_key`, a dev environment gets its own host key
     (kept across re-creations, new with ``force``), recorded in envd's known_hosts file, and the
-    entry checks it strictly. ``image_labels`` are the labels of an image just built (``up``),
-    for a runner that pulls from a registry and so cannot be asked for them; the project
+    entry checks it strictly. ``image_labels`` are the labels of an image just built (``up``):
+    the image is then not looked up (it was just exported into, loaded into or confirmed in the
+    runner's store, and a runner that pulls from a registry cannot be asked); the project
     directory is mounted only where the runner supports mounts (envd-server syncs it instead,
     ``up --sync``).
     """
     import attrs
 
     labels: Mapping[str, str] = image_labels or {}
-    if image_labels is None or not runner.pulls_images:
+    # labels from the build (``up``) are the image's: the image was just built into, loaded
+    # into or confirmed in the runner's store, so looking it up again would only repeat that
+    if image_labels is None:
         image = find_image(runner, options.image) if not runner.pulls_images else None
         if image is None and runner.can_manage_images and not runner.pulls_images:
             raise RunnerError(
@@ -301,27 +304,33 @@ def launch(
     if host_keys is not None and ssh_config is not None and dev and runner.accepts_host_key:
         host_key = host_keys.ensure(spec.name, replace=force)
         spec = attrs.evolve(spec, host_key=str(host_key.path))
+    elif host_keys is not None:
+        host_keys.discard_prepared(spec.name)  # made early (HostKeys.prepare), not needed
     timings.mark("image lookup, host key")
     started = time.monotonic()
     environment = _create(runner, spec, force=force)
     timings.mark("create and start")
     if environment.status is not EnvironmentStatus.RUNNING:
         environment = wait_running(runner, spec.name, timeout)
-    writer = None
+    writers: list[Background] = []
     if ssh_config is not None and identity_file is not None:
         entry = runner.ssh_entry(environment, host=alias, identity_file=identity_file)
         if entry is not None and host_key is not None and host_keys is not None:
             entry = attrs.evolve(entry, known_hosts=str(host_keys.known_hosts))
         if entry is not None:
-            # two small atomic writes (fsyncs) while the SSH server starts, not after it
-            writer = Background(_write_entry, ssh_config, entry, host_keys, alias, host_key)
+            # two small atomic writes (fsyncs) while the SSH server starts, not after it, and
+            # side by side: the files are independent, and an fsync waits on the disk
+            writers.append(Background(ssh_config.set, entry))
+            if host_keys is not None:
+                writers.append(Background(_write_known_host, host_keys, alias, host_key))
     try:
         if dev and environment.ssh is not None:
             wait_ssh(environment, timeout - (time.monotonic() - started), progress)
             timings.mark("ssh wait")
     finally:
-        if writer is not None:
+        for writer in writers:
             writer.result()
+        if writers:
             timings.mark("ssh entry write")
     return environment
 
@@ -346,14 +355,11 @@ def _create(runner: Runner, spec: Any, *, force: bool) -> Environment:
     return runner.create(spec, replace=True)
 
 
-def _write_entry(ssh_config: SSHConfig, entry: Any, host_keys: HostKeys | None, alias: str,
-                 host_key: HostKey | None) -> None:
-    if host_keys is not None:
-        if host_key is not None:
-            host_keys.trust(alias, host_key)
-        else:
-            host_keys.forget(alias)  # e.g. the image is no dev image any more
-    ssh_config.set(entry)
+def _write_known_host(host_keys: HostKeys, alias: str, host_key: HostKey | None) -> None:
+    if host_key is not None:
+        host_keys.trust(alias, host_key)
+    else:
+        host_keys.forget(alias)  # e.g. the image is no dev image any more
 
 
 def remove_environment(runner: Runner, name: str, ssh_config: SSHConfig | None,

@@ -53,6 +53,9 @@ class BuildRequest:
     log_lines: int = 10
     #: The failure causes to recognise: plugins' rows first, then the built-in table.
     causes: tuple[Cause, ...] = BUILTIN_CAUSES
+    #: Keep the image the last solve of this very definition made, when it provably still
+    #: stands, instead of solving again (``envd up``; the rules: :mod:`envd_core.pipeline.reuse`).
+    reuse: bool = False
 
 
 @attrs.define
@@ -67,6 +70,8 @@ class BuildResult:
     exporter_response: dict[str, str] = attrs.field(factory=dict)
     #: The image's labels (``envd up`` hands them to a runner that cannot look them up).
     labels: dict[str, str] = attrs.field(factory=dict)
+    #: No solve: the image of the last solve of the same definition still stands (``up``).
+    reused: bool = False
 
 
 def _proxy_env() -> dict[str, str]:
@@ -351,16 +356,18 @@ def _run_build(
     timings.mark("flags")
     builder.project = str(context_dir)  # routing key of builders with several daemons, set
     # before the early connection so it lands on the project's daemon
-    early = (
-        EarlyConnection(builder)
-        if request.dump_llb is None and early_connect_enabled()
-        and (not builder.can_bootstrap or builder.early_bootstrap_check)
-        else None
-    )
+    want_early = (request.dump_llb is None and early_connect_enabled()
+                  and (not builder.can_bootstrap or builder.early_bootstrap_check))
+    # `up` (reuse) connects early only on a definition cache miss: on a hit it may keep its
+    # last image without any connection (pipeline/reuse.py), and has no evaluation to hide
+    # a connection behind anyway
+    early = EarlyConnection(builder) if want_early and not request.reuse else None
     try:
         cache = _DefinitionCache.open(request, context_dir=context_dir, builder=builder,
                                       extra_functions=extra_functions or {},
                                       limit_defaults=limit_defaults, platforms=platforms)
+        if want_early and early is None and (cache is None or cache.hit is None):
+            early = EarlyConnection(builder)
         graph: Any = None
         if cache is None or cache.hit is None:
             graph, reads = load_build_recorded(context_dir, request.from_spec, extra_functions,
@@ -488,15 +495,34 @@ def _build_one(
     if announce is not None:
         announce(platform)
     prepare()
+    reuse = None
+    if request.reuse:
+        from envd_core.pipeline.reuse import plan
+
+        reuse = plan(request=request, compiled=compiled, kind=kind, push_after=push_after,
+                     exporter_attrs=exporter_attrs, builder=builder, runner=runner)
+        if reuse is not None and reuse.attempt():
+            timings.mark("reuse check")
+            labels = (compiled.image_config.get("config") or {}).get("Labels") or {}
+            name = exporter_attrs.get("name", tag)
+            return BuildResult(tag=tag, output_type=kind,
+                               destination=f"dockerd's image store as {name} (unchanged)",
+                               labels={str(k): str(v) for k, v in labels.items()}, reused=True)
+        if reuse is not None:
+            reuse.before_solve()
+        timings.mark("reuse check")
     config_json = json.dumps(compiled.image_config, separators=(",", ":"))
     if builder.exporter_applies_config and kind in ("image", "docker", "oci", "moby"):
         exporter_attrs["containerimage.config"] = config_json
-    return _solve(
+    result = _solve(
         compiled, builder=builder, runner=runner, spec=spec, kind=kind,
         exporter_attrs=exporter_attrs, tag=tag, ca_bundle=ca_bundle, imports=imports,
         exports=exports, push_after=push_after, request=request,
         progress_stream=progress_stream, early=early,
     )
+    if reuse is not None:
+        reuse.after_solve()
+    return result
 
 
 def _solve(

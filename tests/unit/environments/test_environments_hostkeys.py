@@ -61,3 +61,26 @@ def test_the_entry_checks_strictly_only_with_a_known_hosts_file() -> None:
     assert b'UserKnownHostsFile "/c/known_hosts"\n' in strict
     assert b"HostKeyAlias p.envd\n" in strict
     assert b"StrictHostKeyChecking no" not in strict and b"/dev/null" not in strict
+
+
+def test_a_prepared_key_is_taken_over_or_discarded(keys: HostKeys) -> None:
+    keys.prepare("early")
+    made = keys.ensure("early")  # joins the thread's ssh-keygen
+    assert keys.get("early") == made
+    assert keys.ensure("early") == made
+    keys.discard_prepared("early")  # taken over: kept
+    assert keys.get("early") == made
+
+    keys.prepare("unused")
+    keys.discard_prepared("unused")  # a non-dev image: no key left behind
+    assert keys.get("unused") is None
+    assert not list(keys.key_path("unused").parent.glob(".unused*"))
+
+
+def test_prepare_never_replaces_an_existing_key(keys: HostKeys) -> None:
+    first = keys.ensure("kept")
+    keys.prepare("kept")
+    keys.discard_prepared("kept")  # nothing was prepared: the key stays
+    assert keys.get("kept") == first
+    keys.prepare("kept")
+    assert keys.ensure("kept", replace=True).public != first.public  # up --force still does

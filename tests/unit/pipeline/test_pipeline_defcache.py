@@ -441,7 +441,9 @@ def test_a_large_file_rewritten_with_its_old_mtime_is_seen(
     the old mtime put back (``touch -d``, ``rsync -t``) must still show, through the ctime."""
     import os
 
-    monkeypatch.setattr(defcache, "HASH_LIMIT", 0)
+    from envd_core.pipeline import fingerprints
+
+    monkeypatch.setattr(fingerprints, "HASH_LIMIT", 0)
     (project / "build.envd").write_text(BUILD + "    install.versioned()\n")
     assert b"tool-1" in build()
     before = (project / "VERSION").stat()
