@@ -722,3 +722,35 @@ def test_package_data_read_through_the_loader_is_recorded(tmp_path: Path) -> Non
     assert str(pkg / "mirrors.json") in got.opened
     assert not any(p.endswith((".py", ".pyc")) for p in got.opened)
     assert str(pkg / "__init__.py") in got.imported
+
+
+def test_editable_roots_are_top_level_packages_and_namespace_portions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key signs the directory of each editable top-level package (a submodule adds no
+    root of its own), each editable portion of a namespace package, and nothing installed."""
+    import importlib
+    import sys
+
+    pkg = tmp_path / "lead_editable_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    portion = tmp_path / "lead_ns_pkg" / "part"
+    portion.mkdir(parents=True)
+    (portion / "__init__.py").write_text("")
+    (tmp_path / "lead_single.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("lead_editable_pkg.sub", "lead_ns_pkg.part", "lead_single"):
+        importlib.import_module(name)
+    try:
+        roots = defcache.editable_roots()
+    finally:
+        for name in ("lead_editable_pkg", "lead_editable_pkg.sub", "lead_ns_pkg",
+                     "lead_ns_pkg.part", "lead_single"):
+            sys.modules.pop(name, None)
+    assert str(pkg) in roots
+    assert str(pkg / "sub") not in roots
+    assert str(tmp_path / "lead_ns_pkg") in roots  # the namespace package's only portion
+    assert str(tmp_path / "lead_single.py") in roots
+    assert not any("/site-packages/" in root for root in roots)
+    assert all(not root.endswith("/bin/envd") for root in roots)  # __main__ is left out
