@@ -108,7 +108,34 @@ class Plugins(VendorHooks):
     def create(
         cls, *, entry_points: bool = True, extra: Iterable[tuple[str, object]] = ()
     ) -> Plugins:
-        """A fresh manager with the core plugin, entry-point plugins and ``extra`` ones."""
+        """A fresh manager with the core plugin, entry-point plugins and ``extra`` ones.
+
+        In a resident child, the first call takes the manager its server registered before
+        forking (:meth:`keep_ready`) when it is the same as a fresh one would be: every
+        entry-point plugin enabled, no ``extra``, no hook tracing.
+        """
+        if entry_points and not extra and _READY:
+            ready = _READY.pop()
+            if _every_plugin_enabled():
+                return ready
+        return cls._fresh(entry_points=entry_points, extra=extra)
+
+    @classmethod
+    def keep_ready(cls) -> None:
+        """Register every entry-point plugin now, for the next :meth:`create` to take.
+
+        Called once by the resident server after its imports (envd_core/resident/preload.py),
+        so each forked child skips the registration: pluggy inspects every attribute of every
+        plugin, ~15 ms of each command. Made with every plugin enabled, whatever the server's
+        own switches were; a child whose switches disable one makes a fresh manager instead.
+        """
+        ready = cls._fresh(entry_points=True, extra=(), switches=False)
+        ready.trace = False
+        _READY[:] = [ready]
+
+    @classmethod
+    def _fresh(cls, *, entry_points: bool, extra: Iterable[tuple[str, object]],
+               switches: bool = True) -> Plugins:
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
         infos: dict[str, PluginInfo] = {}
@@ -117,21 +144,22 @@ class Plugins(VendorHooks):
 
         plugins.register(_builtin, name="core", distribution="envd-core", version=__version__)
         if entry_points:
-            plugins._load_entry_points()
+            plugins._load_entry_points(switches=switches)
         for name, obj in extra:
             plugins.register(obj, name=name)
-        if plugins.trace:
+        if plugins.trace and switches:
             pm.trace.root.setwriter(lambda line: sys.stderr.write(f"envd: trace: {line}"))
             pm.enable_tracing()
         return plugins
 
-    def _load_entry_points(self) -> None:
+    def _load_entry_points(self, *, switches: bool = True) -> None:
         from envd_core.plugin_config import disabled_plugins
         from envd_core.plugin_index import plugin_state
 
-        only = _split_env(os.environ.get("ENVD_PLUGINS"))
-        blocked = _split_env(os.environ.get("ENVD_DISABLE_PLUGINS")) or set()
-        disabled = disabled_plugins()
+        only = _split_env(os.environ.get("ENVD_PLUGINS")) if switches else None
+        blocked = (_split_env(os.environ.get("ENVD_DISABLE_PLUGINS")) or set()) if switches \
+            else set()
+        disabled = disabled_plugins() if switches else set()
         for ep in entry_points(GROUP):
             dist_name, version = ep.distribution, ep.version
             state = plugin_state(ep.name, only, blocked, disabled)
@@ -385,3 +413,17 @@ def _unknown_hook_message(plugin: object, exc: Exception) -> str:
     if unknown:
         return f"defines unknown hook(s) {', '.join(unknown)} (misspelled?)"
     return str(exc)
+
+
+#: The manager a resident server registered before forking (:meth:`Plugins.keep_ready`); the
+#: first :meth:`Plugins.create` of a child takes it. Empty everywhere else.
+_READY: list[Plugins] = []
+
+
+def _every_plugin_enabled() -> bool:
+    """Whether no switch disables a plugin and hooks are not traced: then a manager with every
+    entry-point plugin registered is the one :meth:`Plugins.create` would make."""
+    from envd_core.plugin_config import disabled_plugins
+
+    return (os.environ.get("ENVD_PLUGINS") is None and not os.environ.get("ENVD_DISABLE_PLUGINS")
+            and not os.environ.get("ENVD_TRACE_HOOKS") and not disabled_plugins())

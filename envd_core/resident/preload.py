@@ -88,6 +88,10 @@ def preload() -> tuple[int, list[str]]:
         for cls in kind.values():
             for name in cls.preload:
                 _import(name, errors)
+    Plugins.keep_ready()
+    from envd_core.pipeline.defcache import editable_roots
+
+    editable_roots()  # worked out once here, not in every child (see its docstring)
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate()
                           if t is not threading.main_thread())

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from abc import abstractmethod
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -324,3 +325,27 @@ def test_plugins_ls_json_and_table(cli, register_plugin):
     bad = cli("plugins", "ls", "-f", "yaml")
     assert 'Argument format only allows "json" and "table", found "yaml"' in assert_one_error(
         bad, code=2)
+
+
+def test_a_resident_child_takes_the_ready_manager_only_when_it_equals_a_fresh_one(
+        envd_config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``keep_ready`` (the resident server, before forking) registers every entry-point plugin
+    once; the next ``create`` takes that manager when nothing disables a plugin, and only once;
+    with a switch set it makes a fresh manager that honours it."""
+    from envd_core import plugins as plugins_module
+
+    monkeypatch.setattr(plugins_module, "_READY", [])
+    Plugins.keep_ready()
+    ready = plugins_module._READY[0]
+    assert Plugins.create() is ready
+    again = Plugins.create()
+    assert again is not ready  # taken once: a second manager is a fresh one
+    assert sorted(again.builder_types) == sorted(ready.builder_types)
+
+    Plugins.keep_ready()
+    ready = plugins_module._READY[0]
+    monkeypatch.setenv("ENVD_DISABLE_PLUGINS", "tcp")
+    switched = Plugins.create()
+    assert switched is not ready
+    assert "tcp" not in switched.builder_types and "tcp" in ready.builder_types
+    assert plugins_module._READY == []  # a declined manager is dropped, never reused later
