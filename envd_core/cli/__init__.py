@@ -35,7 +35,7 @@ def main() -> None:
     otherwise the full CLI runs here, and when the fast path declined for want of a fresh
     plugin index, it writes one.
     """
-    from envd_core.cli.fast import run_fast, wants_index
+    from envd_core.cli.fast import _exit_now, run_fast, wants_index
 
     argv = sys.argv[1:]
     code = run_fast(argv)
@@ -45,6 +45,7 @@ def main() -> None:
 
     code = run_resident(argv)
     if code is not None:
+        _exit_now(code)  # the child did the work: this process has nothing to tear down
         sys.exit(code)
     from envd_core.cli.app import main as full_main
 
