@@ -118,8 +118,10 @@ def prepare(tmp: Path, ours: list[str], upstream: str | None) -> tuple[dict[str,
     home.mkdir()
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8",
             "DOCKER_HOST": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")}
+    # ENVD_RESIDENT=0: the measured commands take the fast path, which never uses the resident
+    # process; without it the setup's `context create` would leave a server behind
     our_env = {**base, "ENVD_CONFIG_DIR": str(tmp / "envd-config"),
-               "ENVD_CACHE_DIR": str(tmp / "envd-cache")}
+               "ENVD_CACHE_DIR": str(tmp / "envd-cache"), "ENVD_RESIDENT": "0"}
     up_env = {**base, "ENVD_ANALYTICS": "false"}
     for name, kind, addr in CONTEXTS:
         create = ["context", "create", "--name", name, "--builder", kind,
