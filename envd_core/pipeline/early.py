@@ -24,6 +24,11 @@ class EarlyConnection:
         import threading
 
         self._builder = builder
+        #: Opened once no evaluation will fork any more (:meth:`allow_connect`): a gRPC
+        #: channel's core threads running while build.envd's evaluation forks its isolated
+        #: child made that child crash (SIGSEGV). Imports and the bootstrap check (plain
+        #: HTTP, e.g. a pod listing) go ahead before it.
+        self._gate = threading.Event()
         self._connection: Any = None
         self._error: BaseException | None = None
         self._taken = False
@@ -41,13 +46,24 @@ class EarlyConnection:
 
             if self._builder.can_bootstrap and self._builder.needs_bootstrap():
                 return  # bootstrapped by the build path first; take() gives None
+            self._gate.wait()
             self._connection = self._builder.connect(timeout=connect_timeout())
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread by take()
             self._error = exc
 
+    def allow_connect(self, *, after_evaluation_forks: bool = False) -> None:
+        """Let the thread connect: now, or once the coming evaluation has forked its child."""
+        if after_evaluation_forks:
+            from envd_core.envdfile.lang.isolate import after_next_fork
+
+            after_next_fork(self._gate.set)
+        else:
+            self._gate.set()
+
     def take(self) -> Any:
         """The connection (once), None if the daemon needs bootstrapping; raises what
         connecting raised."""
+        self._gate.set()
         self._thread.join()
         self._taken = True
         if self._error is not None:
@@ -58,6 +74,7 @@ class EarlyConnection:
         """Close the connection if nobody took it."""
         if self._taken:
             return
+        self._gate.set()
         self._thread.join()
         self._taken = True
         if self._connection is not None:

@@ -258,12 +258,21 @@ def _run_build(
             early = EarlyConnection(builder)
         graph: Any = None
         if cache is None or cache.hit is None:
-            graph, reads = load_build_recorded(context_dir, request.from_spec, extra_functions,
-                                               limit_defaults=limit_defaults,
-                                               record=cache is not None)
+            if early is not None:  # no gRPC threads while the evaluation forks (early.py)
+                early.allow_connect(after_evaluation_forks=True)
+            try:
+                graph, reads = load_build_recorded(context_dir, request.from_spec,
+                                                   extra_functions,
+                                                   limit_defaults=limit_defaults,
+                                                   record=cache is not None)
+            finally:
+                if early is not None:
+                    early.allow_connect()
             if cache is not None:
                 cache.evaluated(graph, reads)
             timings.mark("starlark")
+        elif early is not None:
+            early.allow_connect()  # a cached definition: nothing forks
         return _build_all(graph, request, context_dir=context_dir, spec=spec, tag=tag,
                           platforms=platforms, multi=multi, builder=builder, runner=runner,
                           ca_bundle=ca_bundle, imports=imports, exports=exports,

@@ -67,6 +67,25 @@ def on_big_stack(func: Callable[[], T], limits: EvalLimits) -> T:
     return box["value"]  # type: ignore[no-any-return]
 
 
+#: Run (then forgotten) in the parent as soon as the next evaluation child is forked, or at
+#: once when evaluation does not fork. What must not exist in a process while it forks waits
+#: for this: a gRPC channel's core threads (the early connection, pipeline/early.py) made the
+#: forked child crash with SIGSEGV when they were running at the fork.
+_AFTER_FORK: list[Callable[[], None]] = []
+
+
+def after_next_fork(callback: Callable[[], None]) -> None:
+    """Call ``callback`` in this process once the next evaluation has forked its child (or at
+    once when it does not fork); see :data:`_AFTER_FORK`."""
+    _AFTER_FORK.append(callback)
+
+
+def _forked() -> None:
+    callbacks, _AFTER_FORK[:] = list(_AFTER_FORK), []
+    for callback in callbacks:
+        callback()
+
+
 def should_fork(limits: EvalLimits) -> bool:
     """Fork when isolation is on and the platform has ``fork``."""
     return limits.isolate and hasattr(os, "fork")
@@ -76,6 +95,7 @@ def run_limited(func: Callable[[], T], limits: EvalLimits, file: str) -> T:
     """``func()`` under ``limits``: forked with rlimits when :func:`should_fork`, else on a
     big-stack thread in this process. ``file`` names the build file in errors."""
     if not should_fork(limits):
+        _forked()  # nothing is forked: nothing to wait for
         return on_big_stack(func, limits)
     with _private_dir() as tmp:
         result_path = os.path.join(tmp, "result")
@@ -98,8 +118,10 @@ def run_limited(func: Callable[[], T], limits: EvalLimits, file: str) -> T:
                 gc.unfreeze()
         if pid == 0:  # the child: never returns
             os.close(done_r)
+            _AFTER_FORK.clear()
             _child(func, limits, result_path, stderr_path)
         os.close(done_w)
+        _forked()
         try:
             status = _wait(pid, done_r, limits)
         finally:
