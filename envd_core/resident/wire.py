@@ -87,12 +87,49 @@ def check_dir(path: str, *, create: bool) -> str | None:
     return None
 
 
+#: Linux namespaces whose difference makes a process see another machine: other files, network,
+#: users, processes, host name, IPC, cgroups.
+_NAMESPACES = ("mnt", "net", "user", "pid", "uts", "ipc", "cgroup")
+
+
+def process_context() -> list[str]:
+    """What the server must share with a client besides the installation: its namespaces, its
+    root directory and its cgroup.
+
+    A command run under ``unshare --mount`` with a secret bind-mounted (a Kubernetes service
+    account token), in another network namespace, a chroot or a cgroup with a memory limit
+    (``systemd-run --scope``) must not be served by a server started outside it: the forked
+    child would read the server's files, use its network and be counted in its cgroup (CI
+    caught the first case: a build used the token of another namespace). Clients that differ
+    here get servers of their own. About 20 microseconds of system calls.
+    """
+    out: list[str] = []
+    for name in _NAMESPACES:
+        try:
+            out.append(os.readlink(f"/proc/self/ns/{name}"))
+        except OSError:
+            out.append("")
+    try:
+        st = os.stat("/")
+        out.append(f"{st.st_dev}:{st.st_ino}")
+    except OSError:
+        out.append("")
+    try:
+        with open("/proc/self/cgroup", "rb") as fh:
+            out.append(fh.read().decode("utf-8", "replace"))
+    except OSError:
+        out.append("")
+    return out
+
+
 def key(executable: str, path: list[str]) -> str:
-    """The server key: interpreter, envd version and ``sys.path``, as 8 hex digits."""
+    """The server key: interpreter, envd version, ``sys.path`` and :func:`process_context`,
+    as 8 hex digits."""
     from envd_core import __version__
     from envd_core.plugin_index import _fnv1a
 
-    return f"{_fnv1a(chr(0).join([executable, __version__, *path])):08x}"
+    parts = [executable, __version__, *path, *process_context()]
+    return f"{_fnv1a(chr(0).join(parts)):08x}"
 
 
 def usable_path(path: list[str]) -> bool:

@@ -230,3 +230,25 @@ def test_the_client_imports_only_built_in_modules() -> None:
     outside = {name for name in added if not name.startswith("envd_core")}
     assert outside <= {"marshal", "__future__"}, outside  # __future__: every envd module
     assert "socket" not in added and "signal" not in added and "enum" not in added
+
+
+def test_a_client_in_another_mount_namespace_gets_a_server_of_its_own() -> None:
+    """A command under ``unshare --mount`` (a bind-mounted service-account token) must not run
+    in a server forked outside it: the key covers the namespaces, root and cgroup."""
+    import shutil
+
+    code = ("import sys; from envd_core.resident import wire; "
+            "print(wire.key('/venv/bin/python', ['/venv/lib']))")
+    here = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout
+    assert here == again  # stable for the same installation and process context
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        # no unshare as an unprivileged user: show the same through the context itself
+        assert len(wire.process_context()) == 9
+        return
+    inside = subprocess.run([unshare, "--mount", "--propagation", "private", sys.executable,
+                             "-c", code], capture_output=True, text=True, check=True).stdout
+    assert inside != here
