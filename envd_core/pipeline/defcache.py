@@ -390,14 +390,16 @@ def store(key: str, reads: Mapping[str, list[str]], *, dev: bool,
         _prune(folder)
 
 
-def _prune(folder: Path) -> None:
-    """Keep the :data:`MAX_ENTRIES` most recently written entries."""
+def _prune(folder: Path, keep: int | None = None) -> None:
+    """Keep the ``keep`` (default :data:`MAX_ENTRIES`) most recently written ``.json`` files
+    of ``folder``; the reuse records (pipeline/reuse.py) are pruned the same way."""
+    keep = MAX_ENTRIES if keep is None else keep
     entries = []
     for item in os.scandir(folder):
         if item.name.endswith(".json"):
             with contextlib.suppress(OSError):
                 entries.append((item.stat().st_mtime_ns, item.path))
-    for _, path in sorted(entries)[:-MAX_ENTRIES]:
+    for _, path in sorted(entries)[:-keep]:
         with contextlib.suppress(OSError):
             os.unlink(path)
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +162,9 @@ class Reuse:
         with contextlib.suppress(OSError, EnvdError):  # only a cache: a failure costs a solve
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             write_atomic(self.path, json.dumps(doc, sort_keys=True).encode())
-            _prune(self.path.parent)
+            from envd_core.pipeline.defcache import _prune
+
+            _prune(self.path.parent, MAX_RECORDS)
         self._record = None
 
     def forget(self) -> None:
@@ -174,17 +175,6 @@ class Reuse:
 
 #: How many records are kept (the most recently written).
 MAX_RECORDS = 64
-
-
-def _prune(folder: Path) -> None:
-    entries = []
-    for item in os.scandir(folder):
-        if item.name.endswith(".json"):
-            with contextlib.suppress(OSError):
-                entries.append((item.stat().st_mtime_ns, item.path))
-    for _, path in sorted(entries)[:-MAX_RECORDS]:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 def definition_digest(definition_bytes: bytes, image_config: Any) -> str:
