@@ -35,12 +35,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _resident
+from _common import infra_env, timed_process
 
 LIVE = 16  # the default context and 15 tcp ones
 DEAD = 5
@@ -65,26 +65,6 @@ class BlackHole:
             except OSError:
                 return
             self.held.append(conn)  # kept open: the client waits for a reply that never comes
-
-
-def buildkit_tcp() -> str:
-    """The shared buildkitd's plain TCP address (``scripts/infra env``)."""
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "scripts"
-                                              / "infra"), "env", "--json"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
-    return str(json.loads(out).get("BUILDKIT_TCP") or "tcp://127.0.0.1:1234")
-
-
-def once(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall and CPU (user+sys) seconds of one fresh process, and its stdout."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _pid, _status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    proc.stdout.close()
-    return elapsed, usage.ru_utime + usage.ru_stime, out.decode(errors="replace")
 
 
 def prepare(tmp: Path, address: str, holes: list[BlackHole]) -> dict[str, str]:
@@ -119,15 +99,16 @@ def main() -> None:
     holes = [BlackHole() for _ in range(DEAD)]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="envd-bench-status-") as tmp:
-        direct = prepare(Path(tmp), buildkit_tcp().removeprefix("tcp://"), holes)
+        address = infra_env().get("BUILDKIT_TCP", "tcp://127.0.0.1:1234")
+        direct = prepare(Path(tmp), address.removeprefix("tcp://"), holes)
         served = _resident.resident_env(direct)
         try:
             _resident.warm(served)
             modes = {"resident": served, "direct": direct}
             # one checked run per mode first: the listing is right, and the probe code is warm
             for env in modes.values():
-                check(once([_resident.ENVD, "context", "ls", "--status", "--format", "json",
-                            "--timeout", "1"], env)[2])
+                check(timed_process([_resident.ENVD, "context", "ls", "--status", "--format",
+                                     "json", "--timeout", "1"], env).stdout.decode())
             cases = [(mode, t) for t in TIMEOUTS for mode in modes]
             samples: dict[tuple[str, float], list[tuple[float, float]]] = {c: [] for c in cases}
             for _ in range(args.runs):
@@ -137,10 +118,11 @@ def main() -> None:
                         argv += ["--timeout", f"{t:g}"]
                     # the served child's CPU, read outside the timed span
                     before = _resident.children_cpu(served) if mode == "resident" else 0.0
-                    wall, cpu, _out = once(argv, modes[mode])
+                    done = timed_process(argv, modes[mode])
+                    cpu = done.cpu
                     if mode == "resident":
                         cpu += _resident.children_cpu(served) - before
-                    samples[(mode, t)].append((wall, cpu))
+                    samples[(mode, t)].append((done.wall, cpu))
         finally:
             _resident.stop(served)
     results: dict[str, Any] = {"runs": args.runs, "live": LIVE, "dead": DEAD, "aim_s": AIM,
