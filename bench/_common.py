@@ -144,8 +144,10 @@ class DevProject:
         return f"{self.name}:dev"
 
     def envd(self, *argv: str, env: dict[str, str] | None = None) -> None:
-        """Run ``envd ARGV`` in the project, untimed (fails loudly)."""
-        done = timed_process([ENVD, *argv], env or self.env, cwd=self.project)
+        """Run ``envd ARGV`` in the project, untimed (fails loudly); without ``env``, with
+        ``ENVD_RESIDENT=0``, so it leaves no resident server in the user's socket directory."""
+        done = timed_process([ENVD, *argv], env or {**self.env, "ENVD_RESIDENT": "0"},
+                             cwd=self.project)
         if done.code != 0:
             raise SystemExit(f"bench: envd {' '.join(argv)} failed: "
                              f"{done.stderr.decode(errors='replace')[-2000:]}")
