@@ -89,9 +89,9 @@ def preload() -> tuple[int, list[str]]:
             for name in cls.preload:
                 _import(name, errors)
     Plugins.keep_ready()
-    from envd_core.pipeline.defcache import editable_roots
+    from envd_core.pipeline.sources import prime
 
-    editable_roots()  # worked out once here, not in every child (see its docstring)
+    prime()  # the definition cache key's sources, once here, not in every child (its docstring)
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate()
                           if t is not threading.main_thread())
