@@ -18,12 +18,17 @@ from envd_core.pipeline import sources
 def _no_prime() -> Iterator[None]:
     """Each test starts and ends with nothing primed (as a process of its own has it)."""
     signed, installed = dict(sources._SIGNED), list(sources._INSTALLED)
+    primed, watched = list(sources._PRIMED_ROOTS), sources._WATCH in sys.meta_path
     sources._SIGNED.clear()
     sources._INSTALLED.clear()
+    sources._PRIMED_ROOTS.clear()
     yield
     sources._SIGNED.clear()
     sources._SIGNED.update(signed)
     sources._INSTALLED[:] = installed
+    sources._PRIMED_ROOTS[:] = primed
+    if not watched and sources._WATCH in sys.meta_path:
+        sys.meta_path.remove(sources._WATCH)
 
 
 def _tree(tmp_path: Path) -> Path:
@@ -117,3 +122,36 @@ def test_the_installed_key_is_checked_by_mtime(tmp_path: Path,
     assert now != full and now[0][2] is True and listed == [str(site)]
     monkeypatch.setattr(sys, "path", [str(site), str(tmp_path)])  # another sys.path
     assert len(sources.installed_key()) == 2
+
+
+def test_primed_roots_hold_until_something_is_imported(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """After prime, editable_roots reads no module name until an import reaches the finders
+    or sys.modules changes size; then it scans again and finds the new editable package."""
+    import importlib
+
+    scans: list[int] = []
+    real_scan = sources._scan_roots
+
+    def scan() -> set[str]:
+        scans.append(1)
+        return real_scan()
+
+    monkeypatch.setattr(sources, "_scan_roots", scan)
+    sources.prime()
+    assert sys.meta_path[0] is sources._WATCH and len(scans) == 1
+    primed = sources.editable_roots()
+    assert len(scans) == 1 and primed == real_scan()
+    pkg = tmp_path / "conc_fresh_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        importlib.import_module("conc_fresh_pkg")
+        assert str(pkg) in sources.editable_roots() and len(scans) == 2
+    finally:
+        sys.modules.pop("conc_fresh_pkg", None)
+    sources._WATCH.seen = False  # as if primed again: only the size differs now
+    monkeypatch.setitem(sys.modules, "conc_fake_module", None)
+    sources.editable_roots()
+    assert len(scans) == 3
