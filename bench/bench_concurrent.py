@@ -3,6 +3,7 @@
 same LLBs, on one private buildkitd (not a test).
 
     .venv/bin/python bench/bench_concurrent.py [--builds 8] [--rounds 3]
+        [--baseline /work/main/.venv/bin/envd]
 
 Each project is a busybox environment whose steps differ by a project number (so no two builds
 share their exec vertices; they share the base image). ``envd build --dump-llb`` writes each
@@ -16,7 +17,13 @@ which shows up there), median round time and the ratio envd / buildctl.
 ``envd`` runs as users get it, with its resident process (a server of the bench's own, warmed
 before timing: bench/_resident.py); ``envd-direct`` is the same builds with ``ENVD_RESIDENT=0``,
 in the same rounds. The CPU column of ``envd`` adds what the server's forked children used to
-what the client processes used. ``--resident off`` drops the resident contender.
+what the client processes used; the server's own CPU in the round (forking: copying its page
+tables, and its copy-on-write faults) is printed beside it as ``+ server``, from
+``/proc/<pid>/stat``. ``--resident off`` drops the resident contender.
+
+``--baseline PATH`` adds ``envd-base``: another installation's ``envd`` (e.g. the main branch's
+venv), resident on with a server of its own, in the same rounds: a before/after of a change
+measured under the same load, which on a shared machine moves wall times by tens of percent.
 """
 
 from __future__ import annotations
@@ -70,6 +77,39 @@ def run_round(argvs: list[tuple[list[str], Path, Path | None]], env: dict[str, s
     return time.perf_counter() - started, [o for o in outcomes if o]
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process (``/proc/<pid>/stat``), 0 when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rpartition(b")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def served_cpu(envd: str, env: dict[str, str]) -> tuple[int, float]:
+    """The pid of ``envd``'s resident server under ``env`` and its reaped children's CPU."""
+    import json
+
+    done = subprocess.run([envd, "resident", "status", "--format", "json"], env=env,
+                          capture_output=True, text=True, check=True, timeout=60)
+    state = json.loads(done.stdout)
+    return int(state.get("pid") or 0), float(state.get("children_cpu", 0.0))
+
+
+def warm(envd: str, env: dict[str, str]) -> int:
+    """Start ``envd``'s resident server under ``env`` and wait until it serves; its pid."""
+    subprocess.run([envd, "version"], env=env, capture_output=True, check=True, timeout=120)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pid, _ = served_cpu(envd, env)
+        if pid:
+            subprocess.run([envd, "version"], env=env, capture_output=True, check=True)
+            return pid
+        time.sleep(0.2)
+    raise SystemExit(f"{envd}: the resident server did not start")
+
+
 def children_cpu() -> float:
     """User + system CPU seconds of every child this process has reaped so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -81,6 +121,8 @@ def main() -> None:
     parser.add_argument("--builds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--resident", choices=["on", "off"], default="on")
+    parser.add_argument("--baseline", default=None, metavar="ENVD",
+                        help="another installation's envd, run as contender envd-base")
     args = parser.parse_args()
     infra = infra_env()
     work = Path(tempfile.mkdtemp(prefix="envd-bench-concurrent-"))
@@ -123,41 +165,72 @@ def main() -> None:
 
         contenders: list[tuple[str, Any, dict[str, str]]] = [
             ("envd", envd_round, env), ("buildctl", buildctl_round, direct)]
+        #: contender -> (its envd, its resident server's pid)
+        servers: dict[str, tuple[str, int]] = {}
         if args.resident == "on":
-            print(f"resident server pid {_resident.warm(env)} (warmed, not timed)")
+            servers["envd"] = (ENVD, warm(ENVD, env))
+            print(f"resident server pid {servers['envd'][1]} (warmed, not timed)")
             contenders.insert(1, ("envd-direct", envd_round, direct))
+        if args.baseline:
+            base_env = _resident.resident_env(env)
+            base_round = [([args.baseline, *argv[1:]], cwd, stdin)
+                          for argv, cwd, stdin in envd_round]
+            servers["envd-base"] = (args.baseline, warm(args.baseline, base_env))
+            print(f"baseline {args.baseline}: resident server pid "
+                  f"{servers['envd-base'][1]}")
+            subprocess.run([args.baseline, "build", "--dump-llb", str(work / "base.llb")],
+                           cwd=projects[0], env=base_env, check=True, capture_output=True)
+            contenders.insert(1, ("envd-base", base_round, base_env))
+        server_cpu: dict[str, list[float]] = {name: [] for name in servers}
         times: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
         cpu: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
         failures: dict[str, list[str]] = {name: [] for name, _, _ in contenders}
         for i in range(args.rounds):
             for name, argvs, round_env in contenders:
                 prune()
-                served = (_resident.children_cpu(round_env)
-                          if "ENVD_RESIDENT_DIR" in round_env else None)
+                server = servers.get(name)
+                served = served_cpu(server[0], round_env)[1] if server else 0.0
+                server_before = process_cpu(server[1]) if server else 0.0
                 before = children_cpu()
                 elapsed, failed = run_round(argvs, round_env)
                 used = children_cpu() - before
-                if served is not None:  # the commands ran in the server's children
-                    used += _resident.children_cpu(round_env) - served
+                extra = ""
+                if server:  # the commands ran in the server's children
+                    server_cpu[name].append(process_cpu(server[1]) - server_before)
+                    used += served_cpu(server[0], round_env)[1] - served
+                    extra = f" + server {server_cpu[name][-1]:4.2f} s"
                 cpu[name].append(used)
                 times[name].append(elapsed)
                 failures[name] += failed
                 print(f"  round {i + 1} {name:9}{elapsed:7.2f} s, client CPU "
-                      f"{cpu[name][-1]:5.2f} s, {len(failed)} failed", flush=True)
+                      f"{cpu[name][-1]:5.2f} s{extra}, {len(failed)} failed, load "
+                      f"{os.getloadavg()[0]:.1f}", flush=True)
     print(f"\nmedian wall time of {args.builds} concurrent builds (s), and the client "
           "processes' CPU (user+sys, all builds of the round)")
     for name, values in times.items():
+        forks = (f" + server {statistics.median(server_cpu[name]):4.2f}"
+                 if server_cpu.get(name) else "")
         print(f"  {name:9}{statistics.median(values):8.2f}   CPU "
-              f"{statistics.median(cpu[name]):6.2f}   rounds: "
+              f"{statistics.median(cpu[name]):6.2f}{forks}   rounds: "
               + " ".join(f"{v:.2f}" for v in values))
     if args.resident == "on":
         _resident.stop(env)
+    if args.baseline:
+        subprocess.run([args.baseline, "resident", "stop", "--all"], env=base_env,
+                       capture_output=True, check=False, timeout=120)
     base = statistics.median(times["buildctl"])
     for name, label in (("envd", "envd (resident on)" if args.resident == "on" else "envd"),
+                        ("envd-base", f"baseline {args.baseline}"),
                         ("envd-direct", "envd (ENVD_RESIDENT=0)")):
         if times.get(name):
             print(f"concurrent builds: {label} / buildctl = "
                   f"{statistics.median(times[name]) / base:.2f}x")
+    if args.baseline:  # CPU is what the load distorts least: the change, measured the same way
+        mine, theirs = (statistics.median(cpu[n]) + statistics.median(server_cpu.get(n) or [0])
+                        for n in ("envd", "envd-base"))
+        print(f"CPU of a round (clients + children + server): envd {mine:.2f} s, baseline "
+              f"{theirs:.2f} s = {mine / theirs:.2f}x; buildctl "
+              f"{statistics.median(cpu['buildctl']):.2f} s")
     for name, lines in failures.items():
         for line in sorted(set(lines)):
             print(f"  {name} failure ({lines.count(line)}x): {line}")
