@@ -3,7 +3,7 @@
 same LLBs, on one private buildkitd (not a test).
 
     .venv/bin/python bench/bench_concurrent.py [--builds 8] [--rounds 3]
-        [--baseline /work/main/.venv/bin/envd]
+        [--baseline /work/main/.venv/bin/envd] [--phases]
 
 Each project is a busybox environment whose steps differ by a project number (so no two builds
 share their exec vertices; they share the base image). ``envd build --dump-llb`` writes each
@@ -20,6 +20,10 @@ in the same rounds. The CPU column of ``envd`` adds what the server's forked chi
 what the client processes used; the server's own CPU in the round (forking: copying its page
 tables, and its copy-on-write faults) is printed beside it as ``+ server``, from
 ``/proc/<pid>/stat``. ``--resident off`` drops the resident contender.
+
+``--phases`` gives every ``envd`` build its own ``ENVD_TIMINGS`` file and prints the median
+phases of the last round: wall, CPU and minor page faults per build (what a served build's
+child spends where, under the concurrency itself).
 
 ``--baseline PATH`` adds ``envd-base``: another installation's ``envd`` (e.g. the main branch's
 venv), resident on with a server of its own, in the same rounds: a before/after of a change
@@ -52,15 +56,17 @@ def build():
 """
 
 
-def run_round(argvs: list[tuple[list[str], Path, Path | None]], env: dict[str, str]
-              ) -> tuple[float, list[str]]:
-    """Start every command at once; wall time of the round and each failure's last line."""
+def run_round(argvs: list[tuple[list[str], Path, Path | None]], env: dict[str, str],
+              timings: Path | None = None) -> tuple[float, list[str]]:
+    """Start every command at once; wall time of the round and each failure's last line.
+    With ``timings``, build ``n`` writes its ``ENVD_TIMINGS`` to ``timings-n.json``."""
 
-    def one(item: tuple[list[str], Path, Path | None]) -> str:
-        argv, cwd, stdin_path = item
+    def one(n: int) -> str:
+        argv, cwd, stdin_path = argvs[n]
+        own = env if timings is None else {**env, "ENVD_TIMINGS": f"{timings}-{n}.json"}
         stdin = stdin_path.open("rb") if stdin_path else subprocess.DEVNULL
         try:
-            done = subprocess.run(argv, cwd=cwd, env=env, stdin=stdin, capture_output=True,
+            done = subprocess.run(argv, cwd=cwd, env=own, stdin=stdin, capture_output=True,
                                   check=False, timeout=900)
         finally:
             if stdin_path:
@@ -73,8 +79,31 @@ def run_round(argvs: list[tuple[list[str], Path, Path | None]], env: dict[str, s
 
     started = time.perf_counter()
     with ThreadPoolExecutor(len(argvs)) as pool:
-        outcomes = list(pool.map(one, argvs))
+        outcomes = list(pool.map(one, range(len(argvs))))
     return time.perf_counter() - started, [o for o in outcomes if o]
+
+
+def phase_table(files: list[Path]) -> list[str]:
+    """Median per build of each ``ENVD_TIMINGS`` phase: wall seconds, CPU ms, minor faults."""
+    import json
+
+    wall: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    faults: dict[str, list[float]] = {}
+    for file in files:
+        doc = json.loads(file.read_text())
+        for phase, seconds in doc["phases"].items():
+            wall.setdefault(phase, []).append(seconds)
+            cpu.setdefault(phase, []).append(1000 * doc.get("cpu", {}).get(phase, 0.0))
+            faults.setdefault(phase, []).append(doc.get("faults", {}).get(phase, 0))
+    lines = [f"  {'phase':30}{'wall s':>8}{'CPU ms':>8}{'faults':>8}"]
+    for phase, values in wall.items():
+        lines.append(f"  {phase:30}{statistics.median(values):8.3f}"
+                     f"{statistics.median(cpu[phase]):8.1f}"
+                     f"{statistics.median(faults[phase]):8.0f}")
+    lines.append(f"  {'all phases':30}{'':8}{sum(map(statistics.median, cpu.values())):8.1f}"
+                 f"{sum(map(statistics.median, faults.values())):8.0f}")
+    return lines
 
 
 def process_cpu(pid: int) -> float:
@@ -123,6 +152,9 @@ def main() -> None:
     parser.add_argument("--resident", choices=["on", "off"], default="on")
     parser.add_argument("--baseline", default=None, metavar="ENVD",
                         help="another installation's envd, run as contender envd-base")
+    parser.add_argument("--phases", action="store_true",
+                        help="ENVD_TIMINGS for every envd build; print the median phases "
+                             "(wall, CPU, faults) of the last round")
     args = parser.parse_args()
     infra = infra_env()
     work = Path(tempfile.mkdtemp(prefix="envd-bench-concurrent-"))
@@ -192,7 +224,8 @@ def main() -> None:
                 served = served_cpu(server[0], round_env)[1] if server else 0.0
                 server_before = process_cpu(server[1]) if server else 0.0
                 before = children_cpu()
-                elapsed, failed = run_round(argvs, round_env)
+                record = work / f"timings-{i}" if args.phases and name == "envd" else None
+                elapsed, failed = run_round(argvs, round_env, record)
                 used = children_cpu() - before
                 extra = ""
                 if server:  # the commands ran in the server's children
@@ -231,6 +264,10 @@ def main() -> None:
         print(f"CPU of a round (clients + children + server): envd {mine:.2f} s, baseline "
               f"{theirs:.2f} s = {mine / theirs:.2f}x; buildctl "
               f"{statistics.median(cpu['buildctl']):.2f} s")
+    if args.phases:
+        last = sorted(work.glob(f"timings-{args.rounds - 1}-*.json"))
+        print(f"\nenvd, round {args.rounds}: median per build over {len(last)} builds")
+        print("\n".join(phase_table(last)))
     for name, lines in failures.items():
         for line in sorted(set(lines)):
             print(f"  {name} failure ({lines.count(line)}x): {line}")
