@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -251,6 +252,7 @@ def main() -> None:
     if args.baseline:
         subprocess.run([args.baseline, "resident", "stop", "--all"], env=base_env,
                        capture_output=True, check=False, timeout=120)
+        shutil.rmtree(base_env["ENVD_RESIDENT_DIR"], ignore_errors=True)
     base = statistics.median(times["buildctl"])
     for name, label in (("envd", "envd (resident on)" if args.resident == "on" else "envd"),
                         ("envd-base", f"baseline {args.baseline}"),
