@@ -19,6 +19,9 @@ import threading
 import time
 
 _phases: list[tuple[str, float]] = []
+#: (phase, CPU seconds of the whole process (user + system, every thread), minor page faults)
+_usage: list[tuple[str, float, int]] = []
+_last_usage: list[tuple[float, int]] = []
 _counts: dict[str, int] = {}
 _last: list[float] = []
 _first_epoch: list[float] = []
@@ -44,6 +47,7 @@ def start() -> None:
         return
     _last[:] = [time.perf_counter()]
     _first_epoch[:] = [time.time()]
+    _last_usage[:] = [_rusage()]
 
 
 def begin_at(perf: float, epoch: float, phase: str) -> None:
@@ -53,12 +57,14 @@ def begin_at(perf: float, epoch: float, phase: str) -> None:
     The resident child (:mod:`envd_core.resident.child`) starts timing where its client
     process started, so its first phase is the client and the hand-off; the child calls the
     outermost :func:`dump`. ``perf_counter`` is CLOCK_MONOTONIC on Linux, comparable across
-    processes.
+    processes. The phase's CPU and page faults are the child's since its fork (a child starts
+    with zero usage), so they include taking over the client's process.
     """
     if not enabled() or _first_epoch:
         return
     _last[:] = [perf]
     _first_epoch[:] = [epoch]
+    _last_usage[:] = [(0.0, 0)]  # a forked child's usage counts from its fork: all of it is ours
     mark(phase)
 
 
@@ -69,6 +75,20 @@ def mark(phase: str) -> None:
     now = time.perf_counter()
     _phases.append((phase, now - _last[0]))
     _last[0] = now
+    if _last_usage:
+        cpu, faults = _rusage()
+        _usage.append((phase, cpu - _last_usage[0][0], faults - _last_usage[0][1]))
+        _last_usage[0] = (cpu, faults)
+
+
+def _rusage() -> tuple[float, int]:
+    """CPU seconds (user + system, all threads) and minor page faults of this process so far:
+    under concurrency wall time is mostly waiting, so the benches compare CPU per phase (a
+    forked resident child's faults are its copy-on-write of the server's pages)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime, usage.ru_minflt
 
 
 def count(event: str, n: int = 1) -> None:
@@ -97,7 +117,12 @@ def dump() -> None:
         totals[phase] = totals.get(phase, 0.0) + seconds
     with _lock:
         counts = dict(_counts)
+    cpu: dict[str, float] = {}
+    faults: dict[str, int] = {}
+    for phase, seconds, flt in _usage:
+        cpu[phase] = cpu.get(phase, 0.0) + seconds
+        faults[phase] = faults.get(phase, 0) + flt
     doc = {"started_epoch": _first_epoch[0], "ended_epoch": time.time(), "phases": totals,
-           "counts": counts}
+           "counts": counts, "cpu": cpu, "faults": faults}
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(doc, fh)

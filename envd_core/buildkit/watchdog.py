@@ -99,18 +99,24 @@ def wait_solve(future: grpc.Future[Any], connection: Connection, progress: Progr
     """``future.result()``, but raise :class:`BuilderError` when the daemon stops answering.
 
     ``probe`` (default: ListWorkers with a deadline) raises when the daemon does not answer.
+
+    The wait is on an event the future's done-callback sets, not on ``future.result(timeout)``:
+    grpc's waits wake every 0.1 s to let signal handlers run (grpc/_common.py), ~30 wake-ups of
+    the main thread in a 3 s solve, each taking the GIL from the threads that do the work. On
+    POSIX a lock wait is interrupted by signals anyway, so Ctrl-C still cancels at once.
     """
     import grpc
 
     settings = settings or WatchdogSettings.from_env()
+    done = threading.Event()
+    future.add_done_callback(lambda _future: done.set())
     if settings.idle <= 0:
+        done.wait()
         return future.result()
     probe = probe or _list_workers
     while True:
-        try:
-            return future.result(timeout=max(0.05, settings.idle - progress.idle_for()))
-        except grpc.FutureTimeoutError:
-            pass
+        if done.wait(max(0.05, settings.idle - progress.idle_for())):
+            return future.result()
         if progress.idle_for() < settings.idle:
             continue
         try:

@@ -40,7 +40,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,14 @@ from envd_core.pipeline.fingerprints import (
     fs_now,
     still_valid,
 )
+
+# the source and installation parts of the key live in pipeline/sources.py (with what the
+# resident server works out once for its children); re-exported (`as`) for callers and tests
+from envd_core.pipeline.sources import editable_roots as editable_roots
+from envd_core.pipeline.sources import installed_key
+from envd_core.pipeline.sources import is_installed_code as is_installed_code
+from envd_core.pipeline.sources import package_root as package_root
+from envd_core.pipeline.sources import source_signature as source_signature
 
 __all__ = [
     "CachedBuild", "DefinitionCache", "build_key", "cache_dir", "changed_since",
@@ -117,107 +125,6 @@ class CachedBuild:
 
 
 # ------------------------------------------------------------------ the key
-def source_signature(roots: Iterable[str]) -> list[Any]:
-    """``[root, digest, .py file count]`` per package directory (or module file); the digest
-    covers every ``.py`` file's path, size, mtime and ctime, so an edit shows even when it puts
-    the old mtime back (``rsync -t``, an archive, ``touch -d``): the ctime cannot be set."""
-    out: list[Any] = []
-    for root in sorted(set(roots)):
-        if os.path.isfile(root):
-            st = os.stat(root)
-            out.append([root, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}", 1])
-            continue
-        digest = hashlib.sha256()
-        count = 0
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for name in sorted(files):
-                if name.endswith(".py"):
-                    count += 1
-                    path = os.path.join(folder, name)
-                    st = os.stat(path)
-                    digest.update(
-                        f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0".encode())
-        out.append([root, digest.hexdigest(), count])
-    return out
-
-
-#: The standard library's folder (``lib-dynload`` is inside). Not ``sysconfig.get_paths()``:
-#: it measured ~60 ms, on every build's key.
-_STDLIB = os.path.join(os.path.dirname(os.__file__), "")
-
-
-def is_installed_code(file: str) -> bool:
-    """Whether a module file is the standard library's or an installed (not editable)
-    distribution's: the key covers those by the interpreter's version and the ``sys.path``
-    directories' distributions (:func:`_installed_key`), everything else by its source."""
-    return file.startswith(_STDLIB) or "/site-packages/" in file or "/dist-packages/" in file
-
-
-#: Top-level module name -> its editable root (``None``: stdlib, installed, no file). Filled
-#: by :func:`editable_roots`; the resident server fills it before forking (its preload calls
-#: it), so a child looks up its ~1,000 modules instead of touching each module object: in a
-#: forked child every touch writes a reference count, and the copy-on-write faults of reading
-#: them all took ~10 ms of each build's key.
-_ROOTS: dict[str, tuple[str, ...]] = {}
-
-
-def _roots_of(module: object) -> tuple[str, ...]:
-    file = getattr(module, "__file__", None)
-    if isinstance(file, str):
-        if os.path.isabs(file) and not is_installed_code(file):
-            return (os.path.dirname(file) if os.path.basename(file) == "__init__.py" else file,)
-        return ()
-    return tuple(portion for portion in getattr(module, "__path__", None) or ()
-                 if isinstance(portion, str) and os.path.isabs(portion)
-                 and not is_installed_code(os.path.join(portion, "")))
-
-
-def editable_roots() -> set[str]:
-    """The package directories (or module files) of the top-level modules in ``sys.modules``
-    that are neither the standard library's nor an installed distribution's: editable installs,
-    ``sys.path`` additions.
-
-    Only top-level names are read: a submodule's code is under its top-level package's
-    directory, which the key signs whole. A namespace package has no file of its own: each of
-    its editable portions is a root. ``__main__`` (the console script's stub, or nothing in a
-    resident child) is left out: it holds no code a build runs. A module's roots are worked out
-    once per process (:data:`_ROOTS`): its file does not move while it is loaded.
-    """
-    roots: set[str] = set()
-    modules = sys.modules
-    for name in list(modules):
-        if "." in name or name in ("__main__", "__mp_main__"):
-            continue
-        found = _ROOTS.get(name)
-        if found is None:
-            module = modules.get(name)
-            if module is None:
-                continue
-            found = _ROOTS[name] = _roots_of(module)
-        roots.update(found)
-    return roots
-
-
-def package_root(module_name: str) -> str | None:
-    """The directory of the top-level package ``module_name`` belongs to (or its file)."""
-    module = sys.modules.get(module_name.split(".", 1)[0])
-    file = getattr(module, "__file__", None)
-    if not isinstance(file, str):
-        return None
-    return os.path.dirname(file) if os.path.basename(file) == "__init__.py" else file
-
-
-def _installed_key() -> list[Any]:
-    """The ``sys.path`` directories that hold distributions, with their mtimes: installing,
-    removing or upgrading one (starlark-pyo3, protobuf, a plugin) changes it. The plugin index's
-    rule, so a directory without distributions (the working directory under ``python -m``,
-    whose mtime moves with every file made in it) does not invalidate every entry."""
-    from envd_core.plugin_index import _paths_key
-
-    return _paths_key()
-
-
 def public_key_text() -> str | None:
     """The envd public key dev images bake in, as it is now (``None`` before the first dev
     build made the pair; that build's entry then misses once, with the key in place)."""
@@ -236,6 +143,10 @@ def public_key_text() -> str | None:
 def _stable(value: Any) -> str:
     """``repr`` with sets and dict keys sorted: a set of strings iterates in a different order
     in every process (hash randomisation), which must not change the key."""
+    # the common plain values first: the ABC checks below cost ~2 ms per build in a resident
+    # child (each new type walks Mapping's registered subclasses)
+    if value is None or type(value) in (str, int, bool, float, bytes):
+        return repr(value)
     if isinstance(value, (set, frozenset)):
         return "{" + ", ".join(sorted(_stable(v) for v in value)) + "}"
     if isinstance(value, Mapping):
@@ -330,7 +241,7 @@ def build_key(*, flags: Mapping[str, Any], build_file: Path, context_dir: Path,
         "build_file": str(build_file), "context": str(context_dir), "cwd": os.getcwd(),
         "env": sorted((k, v) for k, v in os.environ.items() if k not in IGNORED_ENV),
         "sources": source_signature(r for r in roots if r),
-        "installed": _installed_key(),
+        "installed": installed_key(),
         "functions": sorted(f"{name}={_function_print(f)}" for name, f in extra_functions.items()),
         "limits": sorted((limit_defaults or {}).items()),
         "builder": [type(builder).__module__, type(builder).__qualname__, capabilities],

@@ -17,6 +17,15 @@ Then the CLI runs exactly as :func:`envd_core.cli.main` would run it directly (u
 written to ``$ENVD_RESIDENT_PROFILE``, when that is set), and the process
 ends with ``os._exit`` (never returning into the server's loop), after the steps of a normal
 exit (:func:`envd_core.cli.app.exit_now`).
+
+Its last step before ``os._exit`` (:func:`_report_exit`): stdin, stdout and stderr are pointed
+at ``/dev/null`` (so the client's reader sees the end of its output as soon as the client
+ends) and the exit status goes straight to the client on the request's connection, marked
+``early``. The kernel's teardown of a process forked from the ~50 MB server then takes
+6-9 ms of CPU (unmapping its pages), and the server's reap comes after that; the client no
+longer waits for either. It answers ``.`` so the server does not take its going away for
+Ctrl-C. A command that ends any other way (an uncaught exception, ``sys.exit`` before the
+CLI ran) is reported by the server when it reaps the child, as before.
 """
 
 from __future__ import annotations
@@ -76,6 +85,20 @@ def _stdio(env: dict[str, str]) -> None:
     sys.stderr = streams.__stderr__ = stream(2, "w", "backslashreplace")
 
 
+def _take_environment(env: dict[str, str]) -> None:
+    """Make ``os.environ`` (and with it the C environment: its setters call ``putenv`` and
+    ``unsetenv``) exactly ``env``, touching only what differs: the client's environment is
+    mostly the server's, and clearing then refilling it cost ~1.5 ms and ~180 copy-on-write
+    faults per command. The server never changes its environment but through ``os.environ``
+    (docs/resident.md: no reads or writes of it at import), so the two agree on every key."""
+    current = os.environ
+    for key in [key for key in current if key not in env]:
+        del current[key]
+    for key, value in env.items():
+        if current.get(key) != value:
+            current[key] = value
+
+
 def become_client(request: dict[str, Any], fds: list[int]) -> None:
     """Turn this freshly forked process into the client's (steps 1-5 above)."""
     import locale
@@ -89,8 +112,7 @@ def become_client(request: dict[str, Any], fds: list[int]) -> None:
             os.close(fd)
     _reset_signals()
     env = {str(k): str(v) for k, v in request["env"].items()}
-    os.environ.clear()
-    os.environ.update(env)
+    _take_environment(env)
     os.chdir(request["cwd"])
     os.umask(int(request["umask"]))
     sys.argv = [str(a) for a in request["argv"]]
@@ -112,8 +134,29 @@ def _start_timings(request: dict[str, Any]) -> None:
                          "client + resident handoff")
 
 
-def run(request: dict[str, Any], fds: list[int]) -> NoReturn:
-    """Run the client's command in this child and end the process with its exit code."""
+def _report_exit(code: int, report_fd: int) -> None:
+    """Leave the client's stdio and send it ``code`` before the kernel's teardown (module doc).
+
+    The write is blocking (a frame of a few bytes): a short write would leave half a frame
+    before the server's own report. A client already gone is no error: the server reports to
+    nobody either.
+    """
+    from envd_core.resident import wire
+
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    os.set_blocking(report_fd, True)
+    data = wire.encode({"exit": code, "early": True})
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(report_fd, data):]
+
+
+def run(request: dict[str, Any], fds: list[int], report_fd: int | None = None) -> NoReturn:
+    """Run the client's command in this child and end the process with its exit code; with
+    ``report_fd`` (the request's connection) the client gets the code before the teardown."""
     code = 1
     try:
         become_client(request, fds)
@@ -139,7 +182,8 @@ def run(request: dict[str, Any], fds: list[int]) -> NoReturn:
         else:
             code = run_cli(create_cli(factory), args)
         timings.dump()
-        exit_now(code)
+        exit_now(code, None if report_fd is None else (
+            lambda: _report_exit(code, report_fd)))
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 - reported on the client's stderr, then exit 1

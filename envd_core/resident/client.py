@@ -179,6 +179,11 @@ def _handoff(conn: Any, argv: Sequence[str], server_key: str, t0: float, e0: flo
                          f"{pid}); its outcome is unknown\nhint: run `envd resident status`; "
                          "set ENVD_RESIDENT=0 to run commands without it\n")
         return 1
+    if reply.get("early"):  # from the child itself: tell the server it need not report
+        try:  # noqa: SIM105 - contextlib is not imported on this path
+            conn.send(b".")
+        except OSError:
+            pass
     return int(reply["exit"])
 
 

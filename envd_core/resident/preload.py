@@ -29,7 +29,11 @@ from types import ModuleType
 #: (``buildkit/session/h2serve.py``), grpc's stubs, the Starlark interpreter.
 CORE_LAZY = ("h2.connection", "h2.config", "h2.events", "h2.exceptions", "h2.errors",
              "h2.settings", "grpc._channel", "grpc._simple_stubs", "grpc.experimental",
-             "starlark")
+             "starlark",
+             # imported by the server's own first os.wait4 (for its rusage) and by
+             # ENVD_TIMINGS: an import after the preload makes every child scan sys.modules
+             # for the definition cache key again (pipeline/sources.py, editable_roots)
+             "resource")
 
 #: Module names never preloaded: test helpers (import pytest), entry scripts.
 _SKIP = ("envd_core.testing", "__main__")
@@ -89,9 +93,9 @@ def preload() -> tuple[int, list[str]]:
             for name in cls.preload:
                 _import(name, errors)
     Plugins.keep_ready()
-    from envd_core.pipeline.defcache import editable_roots
+    from envd_core.pipeline.sources import prime
 
-    editable_roots()  # worked out once here, not in every child (see its docstring)
+    prime()  # the definition cache key's sources, once here, not in every child (its docstring)
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate()
                           if t is not threading.main_thread())

@@ -54,11 +54,13 @@ def log(message: str) -> None:
 
 
 class _Child:
-    __slots__ = ("conn", "kill_at")
+    __slots__ = ("conn", "kill_at", "reported")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.kill_at: float | None = None
+        #: the child sent its exit status itself and the client said so (child.py)
+        self.reported = False
 
 
 class Server:
@@ -319,12 +321,12 @@ class Server:
                 os.close(self.lock_fd)  # a copy would keep the lock held after we stop
             for child in self.children.values():
                 child.conn.close()
-            conn.close()
+            report_fd = conn.detach()  # the child reports its exit status on it (child.py)
         except BaseException:  # noqa: BLE001 - never return into the server's loop
             os._exit(1)
         from envd_core.resident.child import run
 
-        run(request, fds)
+        run(request, fds, report_fd)
 
     def _client_readable(self, conn: Any, pid: int) -> None:
         try:
@@ -333,10 +335,13 @@ class Server:
             return
         except OSError:
             data = b""
-        if data:
-            return  # nothing is expected from a client once its command runs
-        self.selector.unregister(conn)
         child = self.children.get(pid)
+        if data:
+            if data.startswith(b".") and child is not None:  # it has the child's own report
+                child.reported = True
+                self.selector.unregister(conn)
+            return  # nothing else is expected from a client once its command runs
+        self.selector.unregister(conn)
         if child is None:
             return
         log(f"client of {pid} went away: SIGINT to the command")
@@ -369,9 +374,10 @@ class Server:
             self.last_activity = time.monotonic()
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(child.conn)
-            child.conn.setblocking(True)
-            child.conn.settimeout(5.0)
-            self._reply(child.conn, {"exit": wire.exit_code(status)})
+            if not child.reported:
+                child.conn.setblocking(True)
+                child.conn.settimeout(5.0)
+                self._reply(child.conn, {"exit": wire.exit_code(status)})
             child.conn.close()
 
 

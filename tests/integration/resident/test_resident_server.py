@@ -131,6 +131,25 @@ def test_bad_input_is_one_line_and_exit_1(resident: Resident) -> None:
     assert resident.status()["served"] == before + 1
 
 
+def test_served_commands_report_their_own_exit_and_the_server_lets_them_go(
+        resident: Resident) -> None:
+    """The child sends its exit status before the kernel's teardown and the client answers it
+    (resident/child.py): codes and output are whole, and the server never takes the client's
+    going away for Ctrl-C (no "went away" in its log, nothing left running)."""
+    before = resident.wait_running()["served"]
+    for _ in range(3):
+        ok = resident.run("version")
+        assert ok.returncode == 0 and ok.stdout.startswith("envd: ")
+        assert "tcp" in ok.stdout  # the plugin table, the last lines, arrived whole
+        bad = resident.run("--context", "nope", "build")
+        assert bad.returncode == 1 and bad.stderr.startswith('envd: context "nope"')
+    deadline = time.monotonic() + 30
+    while (state := resident.status())["commands_running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state["served"] == before + 6 and state["commands_running"] == 0
+    assert "went away" not in resident.log()
+
+
 def test_the_child_writes_to_the_clients_terminal(resident: Resident, tmp_path: Path) -> None:
     """stdout a pty: the child sees a TTY (build refuses to write a tarball to it)."""
     before = resident.wait_running()["served"]

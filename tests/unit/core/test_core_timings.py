@@ -16,6 +16,8 @@ def _fresh() -> None:
     timings._last.clear()
     timings._first_epoch.clear()
     timings._counts.clear()
+    timings._usage.clear()
+    timings._last_usage.clear()
     timings._depth[0] = 0
 
 
@@ -61,3 +63,23 @@ def test_a_nested_build_adds_to_the_outer_command(tmp_path: Path,
     doc = json.loads(out.read_text())
     assert list(doc["phases"]) == ["flags", "solve", "create"]
     assert doc["counts"] == {"docker requests": 3}
+
+
+def test_each_phase_records_its_cpu_and_page_faults(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under concurrency a phase's wall time is mostly waiting: the CPU it used and the pages
+    it faulted in (a forked child's copy-on-write) are what the benches compare."""
+    out = tmp_path / "t.json"
+    monkeypatch.setenv("ENVD_TIMINGS", str(out))
+    timings.start()
+    timings.mark("idle")
+    buffers = [bytearray(4096 * 256) for _ in range(4)]  # touches ~1,000 fresh pages
+    spent = 0
+    while spent < 200_000:  # some CPU in the interpreter
+        spent += buffers[0][spent % 7] + 1
+    timings.mark("busy")
+    timings.dump()
+    doc = json.loads(out.read_text())
+    assert set(doc["cpu"]) == set(doc["faults"]) == {"idle", "busy"}
+    assert doc["cpu"]["busy"] > doc["cpu"]["idle"] >= 0
+    assert doc["faults"]["busy"] >= 500 > doc["faults"]["idle"]

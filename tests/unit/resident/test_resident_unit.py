@@ -252,3 +252,66 @@ def test_a_client_in_another_mount_namespace_gets_a_server_of_its_own() -> None:
     inside = subprocess.run([unshare, "--mount", "--propagation", "private", sys.executable,
                              "-c", code], capture_output=True, text=True, check=True).stdout
     assert inside != here
+
+
+def test_a_child_reports_its_exit_before_its_teardown_with_its_stdio_let_go() -> None:
+    """child._report_exit: the client gets the code on the connection, marked early, and the
+    child's stdout no longer holds the client's pipe (a reader sees its end with the client's)."""
+    import socket
+
+    from envd_core.resident.child import _report_exit
+
+    ours, theirs = socket.socketpair()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the command's child: stdout is the client's pipe until the report
+        try:
+            ours.close()
+            os.dup2(write_end, 1)
+            os.close(write_end)
+            os.write(1, b"before\n")
+            _report_exit(3, theirs.fileno())
+            os.write(1, b"after\n")  # /dev/null now
+        finally:
+            os._exit(3)
+    theirs.close()
+    os.close(write_end)
+    ours.settimeout(30)
+    assert wire.read_frame(ours.recv) == {"exit": 3, "early": True}
+    with os.fdopen(read_end, "rb") as pipe:
+        assert pipe.read() == b"before\n"
+    _, status = os.waitpid(pid, 0)
+    assert wire.exit_code(status) == 3
+    ours.close()
+
+
+def test_the_child_takes_the_clients_environment_exactly() -> None:
+    """child._take_environment: removed, changed and added variables, in os.environ and in the
+    C environment that grpc and the docker SDK's C code read (checked with libc's getenv)."""
+    import ctypes
+
+    from envd_core.resident.child import _take_environment
+
+    libc = ctypes.CDLL(None)
+    libc.getenv.restype = ctypes.c_char_p
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.environ.update(ENVD_T_GONE="1", ENVD_T_SAME="s", ENVD_T_CHANGED="old")
+            wanted = {k: v for k, v in os.environ.items() if k != "ENVD_T_GONE"}
+            wanted.update(ENVD_T_CHANGED="new", ENVD_T_ADDED="a")
+            _take_environment(wanted)
+            seen = {k: (libc.getenv(k.encode()) or b"").decode() for k in
+                    ("ENVD_T_GONE", "ENVD_T_SAME", "ENVD_T_CHANGED", "ENVD_T_ADDED")}
+            same = dict(os.environ) == wanted
+            os.write(write_end, json.dumps([same, seen]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        same, seen = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert same
+    assert seen == {"ENVD_T_GONE": "", "ENVD_T_SAME": "s", "ENVD_T_CHANGED": "new",
+                    "ENVD_T_ADDED": "a"}
