@@ -25,7 +25,9 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
 
 from envd_core import hookimpl
 from envd_core.builder import (
@@ -37,7 +39,7 @@ from envd_core.builder import (
     silent,
     strip_scheme,
 )
-from envd_core.errors import ErrorKind, ValidationError
+from envd_core.errors import BuilderError, ErrorKind, ValidationError
 from envd_core.options import Option
 from envd_kube_pod.address import Address, parse_address
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
     from envd_kube_pod.cluster import Cluster, PodInfo
     from envd_kube_pod.deploy import Settings
+    from envd_kube_pod.stream import ChannelStream
 
 __all__ = ["DEFAULT_IMAGE", "KubePodBuilder"]
 
@@ -109,6 +112,10 @@ class KubePodBuilder(Builder):
         self._shared_cluster: Cluster | None = None
         self._listing: list[PodInfo] | None = None
         self._needs: bool | None = None
+        # The forwarding keeper's answer (pods and bridged sockets), or the error it relayed.
+        self._routed: Routed | BuilderError | None = None
+        #: Whether the last :meth:`connect` went through the forwarding keeper.
+        self.via_keeper = False
 
     # -- address and options ---------------------------------------------------------------
     @classmethod
@@ -197,6 +204,12 @@ class KubePodBuilder(Builder):
             return False
         with self._lock:
             if self._needs is None:
+                routed = self._via_keeper()
+                if routed is not None:
+                    self._routed = routed
+                    self._needs = isinstance(routed, Routed) and \
+                        not any(p.ready for p in routed.pods)
+                    return self._needs
                 try:
                     pods = self._shared().pods(self.parsed, keep_socket=True)
                 except Exception:  # noqa: BLE001 - unsure: let the connect that follows explain
@@ -222,7 +235,7 @@ class KubePodBuilder(Builder):
         finally:
             cluster.close()
             with self._lock:  # the pods changed: the next connect lists them again
-                self._listing = self._needs = None
+                self._listing = self._needs = self._routed = None
 
     def remove(self, *, keep_state: bool = False, report: Report = silent) -> DaemonChange:
         """Delete the Deployment envd created for this address (found by its labels).
@@ -247,7 +260,7 @@ class KubePodBuilder(Builder):
         return DaemonChange(DaemonAction.REMOVED, ", ".join(removed))
 
     # -- connection ------------------------------------------------------------------------
-    def choose_pod(self, cluster: Cluster, pods: list[PodInfo]) -> PodInfo:
+    def choose_pod(self, cluster: Located, pods: list[PodInfo]) -> PodInfo:
         """The pod this build goes to; a one-line error when none can take it."""
         from envd_core.buildkit.errors import BuildkitConnectionError
         from envd_kube_pod import routing
@@ -286,33 +299,104 @@ class KubePodBuilder(Builder):
         """Reach buildkitd in the chosen pod (exec ``buildctl dial-stdio``, or port-forward)
         and speak gRPC over it. Uses the pod listing :meth:`needs_bootstrap` made, once."""
         with self._lock:
-            cluster = self._shared()
+            routed, self._routed = self._routed, None
             pods, self._listing = self._listing, None
+        if routed is None and pods is None:
+            routed = self._via_keeper(timeout)
+        self.via_keeper = False
+        if isinstance(routed, BaseException):
+            raise routed
+        if routed is not None:
+            kept = self.choose_pod(routed, routed.pods)
+            conn = self._open_kept(routed, kept, timeout)
+            if conn is not None:
+                self.last_pod, self.via_keeper = kept.name, True
+                return conn
+            # the keeper could not bridge (it died, or the pod refused): as without it
+        with self._lock:
+            cluster = self._shared()
         pod = self.choose_pod(cluster, cluster.pods(self.parsed, keep_socket=True)
                                if pods is None else pods)
         self.last_pod = pod.name
         return self._open(cluster, pod, timeout)
 
-    def _open(self, cluster: Cluster, pod: PodInfo, timeout: float) -> Connection:
-        from envd_core.buildkit.errors import BuildkitConnectionError
-        from envd_core.buildkit.transport import connect_bridge, wait_ready
-        from envd_core.errors import BuilderError
+    def _via_keeper(self, timeout: float = 25.0) -> Routed | BuilderError | None:
+        """The forwarding keeper's answer for this context: the pods and a bridged socket per
+        ready pod, or the error its listing gave; None to connect directly (the keeper is
+        off, not running yet: it is started for the next build, or its answer is unusable).
+        """
+        from envd_kube_pod import keeper_client
+
+        env = os.environ
+        if keeper_client.disabled(env):
+            return None
+        try:
+            from envd_core.resident.wire import socket_dir
+
+            directory = socket_dir(env)
+            key = keeper_client.key(self.address, self.option_values, env)
+        except Exception:  # noqa: BLE001 - never fail a build over the keeper
+            return None
+        sock = keeper_client.paths(directory, key)[0]
+        reply = keeper_client.ask(sock, {"op": "route"}, timeout=min(timeout, 25.0))
+        if reply is None:
+            keeper_client.spawn(directory, key, self.address, self.option_values)
+            return None
+        if "error" in reply:
+            return keeper_client.error_from(reply["error"])
+        return Routed.from_reply(reply)
+
+    def _open_kept(self, routed: Routed, pod: PodInfo, timeout: float) -> Connection | None:
+        """A gRPC channel to ``pod`` through the keeper's bridged socket; None when it does
+        not answer (the caller connects directly, which explains a refusal as ever)."""
+        from envd_core.buildkit.transport import connect_unix, wait_ready
+
+        path = routed.sockets.get(pod.name)
+        if not path:
+            return None
+        conn = connect_unix(path, wait=False, far=True,
+                            target=f"kube-pod://{routed.namespace}/{pod.name}")
+        try:
+            wait_ready(conn, timeout)
+        except BuilderError as exc:
+            conn.close()
+            if exc.kind == ErrorKind.TIMEOUT:
+                raise  # a direct attempt would wait as long again
+            return None
+        return conn
+
+    def endpoint(self, pod: PodInfo) -> tuple[str | None, int | None]:
+        """``(container, port)`` of buildkitd in ``pod``: port-forward to ``port`` when it is
+        set, else exec ``buildctl dial-stdio`` in ``container``."""
         from envd_kube_pod.deploy import CONTAINER
-        from envd_kube_pod.stream import ChannelStream, open_exec, open_port_forward
 
         container = self.parsed.container or (CONTAINER if CONTAINER in pod.containers
                                               else None)
-        last: list[ChannelStream] = []
-        refused: list[BuilderError] = []
         transport = self.option("transport")
         port = (pod.tcp_port(container) or int(self.option("port"))
                 if transport == "port-forward" else
                 pod.tcp_port(container) if transport == "auto" else None)
+        return container, port
+
+    def open_stream(self, cluster: Cluster, pod: PodInfo) -> ChannelStream:
+        """A new WebSocket byte stream to buildkitd in ``pod`` (:meth:`endpoint`)."""
+        from envd_kube_pod.stream import open_exec, open_port_forward
+
+        container, port = self.endpoint(pod)
+        return (open_port_forward(cluster, pod.name, port) if port else
+                open_exec(cluster, pod.name, container))
+
+    def _open(self, cluster: Cluster, pod: PodInfo, timeout: float) -> Connection:
+        from envd_core.buildkit.errors import BuildkitConnectionError
+        from envd_core.buildkit.transport import connect_bridge, wait_ready
+
+        last: list[ChannelStream] = []
+        refused: list[BuilderError] = []
+        port = self.endpoint(pod)[1]
 
         def dial() -> ChannelStream:
             try:
-                stream = (open_port_forward(cluster, pod.name, port) if port else
-                          open_exec(cluster, pod.name, container))
+                stream = self.open_stream(cluster, pod)
             except BuilderError as exc:  # the bridge only sees a closed socket: keep why
                 refused[:] = [exc]
                 raise
@@ -385,6 +469,44 @@ class KubePodBuilder(Builder):
                 latency_ms=round((time.monotonic() - started) * 1000, 1))
         finally:
             cluster.close()
+
+
+class Located(Protocol):
+    """Where a listing was made: what routing and its messages name."""
+
+    @property
+    def server(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+
+
+@attrs.frozen
+class Routed:
+    """The forwarding keeper's answer to ``route`` (:mod:`envd_kube_pod.keeper`)."""
+
+    server: str
+    namespace: str
+    pods: list[PodInfo]
+    #: The keeper's bridged unix socket per ready pod.
+    sockets: dict[str, str]
+
+    @classmethod
+    def from_reply(cls, reply: Mapping[str, Any]) -> Routed | None:
+        """The answer of a reply; None when it is malformed (connect directly then)."""
+        from envd_kube_pod.cluster import PodInfo
+
+        try:
+            pods = [PodInfo(name=str(p["name"]), phase=str(p["phase"]), ready=bool(p["ready"]),
+                            reason=str(p.get("reason") or ""),
+                            terminating=bool(p.get("terminating")),
+                            containers=tuple(str(c) for c in p.get("containers") or ()),
+                            tcp_ports=tuple((str(c), int(n)) for c, n in p.get("tcp_ports") or ()),
+                            owner=str(p.get("owner") or ""))
+                    for p in reply["pods"]]
+            sockets = {str(k): str(v) for k, v in dict(reply["sockets"]).items()}
+            return cls(str(reply["server"]), str(reply["namespace"]), pods, sockets)
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 @hookimpl

@@ -1,0 +1,222 @@
+"""The build process's side of the kube-pod forwarding keeper (:mod:`envd_kube_pod.keeper`).
+
+A keeper is a background process per user and per *key* that keeps the ``kubernetes`` client
+loaded, lists the context's pods for each build on an open API connection, and keeps one
+pre-opened port-forward (or exec) WebSocket per ready pod. A build asks it one question on its
+control socket (``route``) and connects its gRPC channel to the unix socket the answer names for
+the pod it routes to: no kube import, kubeconfig parse, TLS handshake, listing or upgrade in the
+build process. docs/kube-pod.md ("The forwarding keeper") describes the design.
+
+Everything here uses the standard library only (``json``, ``socket``, ``hashlib``), so asking a
+keeper costs the build process no import of the client.
+
+The **key** (:func:`key`) covers everything that changes what a keeper would do: the context's
+address and options, the content of the kubeconfig files, the environment variables the client
+reads (``KUBECONFIG``, the in-cluster service variables, proxies), the in-cluster
+service-account files (a rotated token starts a new keeper), the plugin's own source files (an
+edited keeper is replaced), the interpreter, and the process context the resident's key uses
+(:func:`envd_core.resident.wire.process_context`: namespaces, root, cgroup), so a build under
+``unshare --mount`` with another token bind-mounted never uses a keeper started outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from envd_core.errors import BuilderError
+
+#: Seconds without a request and without an open build connection before a keeper exits.
+DEFAULT_IDLE = 600.0
+#: Environment variables that change what the client connects to or with.
+_KEY_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "HOME",
+            "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+#: Where the kubelet mounts a pod's service account (in-cluster configuration).
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: The largest answer a client reads (a listing of a few hundred pods is ~100 KB).
+_MAX_REPLY = 4 * 1024 * 1024
+
+
+def disabled(env: Mapping[str, str]) -> bool:
+    """Whether ``ENVD_KUBE_KEEPER`` turns the keeper off (``0``, ``false``, ``no``, ``off``)."""
+    return env.get("ENVD_KUBE_KEEPER", "").strip().lower() in ("0", "false", "no", "off")
+
+
+def idle_seconds(env: Mapping[str, str]) -> float:
+    """``ENVD_KUBE_KEEPER_IDLE`` (seconds), or :data:`DEFAULT_IDLE` when unset or invalid."""
+    try:
+        value = float(env.get("ENVD_KUBE_KEEPER_IDLE", ""))
+    except ValueError:
+        return DEFAULT_IDLE
+    return value if value > 0 else DEFAULT_IDLE
+
+
+def kubeconfig_files(options: Mapping[str, str], env: Mapping[str, str]) -> list[str]:
+    """The kubeconfig files the context reads, in the order :class:`~envd_kube_pod.cluster.
+    Cluster` resolves them (the option, else ``KUBECONFIG``, else ``~/.kube/config``)."""
+    files = options.get("kubeconfig") or env.get("KUBECONFIG") or \
+        os.path.join(env.get("HOME") or os.path.expanduser("~"), ".kube", "config")
+    return [os.path.expanduser(p) for p in files.split(os.pathsep) if p]
+
+
+def _identity(path: str) -> str:
+    """``path`` and a digest of what it holds (content, not mtime: tools that rewrite a
+    kubeconfig unchanged, as ``scripts/infra env`` does, must not start another keeper)."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            return f"{path}:{hashlib.sha256(fh.read(_MAX_REPLY)).hexdigest()}"
+    except OSError:
+        return f"{path}:-"
+
+
+def key(address: str, options: Mapping[str, str], env: Mapping[str, str]) -> str:
+    """The keeper key of a context in this process, as 16 hex digits (module docstring)."""
+    import hashlib
+
+    from envd_core.resident.wire import process_context
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = sorted(os.path.join(here, n) for n in os.listdir(here) if n.endswith(".py"))
+    parts = [sys.executable, address, json.dumps(dict(options), sort_keys=True),
+             *(f"{k}={env.get(k, '')}" for k in _KEY_ENV),
+             *(_identity(p) for p in kubeconfig_files(options, env)),
+             *(_identity(os.path.join(SA_DIR, n)) for n in ("token", "ca.crt", "namespace")),
+             *(f"{p}:{os.stat(p).st_mtime_ns}" for p in sources), *process_context()]
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def paths(directory: str, keeper_key: str) -> tuple[str, str, str]:
+    """``(control socket, lock file, registration file)`` of the keeper ``keeper_key``."""
+    stem = os.path.join(directory, f"kube-keeper-{keeper_key}")
+    return f"{stem}.sock", f"{stem}.lock", f"{stem}.json"
+
+
+def ask(sock: str, request: Mapping[str, Any], timeout: float) -> dict[str, Any] | None:
+    """Send one JSON line to the keeper on ``sock``; its one-line JSON answer, or ``None``
+    when nobody answers there or the answer is not a JSON object."""
+    import socket
+
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(timeout)
+    try:
+        conn.connect(sock)
+        conn.sendall(json.dumps(dict(request)).encode() + b"\n")
+        data = bytearray()
+        while not data.endswith(b"\n"):
+            chunk = conn.recv(65536)
+            if not chunk or len(data) > _MAX_REPLY:
+                return None
+            data += chunk
+        reply = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    finally:
+        conn.close()
+    return reply if isinstance(reply, dict) else None
+
+
+def error_reply(exc: BaseException) -> dict[str, Any]:
+    """An error as the keeper sends it: message, kind, hint, and whether it is a connection
+    error (:class:`~envd_core.buildkit.errors.BuildkitConnectionError`)."""
+    from envd_core.buildkit.errors import BuildkitConnectionError
+
+    if isinstance(exc, BuilderError):
+        return {"message": exc.message, "kind": str(exc.kind.value), "hint": exc.hint,
+                "connection": isinstance(exc, BuildkitConnectionError)}
+    return {"message": f"the kube-pod keeper failed: {type(exc).__name__}: {exc}",
+            "kind": "unavailable", "hint": "set ENVD_KUBE_KEEPER=0 to connect without it",
+            "connection": False}
+
+
+def error_from(data: Any) -> BuilderError | None:
+    """The error an ``error`` answer holds, as the build process would have raised it; None
+    when ``data`` is not a well-formed error (the caller then connects directly)."""
+    from envd_core.buildkit.errors import BuildkitConnectionError
+    from envd_core.errors import ErrorKind
+
+    if not isinstance(data, dict) or not isinstance(data.get("message"), str):
+        return None
+    try:
+        kind = ErrorKind(data.get("kind"))
+    except ValueError:
+        return None
+    hint = data.get("hint") if isinstance(data.get("hint"), str) else None
+    if data.get("connection"):
+        return BuildkitConnectionError(data["message"], kind=kind, hint=hint)
+    return BuilderError(data["message"], kind=kind, hint=hint)
+
+
+def spawn(directory: str, keeper_key: str, address: str, options: Mapping[str, str]) -> None:
+    """Start a keeper for ``keeper_key`` in the background; never waits, never fails.
+
+    As the resident's ``spawn``: a new session, stdin from ``/dev/null``, output appended to
+    ``kube-keeper.log`` in the socket directory. Two builds racing here start two processes:
+    the one that takes the lock serves, the other exits at once.
+    """
+    from envd_core.resident.wire import check_dir
+
+    with contextlib.suppress(Exception):  # the build connects directly anyway
+        if check_dir(directory, create=True) is not None:
+            return
+        log = os.path.join(directory, "kube-keeper.log")
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ]
+        code = ("import sys; spec = sys.argv[1:4]; sys.path[:] = sys.argv[4:]; "
+                "from envd_kube_pod.keeper import main; main(*spec)")
+        spec = json.dumps({"address": address, "options": dict(options)})
+        # absolute: the keeper runs in `/` (a `''` entry means the build's directory)
+        path = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+        args = [sys.executable, "-c", code, directory, keeper_key, spec, *path]
+        env = dict(os.environ)
+        os.posix_spawn(sys.executable, args, env, file_actions=actions, setsid=True)
+
+
+def keepers(directory: str) -> list[dict[str, Any]]:
+    """The registration files of the keepers in ``directory`` whose process still runs."""
+    out: list[dict[str, Any]] = []
+    with contextlib.suppress(OSError):
+        for name in sorted(os.listdir(directory)):
+            if not (name.startswith("kube-keeper-") and name.endswith(".json")):
+                continue
+            try:
+                with open(os.path.join(directory, name), "rb") as fh:
+                    info = json.loads(fh.read())
+                os.kill(int(info["pid"]), 0)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            out.append(info)
+    return out
+
+
+def stop_all(directory: str, wait: float = 10.0, started_after: float = 0.0) -> list[int]:
+    """Ask every keeper in ``directory`` (started after ``started_after``, a ``time.time()``)
+    to stop, and wait up to ``wait`` s for them to exit; the pids that were asked."""
+    import time
+
+    pids: list[int] = []
+    for info in keepers(directory):
+        if float(info.get("started") or 0) < started_after:
+            continue
+        reply = ask(str(info.get("socket", "")), {"op": "stop"}, timeout=5.0)
+        if reply is not None and reply.get("stopping"):
+            pids.append(int(info["pid"]))
+    deadline = time.monotonic() + wait
+    for pid in pids:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):  # our own child (a test's): reap it
+                os.waitpid(pid, os.WNOHANG)
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.05)
+    return pids
