@@ -220,10 +220,16 @@ class Keeper:
             if idle or done:
                 log("idle: exiting" if idle else "stopping")
                 return
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                conn = None
+            conn = None
+            if self.stopping:  # builds still running: no new requests, wait for them
+                time.sleep(0.1)
+            else:
+                try:
+                    conn, _ = self.listener.accept()
+                except TimeoutError:
+                    pass
+                except OSError:  # shut down by `stop` in the meantime
+                    time.sleep(0.1)
             if conn is not None:
                 threading.Thread(target=self._handle, args=(conn,), daemon=True,
                                  name="envd-keeper-request").start()
@@ -265,6 +271,9 @@ class Keeper:
         if op == "stop":
             with self._lock:
                 self.stopping = True
+            if self.listener is not None:  # wakes the accept loop (it then waits for builds)
+                with contextlib.suppress(OSError):
+                    self.listener.shutdown(socket.SHUT_RDWR)
             return {"stopping": os.getpid()}
         return {"error": {"message": f"the kube-pod keeper does not know `{op}`",
                           "kind": "usage", "hint": None, "connection": False}}
@@ -273,6 +282,8 @@ class Keeper:
         """The pods, listed now, and a bridged socket for each ready one (module docstring)."""
         import attrs
 
+        with self._lock:
+            self.routes += 1
         if self.direct:
             return {"direct": self.direct}
         if self.cluster is None:
@@ -285,7 +296,6 @@ class Keeper:
         sockets = {p.name: self._bridge_for(p) for p in ready}
         names = {p.name for p in pods}
         with self._lock:
-            self.routes += 1
             gone = [n for n in self._bridges if n not in names]
             bridges = [self._bridges.pop(n) for n in gone]
             spares = [self._spares.pop(n)[0] for n in gone if n in self._spares]

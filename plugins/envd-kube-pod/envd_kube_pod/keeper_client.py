@@ -220,3 +220,27 @@ def stop_all(directory: str, wait: float = 10.0, started_after: float = 0.0) -> 
                 break
             time.sleep(0.05)
     return pids
+
+
+def start(address: str, options: Mapping[str, str], env: Mapping[str, str],
+          wait: float = 60.0) -> str | None:
+    """Start the keeper of this context unless one runs, and wait up to ``wait`` s until it
+    answers (tests and benchmarks; a build never waits for one); its control socket, or None.
+    """
+    import time
+
+    from envd_core.resident.wire import socket_dir
+
+    directory = socket_dir(env)
+    keeper_key = key(address, options, env)
+    sock = paths(directory, keeper_key)[0]
+    deadline = time.monotonic() + wait
+    spawned = False
+    while time.monotonic() < deadline:
+        if ask(sock, {"op": "status"}, timeout=5.0) is not None:
+            return sock
+        if not spawned:
+            spawn(directory, keeper_key, address, options)
+            spawned = True
+        time.sleep(0.1)
+    return None
