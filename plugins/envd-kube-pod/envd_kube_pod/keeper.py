@@ -7,8 +7,8 @@ keeper_client.spawn`), as ``python -c … DIR KEY SPEC SYS.PATH…``. Its life:
    a second keeper started by a racing build exits here), load the context's cluster
    configuration once (the ``kubernetes`` client, kubeconfig or in-cluster);
 2. bind ``kube-keeper-<key>.sock`` (mode 0600, in the 0700 directory the resident checks with
-   :func:`envd_core.resident.wire.check_dir`), write ``kube-keeper-<key>.json`` (pid, address,
-   socket: what ``envd resident status`` shows);
+   :func:`envd_core.resident.wire.check_dir`), register in ``kube-keeper-<key>.helper.json``
+   (pid, address, socket: what ``envd resident status`` shows, :mod:`envd_core.resident.helpers`);
 3. answer each connection of our own uid (``SO_PEERCRED``) with one JSON line:
 
    - ``route``: the context's pods, listed now on the client's pooled API connection (so
@@ -180,7 +180,7 @@ class Keeper:
         from envd_core.atomic import write_atomic
 
         write_atomic(self.info_file, json.dumps({
-            "kind": "kube-pod keeper", "pid": os.getpid(), "socket": self.sock,
+            "kind": keeper_client.KIND, "pid": os.getpid(), "socket": self.sock,
             "address": f"kube-pod://{self.builder.address}", "started": time.time(),
             "idle": self.idle}).encode())
         log(f"serving {self.sock} for kube-pod://{self.builder.address}"

@@ -37,8 +37,10 @@ _KEY_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", 
             "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
 #: Where the kubelet mounts a pod's service account (in-cluster configuration).
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-#: The largest answer a client reads (a listing of a few hundred pods is ~100 KB).
-_MAX_REPLY = 4 * 1024 * 1024
+#: The largest kubeconfig or token file hashed into the key.
+_MAX_FILE = 4 * 1024 * 1024
+#: What a keeper's registration says it is (``envd resident status`` shows it).
+KIND = "kube-pod keeper"
 
 
 def disabled(env: Mapping[str, str]) -> bool:
@@ -70,7 +72,7 @@ def _identity(path: str) -> str:
 
     try:
         with open(path, "rb") as fh:
-            return f"{path}:{hashlib.sha256(fh.read(_MAX_REPLY)).hexdigest()}"
+            return f"{path}:{hashlib.sha256(fh.read(_MAX_FILE)).hexdigest()}"
     except OSError:
         return f"{path}:-"
 
@@ -93,32 +95,18 @@ def key(address: str, options: Mapping[str, str], env: Mapping[str, str]) -> str
 
 def paths(directory: str, keeper_key: str) -> tuple[str, str, str]:
     """``(control socket, lock file, registration file)`` of the keeper ``keeper_key``."""
+    from envd_core.resident.helpers import SUFFIX
+
     stem = os.path.join(directory, f"kube-keeper-{keeper_key}")
-    return f"{stem}.sock", f"{stem}.lock", f"{stem}.json"
+    return f"{stem}.sock", f"{stem}.lock", f"{stem}{SUFFIX}"
 
 
 def ask(sock: str, request: Mapping[str, Any], timeout: float) -> dict[str, Any] | None:
-    """Send one JSON line to the keeper on ``sock``; its one-line JSON answer, or ``None``
-    when nobody answers there or the answer is not a JSON object."""
-    import socket
+    """Send one JSON line to the keeper on ``sock``; its answer, or ``None`` when nobody
+    answers there or the answer is not a JSON object (the resident's helper protocol)."""
+    from envd_core.resident.helpers import ask as ask_helper
 
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.settimeout(timeout)
-    try:
-        conn.connect(sock)
-        conn.sendall(json.dumps(dict(request)).encode() + b"\n")
-        data = bytearray()
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(65536)
-            if not chunk or len(data) > _MAX_REPLY:
-                return None
-            data += chunk
-        reply = json.loads(data)
-    except (OSError, ValueError):
-        return None
-    finally:
-        conn.close()
-    return reply if isinstance(reply, dict) else None
+    return ask_helper(sock, request, timeout)
 
 
 def error_reply(exc: BaseException) -> dict[str, Any]:
@@ -181,45 +169,18 @@ def spawn(directory: str, keeper_key: str, address: str, options: Mapping[str, s
 
 
 def keepers(directory: str) -> list[dict[str, Any]]:
-    """The registration files of the keepers in ``directory`` whose process still runs."""
-    out: list[dict[str, Any]] = []
-    with contextlib.suppress(OSError):
-        for name in sorted(os.listdir(directory)):
-            if not (name.startswith("kube-keeper-") and name.endswith(".json")):
-                continue
-            try:
-                with open(os.path.join(directory, name), "rb") as fh:
-                    info = json.loads(fh.read())
-                os.kill(int(info["pid"]), 0)
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            out.append(info)
-    return out
+    """The registrations of the keepers in ``directory`` whose process still runs."""
+    from envd_core.resident.helpers import registered
+
+    return [k for k in registered(directory) if k.get("kind") == KIND]
 
 
 def stop_all(directory: str, wait: float = 10.0, started_after: float = 0.0) -> list[int]:
     """Ask every keeper in ``directory`` (started after ``started_after``, a ``time.time()``)
     to stop, and wait up to ``wait`` s for them to exit; the pids that were asked."""
-    import time
+    from envd_core.resident.helpers import stop_all as stop_helpers
 
-    pids: list[int] = []
-    for info in keepers(directory):
-        if float(info.get("started") or 0) < started_after:
-            continue
-        reply = ask(str(info.get("socket", "")), {"op": "stop"}, timeout=5.0)
-        if reply is not None and reply.get("stopping"):
-            pids.append(int(info["pid"]))
-    deadline = time.monotonic() + wait
-    for pid in pids:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):  # our own child (a test's): reap it
-                os.waitpid(pid, os.WNOHANG)
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.05)
-    return pids
+    return stop_helpers(directory, wait, started_after, kind=KIND)
 
 
 def start(address: str, options: Mapping[str, str], env: Mapping[str, str],

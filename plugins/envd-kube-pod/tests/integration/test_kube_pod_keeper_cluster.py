@@ -154,8 +154,8 @@ def test_the_keeper_exits_when_idle_and_a_stopped_one_is_replaced(
     while Path(sock).exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not Path(sock).exists(), "the keeper did not exit after 2 s idle"
-    info = Path(sock).with_suffix(".json")
-    assert not info.exists()
+    registration = keeper_client.paths(os.path.dirname(sock), sock.rsplit("-", 1)[1][:-5])[2]
+    assert registration.endswith(".helper.json") and not Path(registration).exists()
     while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(pid)
