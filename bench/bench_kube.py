@@ -158,7 +158,12 @@ def main() -> int:
         before = keeper_usage(keeper_socks)
         runs = run_interleaved(contenders, build, Path(args.example), args.runs)
         report(runs)
-        report_keepers(before, keeper_usage(keeper_socks))
+        shares = report_keepers(before, keeper_usage(keeper_socks))
+        tcp_cpu = statistics.median(r[1] for r in runs["tcp"])
+        for label, share in shares.items():
+            cpu = statistics.median(r[1] for r in runs[label])
+            print(f"ratio {label} / tcp CPU with its keeper's share: {cpu + share:.3f} / "
+                  f"{tcp_cpu:.3f} s = {(cpu + share) / tcp_cpu:.2f}x")
         if args.warm:
             warm = run_warm(direct, names, build, Path(args.example), args.runs)
             print("\nwarm (every module imported; one forked child per build):")
@@ -211,15 +216,19 @@ def keeper_usage(socks: dict[str, str]) -> dict[str, tuple[float, int]]:
 
 
 def report_keepers(before: dict[str, tuple[float, int]],
-                   after: dict[str, tuple[float, int]]) -> None:
+                   after: dict[str, tuple[float, int]]) -> dict[str, float]:
     """The keepers' CPU over the timed rounds, per build they routed (not in the CPU columns
-    above, which are the build processes'): what a kube-pod build costs in total is both."""
+    above, which are the build processes'): what a kube-pod build costs in total is both.
+    Returns the CPU seconds per build of each keeper."""
+    shares = {}
     for label, (cpu, routes) in after.items():
         cpu0, routes0 = before[label]
         builds = max(routes - routes0, 1)
+        shares[label] = (cpu - cpu0) / builds
         print(f"{label} keeper: {cpu - cpu0:.3f}s CPU for {routes - routes0} builds routed = "
-              f"{(cpu - cpu0) / builds * 1000:.1f} ms per build (listing, bridge, spare "
-              "refill; kube and kube direct share the kube keeper)")
+              f"{shares[label] * 1000:.1f} ms per build (listing, bridge, spare refill; "
+              "`kube` and `kube direct` share one keeper)")
+    return shares
 
 
 def run_interleaved(contenders: dict[str, tuple[str, dict[str, str]]], build: list[str],

@@ -55,9 +55,9 @@ def registered(directory: str) -> list[dict[str, Any]]:
     return out
 
 
-def ask(sock: str, request: Mapping[str, Any], timeout: float) -> dict[str, Any] | None:
-    """Send one JSON line to the helper on ``sock``; its one-line JSON answer, or ``None`` when
-    nobody answers there or the answer is not a JSON object."""
+def exchange(sock: str, request: Mapping[str, Any], timeout: float) -> bytes | None:
+    """Send one JSON line to the helper on ``sock``; the line it answers (maybe not JSON), or
+    ``None`` when nobody listens there or the exchange broke off (no line came back)."""
     import socket
 
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -71,12 +71,26 @@ def ask(sock: str, request: Mapping[str, Any], timeout: float) -> dict[str, Any]
             if not chunk or len(data) > _MAX_REPLY:
                 return None
             data += chunk
-        reply = json.loads(data)
-    except (OSError, ValueError):
+    except OSError:
         return None
     finally:
         conn.close()
+    return bytes(data)
+
+
+def parse(line: bytes | None) -> dict[str, Any] | None:
+    """The JSON object of an answer line; ``None`` when there is none or it is not one."""
+    try:
+        reply = json.loads(line) if line is not None else None
+    except ValueError:
+        return None
     return reply if isinstance(reply, dict) else None
+
+
+def ask(sock: str, request: Mapping[str, Any], timeout: float) -> dict[str, Any] | None:
+    """Send one JSON line to the helper on ``sock``; its one-line JSON answer, or ``None`` when
+    nobody answers there or the answer is not a JSON object."""
+    return parse(exchange(sock, request, timeout))
 
 
 def stop_all(directory: str, wait: float = 10.0, started_after: float = 0.0,

@@ -337,10 +337,15 @@ class KubePodBuilder(Builder):
             key = keeper_client.key(self.address, self.option_values, env)
         except Exception:  # noqa: BLE001 - never fail a build over the keeper
             return None
+        from envd_core.resident.helpers import exchange, parse
+
         sock = keeper_client.paths(directory, key)[0]
-        reply = keeper_client.ask(sock, {"op": "route"}, timeout=min(timeout, 25.0))
-        if reply is None:
+        line = exchange(sock, {"op": "route"}, timeout=min(timeout, 25.0))
+        if line is None:  # nobody there (a keeper that answers garbage is not replaced)
             keeper_client.spawn(directory, key, self.address, self.option_values)
+            return None
+        reply = parse(line)
+        if reply is None:
             return None
         if "error" in reply:
             return keeper_client.error_from(reply["error"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -34,8 +35,28 @@ def sockdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.delenv("ENVD_KUBE_KEEPER", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.setenv("ENVD_KUBE_KEEPER_IDLE", "5")  # one a build started and nobody waited for
     yield directory
-    keeper_client.stop_all(directory)
+    # A build that found no keeper started one in the background; it may register only now.
+    deadline = time.monotonic() + 15
+    while locked(directory) and time.monotonic() < deadline:
+        keeper_client.stop_all(directory, wait=2)
+        time.sleep(0.2)
+    assert not locked(directory), "a keeper of this test is still running"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def locked(directory: str) -> bool:
+    """Whether a keeper holds a lock file in ``directory`` (it runs, registered or not)."""
+    import fcntl
+
+    for lock in Path(directory).glob("*.lock"):
+        with open(lock, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+    return False
 
 
 def tempfile_dir() -> str:
@@ -197,7 +218,7 @@ def test_contexts_with_expiring_credentials_stay_direct(tmp_path: Path) -> None:
         {"auth-provider": {"name": "oidc"}})})) is not None
     static = KubePodBuilder(ADDRESS, {"kubeconfig": kubeconfig({"token": "t"})})
     assert expiring_credentials(static) is None
-    keeper = Keeper(tempfile_dir(), "0" * 16, {"address": ADDRESS,
+    keeper = Keeper(str(tmp_path), "0" * 16, {"address": ADDRESS,
                                                "options": {"kubeconfig": kubeconfig(exec_user)}})
     keeper.direct = expiring_credentials(keeper.builder)
     assert keeper.answer("route") == {"direct": reason}
