@@ -38,49 +38,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _resident
-
-ROOT = Path(__file__).resolve().parent.parent
-ENVD = str(Path(sys.executable).with_name("envd"))
-
-
-def infra_env() -> dict[str, str]:
-    """``scripts/infra env --json`` (endpoints and image names)."""
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "infra"), "env", "--json"],
-                         capture_output=True, text=True, check=True).stdout
-    return {k: str(v) for k, v in json.loads(out).items()}
-
-
-def greets(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.settimeout(1)
-            return sock.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
-def wait_ssh(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not greets(port):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: no SSH greeting on 127.0.0.1:{port}")
-        time.sleep(0.02)
-
-
-def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True,
-                          check=True).stdout.strip()
+from _common import (
+    ENVD,
+    dev_project,
+    floor,
+    infra_env,
+    phase_medians,
+    ssh_port,
+    timed_process,
+    wait_ssh,
+)
 
 
 def main() -> int:
@@ -90,29 +65,14 @@ def main() -> int:
     args = parser.parse_args()
     infra = infra_env()
     load_start = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="envd-bench-up-"))
-    home = work / "home"
-    (home / ".ssh").mkdir(parents=True)
-    name = f"envd-bench-up-{uuid.uuid4().hex[:6]}"
-    project = work / name
-    project.mkdir()
-    (project / "build.envd").write_text(
-        "# syntax=v1\ndef build():\n"
-        f'    base(image="{infra["REGISTRY"]}/python:3.11-bookworm", dev=True)\n'
-        '    runtime.environ(env={"BENCH": "1"})\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
-    env.update(HOME=str(home), ENVD_CONFIG_DIR=str(home / "envd-config"),
-               ENVD_SSHD_IMAGE=infra["SSHD_IMAGE"], DOCKER_HOST=infra["DOCKER_HOST"])
+    p = dev_project(infra, "envd-bench-up")
+    name, project, env = p.name, p.project, p.env
     # "envd up"/"envd run" as users get them (resident on, warmed); "… direct": ENVD_RESIDENT=0
     direct = _resident.direct_env(env)
     env = _resident.resident_env(env)
     modes = {"": env, " direct": direct}
 
-    def envd(*argv: str) -> None:
-        subprocess.run([ENVD, *argv], cwd=project, env=env, check=True,
-                       capture_output=True, text=True)
-
-    timings_file = work / "timings.json"
+    timings_file = p.work / "timings.json"
     keys = [f"envd {c}{m}" for m in modes for c in ("up", "run")]
     phases: dict[str, list[dict[str, float]]] = {k: [] for k in keys}
     cpu: dict[str, list[float]] = {k: [] for k in keys}
@@ -123,17 +83,13 @@ def main() -> int:
         timings_file.unlink(missing_ok=True)
         run_env = modes[key.removeprefix("envd up").removeprefix("envd run")]
         spawned = time.time()
-        proc = subprocess.Popen([ENVD, *argv], cwd=project,
-                                env={**run_env, "ENVD_TIMINGS": str(timings_file)},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        assert proc.stderr is not None
-        err = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        done = timed_process([ENVD, *argv], {**run_env, "ENVD_TIMINGS": str(timings_file)},
+                             cwd=project)
         ended = time.time()
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: envd {' '.join(argv)} failed: {err.decode()[-2000:]}")
-        cpu[key].append(usage.ru_utime + usage.ru_stime)  # + the server's child: see timed()
+        if done.code != 0:
+            raise SystemExit(f"bench: envd {' '.join(argv)} failed: "
+                             f"{done.stderr.decode(errors='replace')[-2000:]}")
+        cpu[key].append(done.cpu)  # + the server's child: see timed()
         if timings_file.exists():  # an envd without ENVD_TIMINGS support writes none
             doc = json.loads(timings_file.read_text())
             row = {"interpreter+imports+cli": doc["started_epoch"] - spawned,
@@ -148,65 +104,48 @@ def main() -> int:
         served = _resident.children_cpu(env) if not key.endswith(" direct") else None
         t = time.monotonic()
         timed_envd(key, *argv)
-        wait_ssh(ssh_port())
+        wait_ssh(ssh_port(name))
         times[key].append(time.monotonic() - t)
         if served is not None:  # the command ran in the server's child: count its CPU too
             cpu[key][-1] += _resident.children_cpu(env) - served
 
-    def ssh_port() -> int:
-        return int(docker("port", name, "2222/tcp").rsplit(":", 1)[1])
-
-    image = f"{name}:dev"
     times: dict[str, list[float]] = {**{k: [] for k in keys}, "floor": [], "floor keygen": []}
-    host_key = work / "hostkey"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
-                   check=True, capture_output=True)
     try:
-        envd("up", "--detach", "--progress", "plain")  # the one real build
-        envd("down", "--name", name)
+        p.envd("up", "--detach", "--progress", "plain", env=env)  # the one real build
+        p.envd("down", "--name", name, env=env)
         _resident.warm(env)
         for _ in range(args.runs):
             for mode in modes:
                 timed(f"envd up{mode}", "up", "--detach", "--progress", "plain")
-                envd("down", "--name", name)
-                timed(f"envd run{mode}", "run", "--image", image, "--detach")
-                envd("down", "--name", name)
-
-            for key, extra in (("floor", ["-v", f"{host_key}:/var/envd/hostkey:ro",
-                                          "-e", "ENVD_HOST_KEY=/var/envd/hostkey"]),
-                               ("floor keygen", [])):
-                t = time.monotonic()
-                docker("run", "-d", "--name", name, "-p", "127.0.0.1::2222",
-                       "-v", f"{project}:/home/envd/{name}", *extra, image)
-                wait_ssh(ssh_port())
-                times[key].append(time.monotonic() - t)
-                docker("rm", "-f", name)
+                p.envd("down", "--name", name, env=env)
+                timed(f"envd run{mode}", "run", "--image", p.image, "--detach")
+                p.envd("down", "--name", name, env=env)
+            times["floor"].append(floor(p))
+            times["floor keygen"].append(floor(p, host_key=False))
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-        subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+        p.cleanup()
         _resident.stop(env)
     med = {k: statistics.median(v) for k, v in times.items()}
-    breakdown = {k: {p: statistics.median(r.get(p, 0.0) for r in rows)
-                     for p in dict.fromkeys(p for r in rows for p in r)}
-                 for k, rows in phases.items() if rows}
-    result = {"runs": args.runs, "load": (load_start + os.getloadavg()[0]) / 2, "median_s": med,
-              "min_s": {k: min(v) for k, v in times.items()},
-              "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
-              "docker_requests": {k: max(v) for k, v in requests.items() if v},
-              "phases_median_s": breakdown,
-              "ratio_up": med["envd up"] / med["floor"],
-              "ratio_run": med["envd run"] / med["floor"],
-              "ratio_up_direct": med["envd up direct"] / med["floor"],
-              "ratio_run_direct": med["envd run direct"] / med["floor"]}
+    breakdown = phase_medians(phases)
+    result: dict[str, Any] = {
+        "runs": args.runs, "load": (load_start + os.getloadavg()[0]) / 2, "median_s": med,
+        "min_s": {k: min(v) for k, v in times.items()},
+        "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
+        "docker_requests": {k: max(v) for k, v in requests.items() if v},
+        "phases_median_s": breakdown,
+        "ratio_up": med["envd up"] / med["floor"],
+        "ratio_run": med["envd run"] / med["floor"],
+        "ratio_up_direct": med["envd up direct"] / med["floor"],
+        "ratio_run_direct": med["envd run direct"] / med["floor"]}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"{'':16} {'median':>8} {'min':>8} {'cpu':>8} {'requests':>8}   "
               f"({args.runs} runs, interleaved, load {result['load']:.1f})")
         for k in times:
-            c = result["cpu_median_s"].get(k)  # type: ignore[attr-defined]
-            n = result["docker_requests"].get(k)  # type: ignore[attr-defined]
-            print(f"{k:16} {med[k]:8.3f} {result['min_s'][k]:8.3f} "  # type: ignore[index]
+            c = result["cpu_median_s"].get(k)
+            n = result["docker_requests"].get(k)
+            print(f"{k:16} {med[k]:8.3f} {result['min_s'][k]:8.3f} "
                   f"{'' if c is None else f'{c:8.3f}':>8} {'' if n is None else n:>8}")
         for k, rows in breakdown.items():
             print(f"\n{k} phases (median s):")

@@ -28,47 +28,12 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_up import docker, infra_env, wait_ssh
-
-ROOT = Path(__file__).resolve().parent.parent
-ENVD = str(Path(sys.executable).with_name("envd"))
-
-
-def fork_envd(argv: list[str], cwd: Path, env: dict[str, str],
-              profile: Path | None = None) -> tuple[int, float]:
-    """Fork a child that runs ``envd argv`` with this process's modules; (exit code, CPU s)."""
-    pid = os.fork()
-    if pid == 0:  # the child: what a resident's per-invocation child does
-        code = 1
-        try:
-            os.chdir(cwd)
-            os.environ.clear()
-            os.environ.update(env)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            from envd_core.cli.app import create_cli, exit_now, run
-
-            if profile is None:
-                code = run(create_cli(), argv)
-            else:
-                import cProfile
-
-                prof = cProfile.Profile()
-                code = prof.runcall(run, create_cli(), argv)
-                prof.dump_stats(str(profile))
-            exit_now(code)
-        finally:
-            os._exit(code)
-    _, status, usage = os.wait4(pid, 0)
-    return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
+from _common import dev_project, floor, fork_envd, infra_env, phase_medians, ssh_port, wait_ssh
 
 
 def main() -> int:
@@ -81,27 +46,12 @@ def main() -> int:
     args = parser.parse_args()
     infra = infra_env()
     load_start = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="envd-bench-upwarm-"))
-    home = work / "home"
-    (home / ".ssh").mkdir(parents=True)
-    name = f"envd-bench-upwarm-{uuid.uuid4().hex[:6]}"
-    project = work / name
-    project.mkdir()
-    (project / "build.envd").write_text(
-        "# syntax=v1\ndef build():\n"
-        f'    base(image="{infra["REGISTRY"]}/python:3.11-bookworm", dev=True)\n'
-        '    runtime.environ(env={"BENCH": "1"})\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
-    env.update(HOME=str(home), ENVD_CONFIG_DIR=str(home / "envd-config"),
-               ENVD_SSHD_IMAGE=infra["SSHD_IMAGE"], DOCKER_HOST=infra["DOCKER_HOST"])
+    p = dev_project(infra, "envd-bench-upwarm")
+    name, project, env, work = p.name, p.project, p.env, p.work
     env.update(item.split("=", 1) for item in args.env)
-    image = f"{name}:dev"
+    image = p.image
     timings_file = work / "timings.json"
     modules_file = work / "modules.txt"
-
-    def envd(*argv: str) -> None:
-        subprocess.run([ENVD, *argv], cwd=project, env=env, check=True,
-                       capture_output=True, text=True)
 
     # the one real build, in a process that records every module it imported
     lister = ("import atexit, sys\n"
@@ -111,7 +61,7 @@ def main() -> int:
               "main(sys.argv[1:])\n")
     subprocess.run([sys.executable, "-c", lister, "up", "--detach", "--progress", "plain"],
                    cwd=project, env=env, check=True, capture_output=True, text=True)
-    envd("down", "--name", name)
+    p.envd("down", "--name", name)
     imported = 0
     for module in modules_file.read_text().split():
         if module.startswith("__") or module in sys.modules:
@@ -122,9 +72,6 @@ def main() -> int:
         except Exception:  # noqa: BLE001 - a module only importable in its own context
             pass
 
-    host_key = work / "hostkey"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
-                   check=True, capture_output=True)
     commands = {"warm up": ["up", "--detach", "--progress", "plain"],
                 "warm run": ["run", "--image", image, "--detach"]}
     times: dict[str, list[float]] = {k: [] for k in (*commands, "floor")}
@@ -132,9 +79,6 @@ def main() -> int:
     requests: dict[str, list[int]] = {k: [] for k in commands}
     phases: dict[str, list[dict[str, float]]] = {k: [] for k in commands}
     profiles: list[Path] = []
-
-    def ssh_port() -> int:
-        return int(docker("port", name, "2222/tcp").rsplit(":", 1)[1])
 
     try:
         for i in range(args.runs):
@@ -148,7 +92,7 @@ def main() -> int:
                 ended = time.time()
                 if code != 0:
                     raise SystemExit(f"bench: envd {' '.join(argv)} exited {code}")
-                wait_ssh(ssh_port())
+                wait_ssh(ssh_port(name))
                 times[key].append(time.monotonic() - t)
                 cpu[key].append(used)
                 doc = json.loads(timings_file.read_text())
@@ -157,18 +101,10 @@ def main() -> int:
                 requests[key].append(int(doc.get("counts", {}).get("docker requests", 0)))
                 if profile is not None and key == "warm up":
                     profiles.append(profile)
-                envd("down", "--name", name)
-            t = time.monotonic()
-            docker("run", "-d", "--name", name, "-p", "127.0.0.1::2222",
-                   "-v", f"{project}:/home/envd/{name}",
-                   "-v", f"{host_key}:/var/envd/hostkey:ro",
-                   "-e", "ENVD_HOST_KEY=/var/envd/hostkey", image)
-            wait_ssh(ssh_port())
-            times["floor"].append(time.monotonic() - t)
-            docker("rm", "-f", name)
+                p.envd("down", "--name", name)
+            times["floor"].append(floor(p))
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
-        subprocess.run(["docker", "rmi", "-f", image], capture_output=True, check=False)
+        p.cleanup()
     med = {k: statistics.median(v) for k, v in times.items()}
     result: dict[str, Any] = {
         "runs": args.runs, "modules_preimported": imported,
@@ -176,9 +112,7 @@ def main() -> int:
         "min_s": {k: min(v) for k, v in times.items()},
         "cpu_median_s": {k: statistics.median(v) for k, v in cpu.items()},
         "docker_requests": {k: max(v) for k, v in requests.items()},
-        "phases_median_s": {k: {p: statistics.median(r.get(p, 0.0) for r in rows)
-                                for p in dict.fromkeys(p for r in rows for p in r)}
-                            for k, rows in phases.items()},
+        "phases_median_s": phase_medians(phases),
         # what envd adds around the daemon's work: each run's wall time minus its create and
         # start and its SSH wait (the floor pays those too), less distorted by load than ratios
         "own_median_s": {k: statistics.median(

@@ -264,6 +264,17 @@ class Builder(ABC):
         Raise ValidationError, e.g. when a client certificate is given without its key.
         """
 
+    def warnings(self) -> list[str]:
+        """Risks of this configuration that do not stop it from working, one line each,
+        without the ``warning:`` prefix (``tcp``: plain TCP to another host).
+
+        ``envd context create``/``update`` print them; the builder itself says them again when a
+        command uses the daemon (in :meth:`connect`), but not when :meth:`status` probes it:
+        ``context ls --status`` would repeat them for every context on every run. No I/O here.
+        The default: none.
+        """
+        return []
+
     # -- connection ------------------------------------------------------------------------
     @abstractmethod
     def connect(self, *, timeout: float) -> Connection:

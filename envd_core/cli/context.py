@@ -171,8 +171,22 @@ def create(app: Any, name_flag: str | None, name_arg: str | None, builder: str,
         use=use,
     )
     info(f"Context {ctx.name} is created")
+    _warn_about(app, ctx)
     if use:
         info(f'Current context is "{ctx.name}"')
+
+
+def _warn_about(app: Any, ctx: Any) -> None:
+    """The builder's warnings about this configuration (``Builder.warnings``): said when the
+    context is created or changed, not by every listing that probes it."""
+    from envd_core.errors import EnvdError
+
+    try:
+        lines = app.contexts.builder_for(ctx).warnings()
+    except EnvdError:
+        return  # a builder type that is not installed: nothing to say about its configuration
+    for line in lines:
+        info(f"envd: warning: {line}")
 
 
 def _probe_all(app: Any, contexts: list[Any], timeout: float) -> dict[str, dict[str, Any]]:
@@ -304,7 +318,7 @@ def update(app: Any, name: str, builder_address: str | None, runner: str | None,
     """Change an existing context; what is not given stays as it is."""
     from envd_core.options import parse_pairs
 
-    app.contexts.update(
+    ctx = app.contexts.update(
         name,
         builder_address=builder_address,
         runner=runner,
@@ -315,6 +329,8 @@ def update(app: Any, name: str, builder_address: str | None, runner: str | None,
         description=description,
     )
     info(f"Context {name} is updated")
+    if builder_address is not None or builder_opts or unset_opts:
+        _warn_about(app, ctx)
 
 
 @context.command("export")

@@ -84,6 +84,7 @@ def status(fmt: str) -> None:
                    "the plugins' helper processes there.")
 def stop(every: bool) -> None:
     """Stop the resident process (running commands finish first)."""
+    from envd_core.resident import lockfile, wire
     from envd_core.resident.client import servers
     from envd_core.resident.client import stop as stop_server
 
@@ -102,3 +103,8 @@ def stop(every: bool) -> None:
             stopped += 1
     if not stopped:
         click.echo("No resident process was running")
+    if every and wire.check_dir(directory, create=False) is None:
+        # crashed servers' leftovers; a server that exits removes its own
+        swept = lockfile.sweep(directory, keep="")
+        if swept:
+            click.echo(f"Removed the lock files of {swept} resident processes no longer running")

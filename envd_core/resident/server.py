@@ -5,14 +5,16 @@ spawn`), as ``python -c … DIR KEY SYS.PATH…``. Its life:
 
 1. close every inherited descriptor above 2, take ``sys.path`` from the client, leave the
    client's working directory (``/``);
-2. take the lock file next to the socket (``flock``, non-blocking): a second server started by a
-   racing client exits quietly here. The lock rather than ``bind`` alone, because a socket file
-   left by a crashed server cannot be told from a live one by ``bind`` (both give EADDRINUSE),
-   and unlinking it without holding a lock could unlink a live server's socket;
+2. take the lock file next to the socket (``flock``, non-blocking, then a check that the path
+   still names the locked file: :mod:`envd_core.resident.lockfile`): a second server started by
+   a racing client exits quietly here. The lock rather than ``bind`` alone, because a socket
+   file left by a crashed server cannot be told from a live one by ``bind`` (both give
+   EADDRINUSE), and unlinking it without holding a lock could unlink a live server's socket;
 3. import everything (:mod:`envd_core.resident.preload`), fingerprint the loaded code
    (:mod:`envd_core.resident.fresh`), ``gc.freeze()`` so forked children do not dirty the
    shared pages on their first collection;
-4. bind the socket (mode 0600 through the umask), then serve: for each connection of *our own
+4. bind the socket (mode 0600 through the umask), remove the lock files and sockets of other
+   keys whose lock nobody holds (dead servers'), then serve: for each connection of *our own
    uid* (``SO_PEERCRED``) read one request; ``run`` forks a child
    (:mod:`envd_core.resident.child`) after checking the code is unchanged, sends its pid, and
    sends its exit status when it is reaped (SIGCHLD through ``signal.set_wakeup_fd``); ``status``
@@ -20,9 +22,9 @@ spawn`), as ``python -c … DIR KEY SYS.PATH…``. Its life:
 5. a client that goes away (end of stream on its connection: killed, or its terminal closed)
    gets its child a SIGINT, the same as Ctrl-C, so a build cancels cleanly; SIGKILL follows if
    the child is still there 10 s later;
-6. stop accepting (socket unlinked, lock released) when the code changed on disk, after
-   ``ENVD_RESIDENT_IDLE`` seconds (default 15 min) without a request or a child, on ``stop`` or
-   SIGTERM; exit once the running children are reaped and reported.
+6. stop accepting (socket and lock file unlinked, lock released) when the code changed on
+   disk, after ``ENVD_RESIDENT_IDLE`` seconds (default 15 min) without a request or a child,
+   on ``stop`` or SIGTERM; exit once the running children are reaped and reported.
 
 No grpc channel, thread, docker or kubernetes client is ever created in this process: only
 children use them, each its own.
@@ -38,7 +40,7 @@ import sys
 import time
 from typing import Any
 
-from envd_core.resident import wire
+from envd_core.resident import lockfile, wire
 
 #: Seconds between the SIGINT sent to a child whose client went away and its SIGKILL.
 KILL_GRACE = 10.0
@@ -90,21 +92,18 @@ class Server:
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> bool:
-        """Lock, import, bind; False when another server holds the lock or it cannot run."""
-        import fcntl
+        """Lock, import, bind, sweep dead keys' files; False when another server holds the lock
+        or it cannot run."""
         import gc
 
         problem = wire.check_dir(self.directory, create=True)
         if problem is not None:
             log(f"not starting: {problem}")
             return False
-        self.lock_fd = os.open(wire.lock_path(self.sock), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                               0o600)
-        try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.lock_fd)
+        fd = lockfile.acquire(wire.lock_path(self.sock))
+        if fd is None:
             return False  # another server serves (or is starting): nothing to say
+        self.lock_fd = fd
         from envd_core.resident.fresh import Fingerprint
         from envd_core.resident.preload import preload
 
@@ -116,6 +115,8 @@ class Server:
 
         if threading.active_count() > 1:
             log("not serving: importing started threads, forking would be unsafe")
+            lockfile.remove(self.lock_fd, wire.lock_path(self.sock), self.sock)
+            self.lock_fd = -1
             return False
         self.fingerprint = Fingerprint.take()
         gc.freeze()
@@ -123,6 +124,9 @@ class Server:
         self.last_activity = time.monotonic()  # idle counts from ready, not from spawn
         log(f"serving {self.sock}: {self.modules} modules, {len(self.fingerprint.files)} files "
             f"watched, ready in {time.perf_counter() - began:.2f} s")
+        swept = lockfile.sweep(self.directory, keep=self.key)
+        if swept:
+            log(f"removed the lock files and sockets of {swept} dead servers")
         return True
 
     def _bind(self) -> None:
@@ -187,19 +191,15 @@ class Server:
         self.stop_reason = reason  # a signal handler: the loop acts on it
 
     def stop_accepting(self, reason: str) -> None:
-        """Unlink the socket (if still ours), release the lock; children run on."""
+        """Unlink the socket (if still ours) and the lock file, release the lock (in that
+        order: :mod:`envd_core.resident.lockfile`); children run on."""
         if not self.accepting:
             return
         self.accepting = False
         log(f"no longer accepting: {reason}")
         self.selector.unregister(self.listener)
         self.listener.close()
-        try:
-            if os.stat(self.sock).st_ino == self.inode:
-                os.unlink(self.sock)
-        except OSError:
-            pass
-        os.close(self.lock_fd)
+        lockfile.remove(self.lock_fd, wire.lock_path(self.sock), self.sock, self.inode)
         self.lock_fd = -1
 
     @staticmethod

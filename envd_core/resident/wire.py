@@ -146,7 +146,8 @@ def socket_path(directory: str, server_key: str) -> str | None:
 
 
 def lock_path(sock: str) -> str:
-    """The lock file a server holds for its whole accepting life (see the server)."""
+    """The lock file a server holds for its whole accepting life and removes when it stops
+    accepting (:mod:`envd_core.resident.lockfile`)."""
     return sock[: -len(".sock")] + ".lock"
 
 

@@ -8,7 +8,10 @@ buildx's remote driver names them::
         --builder-opt cert=/etc/envd/client.pem --builder-opt key=/etc/envd/client-key.pem
 
 Any TLS option turns TLS on; ``cert`` and ``key`` (mutual TLS) go together. Plain TCP to a host
-that is not loopback works but warns once per process: anyone on the path can use the daemon.
+that is not loopback works but warns: anyone on the path can use the daemon. The warning comes
+with ``context create``/``update`` and once per process when a command uses the daemon (build,
+up, prune…), not from a status probe (``context ls --status``, ``inspect``): a listing would
+repeat it for every such context on every run.
 
 Several daemons may be listed, comma-separated (``a:1234,b:1234``): each build uses the first
 that answers, in order, and says so when it skips one. The TLS options apply to all of them.
@@ -25,7 +28,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from envd_core import hookimpl
-from envd_core.builder import Builder, strip_scheme
+from envd_core.builder import Builder, BuilderStatus, strip_scheme
 from envd_core.errors import ValidationError
 from envd_core.options import Option
 
@@ -87,6 +90,8 @@ class TcpBuilder(Builder):
         Option("key", "client private key for mutual TLS", kind="path"),
         Option("servername", "server name to verify in the daemon's certificate"),
     )
+    #: True while :meth:`status` probes: the plain-TCP warning is for uses of the daemon.
+    _probing = False
 
     @classmethod
     def normalize_address(cls, address: str) -> str:
@@ -151,6 +156,21 @@ class TcpBuilder(Builder):
             return conn
         raise AssertionError("unreachable: the loop returns or raises")
 
+    def warnings(self) -> list[str]:
+        """Plain TCP to a host that is not loopback, one line per such address."""
+        if self.tls_enabled:
+            return []
+        return [_plain_tcp_warning(address) for address in self.addresses
+                if not _is_loopback(split_host_port(address)[0])]
+
+    def status(self, *, timeout: float = 3.0) -> BuilderStatus:
+        """The base probe, without the plain-TCP warning: probing is not using the daemon."""
+        self._probing = True
+        try:
+            return super().status(timeout=timeout)
+        finally:
+            self._probing = False
+
     def _connect_one(self, address: str, timeout: float) -> Connection:
         from envd_core.buildkit.transport import TLSConfig, connect_tcp
 
@@ -163,15 +183,17 @@ class TcpBuilder(Builder):
                 key=self._text_option("key"),
                 server_name=self._text_option("servername"),
             )
-        elif not _is_loopback(host):
+        elif not self._probing and not _is_loopback(host):
             with _warn_lock:
                 if address not in _warned:
                     _warned.add(address)
-                    sys.stderr.write(
-                        f"envd: warning: tcp://{address} is plain TCP without TLS: anyone who can "
-                        "reach it can use the daemon (set --builder-opt cacert/cert/key)\n"
-                    )
+                    sys.stderr.write(f"envd: warning: {_plain_tcp_warning(address)}\n")
         return connect_tcp(host, port, tls=tls, timeout=timeout)
+
+
+def _plain_tcp_warning(address: str) -> str:
+    return (f"tcp://{address} is plain TCP without TLS: anyone who can reach it can use the "
+            "daemon (set --builder-opt cacert/cert/key)")
 
 
 class UnixBuilder(Builder):

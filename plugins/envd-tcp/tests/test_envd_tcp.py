@@ -164,3 +164,59 @@ def test_address_list_all_refused_is_one_line() -> None:
                                          f"127.0.0.1:{ports[0]}: ")
     assert f"; 127.0.0.1:{ports[1]}: " in info.value.message
     assert "\n" not in info.value.message
+
+
+def _connect_stops_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``connect_tcp`` raises at once: what is tested is what happens before it."""
+    import envd_core.buildkit.transport as transport
+
+    def fake_connect(*args: object, **kwargs: object) -> None:
+        raise ValidationError("stop here")
+
+    monkeypatch.setattr(transport, "connect_tcp", fake_connect)
+
+
+def test_a_status_probe_does_not_warn_but_a_use_still_does(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import envd_tcp
+
+    builder = TcpBuilder("192.0.2.1:1234")  # TEST-NET-1: never contacted (connect is faked)
+    envd_tcp._warned.discard(builder.address)
+    _connect_stops_here(monkeypatch)
+    for _ in range(2):
+        status = builder.status(timeout=0.1)
+        assert status.reachable is False and status.error == "stop here"
+    assert "plain TCP" not in capsys.readouterr().err
+    with pytest.raises(ValidationError):
+        builder.connect(timeout=0.1)  # a build's connect: the probes did not use up the warning
+    assert capsys.readouterr().err.count("plain TCP without TLS") == 1
+
+
+def test_warnings_name_each_plain_remote_address() -> None:
+    mixed = TcpBuilder("127.0.0.1:1234,192.0.2.1:1234,[::1]:1234,buildkit.corp:1234")
+    assert [w.split(" ", 1)[0] for w in mixed.warnings()] == [
+        "tcp://192.0.2.1:1234", "tcp://buildkit.corp:1234"]
+    assert TcpBuilder("127.0.0.1:1234").warnings() == []
+    assert TcpBuilder("192.0.2.1:1234", {"cacert": "/etc/ca.pem"}).warnings() == []
+
+
+def test_create_warns_and_inspect_does_not(envd_config_dir: object,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from envd_core.plugins import Plugins
+    from envd_core.testing import EnvdCli
+
+    cli = EnvdCli(lambda: Plugins.create())
+    _connect_stops_here(monkeypatch)
+    created = cli("context", "create", "--name", "far", "--builder", "tcp",
+                  "--builder-address", "192.0.2.1:1234")
+    assert created.exit_code == 0, created.stderr
+    assert created.stderr.count("warning: tcp://192.0.2.1:1234 is plain TCP without TLS") == 1
+    described = cli("context", "update", "far", "--description", "x")
+    assert described.exit_code == 0 and "plain TCP" not in described.stderr
+    probed = cli("context", "inspect", "far", "--timeout", "0.1")
+    assert probed.exit_code == 0, probed.stderr
+    assert '"reachable": false' in probed.stdout
+    assert "plain TCP" not in probed.stderr
+    local = cli("context", "create", "--name", "near", "--builder", "tcp",
+                "--builder-address", "127.0.0.1:1234")
+    assert local.exit_code == 0 and "warning" not in local.stderr

@@ -228,17 +228,37 @@ def _bridge_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("envd-bk-bridge")]
 
 
-def test_bridge_cleans_up_after_failed_dial() -> None:
+def test_bridge_cleans_up_after_failed_dial(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the folder this bridge made is looked at: the shared /tmp also holds the bridges of
+    builds running beside the suite (a bench), which once made this test fail."""
+    import shutil
+    import tempfile
+
     def refuse() -> socket.socket:
         raise BuildkitConnectionError("the far end is not BuildKit", kind="not-buildkit")
 
-    before = set(os.listdir("/tmp"))
-    with pytest.raises(BuildkitConnectionError) as ei:
-        connect_bridge(refuse, target="refusing", timeout=2)
-    assert ei.value.kind == "not-buildkit"
-    assert _bridge_threads() == []
-    leftovers = {p for p in set(os.listdir("/tmp")) - before if p.startswith("envd-bk-")}
-    assert leftovers == set()
+    own = tempfile.mkdtemp(prefix="envd-bkt-", dir="/tmp")  # short: AF_UNIX paths are 107 bytes
+    made: list[str] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def recording_mkdtemp(*args: object, **kwargs: object) -> str:
+        path: str = real_mkdtemp(*args, **kwargs)  # type: ignore[call-overload]
+        made.append(path)
+        return path
+
+    monkeypatch.setattr(tempfile, "tempdir", own)  # the bridge's folder goes under ours
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
+    try:
+        with pytest.raises(BuildkitConnectionError) as ei:
+            connect_bridge(refuse, target="refusing", timeout=2)
+        assert ei.value.kind == "not-buildkit"
+        assert _bridge_threads() == []
+        bridges = [p for p in made if os.path.basename(p).startswith("envd-bk-")]
+        assert len(bridges) == 1 and os.path.dirname(bridges[0]) == own, made
+        assert not os.path.exists(bridges[0])
+        assert os.listdir(own) == []
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def test_bridge_splices_to_real_grpc_server_and_closes() -> None:
