@@ -25,9 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
-
-import attrs
+from typing import TYPE_CHECKING, Any
 
 from envd_core import hookimpl
 from envd_core.builder import (
@@ -42,6 +40,7 @@ from envd_core.builder import (
 from envd_core.errors import BuilderError, ErrorKind, ValidationError
 from envd_core.options import Option
 from envd_kube_pod.address import Address, parse_address
+from envd_kube_pod.keeper_client import Located, Routed, keeper_route, open_kept
 
 if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
     from envd_kube_pod.deploy import Settings
     from envd_kube_pod.stream import ChannelStream
 
-__all__ = ["DEFAULT_IMAGE", "KubePodBuilder"]
+__all__ = ["DEFAULT_IMAGE", "KubePodBuilder", "Routed"]
 
 TRANSPORTS = ("auto", "exec", "port-forward")
 
@@ -204,7 +203,7 @@ class KubePodBuilder(Builder):
             return False
         with self._lock:
             if self._needs is None:
-                routed = self._via_keeper()
+                routed = keeper_route(self)
                 if routed is not None:
                     self._routed = routed
                     self._needs = isinstance(routed, Routed) and \
@@ -302,13 +301,13 @@ class KubePodBuilder(Builder):
             routed, self._routed = self._routed, None
             pods, self._listing = self._listing, None
         if routed is None and pods is None:
-            routed = self._via_keeper(timeout)
+            routed = keeper_route(self, timeout)
         self.via_keeper = False
         if isinstance(routed, BaseException):
             raise routed
         if routed is not None:
             kept = self.choose_pod(routed, routed.pods)
-            conn = self._open_kept(routed, kept, timeout)
+            conn = open_kept(routed, kept, timeout)
             if conn is not None:
                 self.last_pod, self.via_keeper = kept.name, True
                 return conn
@@ -319,56 +318,6 @@ class KubePodBuilder(Builder):
                                if pods is None else pods)
         self.last_pod = pod.name
         return self._open(cluster, pod, timeout)
-
-    def _via_keeper(self, timeout: float = 25.0) -> Routed | BuilderError | None:
-        """The forwarding keeper's answer for this context: the pods and a bridged socket per
-        ready pod, or the error its listing gave; None to connect directly (the keeper is
-        off, not running yet: it is started for the next build, or its answer is unusable).
-        """
-        from envd_kube_pod import keeper_client
-
-        env = os.environ
-        if keeper_client.disabled(env):
-            return None
-        try:
-            from envd_core.resident.wire import socket_dir
-
-            directory = socket_dir(env)
-            key = keeper_client.key(self.address, self.option_values, env)
-        except Exception:  # noqa: BLE001 - never fail a build over the keeper
-            return None
-        from envd_core.resident.helpers import exchange, parse
-
-        sock = keeper_client.paths(directory, key)[0]
-        line = exchange(sock, {"op": "route"}, timeout=min(timeout, 25.0))
-        if line is None:  # nobody there (a keeper that answers garbage is not replaced)
-            keeper_client.spawn(directory, key, self.address, self.option_values)
-            return None
-        reply = parse(line)
-        if reply is None:
-            return None
-        if "error" in reply:
-            return keeper_client.error_from(reply["error"])
-        return Routed.from_reply(reply)
-
-    def _open_kept(self, routed: Routed, pod: PodInfo, timeout: float) -> Connection | None:
-        """A gRPC channel to ``pod`` through the keeper's bridged socket; None when it does
-        not answer (the caller connects directly, which explains a refusal as ever)."""
-        from envd_core.buildkit.transport import connect_unix, wait_ready
-
-        path = routed.sockets.get(pod.name)
-        if not path:
-            return None
-        conn = connect_unix(path, wait=False, far=True,
-                            target=f"kube-pod://{routed.namespace}/{pod.name}")
-        try:
-            wait_ready(conn, timeout)
-        except BuilderError as exc:
-            conn.close()
-            if exc.kind == ErrorKind.TIMEOUT:
-                raise  # a direct attempt would wait as long again
-            return None
-        return conn
 
     def endpoint(self, pod: PodInfo) -> tuple[str | None, int | None]:
         """``(container, port)`` of buildkitd in ``pod``: port-forward to ``port`` when it is
@@ -474,44 +423,6 @@ class KubePodBuilder(Builder):
                 latency_ms=round((time.monotonic() - started) * 1000, 1))
         finally:
             cluster.close()
-
-
-class Located(Protocol):
-    """Where a listing was made: what routing and its messages name."""
-
-    @property
-    def server(self) -> str: ...
-    @property
-    def namespace(self) -> str: ...
-
-
-@attrs.frozen
-class Routed:
-    """The forwarding keeper's answer to ``route`` (:mod:`envd_kube_pod.keeper`)."""
-
-    server: str
-    namespace: str
-    pods: list[PodInfo]
-    #: The keeper's bridged unix socket per ready pod.
-    sockets: dict[str, str]
-
-    @classmethod
-    def from_reply(cls, reply: Mapping[str, Any]) -> Routed | None:
-        """The answer of a reply; None when it is malformed (connect directly then)."""
-        from envd_kube_pod.cluster import PodInfo
-
-        try:
-            pods = [PodInfo(name=str(p["name"]), phase=str(p["phase"]), ready=bool(p["ready"]),
-                            reason=str(p.get("reason") or ""),
-                            terminating=bool(p.get("terminating")),
-                            containers=tuple(str(c) for c in p.get("containers") or ()),
-                            tcp_ports=tuple((str(c), int(n)) for c, n in p.get("tcp_ports") or ()),
-                            owner=str(p.get("owner") or ""))
-                    for p in reply["pods"]]
-            sockets = {str(k): str(v) for k, v in dict(reply["sockets"]).items()}
-            return cls(str(reply["server"]), str(reply["namespace"]), pods, sockets)
-        except (KeyError, TypeError, ValueError):
-            return None
 
 
 @hookimpl

@@ -39,12 +39,12 @@ import os
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from envd_core.resident.wire import check_dir
+from envd_core.resident import lockfile
+from envd_core.resident.wire import bind_private, check_dir, log_line
 from envd_kube_pod import keeper_client
 
 if TYPE_CHECKING:
@@ -52,8 +52,9 @@ if TYPE_CHECKING:
     from envd_kube_pod import KubePodBuilder
     from envd_kube_pod.cluster import Cluster, PodInfo
 
-#: Seconds a spare WebSocket may wait before it is replaced (half of grpc-go's 120 s).
-SPARE_MAX_AGE = 60.0
+#: Seconds a spare WebSocket may wait before it is replaced: buildkitd (grpc-go) closes a
+#: connection that sent no HTTP/2 preface after 120 s (measured: bench/README.md).
+SPARE_MAX_AGE = 48.0
 #: Seconds after a build's connection ends before its pod's spare is re-opened.
 REFILL_DELAY = 0.3
 #: Ready pods a keeper bridges and keeps spares for (routing spreads over more, but each build
@@ -63,9 +64,7 @@ MAX_PODS = 8
 
 def log(message: str) -> None:
     """One line in ``kube-keeper.log`` (the keeper's stderr)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    sys.stderr.write(f"{stamp} envd-kube-keeper[{os.getpid()}]: {message}\n")
-    sys.stderr.flush()
+    log_line("envd-kube-keeper", message)
 
 
 class _Counted:
@@ -149,32 +148,21 @@ class Keeper:
     # -- start and stop --------------------------------------------------------------------
     def start(self) -> bool:
         """Lock, load the configuration, bind; False when another keeper holds the lock."""
-        import fcntl
-
         problem = check_dir(self.directory, create=True)
         if problem is not None:
             log(f"not starting: {problem}")
             return False
-        self.lock_fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.lock_fd)
+        fd = lockfile.acquire(self.lock_file)  # the resident's protocol (lockfile.py)
+        if fd is None:
             return False
+        self.lock_fd = fd
         try:
             self.direct = expiring_credentials(self.builder)
             self.cluster = self.builder.cluster()
         except Exception as exc:  # noqa: BLE001 - each build gets this error, one line
             self.cluster_error = exc
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.sock)  # a dead keeper's: we hold the lock, so it is not live
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            listener.bind(self.sock)
-        finally:
-            os.umask(old)
-        listener.listen(64)
+        # a dead keeper's socket is replaced: we hold the lock, so it is not live
+        listener = bind_private(self.sock)
         listener.settimeout(1.0)
         self.listener = listener
         from envd_core.atomic import write_atomic
@@ -188,11 +176,14 @@ class Keeper:
         return True
 
     def close(self) -> None:
-        """Stop accepting, drop bridges and spares, remove the socket and registration."""
-        for path in (self.sock, self.info_file):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        """Stop accepting, drop bridges and spares, remove the registration, the socket and
+        the lock file (the last two as the resident does: lockfile.remove)."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.info_file)
+        sock_inode = None
         if self.listener is not None:
+            with contextlib.suppress(OSError):
+                sock_inode = os.stat(self.sock).st_ino
             self.listener.close()
         with self._lock:
             bridges, self._bridges = list(self._bridges.values()), {}
@@ -205,7 +196,7 @@ class Keeper:
         if self.cluster is not None:
             self.cluster.close()
         if self.lock_fd >= 0:
-            os.close(self.lock_fd)
+            lockfile.remove(self.lock_fd, self.lock_file, self.sock, sock_inode)
         log(f"stopped: {self.routes} routes, {self.served} connections served")
 
     # -- serving ---------------------------------------------------------------------------
@@ -342,7 +333,8 @@ class Keeper:
             spare = None
         try:
             stream = spare if spare is not None else self._open(name)
-        except BaseException:
+        except BaseException as exc:
+            log(f"cannot reach {name}: {exc}")  # the build falls back to the direct path
             self.release()
             raise
         # No new spare yet: opening one (TLS, upgrade: ~10 ms of CPU here) while this build
@@ -386,7 +378,7 @@ class Keeper:
     def _refresh_spares(self) -> None:
         now = time.monotonic()
         with self._lock:
-            old = [n for n, (_, at) in self._spares.items() if now - at > SPARE_MAX_AGE * 0.8]
+            old = [n for n, (_, at) in self._spares.items() if now - at > SPARE_MAX_AGE]
             streams = [self._spares.pop(n)[0] for n in old]
         for stream in streams:
             with contextlib.suppress(Exception):

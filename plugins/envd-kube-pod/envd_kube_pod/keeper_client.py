@@ -7,8 +7,8 @@ control socket (``route``) and connects its gRPC channel to the unix socket the 
 the pod it routes to: no kube import, kubeconfig parse, TLS handshake, listing or upgrade in the
 build process. docs/kube-pod.md ("The forwarding keeper") describes the design.
 
-Everything here uses the standard library only (``json``, ``socket``, ``hashlib``), so asking a
-keeper costs the build process no import of the client.
+Nothing here imports the ``kubernetes`` client (the standard library, attrs and envd's core), so
+asking a keeper costs the build process no import of it.
 
 The **key** (:func:`key`) covers everything that changes what a keeper would do: the context's
 address and options, the content of the kubeconfig files, the environment variables the client
@@ -26,9 +26,16 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
 
 from envd_core.errors import BuilderError
+
+if TYPE_CHECKING:
+    from envd_core.buildkit.transport import Connection
+    from envd_kube_pod import KubePodBuilder
+    from envd_kube_pod.cluster import PodInfo
 
 #: Seconds without a request and without an open build connection before a keeper exits.
 DEFAULT_IDLE = 600.0
@@ -147,25 +154,18 @@ def spawn(directory: str, keeper_key: str, address: str, options: Mapping[str, s
     ``kube-keeper.log`` in the socket directory. Two builds racing here start two processes:
     the one that takes the lock serves, the other exits at once.
     """
-    from envd_core.resident.wire import check_dir
+    from envd_core.resident.wire import check_dir, spawn_detached
 
     with contextlib.suppress(Exception):  # the build connects directly anyway
         if check_dir(directory, create=True) is not None:
             return
-        log = os.path.join(directory, "kube-keeper.log")
-        actions = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ]
         code = ("import sys; spec = sys.argv[1:4]; sys.path[:] = sys.argv[4:]; "
                 "from envd_kube_pod.keeper import main; main(*spec)")
         spec = json.dumps({"address": address, "options": dict(options)})
         # absolute: the keeper runs in `/` (a `''` entry means the build's directory)
         path = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
         args = [sys.executable, "-c", code, directory, keeper_key, spec, *path]
-        env = dict(os.environ)
-        os.posix_spawn(sys.executable, args, env, file_actions=actions, setsid=True)
+        spawn_detached(args, os.path.join(directory, "kube-keeper.log"), os.environ)
 
 
 def keepers(directory: str) -> list[dict[str, Any]]:
@@ -205,3 +205,93 @@ def start(address: str, options: Mapping[str, str], env: Mapping[str, str],
             spawned = True
         time.sleep(0.1)
     return None
+
+# -- the build process's questions --------------------------------------------------------
+
+
+class Located(Protocol):
+    """Where a listing was made: what routing and its messages name."""
+
+    @property
+    def server(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+
+
+@attrs.frozen
+class Routed:
+    """The forwarding keeper's answer to ``route`` (:mod:`envd_kube_pod.keeper`)."""
+
+    server: str
+    namespace: str
+    pods: list[PodInfo]
+    #: The keeper's bridged unix socket per ready pod.
+    sockets: dict[str, str]
+
+    @classmethod
+    def from_reply(cls, reply: Mapping[str, Any]) -> Routed | None:
+        """The answer of a reply; None when it is malformed (connect directly then)."""
+        from envd_kube_pod.cluster import PodInfo
+
+        try:
+            pods = [PodInfo(name=str(p["name"]), phase=str(p["phase"]), ready=bool(p["ready"]),
+                            reason=str(p.get("reason") or ""),
+                            terminating=bool(p.get("terminating")),
+                            containers=tuple(str(c) for c in p.get("containers") or ()),
+                            tcp_ports=tuple((str(c), int(n)) for c, n in p.get("tcp_ports") or ()),
+                            owner=str(p.get("owner") or ""))
+                    for p in reply["pods"]]
+            sockets = {str(k): str(v) for k, v in dict(reply["sockets"]).items()}
+            return cls(str(reply["server"]), str(reply["namespace"]), pods, sockets)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def keeper_route(builder: KubePodBuilder, timeout: float = 25.0) -> Routed | BuilderError | None:
+    """The forwarding keeper's answer for ``builder``'s context: the pods and a bridged socket
+    per ready pod, or the error its listing gave; None to connect directly (the keeper is off,
+    or not running yet: it is started for the next build, or its answer is unusable)."""
+    env = os.environ
+    if disabled(env):
+        return None
+    try:
+        from envd_core.resident.wire import socket_dir
+
+        directory = socket_dir(env)
+        keeper_key = key(builder.address, builder.option_values, env)
+    except Exception:  # noqa: BLE001 - never fail a build over the keeper
+        return None
+    from envd_core.resident.helpers import exchange, parse
+
+    sock = paths(directory, keeper_key)[0]
+    line = exchange(sock, {"op": "route"}, timeout=min(timeout, 25.0))
+    if line is None:  # nobody there (a keeper that answers garbage is not replaced)
+        spawn(directory, keeper_key, builder.address, builder.option_values)
+        return None
+    reply = parse(line)
+    if reply is None:
+        return None
+    if "error" in reply:
+        return error_from(reply["error"])
+    return Routed.from_reply(reply)
+
+
+def open_kept(routed: Routed, pod: PodInfo, timeout: float) -> Connection | None:
+    """A gRPC channel to ``pod`` through the keeper's bridged socket; None when it does not
+    answer (the caller connects directly, which explains a refusal as ever)."""
+    from envd_core.buildkit.transport import connect_unix, wait_ready
+    from envd_core.errors import ErrorKind
+
+    path = routed.sockets.get(pod.name)
+    if not path:
+        return None
+    conn = connect_unix(path, wait=False, far=True,
+                        target=f"kube-pod://{routed.namespace}/{pod.name}")
+    try:
+        wait_ready(conn, timeout)
+    except BuilderError as exc:
+        conn.close()
+        if exc.kind == ErrorKind.TIMEOUT:
+            raise  # a direct attempt would wait as long again
+        return None
+    return conn

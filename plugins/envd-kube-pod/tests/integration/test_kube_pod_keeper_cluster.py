@@ -33,6 +33,12 @@ def kept(b: KubePodBuilder) -> str:
     return sock
 
 
+def keeper_log() -> str:
+    """The keepers' log of this session (why a build went direct, if one did)."""
+    path = Path(os.environ["ENVD_RESIDENT_DIR"], "kube-keeper.log")
+    return path.read_text()[-3000:] if path.exists() else "(no kube-keeper.log)"
+
+
 def status(sock: str) -> dict[str, Any]:
     reply = keeper_client.ask(sock, {"op": "status"}, timeout=10)
     assert reply is not None
@@ -56,7 +62,8 @@ def test_a_build_connection_goes_through_the_keeper(namespace: str,
             assert probe(conn, timeout=30)["version"] == "v0.18.2"
         finally:
             conn.close()
-        assert b.via_keeper and conn.target.startswith(f"kube-pod://{namespace}/bk-")
+        assert b.via_keeper, keeper_log()
+        assert conn.target.startswith(f"kube-pod://{namespace}/bk-")
     assert status(sock)["served"] >= before + 3
 
     # A build process that finds the keeper imports no part of the kubernetes client.
@@ -86,7 +93,8 @@ def test_routing_through_the_keeper_moves_with_a_notice(
             assert probe(conn, timeout=30)["version"] == "v0.18.2"
         finally:
             conn.close()
-        assert b.via_keeper and b.last_pod is not None
+        assert b.via_keeper, keeper_log()
+        assert b.last_pod is not None
         return b.last_pod
 
     chosen = {f"/src/project-{i}": build_on(f"/src/project-{i}") for i in range(6)}
@@ -168,7 +176,7 @@ def test_the_keeper_exits_when_idle_and_a_stopped_one_is_replaced(
     assert keeper_client.start(b.address, b.option_values, os.environ) is not None
     conn = b.connect(timeout=60)
     conn.close()
-    assert b.via_keeper
+    assert b.via_keeper, keeper_log()
 
     # ENVD_KUBE_KEEPER=0: the direct path, keeper or not.
     monkeypatch.setenv("ENVD_KUBE_KEEPER", "0")
