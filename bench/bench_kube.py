@@ -19,6 +19,12 @@ unchanged environment (one warm-up each first), interleaved; medians of wall tim
 process's CPU time (user+sys, from wait4: what load distorts least), the phases of
 ``ENVD_TIMINGS``, and the ratios are printed. The namespace is deleted at the end.
 
+kube-pod builds go through the context's forwarding keeper (docs/kube-pod.md), as users get
+them from their second build on: the bench waits for both kube contexts' keepers after the
+warm-up. ``kube no keeper`` is the same build with ``ENVD_KUBE_KEEPER=0`` (the build process
+lists, upgrades and bridges itself). The keepers' own CPU over the timed rounds (from
+``/proc/PID/stat``) is printed per build they routed, apart from the build processes' CPU.
+
 Every contender runs as users get it, with envd's resident process on (a server of the bench's
 own, warmed first: bench/_resident.py; CPU adds the server's forked child); ``kube direct`` and
 ``tcp direct`` are the same builds with ``ENVD_RESIDENT=0``, interleaved, with their own ratio.
@@ -140,11 +146,24 @@ def main() -> int:
         for name in names:  # warm-up: the first build fills the cache
             envd(env, "--context", name, *build, cwd=Path(args.example))
         _resident.warm(env)
+        # The first kube-pod build started each context's keeper; wait until they serve
+        # (a user's second build finds it: ~1 s after the first).
+        kube_options = {"kubeconfig": infra["KUBECONFIG"], "image": infra["BUILDKIT_IMAGE_REF"],
+                        "host-network": "true", "buildkitd-flags": flags}
+        keeper_socks = wait_keepers(env, f"deployment/bench?namespace={ns}", kube_options)
         direct = _resident.direct_env(env)
         contenders = {name: (name, env) for name in names}
+        contenders["kube no keeper"] = ("kube", {**env, "ENVD_KUBE_KEEPER": "0"})
         contenders.update({"kube direct": ("kube", direct), "tcp direct": ("tcp", direct)})
+        before = keeper_usage(keeper_socks)
         runs = run_interleaved(contenders, build, Path(args.example), args.runs)
         report(runs)
+        shares = report_keepers(before, keeper_usage(keeper_socks))
+        tcp_cpu = statistics.median(r[1] for r in runs["tcp"])
+        for label, share in shares.items():
+            cpu = statistics.median(r[1] for r in runs[label])
+            print(f"ratio {label} / tcp CPU with its keeper's share: {cpu + share:.3f} / "
+                  f"{tcp_cpu:.3f} s = {(cpu + share) / tcp_cpu:.2f}x")
         if args.warm:
             warm = run_warm(direct, names, build, Path(args.example), args.runs)
             print("\nwarm (every module imported; one forked child per build):")
@@ -158,9 +177,58 @@ def main() -> int:
             breakdown(direct, f"deployment/bench?namespace={ns}", kube_options,
                       f"127.0.0.1:{port}", str(Path(args.example).resolve()), args.runs * 3)
     finally:
+        from envd_kube_pod.keeper_client import stop_all
+
+        stop_all(env["ENVD_RESIDENT_DIR"])
         core.delete_namespace(ns, grace_period_seconds=0)
         _resident.stop(env)
     return 0
+
+
+def wait_keepers(env: dict[str, str], address: str, options: dict[str, str]
+                 ) -> dict[str, str]:
+    """The control sockets of the keepers of ``kube`` and ``kube-exec`` (started if needed,
+    waited for) in the bench's socket directory."""
+    from envd_kube_pod.keeper_client import start
+
+    out = {}
+    for label, extra in (("kube", {}), ("kube-exec", {"transport": "exec"})):
+        sock = start(address, {**options, **extra}, env)
+        if sock is None:
+            sys.exit(f"the {label} keeper did not start: {env['ENVD_RESIDENT_DIR']}/"
+                     "kube-keeper.log")
+        out[label] = sock
+    return out
+
+
+def keeper_usage(socks: dict[str, str]) -> dict[str, tuple[float, int]]:
+    """Per keeper: (CPU seconds user+sys so far, from /proc/PID/stat; routes answered)."""
+    from envd_kube_pod.keeper_client import ask
+
+    out = {}
+    for label, sock in socks.items():
+        state = ask(sock, {"op": "status"}, timeout=10) or {}
+        pid = int(state.get("pid", 0))
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        out[label] = ((int(fields[11]) + int(fields[12])) / ticks, int(state.get("routes", 0)))
+    return out
+
+
+def report_keepers(before: dict[str, tuple[float, int]],
+                   after: dict[str, tuple[float, int]]) -> dict[str, float]:
+    """The keepers' CPU over the timed rounds, per build they routed (not in the CPU columns
+    above, which are the build processes'): what a kube-pod build costs in total is both.
+    Returns the CPU seconds per build of each keeper."""
+    shares = {}
+    for label, (cpu, routes) in after.items():
+        cpu0, routes0 = before[label]
+        builds = max(routes - routes0, 1)
+        shares[label] = (cpu - cpu0) / builds
+        print(f"{label} keeper: {cpu - cpu0:.3f}s CPU for {routes - routes0} builds routed = "
+              f"{shares[label] * 1000:.1f} ms per build (listing, bridge, spare refill; "
+              "`kube` and `kube direct` share one keeper)")
+    return shares
 
 
 def run_interleaved(contenders: dict[str, tuple[str, dict[str, str]]], build: list[str],

@@ -230,3 +230,8 @@ def dial_process(argv: list[str]) -> Callable[[], ByteStream]:
             ) from None
 
     return dial
+
+
+#: The bridge itself, for a process that serves bridged connections to other processes
+#: (envd-kube-pod's forwarding keeper): ``ByteBridge(dial, target)``, its ``path``, ``stop()``.
+ByteBridge = _Bridge

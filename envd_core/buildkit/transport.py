@@ -238,15 +238,30 @@ def _open(
 
 
 def connect_unix(
-    path: str | os.PathLike[str], *, timeout: float | None = None, wait: bool = True
+    path: str | os.PathLike[str], *, timeout: float | None = None, wait: bool = True,
+    target: str | None = None, far: bool = False,
 ) -> Connection:
-    """Connect to buildkitd's unix socket and wait until it answers."""
+    """Connect to buildkitd's unix socket and wait until it answers.
+
+    ``far``: the socket is a bridge to a daemon further away (a plugin's helper process
+    splices it to a pod): grpc's 100 ms connect timeout is lifted, as in
+    :func:`connect_bridge`. ``target`` names the daemon in messages (default the socket).
+    """
     grpc = load_grpc()
 
     p = os.fspath(path)
     p = p.removeprefix("unix://")
-    channel = grpc.insecure_channel(f"unix:{p}", options=_CHANNEL_OPTIONS)
-    return _open(channel, f"unix://{p}", tls=False, timeout=timeout, wait=wait)
+    channel = grpc.insecure_channel(f"unix:{p}", options=_channel_options(far=far))
+    return _open(channel, target or f"unix://{p}", tls=False, timeout=timeout, wait=wait)
+
+
+def _channel_options(*, far: bool) -> list[tuple[str, Any]]:
+    # grpc also takes min_reconnect_backoff_ms as the connect timeout (until the server's
+    # SETTINGS): 100 ms abandons a dial that is still starting `buildctl dial-stdio` in a
+    # container or pod and dials again, several times under load. Its 20 s default there.
+    if not far:
+        return _CHANNEL_OPTIONS
+    return [o for o in _CHANNEL_OPTIONS if o[0] != "grpc.min_reconnect_backoff_ms"]
 
 
 def connect_tcp(
@@ -282,11 +297,7 @@ def connect_bridge(
     grpc = load_grpc()
 
     bridge = _Bridge(dial, target)
-    # grpc also takes min_reconnect_backoff_ms as the connect timeout (until the server's
-    # SETTINGS): 100 ms abandons a dial that is still starting `buildctl dial-stdio` in a
-    # container or pod and dials again, several times under load. Its 20 s default here.
-    options = [o for o in _CHANNEL_OPTIONS if o[0] != "grpc.min_reconnect_backoff_ms"]
-    channel = grpc.insecure_channel(f"unix:{bridge.path}", options=options)
+    channel = grpc.insecure_channel(f"unix:{bridge.path}", options=_channel_options(far=True))
     conn = Connection(channel=channel, target=target, _closers=[bridge.stop])
     if wait:
         try:

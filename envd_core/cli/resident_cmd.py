@@ -52,9 +52,15 @@ def status(fmt: str) -> None:
         if os.path.exists(directory) else None,
         **{k: v for k, v in state.items() if k not in ("socket", "key")},
     }
+    from envd_core.resident.helpers import registered
+
+    doc["helpers"] = registered(directory)  # plugins' processes (resident/helpers.py)
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
+    for helper in doc["helpers"]:
+        click.echo(f"helper: {helper.get('kind')} pid {helper.get('pid')} for "
+                   f"{helper.get('address', '?')} ({helper.get('socket')})")
     if not doc["enabled"]:
         click.echo("resident: disabled (ENVD_RESIDENT=0): every command runs in its own process")
     if not state:
@@ -74,7 +80,8 @@ def status(fmt: str) -> None:
 
 @resident.command()
 @click.option("--all", "every", is_flag=True,
-              help="Stop every resident process in the socket directory (all venvs).")
+              help="Stop every resident process in the socket directory (all venvs), and "
+                   "the plugins' helper processes there.")
 def stop(every: bool) -> None:
     """Stop the resident process (running commands finish first)."""
     from envd_core.resident import lockfile, wire
@@ -87,6 +94,12 @@ def stop(every: bool) -> None:
         pid = stop_server(path)
         if pid is not None:
             click.echo(f"Stopped resident process {pid} ({path})")
+            stopped += 1
+    if every:
+        from envd_core.resident.helpers import stop_all
+
+        for pid in stop_all(directory):
+            click.echo(f"Stopped helper process {pid}")
             stopped += 1
     if not stopped:
         click.echo("No resident process was running")

@@ -213,18 +213,12 @@ def spawn(directory: str, server_key: str) -> None:
     try:
         if wire.check_dir(directory, create=True) is not None:
             return
-        log = os.path.join(directory, "server.log")
-        actions = [
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ]
         code = ("import sys; sys.path[:] = sys.argv[3:]; "
                 "from envd_core.resident.server import main; main()")
         args = [sys.executable, "-c", code, directory, server_key, *sys.path]
         env = {k: v for k, v in os.environ.items() if k != "GRPC_TRACE"}
         env["GRPC_VERBOSITY"] = "NONE"  # read once at import: envd reports grpc errors itself
-        os.posix_spawn(sys.executable, args, env, file_actions=actions, setsid=True)
+        wire.spawn_detached(args, os.path.join(directory, "server.log"), env)
     except Exception:  # noqa: BLE001 - the command runs directly anyway
         return
 

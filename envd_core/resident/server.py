@@ -48,9 +48,7 @@ KILL_GRACE = 10.0
 
 def log(message: str) -> None:
     """One line in the server's log (its stderr: ``server.log`` in the socket directory)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    sys.stderr.write(f"{stamp} envd-resident[{os.getpid()}]: {message}\n")
-    sys.stderr.flush()
+    wire.log_line("envd-resident", message)
 
 
 class _Child:
@@ -132,17 +130,8 @@ class Server:
         return True
 
     def _bind(self) -> None:
-        import socket
-
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.sock)  # a crashed server's: we hold the lock, so it is not live
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)
-        try:
-            listener.bind(self.sock)
-        finally:
-            os.umask(old)
-        listener.listen(64)
+        # a crashed server's socket is replaced: we hold the lock, so it is not live
+        listener = wire.bind_private(self.sock)
         listener.setblocking(False)
         self.inode = os.stat(self.sock).st_ino
         self.listener = listener

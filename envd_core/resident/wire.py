@@ -222,3 +222,44 @@ def fds_from(data: bytes) -> list[int]:
     usable = len(data) - len(data) % 4
     return [int.from_bytes(data[i:i + 4], sys.byteorder, signed=True)
             for i in range(0, usable, 4)]
+
+
+def log_line(name: str, message: str) -> None:
+    """One line ``<time> <name>[<pid>]: <message>`` on stderr: the log of a background process
+    (the resident server's ``server.log``, a plugin helper's)."""
+    import time
+
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    sys.stderr.write(f"{stamp} {name}[{os.getpid()}]: {message}\n")
+    sys.stderr.flush()
+
+
+def spawn_detached(args: list[str], log: str, env: Mapping[str, str]) -> None:
+    """Start ``args`` (``args[0]`` is the executable) in a new session, stdin from
+    ``/dev/null``, stdout and stderr appended to ``log`` (0600); never waits. Raises what
+    ``posix_spawn`` raises."""
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    os.posix_spawn(args[0], args, dict(env), file_actions=actions, setsid=True)
+
+
+def bind_private(path: str) -> Any:
+    """A listening AF_UNIX socket bound at ``path`` with mode 0600 (through the umask), after
+    removing a file left there: call it holding the path's lock, so no live listener is there.
+    """
+    import contextlib
+    import socket
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old)
+    listener.listen(64)
+    return listener

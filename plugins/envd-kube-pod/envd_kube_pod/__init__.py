@@ -37,16 +37,18 @@ from envd_core.builder import (
     silent,
     strip_scheme,
 )
-from envd_core.errors import ErrorKind, ValidationError
+from envd_core.errors import BuilderError, ErrorKind, ValidationError
 from envd_core.options import Option
 from envd_kube_pod.address import Address, parse_address
+from envd_kube_pod.keeper_client import Located, Routed, keeper_route, open_kept
 
 if TYPE_CHECKING:
     from envd_core.buildkit.transport import Connection
     from envd_kube_pod.cluster import Cluster, PodInfo
     from envd_kube_pod.deploy import Settings
+    from envd_kube_pod.stream import ChannelStream
 
-__all__ = ["DEFAULT_IMAGE", "KubePodBuilder"]
+__all__ = ["DEFAULT_IMAGE", "KubePodBuilder", "Routed"]
 
 TRANSPORTS = ("auto", "exec", "port-forward")
 
@@ -109,6 +111,10 @@ class KubePodBuilder(Builder):
         self._shared_cluster: Cluster | None = None
         self._listing: list[PodInfo] | None = None
         self._needs: bool | None = None
+        # The forwarding keeper's answer (pods and bridged sockets), or the error it relayed.
+        self._routed: Routed | BuilderError | None = None
+        #: Whether the last :meth:`connect` went through the forwarding keeper.
+        self.via_keeper = False
 
     # -- address and options ---------------------------------------------------------------
     @classmethod
@@ -197,6 +203,12 @@ class KubePodBuilder(Builder):
             return False
         with self._lock:
             if self._needs is None:
+                routed = keeper_route(self)
+                if routed is not None:
+                    self._routed = routed
+                    self._needs = isinstance(routed, Routed) and \
+                        not any(p.ready for p in routed.pods)
+                    return self._needs
                 try:
                     pods = self._shared().pods(self.parsed, keep_socket=True)
                 except Exception:  # noqa: BLE001 - unsure: let the connect that follows explain
@@ -222,7 +234,7 @@ class KubePodBuilder(Builder):
         finally:
             cluster.close()
             with self._lock:  # the pods changed: the next connect lists them again
-                self._listing = self._needs = None
+                self._listing = self._needs = self._routed = None
 
     def remove(self, *, keep_state: bool = False, report: Report = silent) -> DaemonChange:
         """Delete the Deployment envd created for this address (found by its labels).
@@ -247,7 +259,7 @@ class KubePodBuilder(Builder):
         return DaemonChange(DaemonAction.REMOVED, ", ".join(removed))
 
     # -- connection ------------------------------------------------------------------------
-    def choose_pod(self, cluster: Cluster, pods: list[PodInfo]) -> PodInfo:
+    def choose_pod(self, cluster: Located, pods: list[PodInfo]) -> PodInfo:
         """The pod this build goes to; a one-line error when none can take it."""
         from envd_core.buildkit.errors import BuildkitConnectionError
         from envd_kube_pod import routing
@@ -286,33 +298,59 @@ class KubePodBuilder(Builder):
         """Reach buildkitd in the chosen pod (exec ``buildctl dial-stdio``, or port-forward)
         and speak gRPC over it. Uses the pod listing :meth:`needs_bootstrap` made, once."""
         with self._lock:
-            cluster = self._shared()
+            routed, self._routed = self._routed, None
             pods, self._listing = self._listing, None
+        if routed is None and pods is None:
+            routed = keeper_route(self, timeout)
+        self.via_keeper = False
+        if isinstance(routed, BaseException):
+            raise routed
+        if routed is not None:
+            kept = self.choose_pod(routed, routed.pods)
+            conn = open_kept(routed, kept, timeout)
+            if conn is not None:
+                self.last_pod, self.via_keeper = kept.name, True
+                return conn
+            # the keeper could not bridge (it died, or the pod refused): as without it
+        with self._lock:
+            cluster = self._shared()
         pod = self.choose_pod(cluster, cluster.pods(self.parsed, keep_socket=True)
                                if pods is None else pods)
         self.last_pod = pod.name
         return self._open(cluster, pod, timeout)
 
-    def _open(self, cluster: Cluster, pod: PodInfo, timeout: float) -> Connection:
-        from envd_core.buildkit.errors import BuildkitConnectionError
-        from envd_core.buildkit.transport import connect_bridge, wait_ready
-        from envd_core.errors import BuilderError
+    def endpoint(self, pod: PodInfo) -> tuple[str | None, int | None]:
+        """``(container, port)`` of buildkitd in ``pod``: port-forward to ``port`` when it is
+        set, else exec ``buildctl dial-stdio`` in ``container``."""
         from envd_kube_pod.deploy import CONTAINER
-        from envd_kube_pod.stream import ChannelStream, open_exec, open_port_forward
 
         container = self.parsed.container or (CONTAINER if CONTAINER in pod.containers
                                               else None)
-        last: list[ChannelStream] = []
-        refused: list[BuilderError] = []
         transport = self.option("transport")
         port = (pod.tcp_port(container) or int(self.option("port"))
                 if transport == "port-forward" else
                 pod.tcp_port(container) if transport == "auto" else None)
+        return container, port
+
+    def open_stream(self, cluster: Cluster, pod: PodInfo) -> ChannelStream:
+        """A new WebSocket byte stream to buildkitd in ``pod`` (:meth:`endpoint`)."""
+        from envd_kube_pod.stream import open_exec, open_port_forward
+
+        container, port = self.endpoint(pod)
+        return (open_port_forward(cluster, pod.name, port) if port else
+                open_exec(cluster, pod.name, container))
+
+    def _open(self, cluster: Cluster, pod: PodInfo, timeout: float) -> Connection:
+        from envd_core.buildkit.errors import BuildkitConnectionError
+        from envd_core.buildkit.transport import connect_bridge, wait_ready
+
+        last: list[ChannelStream] = []
+        refused: list[BuilderError] = []
+        port = self.endpoint(pod)[1]
 
         def dial() -> ChannelStream:
             try:
-                stream = (open_port_forward(cluster, pod.name, port) if port else
-                          open_exec(cluster, pod.name, container))
+                stream = self.open_stream(cluster, pod)
             except BuilderError as exc:  # the bridge only sees a closed socket: keep why
                 refused[:] = [exc]
                 raise

@@ -1,0 +1,225 @@
+"""The forwarding keeper without a cluster: its key, its protocol, its process, the fallback.
+
+The keeper processes here are real (spawned as a build spawns them) for contexts whose cluster
+cannot be loaded, so every answer they give is the one-line error a direct build would raise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from envd_kube_pod import KubePodBuilder, Routed, keeper_client
+from envd_kube_pod.cluster import PodInfo
+from envd_kube_pod.keeper import Keeper, expiring_credentials
+
+from envd_core.buildkit.errors import BuildkitConnectionError
+from envd_core.errors import BuilderError, ErrorKind
+
+ADDRESS = "deployment/bk?namespace=ci"
+
+
+@pytest.fixture
+def sockdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private socket directory; the keeper on; keepers started here stopped afterwards."""
+    directory = tempfile_dir()
+    monkeypatch.setenv("ENVD_RESIDENT_DIR", directory)
+    monkeypatch.delenv("ENVD_KUBE_KEEPER", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.setenv("ENVD_KUBE_KEEPER_IDLE", "5")  # one a build started and nobody waited for
+    yield directory
+    # A build that found no keeper started one in the background; it may register only now.
+    deadline = time.monotonic() + 15
+    while locked(directory) and time.monotonic() < deadline:
+        keeper_client.stop_all(directory, wait=2)
+        time.sleep(0.2)
+    assert not locked(directory), "a keeper of this test is still running"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def locked(directory: str) -> bool:
+    """Whether a keeper holds a lock file in ``directory`` (it runs, registered or not)."""
+    import fcntl
+
+    for lock in Path(directory).glob("*.lock"):
+        with open(lock, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+    return False
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="envd-kk-", dir="/tmp")  # AF_UNIX paths: 107 bytes
+
+
+def test_key_covers_address_options_kubeconfig_content_and_environment(
+        tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text('{"apiVersion": "v1"}')
+    env = {"HOME": str(tmp_path)}
+    opts = {"kubeconfig": str(config)}
+    base = keeper_client.key(ADDRESS, opts, env)
+    assert len(base) == 16 and base == keeper_client.key(ADDRESS, opts, env)
+    assert keeper_client.key("deployment/other", opts, env) != base
+    assert keeper_client.key(ADDRESS, {**opts, "transport": "exec"}, env) != base
+    assert keeper_client.key(ADDRESS, opts, {**env, "HTTPS_PROXY": "http://p:3128"}) != base
+    os.utime(config, (1, 1))  # rewritten unchanged (scripts/infra env does): same keeper
+    assert keeper_client.key(ADDRESS, opts, env) == base
+    config.write_text('{"apiVersion": "v1", "current-context": "b"}')
+    assert keeper_client.key(ADDRESS, opts, env) != base
+    # without the option, KUBECONFIG (several files) and then ~/.kube/config are read
+    assert keeper_client.kubeconfig_files({}, {"KUBECONFIG": f"/a{os.pathsep}/b"}) == ["/a", "/b"]
+    assert keeper_client.kubeconfig_files({}, env) == [str(tmp_path / ".kube" / "config")]
+
+
+def test_switches() -> None:
+    assert keeper_client.disabled({"ENVD_KUBE_KEEPER": "0"})
+    assert keeper_client.disabled({"ENVD_KUBE_KEEPER": "off"})
+    assert not keeper_client.disabled({})
+    assert keeper_client.idle_seconds({"ENVD_KUBE_KEEPER_IDLE": "5"}) == 5.0
+    assert keeper_client.idle_seconds({"ENVD_KUBE_KEEPER_IDLE": "x"}) == keeper_client.DEFAULT_IDLE
+    assert keeper_client.idle_seconds({}) == keeper_client.DEFAULT_IDLE
+
+
+def test_errors_cross_the_socket_unchanged() -> None:
+    sent = BuildkitConnectionError("no pods ready", kind=ErrorKind.NOT_FOUND, hint="bootstrap")
+    back = keeper_client.error_from(json.loads(json.dumps(keeper_client.error_reply(sent))))
+    assert isinstance(back, BuildkitConnectionError)
+    assert (back.message, back.kind, back.hint) == ("no pods ready", ErrorKind.NOT_FOUND,
+                                                    "bootstrap")
+    plain = keeper_client.error_from(keeper_client.error_reply(
+        BuilderError("RBAC forbids `list pods`", hint="ask")))
+    assert type(plain) is BuilderError and plain.kind == ErrorKind.UNAVAILABLE
+    assert keeper_client.error_from({"message": "x", "kind": "no-such-kind"}) is None
+    assert keeper_client.error_from("garbage") is None
+    odd = keeper_client.error_reply(RuntimeError("boom"))
+    assert "RuntimeError: boom" in odd["message"] and "ENVD_KUBE_KEEPER=0" in odd["hint"]
+
+
+def test_a_route_answer_becomes_pods_and_sockets() -> None:
+    pod = {"name": "bk-1", "phase": "Running", "ready": True, "reason": "",
+           "terminating": False, "containers": ["buildkitd"],
+           "tcp_ports": [["buildkitd", 1234]], "owner": "ReplicaSet/bk-5"}
+    routed = Routed.from_reply(json.loads(json.dumps({
+        "server": "https://k:6443", "namespace": "ci", "pods": [pod],
+        "sockets": {"bk-1": "/tmp/x.sock"}})))
+    assert routed is not None and routed.sockets == {"bk-1": "/tmp/x.sock"}
+    assert routed.pods == [PodInfo(name="bk-1", phase="Running", ready=True,
+                                   containers=("buildkitd",),
+                                   tcp_ports=(("buildkitd", 1234),), owner="ReplicaSet/bk-5")]
+    assert Routed.from_reply({"server": "s", "namespace": "n", "pods": [{}],
+                              "sockets": {}}) is None
+    assert Routed.from_reply({"direct": "exec credentials"}) is None
+
+
+def test_a_keeper_answers_with_the_error_a_direct_build_raises(sockdir: str) -> None:
+    b = KubePodBuilder(ADDRESS, {})
+    sock = keeper_client.start(b.address, b.option_values, os.environ, wait=60)
+    assert sock is not None, Path(sockdir, "kube-keeper.log").read_text()
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(sockdir).st_mode) == 0o700
+    [info] = keeper_client.keepers(sockdir)
+    assert info["socket"] == sock and info["address"] == f"kube-pod://{ADDRESS}"
+
+    with pytest.raises(BuildkitConnectionError) as kept:
+        b.connect(timeout=5)
+    os.environ["ENVD_KUBE_KEEPER"] = "0"
+    try:
+        with pytest.raises(BuildkitConnectionError) as direct:
+            KubePodBuilder(ADDRESS, {}).connect(timeout=5)
+    finally:
+        del os.environ["ENVD_KUBE_KEEPER"]
+    assert kept.value.message == direct.value.message
+    assert kept.value.message.startswith("no cluster: no kubeconfig at")
+    assert (kept.value.kind, kept.value.hint) == (direct.value.kind, direct.value.hint)
+    state = keeper_client.ask(sock, {"op": "status"}, timeout=5)
+    assert state is not None and state["routes"] >= 1 and state["pid"] == info["pid"]
+
+    # One keeper per key: a second one started for it exits at once (the lock).
+    keeper_client.spawn(sockdir, sock.rsplit("-", 1)[1][:-5], b.address, b.option_values)
+    time.sleep(1.5)
+    assert [k["pid"] for k in keeper_client.keepers(sockdir)] == [info["pid"]]
+
+    assert keeper_client.stop_all(sockdir) == [info["pid"]]
+    assert not Path(sock).exists() and keeper_client.keepers(sockdir) == []
+
+
+def serve_once(path: str, answer: bytes) -> threading.Thread:
+    """A fake keeper on ``path`` that answers every request with ``answer``."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+    listener.settimeout(10)
+
+    def run() -> None:
+        with listener:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("answer", [
+    b"garbage\n",
+    b"[1, 2]\n",
+    b'{"error": {"message": 3}}\n',
+    # pods ready, but the bridged socket is not there (the keeper died after answering)
+    json.dumps({"server": "s", "namespace": "ci", "sockets": {"bk-1": "/tmp/envd-kk-none"},
+                "pods": [{"name": "bk-1", "phase": "Running", "ready": True}]}).encode()
+    + b"\n",
+])
+def test_a_keeper_that_answers_garbage_leaves_the_build_to_the_direct_path(
+        sockdir: str, answer: bytes) -> None:
+    b = KubePodBuilder(ADDRESS, {})
+    sock = keeper_client.paths(sockdir, keeper_client.key(b.address, b.option_values,
+                                                          os.environ))[0]
+    thread = serve_once(sock, answer)
+    with pytest.raises(BuildkitConnectionError) as info:
+        b.connect(timeout=5)
+    thread.join(5)
+    assert info.value.message.startswith("no cluster: no kubeconfig at")  # the direct path's
+    assert not b.via_keeper
+
+
+def test_contexts_with_expiring_credentials_stay_direct(tmp_path: Path) -> None:
+    def kubeconfig(user: dict[str, object]) -> str:
+        path = tmp_path / f"config-{len(list(tmp_path.iterdir()))}"
+        path.write_text(json.dumps({
+            "current-context": "c", "contexts": [{"name": "c",
+                                                  "context": {"cluster": "k", "user": "u"}}],
+            "clusters": [{"name": "k", "cluster": {"server": "https://k:6443"}}],
+            "users": [{"name": "u", "user": user}]}))
+        return str(path)
+
+    exec_user = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "x"}}
+    reason = expiring_credentials(KubePodBuilder(ADDRESS, {"kubeconfig": kubeconfig(exec_user)}))
+    assert reason == "the kubeconfig user `u` uses `exec` credentials"
+    assert expiring_credentials(KubePodBuilder(ADDRESS, {"kubeconfig": kubeconfig(
+        {"auth-provider": {"name": "oidc"}})})) is not None
+    static = KubePodBuilder(ADDRESS, {"kubeconfig": kubeconfig({"token": "t"})})
+    assert expiring_credentials(static) is None
+    keeper = Keeper(str(tmp_path), "0" * 16, {"address": ADDRESS,
+                                               "options": {"kubeconfig": kubeconfig(exec_user)}})
+    keeper.direct = expiring_credentials(keeper.builder)
+    assert keeper.answer("route") == {"direct": reason}
+    assert keeper.answer("nonsense")["error"]["kind"] == "usage"
