@@ -41,6 +41,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from envd_core.resident import lockfile
@@ -68,17 +69,78 @@ def log(message: str) -> None:
 
 
 class _Counted:
-    """A build's stream: counted while open, so the keeper never idles out under a build."""
+    """A build's stream: counted while open, so the keeper never idles out under a build.
 
-    def __init__(self, stream: Any, keeper: Keeper, pod: str) -> None:
+    When it starts on a **spare** (opened seconds ago), the spare may have died meanwhile
+    without a sign: buildkitd restarted, the kubelet's dial to the port failed after the
+    upgrade (a pod just ready), a proxy dropped it. Like an HTTP client retrying a request on
+    a stale keep-alive connection, the stream then re-dials once, on a fresh WebSocket, and
+    replays what the build sent -- only while nothing has come back yet (gRPC's server speaks
+    first, so that is the first few milliseconds): after that, an end is the build's to see.
+    Without this the build would fall back to the direct path (and its kube import, TLS and
+    upgrade) for a reason the keeper can mend itself.
+    """
+
+    def __init__(self, stream: Any, keeper: Keeper, pod: str,
+                 redial: Callable[[], Any] | None = None) -> None:
         self._stream, self._keeper, self._pod, self._closed = stream, keeper, pod, False
+        self._redial = redial  # set only for a spare, and cleared once it has answered
+        self._sent = bytearray()  # what the build sent while ``_redial`` is set
+        self._lock = threading.Lock()
+
+    def _replace(self, failed: Any) -> bool:
+        """Swap the dead spare ``failed`` for a fresh stream and replay; False if too late."""
+        with self._lock:
+            if self._stream is not failed:
+                return True  # the other direction replaced it already
+            if self._redial is None or self._closed:
+                return False
+            redial, self._redial = self._redial, None
+            log(f"spare for {self._pod} was dead; dialled again")
+            with contextlib.suppress(Exception):
+                failed.close()
+            try:
+                self._stream = redial()
+                if self._sent:
+                    self._stream.sendall(bytes(self._sent))
+            except Exception as exc:  # noqa: BLE001 - the bridge sees the end, as before
+                log(f"cannot reach {self._pod}: {exc}")
+                return False
+            finally:
+                self._sent.clear()
+            return True
 
     def recv(self, n: int) -> bytes:
-        data: bytes = self._stream.recv(n)
-        return data
+        while True:
+            stream = self._stream
+            try:
+                data: bytes = stream.recv(n)
+            except OSError:
+                if not self._replace(stream):
+                    raise
+                continue
+            if data or not self._replace(stream):
+                if data and self._redial is not None:
+                    with self._lock:  # the pod answered: this stream is live
+                        self._redial = None
+                        self._sent.clear()
+                return data
 
     def sendall(self, data: bytes) -> None:
-        self._stream.sendall(data)
+        while True:
+            with self._lock:
+                stream = self._stream
+                if self._redial is not None:
+                    self._sent += data
+                try:
+                    stream.sendall(data)
+                    return
+                except OSError:
+                    if self._redial is None:
+                        raise
+            if not self._replace(stream):  # replays ``data`` too
+                raise OSError(f"stream to pod {self._pod} closed")
+            return
 
     def shutdown_write(self) -> None:
         # The build closed its gRPC connection: nothing it waits for can come any more, so the
@@ -87,10 +149,13 @@ class _Counted:
         self.close()
 
     def close(self) -> None:
-        if not self._closed:
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            self._stream.close()
-            self._keeper.release(self._pod)
+            stream = self._stream
+        stream.close()
+        self._keeper.release(self._pod)
 
 
 def expiring_credentials(builder: KubePodBuilder) -> str | None:
@@ -340,7 +405,8 @@ class Keeper:
         # No new spare yet: opening one (TLS, upgrade: ~10 ms of CPU here) while this build
         # connects and solves would take the CPU and this process's GIL from its bridge. It
         # is opened when the build's connection ends (release), or by the next route.
-        return _Counted(stream, self, name)
+        return _Counted(stream, self, name,
+                        functools.partial(self._open, name) if spare is not None else None)
 
     def release(self, name: str | None = None) -> None:
         """A build's connection (to pod ``name``) ended: refill its spare."""

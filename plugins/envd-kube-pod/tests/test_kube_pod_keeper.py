@@ -223,3 +223,61 @@ def test_contexts_with_expiring_credentials_stay_direct(tmp_path: Path) -> None:
     keeper.direct = expiring_credentials(keeper.builder)
     assert keeper.answer("route") == {"direct": reason}
     assert keeper.answer("nonsense")["error"]["kind"] == "usage"
+
+
+class _FakeStream:
+    """A WebSocket stream: ``replies`` come back one per ``recv``; ``dead`` ends at once."""
+
+    def __init__(self, replies: list[bytes], dead: bool = False) -> None:
+        self.replies, self.dead, self.sent, self.closed = list(replies), dead, bytearray(), False
+
+    def recv(self, n: int) -> bytes:
+        if self.dead or not self.replies:
+            return b""
+        return self.replies.pop(0)
+
+    def sendall(self, data: bytes) -> None:
+        if self.dead and self.closed:
+            raise OSError("stream to the pod closed")
+        self.sent += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Releases:
+    def __init__(self) -> None:
+        self.released: list[str] = []
+
+    def release(self, name: str | None = None) -> None:
+        self.released.append(str(name))
+
+
+def test_a_dead_spare_is_dialled_again_and_what_the_build_sent_is_replayed() -> None:
+    from envd_kube_pod.keeper import _Counted
+
+    dead, fresh = _FakeStream([], dead=True), _FakeStream([b"SETTINGS", b"more"])
+    keeper = _Releases()
+    counted = _Counted(dead, keeper, "bk-1", lambda: fresh)  # type: ignore[arg-type]
+    counted.sendall(b"PRI * HTTP/2.0")
+    assert counted.recv(100) == b"SETTINGS"  # the dead spare's end is not the build's
+    assert dead.closed and bytes(fresh.sent) == b"PRI * HTTP/2.0"
+    counted.sendall(b"frame")
+    assert bytes(fresh.sent) == b"PRI * HTTP/2.0frame"
+    assert counted.recv(100) == b"more"
+    assert counted.recv(100) == b""  # after the pod answered, an end is the build's to see
+    counted.close()
+    assert fresh.closed and keeper.released == ["bk-1"]
+
+
+def test_a_stream_that_answered_or_was_dialled_fresh_is_not_dialled_again() -> None:
+    from envd_kube_pod.keeper import _Counted
+
+    dialled: list[int] = []
+    live = _FakeStream([b"SETTINGS"])
+    counted = _Counted(live, _Releases(), "bk-1",  # type: ignore[arg-type]
+                       lambda: dialled.append(1) or _FakeStream([b"x"]))
+    assert counted.recv(100) == b"SETTINGS"
+    assert counted.recv(100) == b"" and dialled == []
+    fresh = _Counted(_FakeStream([], dead=True), _Releases(), "bk-1")  # type: ignore[arg-type]
+    assert fresh.recv(100) == b""  # opened for this build: nothing to retry
