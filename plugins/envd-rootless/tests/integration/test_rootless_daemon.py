@@ -173,7 +173,10 @@ def test_as_root_it_is_one_line(tmp_path: Path, infra: dict[str, Any]) -> None:
     if os.geteuid() != 0:
         pytest.skip("checks the refusal as root")
     envd = str(Path(sys.executable).with_name("envd"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENVD_")}
+    # the session's resident directory and idle stay: with XDG_RUNTIME_DIR moved, a resident
+    # server would otherwise start in this test's folder and outlive the suite by 15 minutes
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ENVD_") or k.startswith("ENVD_RESIDENT")}
     env.update(ENVD_CONFIG_DIR=str(tmp_path / "c"), XDG_RUNTIME_DIR=str(tmp_path / "run"))
     subprocess.run([envd, "context", "create", "--name", "rl", "--builder", "rootless",
                     "--use"], env=env, check=True, capture_output=True)
