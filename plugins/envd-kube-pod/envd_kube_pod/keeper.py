@@ -127,20 +127,18 @@ class _Counted:
                 return data
 
     def sendall(self, data: bytes) -> None:
-        while True:
-            with self._lock:
-                stream = self._stream
-                if self._redial is not None:
-                    self._sent += data
-                try:
-                    stream.sendall(data)
-                    return
-                except OSError:
-                    if self._redial is None:
-                        raise
-            if not self._replace(stream):  # replays ``data`` too
-                raise OSError(f"stream to pod {self._pod} closed")
-            return
+        # Not under the lock: a send stalled on a dead pod must not keep the bridge's close
+        # (from the other direction) from unblocking it.
+        with self._lock:
+            stream = self._stream
+            replayable = self._redial is not None
+            if replayable:
+                self._sent += data  # replayed by whichever direction replaces the stream
+        try:
+            stream.sendall(data)
+        except OSError:
+            if not replayable or not self._replace(stream):
+                raise
 
     def shutdown_write(self) -> None:
         # The build closed its gRPC connection: nothing it waits for can come any more, so the

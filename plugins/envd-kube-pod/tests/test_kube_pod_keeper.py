@@ -281,3 +281,18 @@ def test_a_stream_that_answered_or_was_dialled_fresh_is_not_dialled_again() -> N
     assert counted.recv(100) == b"" and dialled == []
     fresh = _Counted(_FakeStream([], dead=True), _Releases(), "bk-1")  # type: ignore[arg-type]
     assert fresh.recv(100) == b""  # opened for this build: nothing to retry
+
+
+def test_a_send_on_a_dead_spare_goes_to_a_fresh_stream() -> None:
+    from envd_kube_pod.keeper import _Counted
+
+    dead, fresh = _FakeStream([], dead=True), _FakeStream([b"SETTINGS"])
+    dead.closed = True  # its sends fail at once
+    counted = _Counted(dead, _Releases(), "bk-1", lambda: fresh)  # type: ignore[arg-type]
+    counted.sendall(b"PRI * HTTP/2.0")
+    assert bytes(fresh.sent) == b"PRI * HTTP/2.0"
+    assert counted.recv(100) == b"SETTINGS"
+    gone = _Counted(_FakeStream([], dead=True), _Releases(), "bk-1")  # type: ignore[arg-type]
+    gone._stream.closed = True  # type: ignore[attr-defined]
+    with pytest.raises(OSError):
+        gone.sendall(b"x")  # opened for this build: its failure is the build's
