@@ -247,15 +247,6 @@ def servers(directory: str) -> list[str]:
                   if n.startswith("resident-") and n.endswith(".sock"))
 
 
-def _gone(pid: int) -> bool:
-    """Whether ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] == b"Z"
-    except OSError:
-        return True
-
-
 def stop(sock: str, wait: float = 30.0) -> int | None:
     """Ask the server on ``sock`` to stop and wait up to ``wait`` s for it to exit (it first
     lets its running commands finish); its pid, or ``None`` when none answered."""
@@ -264,6 +255,6 @@ def stop(sock: str, wait: float = 30.0) -> int | None:
         return None
     pid = int(reply["stopping"])
     deadline = time.monotonic() + wait
-    while not _gone(pid) and time.monotonic() < deadline:
+    while not wire.exited(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     return pid

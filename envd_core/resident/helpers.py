@@ -21,6 +21,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from envd_core.resident.wire import exited
+
 #: The suffix of a helper's registration file.
 SUFFIX = ".helper.json"
 #: The largest answer read from a helper.
@@ -30,11 +32,7 @@ _MAX_REPLY = 4 * 1024 * 1024
 def _alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError, OSError):  # ours (a test's child): reap it
         os.waitpid(pid, os.WNOHANG)
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] != b"Z"
-    except OSError:
-        return False
+    return not exited(pid)
 
 
 def registered(directory: str) -> list[dict[str, Any]]:

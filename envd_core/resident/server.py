@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import struct
 import sys
 import time
 from typing import Any
@@ -211,9 +210,7 @@ class Server:
 
         fds: list[int] = []
         try:
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                    struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
+            uid = wire.peer_uid(conn)
             if uid != os.geteuid():
                 log(f"refused a connection from uid {uid}")
                 conn.close()

@@ -224,6 +224,26 @@ def fds_from(data: bytes) -> list[int]:
             for i in range(0, usable, 4)]
 
 
+def exited(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its reaper counts as exited): how the
+    resident's ``stop`` and the plugins' helper registry wait for a process they do not reap."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[0] == b"Z"
+    except OSError:
+        return True
+
+
+def peer_uid(conn: Any) -> int:
+    """The uid of the process at the other end of the AF_UNIX connection ``conn``
+    (``SO_PEERCRED``): servers on a private socket answer only their own user."""
+    import socket
+    import struct
+
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
 def log_line(name: str, message: str) -> None:
     """One line ``<time> <name>[<pid>]: <message>`` on stderr: the log of a background process
     (the resident server's ``server.log``, a plugin helper's)."""

@@ -38,14 +38,13 @@ import json
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from envd_core.resident import lockfile
-from envd_core.resident.wire import bind_private, check_dir, log_line
+from envd_core.resident.wire import bind_private, check_dir, log_line, peer_uid
 from envd_kube_pod import keeper_client
 
 if TYPE_CHECKING:
@@ -293,8 +292,7 @@ class Keeper:
 
     def _handle(self, conn: socket.socket) -> None:
         try:
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            if struct.unpack("3i", creds)[1] != os.geteuid():
+            if peer_uid(conn) != os.geteuid():
                 return
             conn.settimeout(10.0)
             data = bytearray()

@@ -24,6 +24,7 @@ from test_kube_pod_cluster import builder, core, restricted
 from envd_core.builder import DaemonAction
 from envd_core.buildkit.client import probe
 from envd_core.errors import BuilderError
+from envd_core.resident.wire import exited
 
 
 def kept(b: KubePodBuilder) -> str:
@@ -194,8 +195,4 @@ def _gone(pid: int) -> bool:
     """Whether ``pid`` exited (reaped here when it is this process's child, a zombie else)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rpartition(b")")[2].split()[0] == b"Z"
-    except OSError:
-        return True
+    return exited(pid)
