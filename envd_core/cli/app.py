@@ -204,10 +204,22 @@ def _hint_line(hint: str) -> str:
 
 def run(cli: click.Group, argv: list[str] | None = None) -> int:
     """Run ``cli`` and turn every error into one line and an exit code."""
-    from envd_core.errors import EnvdError, one_line
-
     args = sys.argv[1:] if argv is None else argv
     debug = _want_debug(args)
+    # Plugins see no App: their debug lines follow ENVD_DEBUG, set for this run only.
+    lend = debug and "ENVD_DEBUG" not in os.environ
+    if lend:
+        os.environ["ENVD_DEBUG"] = "1"
+    try:
+        return _run(cli, args, debug)
+    finally:
+        if lend:
+            os.environ.pop("ENVD_DEBUG", None)
+
+
+def _run(cli: click.Group, args: list[str], debug: bool) -> int:
+    from envd_core.errors import EnvdError, one_line
+
     # grpc's C core logs handshake failures straight to stderr; envd reports them itself.
     os.environ.setdefault("GRPC_VERBOSITY", "DEBUG" if debug else "NONE")
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import secrets
 import tarfile
 import time
@@ -103,8 +104,16 @@ def kubeconfig(user: str) -> Path:
             "cluster": "envd-infra", "user": user, "namespace": "default"}}],
     }
     path = CONF / f"{user}.kubeconfig"
-    path.write_text(json.dumps(doc, indent=1))
-    path.chmod(0o600)
+    text = json.dumps(doc, indent=1)
+    try:
+        if path.read_text() == text:
+            return path  # unchanged: no rewrite a running client could read half of
+    except OSError:
+        pass
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(text)
+    staging.chmod(0o600)
+    os.replace(staging, path)  # readers see the old file or the new one, never a partial one
     return path
 
 

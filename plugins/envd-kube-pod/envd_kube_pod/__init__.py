@@ -113,8 +113,10 @@ class KubePodBuilder(Builder):
         self._needs: bool | None = None
         # The forwarding keeper's answer (pods and bridged sockets), or the error it relayed.
         self._routed: Routed | BuilderError | None = None
-        #: Whether the last :meth:`connect` went through the forwarding keeper.
+        #: Whether the last :meth:`connect` went through the forwarding keeper, and why it
+        #: did not (at first, if a second try did; shown with ``--debug``; None when it did).
         self.via_keeper = False
+        self.keeper_miss: str | None = None
 
     # -- address and options ---------------------------------------------------------------
     @classmethod
@@ -300,18 +302,33 @@ class KubePodBuilder(Builder):
         with self._lock:
             routed, self._routed = self._routed, None
             pods, self._listing = self._listing, None
+        self.via_keeper = False
+        if pods is None:  # else needs_bootstrap listed directly, and keeper_miss says why
+            self.keeper_miss = None
         if routed is None and pods is None:
             routed = keeper_route(self, timeout)
-        self.via_keeper = False
-        if isinstance(routed, BaseException):
-            raise routed
-        if routed is not None:
+        first = ""
+        for attempt in (1, 2):
+            if isinstance(routed, BaseException):
+                raise routed
+            if routed is None:
+                break
             kept = self.choose_pod(routed, routed.pods)
             conn = open_kept(routed, kept, timeout)
-            if conn is not None:
+            if not isinstance(conn, str):
                 self.last_pod, self.via_keeper = kept.name, True
                 return conn
-            # the keeper could not bridge (it died, or the pod refused): as without it
+            # It could not bridge: the pod's end of the stream closed before it answered
+            # (kube-keeper.log says why), or the keeper died. Once more through it, on a
+            # fresh stream, before the direct path (~0.1 s and the client's import).
+            self.keeper_miss = conn if attempt == 1 else f"{first}; again: {conn}"
+            if attempt == 1:
+                first, routed = conn, keeper_route(self, timeout)
+                if routed is None:
+                    self.keeper_miss = f"{first}; again: {self.keeper_miss}"
+        if self.keeper_miss and os.environ.get("ENVD_DEBUG"):
+            print(f"debug: kube-pod: not through the keeper: {self.keeper_miss}",
+                  file=sys.stderr, flush=True)
         with self._lock:
             cluster = self._shared()
         pod = self.choose_pod(cluster, cluster.pods(self.parsed, keep_socket=True)

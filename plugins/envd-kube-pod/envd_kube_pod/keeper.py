@@ -85,6 +85,8 @@ class _Counted:
         self._stream, self._keeper, self._pod, self._closed = stream, keeper, pod, False
         self._redial = redial  # set only for a spare, and cleared once it has answered
         self._sent = bytearray()  # what the build sent while ``_redial`` is set
+        self._answered = False  # the pod has sent something on this connection
+        self._received = 0
         self._lock = threading.Lock()
 
     def _replace(self, failed: Any) -> bool:
@@ -119,10 +121,17 @@ class _Counted:
                     raise
                 continue
             if data or not self._replace(stream):
-                if data and self._redial is not None:
+                self._received += len(data)
+                if data and not self._answered:
                     with self._lock:  # the pod answered: this stream is live
-                        self._redial = None
+                        self._answered, self._redial = True, None
                         self._sent.clear()
+                elif not data and not self._closed:
+                    # The pod's end closed first (a build closes its own end): say so here,
+                    # where the pod's words are; before an answer, the build retries.
+                    said = getattr(stream, "stderr", "").strip()
+                    log(f"{self._pod} ended a build's connection after {self._received} bytes"
+                        + (f": {said[-300:]}" if said else ""))
                 return data
 
     def sendall(self, data: bytes) -> None:
@@ -235,6 +244,9 @@ class Keeper:
             "idle": self.idle}).encode())
         log(f"serving {self.sock} for kube-pod://{self.builder.address}"
             + (f" (direct: {self.direct})" if self.direct else ""))
+        # Idle from now: loading the client and the configuration can take seconds on a busy
+        # machine, and a keeper must answer the build that started it before it idles out.
+        self.last_activity = time.monotonic()
         return True
 
     def close(self) -> None:

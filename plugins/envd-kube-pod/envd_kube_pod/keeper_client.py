@@ -253,38 +253,45 @@ def keeper_route(builder: KubePodBuilder, timeout: float = 25.0) -> Routed | Bui
     or not running yet: it is started for the next build, or its answer is unusable)."""
     env = os.environ
     if disabled(env):
+        builder.keeper_miss = "ENVD_KUBE_KEEPER turns it off"
         return None
     try:
         from envd_core.resident.wire import socket_dir
 
         directory = socket_dir(env)
         keeper_key = key(builder.address, builder.option_values, env)
-    except Exception:  # noqa: BLE001 - never fail a build over the keeper
+    except Exception as exc:  # noqa: BLE001 - never fail a build over the keeper
+        builder.keeper_miss = f"no keeper key: {type(exc).__name__}: {exc}"
         return None
     from envd_core.resident.helpers import exchange, parse
 
     sock = paths(directory, keeper_key)[0]
     line = exchange(sock, {"op": "route"}, timeout=min(timeout, 25.0))
     if line is None:  # nobody there (a keeper that answers garbage is not replaced)
+        builder.keeper_miss = f"no keeper answered on {sock} (starting one)"
         spawn(directory, keeper_key, builder.address, builder.option_values)
         return None
     reply = parse(line)
-    if reply is None:
-        return None
-    if "error" in reply:
-        return error_from(reply["error"])
-    return Routed.from_reply(reply)
+    error = error_from(reply["error"]) if reply is not None and "error" in reply else None
+    if error is not None:
+        return error
+    routed = Routed.from_reply(reply) if reply is not None and "error" not in reply else None
+    if routed is None:
+        builder.keeper_miss = (f"the keeper connects directly: {reply['direct']}"
+                               if reply is not None and "direct" in reply else
+                               f"the keeper's answer is not one: {line[:200]!r}")
+    return routed
 
 
-def open_kept(routed: Routed, pod: PodInfo, timeout: float) -> Connection | None:
-    """A gRPC channel to ``pod`` through the keeper's bridged socket; None when it does not
-    answer (the caller connects directly, which explains a refusal as ever)."""
+def open_kept(routed: Routed, pod: PodInfo, timeout: float) -> Connection | str:
+    """A gRPC channel to ``pod`` through the keeper's bridged socket; when it does not answer,
+    why not (the caller connects directly, which explains a refusal as ever)."""
     from envd_core.buildkit.transport import connect_unix, wait_ready
     from envd_core.errors import ErrorKind
 
     path = routed.sockets.get(pod.name)
     if not path:
-        return None
+        return f"the keeper bridges no socket to `{pod.name}`"
     conn = connect_unix(path, wait=False, far=True,
                         target=f"kube-pod://{routed.namespace}/{pod.name}")
     try:
@@ -293,5 +300,5 @@ def open_kept(routed: Routed, pod: PodInfo, timeout: float) -> Connection | None
         conn.close()
         if exc.kind == ErrorKind.TIMEOUT:
             raise  # a direct attempt would wait as long again
-        return None
+        return f"the keeper's bridge to `{pod.name}` did not answer: {exc.message}"
     return conn

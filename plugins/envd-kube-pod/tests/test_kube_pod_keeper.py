@@ -179,17 +179,19 @@ def serve_once(path: str, answer: bytes) -> threading.Thread:
     return thread
 
 
-@pytest.mark.parametrize("answer", [
-    b"garbage\n",
-    b"[1, 2]\n",
-    b'{"error": {"message": 3}}\n',
+@pytest.mark.parametrize(("answer", "miss"), [
+    (b"garbage\n", "the keeper's answer is not one: b'garbage"),
+    (b"[1, 2]\n", "the keeper's answer is not one: b'[1, 2]"),
+    (b'{"error": {"message": 3}}\n', "the keeper's answer is not one"),
     # pods ready, but the bridged socket is not there (the keeper died after answering)
-    json.dumps({"server": "s", "namespace": "ci", "sockets": {"bk-1": "/tmp/envd-kk-none"},
-                "pods": [{"name": "bk-1", "phase": "Running", "ready": True}]}).encode()
-    + b"\n",
+    (json.dumps({"server": "s", "namespace": "ci", "sockets": {"bk-1": "/tmp/envd-kk-none"},
+                 "pods": [{"name": "bk-1", "phase": "Running", "ready": True}]}).encode()
+     + b"\n", "the keeper's bridge to `bk-1` did not answer: "),
 ])
 def test_a_keeper_that_answers_garbage_leaves_the_build_to_the_direct_path(
-        sockdir: str, answer: bytes) -> None:
+        sockdir: str, answer: bytes, miss: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVD_DEBUG", "1")
     b = KubePodBuilder(ADDRESS, {})
     sock = keeper_client.paths(sockdir, keeper_client.key(b.address, b.option_values,
                                                           os.environ))[0]
@@ -199,6 +201,39 @@ def test_a_keeper_that_answers_garbage_leaves_the_build_to_the_direct_path(
     thread.join(5)
     assert info.value.message.startswith("no cluster: no kubeconfig at")  # the direct path's
     assert not b.via_keeper
+    assert b.keeper_miss is not None and b.keeper_miss.startswith(miss), b.keeper_miss
+    assert f"debug: kube-pod: not through the keeper: {miss}" in capsys.readouterr().err
+
+
+def test_a_bridge_that_fails_once_is_tried_again_through_the_keeper(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream the pod closed before answering (kube-keeper.log says why) costs one more
+    route, not the direct path."""
+    import envd_kube_pod
+
+    pod = PodInfo(name="bk-1", phase="Running", ready=True)
+    routed = Routed("s", "ci", [pod], {"bk-1": "/tmp/envd-kk-none"})
+    routes: list[str] = []
+    attempts: list[str] = []
+    sentinel = object()
+
+    def route(builder: KubePodBuilder, timeout: float = 25.0) -> Routed:
+        routes.append(builder.address)
+        return routed
+
+    def open_kept(r: Routed, p: PodInfo, timeout: float) -> object:
+        attempts.append(p.name)
+        return "the keeper's bridge to `bk-1` did not answer: Socket closed" \
+            if len(attempts) == 1 else sentinel
+
+    monkeypatch.setattr(envd_kube_pod, "keeper_route", route)
+    monkeypatch.setattr(envd_kube_pod, "open_kept", open_kept)
+    b = KubePodBuilder(ADDRESS, {})
+    assert b.connect(timeout=5) is sentinel
+    assert b.via_keeper and b.last_pod == "bk-1"
+    assert len(routes) == 2 and attempts == ["bk-1", "bk-1"]
+    # why the first try failed is kept (kube-keeper.log has the pod's side)
+    assert b.keeper_miss == "the keeper's bridge to `bk-1` did not answer: Socket closed"
 
 
 def test_contexts_with_expiring_credentials_stay_direct(tmp_path: Path) -> None:

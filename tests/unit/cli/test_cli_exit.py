@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 PROBE = """
     import atexit, sys, threading, time
     import grpc  # what a build loads; main() then ends through exit_now
@@ -38,3 +40,29 @@ def test_exit_now_keeps_what_a_normal_exit_does(tmp_path: Path) -> None:
     assert 'context "nope" does not exist' in done.stderr
     assert done.stdout.startswith("buffered, not flushed")
     assert marks.read_text().splitlines() == ["thread", "atexit"]
+
+
+def test_debug_reaches_plugins_for_the_run_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--debug`` sets ENVD_DEBUG while the command runs (plugins see no App), then not."""
+    import os
+
+    import click
+
+    from envd_core.cli.app import run
+
+    seen: list[str | None] = []
+
+    @click.group()
+    @click.option("--debug", is_flag=True)
+    def cli(debug: bool) -> None:
+        pass
+
+    @cli.command()
+    def probe() -> None:
+        seen.append(os.environ.get("ENVD_DEBUG"))
+
+    monkeypatch.delenv("ENVD_DEBUG", raising=False)
+    assert run(cli, ["--debug", "probe"]) == 0
+    assert run(cli, ["probe"]) == 0
+    assert seen == ["1", None]
+    assert "ENVD_DEBUG" not in os.environ

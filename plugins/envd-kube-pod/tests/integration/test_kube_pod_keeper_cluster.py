@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from envd_kube_pod import KubePodBuilder, keeper_client
-from test_kube_pod_cluster import builder, core, restricted
+from test_kube_pod_cluster import builder, core, one_project_per_pod, restricted
 
 from envd_core.builder import DaemonAction
 from envd_core.buildkit.client import probe
@@ -63,7 +63,7 @@ def test_a_build_connection_goes_through_the_keeper(namespace: str,
             assert probe(conn, timeout=30)["version"] == "v0.18.2"
         finally:
             conn.close()
-        assert b.via_keeper, keeper_log()
+        assert b.via_keeper, f"{b.keeper_miss}\n{keeper_log()}"
         assert conn.target.startswith(f"kube-pod://{namespace}/bk-")
     assert status(sock)["served"] >= before + 3
 
@@ -94,14 +94,15 @@ def test_routing_through_the_keeper_moves_with_a_notice(
             assert probe(conn, timeout=30)["version"] == "v0.18.2"
         finally:
             conn.close()
-        assert b.via_keeper, keeper_log()
+        assert b.via_keeper, f"{b.keeper_miss}\n{keeper_log()}"
         assert b.last_pod is not None
         return b.last_pod
 
-    chosen = {f"/src/project-{i}": build_on(f"/src/project-{i}") for i in range(6)}
     pods = sorted(p.metadata.name for p in core(kube_api).list_namespaced_pod(namespace).items)
-    assert set(chosen.values()) == set(pods), chosen
-    project, pod = next(iter(chosen.items()))
+    chosen = one_project_per_pod(pods)
+    assert {project: build_on(project) for project in chosen.values()} == \
+        {project: pod for pod, project in chosen.items()}
+    pod, project = next(iter(chosen.items()))
     assert all(build_on(project) == pod for _ in range(3))
     assert b.last_notice is None
 
@@ -179,16 +180,18 @@ def test_the_keeper_exits_when_idle_and_a_stopped_one_is_replaced(
     conn = b.connect(timeout=60)
     conn.close()
     assert not b.via_keeper
+    assert b.keeper_miss is not None and b.keeper_miss.startswith("no keeper answered on")
     assert keeper_client.start(b.address, b.option_values, os.environ) is not None
     conn = b.connect(timeout=60)
     conn.close()
-    assert b.via_keeper, keeper_log()
+    assert b.via_keeper, f"{b.keeper_miss}\n{keeper_log()}"
 
     # ENVD_KUBE_KEEPER=0: the direct path, keeper or not.
     monkeypatch.setenv("ENVD_KUBE_KEEPER", "0")
     conn = b.connect(timeout=60)
     conn.close()
     assert not b.via_keeper
+    assert b.keeper_miss == "ENVD_KUBE_KEEPER turns it off"
 
 
 def _gone(pid: int) -> bool:
