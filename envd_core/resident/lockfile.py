@@ -75,27 +75,33 @@ def remove(fd: int, path: str, sock: str, sock_inode: int | None = None) -> None
         os.close(fd)
 
 
-def sweep(directory: str, keep: str) -> int:
+def sweep(directory: str, keep: str, prefix: str = "resident-",
+          also: tuple[str, ...] = ()) -> int:
     """Remove the socket and lock file of every key in ``directory`` whose lock nobody holds,
     except ``keep`` (a key); how many keys were removed.
 
-    A key is found by its lock file or its socket (a server of an older envd may have left a
-    socket alone). A held lock means a live or starting server: left alone.
+    A key is ``<prefix><key>`` (``resident-`` for servers; a plugin's helper process uses its
+    own, with its registration's suffix in ``also``: removed first, under the lock). It is
+    found by its lock file or its socket (a server of an older envd may have left a socket
+    alone). A held lock means a live or starting process: left alone.
     """
     try:
         names = os.listdir(directory)
     except OSError:
         return 0
-    keys = {name[len("resident-"):].rpartition(".")[0] for name in names
-            if name.startswith("resident-") and name.endswith((".lock", ".sock"))}
+    keys = {name[len(prefix):].rpartition(".")[0] for name in names
+            if name.startswith(prefix) and name.endswith((".lock", ".sock"))}
     removed = 0
     for key in sorted(keys - {keep, ""}):
-        base = os.path.join(directory, f"resident-{key}")
+        base = os.path.join(directory, f"{prefix}{key}")
         try:
             fd = acquire(base + ".lock")
         except OSError:
             continue
         if fd is not None:
+            for suffix in also:
+                with contextlib.suppress(OSError):
+                    os.unlink(base + suffix)
             remove(fd, base + ".lock", base + ".sock")
             removed += 1
     return removed

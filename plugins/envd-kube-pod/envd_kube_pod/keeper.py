@@ -196,7 +196,7 @@ class Keeper:
     def __init__(self, directory: str, keeper_key: str, spec: dict[str, Any]) -> None:
         from envd_kube_pod import KubePodBuilder
 
-        self.directory = directory
+        self.directory, self.key = directory, keeper_key
         self.builder = KubePodBuilder(str(spec["address"]), dict(spec.get("options") or {}))
         self.sock, self.lock_file, self.info_file = keeper_client.paths(directory, keeper_key)
         self.idle = keeper_client.idle_seconds(os.environ)
@@ -227,6 +227,15 @@ class Keeper:
         if fd is None:
             return False
         self.lock_fd = fd
+        # Keepers killed without their cleanup (SIGKILL, a reboot of the machine's /tmp
+        # aside) leave a lock file, a socket and a registration: remove those of other keys.
+        from envd_core.resident.helpers import SUFFIX
+
+        swept = lockfile.sweep(self.directory, keep=self.key,
+                               prefix=keeper_client.KEY_PREFIX, also=(SUFFIX,))
+        if swept:
+            log(f"removed the files of {swept} keeper{'s' if swept > 1 else ''} "
+                "that had not stopped cleanly")
         try:
             self.direct = expiring_credentials(self.builder)
             self.cluster = self.builder.cluster()

@@ -48,6 +48,8 @@ SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _MAX_FILE = 4 * 1024 * 1024
 #: What a keeper's registration says it is (``envd resident status`` shows it).
 KIND = "kube-pod keeper"
+#: How a keeper's files in the socket directory start: ``kube-keeper-<key>.{sock,lock,...}``.
+KEY_PREFIX = "kube-keeper-"
 
 
 def disabled(env: Mapping[str, str]) -> bool:
@@ -104,7 +106,7 @@ def paths(directory: str, keeper_key: str) -> tuple[str, str, str]:
     """``(control socket, lock file, registration file)`` of the keeper ``keeper_key``."""
     from envd_core.resident.helpers import SUFFIX
 
-    stem = os.path.join(directory, f"kube-keeper-{keeper_key}")
+    stem = os.path.join(directory, f"{KEY_PREFIX}{keeper_key}")
     return f"{stem}.sock", f"{stem}.lock", f"{stem}{SUFFIX}"
 
 

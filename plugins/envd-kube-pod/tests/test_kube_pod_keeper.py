@@ -157,6 +157,31 @@ def test_a_keeper_answers_with_the_error_a_direct_build_raises(sockdir: str) -> 
     assert not Path(sock).exists() and keeper_client.keepers(sockdir) == []
 
 
+def test_a_starting_keeper_removes_the_files_of_killed_ones(sockdir: str) -> None:
+    import fcntl
+
+    dead = Path(sockdir, "kube-keeper-dead000000000001")
+    for suffix in (".lock", ".sock", ".helper.json"):  # a SIGKILLed keeper's three files
+        Path(f"{dead}{suffix}").write_text("")
+    held = Path(sockdir, "kube-keeper-live000000000002")
+    fd = os.open(f"{held}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live (or starting) keeper's
+    Path(f"{held}.sock").write_text("")
+    resident = Path(sockdir, "resident-dead000000000003.lock")  # not a keeper's to remove
+    resident.write_text("")
+    try:
+        b = KubePodBuilder(ADDRESS, {})
+        sock = keeper_client.start(b.address, b.option_values, os.environ, wait=60)
+        assert sock is not None, Path(sockdir, "kube-keeper.log").read_text()
+    finally:
+        os.close(fd)
+    names = {p.name for p in Path(sockdir).iterdir()}
+    assert not any(n.startswith(dead.name) for n in names), names
+    assert {f"{held.name}.lock", f"{held.name}.sock", resident.name} <= names
+    log = Path(sockdir, "kube-keeper.log").read_text()
+    assert "removed the files of 1 keeper that had not stopped cleanly" in log
+
+
 def serve_once(path: str, answer: bytes) -> threading.Thread:
     """A fake keeper on ``path`` that answers every request with ``answer``."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
