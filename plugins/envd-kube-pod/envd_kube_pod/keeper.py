@@ -40,12 +40,12 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from envd_core.resident import lockfile
-from envd_core.resident.wire import bind_private, check_dir, log_line, peer_uid
+from envd_core.resident.wire import bind_private, check_dir, peer_uid
 from envd_kube_pod import keeper_client
+from envd_kube_pod.keeper_stream import Counted, log
 
 if TYPE_CHECKING:
     from envd_core.buildkit.bridge import ByteStream
@@ -60,108 +60,6 @@ REFILL_DELAY = 0.3
 #: Ready pods a keeper bridges and keeps spares for (routing spreads over more, but each build
 #: lands on one: more than this is served by the direct path's behaviour of dialling on demand).
 MAX_PODS = 8
-
-
-def log(message: str) -> None:
-    """One line in ``kube-keeper.log`` (the keeper's stderr)."""
-    log_line("envd-kube-keeper", message)
-
-
-class _Counted:
-    """A build's stream: counted while open, so the keeper never idles out under a build.
-
-    When it starts on a **spare** (opened seconds ago), the spare may have died meanwhile
-    without a sign: buildkitd restarted, the kubelet's dial to the port failed after the
-    upgrade (a pod just ready), a proxy dropped it. Like an HTTP client retrying a request on
-    a stale keep-alive connection, the stream then re-dials once, on a fresh WebSocket, and
-    replays what the build sent -- only while nothing has come back yet (gRPC's server speaks
-    first, so that is the first few milliseconds): after that, an end is the build's to see.
-    Without this the build would fall back to the direct path (and its kube import, TLS and
-    upgrade) for a reason the keeper can mend itself.
-    """
-
-    def __init__(self, stream: Any, keeper: Keeper, pod: str,
-                 redial: Callable[[], Any] | None = None) -> None:
-        self._stream, self._keeper, self._pod, self._closed = stream, keeper, pod, False
-        self._redial = redial  # set only for a spare, and cleared once it has answered
-        self._sent = bytearray()  # what the build sent while ``_redial`` is set
-        self._answered = False  # the pod has sent something on this connection
-        self._received = 0
-        self._lock = threading.Lock()
-
-    def _replace(self, failed: Any) -> bool:
-        """Swap the dead spare ``failed`` for a fresh stream and replay; False if too late."""
-        with self._lock:
-            if self._stream is not failed:
-                return True  # the other direction replaced it already
-            if self._redial is None or self._closed:
-                return False
-            redial, self._redial = self._redial, None
-            log(f"spare for {self._pod} was dead; dialled again")
-            with contextlib.suppress(Exception):
-                failed.close()
-            try:
-                self._stream = redial()
-                if self._sent:
-                    self._stream.sendall(bytes(self._sent))
-            except Exception as exc:  # noqa: BLE001 - the bridge sees the end, as before
-                log(f"cannot reach {self._pod}: {exc}")
-                return False
-            finally:
-                self._sent.clear()
-            return True
-
-    def recv(self, n: int) -> bytes:
-        while True:
-            stream = self._stream
-            try:
-                data: bytes = stream.recv(n)
-            except OSError:
-                if not self._replace(stream):
-                    raise
-                continue
-            if data or not self._replace(stream):
-                self._received += len(data)
-                if data and not self._answered:
-                    with self._lock:  # the pod answered: this stream is live
-                        self._answered, self._redial = True, None
-                        self._sent.clear()
-                elif not data and not self._closed:
-                    # The pod's end closed first (a build closes its own end): say so here,
-                    # where the pod's words are; before an answer, the build retries.
-                    said = getattr(stream, "stderr", "").strip()
-                    log(f"{self._pod} ended a build's connection after {self._received} bytes"
-                        + (f": {said[-300:]}" if said else ""))
-                return data
-
-    def sendall(self, data: bytes) -> None:
-        # Not under the lock: a send stalled on a dead pod must not keep the bridge's close
-        # (from the other direction) from unblocking it.
-        with self._lock:
-            stream = self._stream
-            replayable = self._redial is not None
-            if replayable:
-                self._sent += data  # replayed by whichever direction replaces the stream
-        try:
-            stream.sendall(data)
-        except OSError:
-            if not replayable or not self._replace(stream):
-                raise
-
-    def shutdown_write(self) -> None:
-        # The build closed its gRPC connection: nothing it waits for can come any more, so the
-        # pod's side is closed now (a half-closed port-forward stays open until buildkitd's
-        # idle timeout, and the bridge would wait 5 s for it).
-        self.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            stream = self._stream
-        stream.close()
-        self._keeper.release(self._pod)
 
 
 def expiring_credentials(builder: KubePodBuilder) -> str | None:
@@ -422,7 +320,7 @@ class Keeper:
         # No new spare yet: opening one (TLS, upgrade: ~10 ms of CPU here) while this build
         # connects and solves would take the CPU and this process's GIL from its bridge. It
         # is opened when the build's connection ends (release), or by the next route.
-        return _Counted(stream, self, name,
+        return Counted(stream, self, name,
                         functools.partial(self._open, name) if spare is not None else None)
 
     def release(self, name: str | None = None) -> None:

@@ -313,46 +313,84 @@ class _Releases:
         self.released.append(str(name))
 
 
-def test_a_dead_spare_is_dialled_again_and_what_the_build_sent_is_replayed() -> None:
-    from envd_kube_pod.keeper import _Counted
+#: What buildkitd v0.18.2 (grpc-go) sends the moment it accepts: its SETTINGS frame (read off
+#: the infra's daemon), and frames that only come in answer to the build's own.
+SETTINGS = bytes.fromhex("000006040000000000000500004000")
+ACK = bytes.fromhex("000000040100000000")
+HEADERS = bytes.fromhex("000003010400000001") + b"abc"
 
-    dead, fresh = _FakeStream([], dead=True), _FakeStream([b"SETTINGS", b"more"])
+
+def test_preface_length_finds_the_servers_first_settings() -> None:
+    from envd_kube_pod.keeper_stream import preface_length
+
+    assert preface_length(SETTINGS) == 15 and preface_length(SETTINGS + ACK) == 15
+    assert preface_length(SETTINGS[:8]) is None
+    assert preface_length(ACK) == 0 and preface_length(HEADERS) == 0
+
+
+def test_a_dead_spare_is_dialled_again_and_what_the_build_sent_is_replayed() -> None:
+    from envd_kube_pod.keeper_stream import Counted
+
+    dead, fresh = _FakeStream([], dead=True), _FakeStream([SETTINGS, ACK])
     keeper = _Releases()
-    counted = _Counted(dead, keeper, "bk-1", lambda: fresh)  # type: ignore[arg-type]
+    counted = Counted(dead, keeper, "bk-1", lambda: fresh)  # type: ignore[arg-type]
     counted.sendall(b"PRI * HTTP/2.0")
-    assert counted.recv(100) == b"SETTINGS"  # the dead spare's end is not the build's
+    assert counted.recv(100) == SETTINGS  # the dead spare's end is not the build's
     assert dead.closed and bytes(fresh.sent) == b"PRI * HTTP/2.0"
     counted.sendall(b"frame")
     assert bytes(fresh.sent) == b"PRI * HTTP/2.0frame"
-    assert counted.recv(100) == b"more"
+    assert counted.recv(100) == ACK
     assert counted.recv(100) == b""  # after the pod answered, an end is the build's to see
     counted.close()
     assert fresh.closed and keeper.released == ["bk-1"]
 
 
+def test_a_spare_that_only_passed_on_its_settings_is_still_dialled_again() -> None:
+    """The SETTINGS a spare holds were sent when it opened: they prove nothing (CI: a spare
+    passed them on and ended, and the build went direct). The new stream's same SETTINGS
+    are not passed on twice; what the build sent (its ACK of them) is replayed."""
+    from envd_kube_pod.keeper_stream import Counted
+
+    stale = _FakeStream([SETTINGS[:6], SETTINGS[6:]])  # then the end
+    fresh = _FakeStream([SETTINGS[:4], SETTINGS[4:] + ACK, HEADERS])
+    counted = Counted(stale, _Releases(), "bk-1", lambda: fresh)  # type: ignore[arg-type]
+    assert counted.recv(100) + counted.recv(100) == SETTINGS
+    counted.sendall(b"PRI" + ACK)
+    assert counted.recv(100) == ACK  # the new server's SETTINGS: skipped, read to their end
+    assert stale.closed and bytes(fresh.sent) == b"PRI" + ACK
+    assert counted.recv(100) == HEADERS
+    assert counted.recv(100) == b""
+
+    other = _FakeStream([bytes.fromhex("000000040000000000"), HEADERS])  # other SETTINGS
+    counted = Counted(_FakeStream([SETTINGS]), _Releases(), "bk-1",  # type: ignore[arg-type]
+                      lambda: other)
+    assert counted.recv(100) == SETTINGS
+    assert counted.recv(100) == bytes.fromhex("000000040000000000")  # passed on: not the same
+
+
 def test_a_stream_that_answered_or_was_dialled_fresh_is_not_dialled_again() -> None:
-    from envd_kube_pod.keeper import _Counted
+    from envd_kube_pod.keeper_stream import Counted
 
     dialled: list[int] = []
-    live = _FakeStream([b"SETTINGS"])
-    counted = _Counted(live, _Releases(), "bk-1",  # type: ignore[arg-type]
-                       lambda: dialled.append(1) or _FakeStream([b"x"]))
-    assert counted.recv(100) == b"SETTINGS"
+    live = _FakeStream([SETTINGS + ACK])
+    counted = Counted(live, _Releases(), "bk-1",  # type: ignore[arg-type]
+                      lambda: dialled.append(1) or _FakeStream([b"x"]))
+    assert counted.recv(100) == SETTINGS + ACK
     assert counted.recv(100) == b"" and dialled == []
-    fresh = _Counted(_FakeStream([], dead=True), _Releases(), "bk-1")  # type: ignore[arg-type]
+    fresh = Counted(_FakeStream([], dead=True), _Releases(), "bk-1")  # type: ignore[arg-type]
     assert fresh.recv(100) == b""  # opened for this build: nothing to retry
 
 
 def test_a_send_on_a_dead_spare_goes_to_a_fresh_stream() -> None:
-    from envd_kube_pod.keeper import _Counted
+    from envd_kube_pod.keeper_stream import Counted
 
-    dead, fresh = _FakeStream([], dead=True), _FakeStream([b"SETTINGS"])
+    dead, fresh = _FakeStream([], dead=True), _FakeStream([SETTINGS])
     dead.closed = True  # its sends fail at once
-    counted = _Counted(dead, _Releases(), "bk-1", lambda: fresh)  # type: ignore[arg-type]
+    counted = Counted(dead, _Releases(), "bk-1", lambda: fresh)  # type: ignore[arg-type]
     counted.sendall(b"PRI * HTTP/2.0")
     assert bytes(fresh.sent) == b"PRI * HTTP/2.0"
-    assert counted.recv(100) == b"SETTINGS"
-    gone = _Counted(_FakeStream([], dead=True), _Releases(), "bk-1")  # type: ignore[arg-type]
+    assert counted.recv(100) == SETTINGS  # nothing passed on before: nothing to skip
+    gone = Counted(_FakeStream([], dead=True), _Releases(), "bk-1")  # type: ignore[arg-type]
     gone._stream.closed = True  # type: ignore[attr-defined]
     with pytest.raises(OSError):
         gone.sendall(b"x")  # opened for this build: its failure is the build's
