@@ -53,7 +53,32 @@ def kube_api(kube: dict[str, Any]) -> Any:
     """A ``kubernetes`` ApiClient as the cluster admin (to set up and inspect behind envd)."""
     from kubernetes import config
 
-    return config.new_client_from_config(config_file=kube["KUBECONFIG"])
+    api = config.new_client_from_config(config_file=kube["KUBECONFIG"])
+    _delete_stale_namespaces(api)
+    return api
+
+
+#: A test namespace older than this was left by a run that was killed before its teardown.
+STALE_NAMESPACE_AGE = 3600.0
+
+
+def _delete_stale_namespaces(api: Any) -> None:
+    """Delete ``envd-t-*`` namespaces a killed run left behind: the cluster's state survives
+    ``infra down``, so their BuildKit pods would start again with every cluster and take the
+    CPU of the tests that follow (one was found running beside a CI run). Young ones may be
+    another session's on the same cluster: left alone."""
+    import datetime as dt
+
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    now = dt.datetime.now(dt.timezone.utc)
+    for ns in core.list_namespace().items:
+        created = ns.metadata.creation_timestamp
+        if ns.metadata.name.startswith("envd-t-") and created is not None and \
+                (now - created).total_seconds() > STALE_NAMESPACE_AGE:
+            core.delete_namespace(ns.metadata.name, grace_period_seconds=0,
+                                  propagation_policy="Background")
 
 
 @pytest.fixture
