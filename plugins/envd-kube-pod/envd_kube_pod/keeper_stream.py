@@ -49,8 +49,9 @@ class Counted:
     upgrade) for a reason the keeper can mend itself.
 
     "Come back" does not count buildkitd's SETTINGS frame: grpc-go sends it the moment it
-    accepts, so a spare holds it from when it was opened, alive or not (CI saw a spare pass
-    it on and then end: the build went direct). Only bytes after it prove the pod answers.
+    accepts, so a spare holds it from when it was opened, alive or not (a spare that passed
+    it on and then ended sent the build direct: the likeliest reading of a CI failure). Only
+    bytes after it prove the pod answers.
     After a re-dial the new stream's own SETTINGS, when the same bytes, are not passed on
     again: the build has them (and acknowledges them in what is replayed).
     """
