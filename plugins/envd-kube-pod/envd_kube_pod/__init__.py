@@ -206,7 +206,9 @@ class KubePodBuilder(Builder):
         with self._lock:
             if self._needs is None:
                 routed = keeper_route(self)
-                if routed is not None:
+                if isinstance(routed, str):
+                    self.keeper_miss = routed  # connect keeps it: it uses this listing
+                else:
                     self._routed = routed
                     self._needs = isinstance(routed, Routed) and \
                         not any(p.ready for p in routed.pods)
@@ -299,33 +301,35 @@ class KubePodBuilder(Builder):
     def connect(self, *, timeout: float) -> Connection:
         """Reach buildkitd in the chosen pod (exec ``buildctl dial-stdio``, or port-forward)
         and speak gRPC over it. Uses the pod listing :meth:`needs_bootstrap` made, once."""
+        routed: Routed | BuilderError | str | None
         with self._lock:
             routed, self._routed = self._routed, None
             pods, self._listing = self._listing, None
         self.via_keeper = False
-        if pods is None:  # else needs_bootstrap listed directly, and keeper_miss says why
-            self.keeper_miss = None
-        if routed is None and pods is None:
+        if routed is None and pods is None:  # with a listing, keeper_miss says why already
             routed = keeper_route(self, timeout)
-        first = ""
+        misses: list[str] = []
         for attempt in (1, 2):
             if isinstance(routed, BaseException):
                 raise routed
             if routed is None:
                 break
+            if isinstance(routed, str):
+                misses.append(routed)
+                break
             kept = self.choose_pod(routed, routed.pods)
             conn = open_kept(routed, kept, timeout)
             if not isinstance(conn, str):
                 self.last_pod, self.via_keeper = kept.name, True
+                self.keeper_miss = "; again: ".join(misses) or None
                 return conn
             # It could not bridge: the pod's end of the stream closed before it answered
             # (kube-keeper.log says why), or the keeper died. Once more through it, on a
             # fresh stream, before the direct path (~0.1 s and the client's import).
-            self.keeper_miss = conn if attempt == 1 else f"{first}; again: {conn}"
-            if attempt == 1:
-                first, routed = conn, keeper_route(self, timeout)
-                if routed is None:
-                    self.keeper_miss = f"{first}; again: {self.keeper_miss}"
+            misses.append(conn)
+            routed = keeper_route(self, timeout) if attempt == 1 else None
+        if misses:
+            self.keeper_miss = "; again: ".join(misses)
         if self.keeper_miss and os.environ.get("ENVD_DEBUG"):
             print(f"debug: kube-pod: not through the keeper: {self.keeper_miss}",
                   file=sys.stderr, flush=True)

@@ -321,7 +321,7 @@ class Keeper:
         # connects and solves would take the CPU and this process's GIL from its bridge. It
         # is opened when the build's connection ends (release), or by the next route.
         return Counted(stream, self, name,
-                        functools.partial(self._open, name) if spare is not None else None)
+                       functools.partial(self._open, name) if spare is not None else None)
 
     def release(self, name: str | None = None) -> None:
         """A build's connection (to pod ``name``) ended: refill its spare."""

@@ -249,40 +249,36 @@ class Routed:
             return None
 
 
-def keeper_route(builder: KubePodBuilder, timeout: float = 25.0) -> Routed | BuilderError | None:
+def keeper_route(builder: KubePodBuilder, timeout: float = 25.0) -> Routed | BuilderError | str:
     """The forwarding keeper's answer for ``builder``'s context: the pods and a bridged socket
-    per ready pod, or the error its listing gave; None to connect directly (the keeper is off,
-    or not running yet: it is started for the next build, or its answer is unusable)."""
+    per ready pod, or the error its listing gave; else why the build connects directly (the
+    keeper is off, or not running yet: it is started for the next build, or its answer is
+    unusable)."""
     env = os.environ
     if disabled(env):
-        builder.keeper_miss = "ENVD_KUBE_KEEPER turns it off"
-        return None
+        return "ENVD_KUBE_KEEPER turns it off"
     try:
         from envd_core.resident.wire import socket_dir
 
         directory = socket_dir(env)
         keeper_key = key(builder.address, builder.option_values, env)
     except Exception as exc:  # noqa: BLE001 - never fail a build over the keeper
-        builder.keeper_miss = f"no keeper key: {type(exc).__name__}: {exc}"
-        return None
+        return f"no keeper key: {type(exc).__name__}: {exc}"
     from envd_core.resident.helpers import exchange, parse
 
     sock = paths(directory, keeper_key)[0]
     line = exchange(sock, {"op": "route"}, timeout=min(timeout, 25.0))
     if line is None:  # nobody there (a keeper that answers garbage is not replaced)
-        builder.keeper_miss = f"no keeper answered on {sock} (starting one)"
         spawn(directory, keeper_key, builder.address, builder.option_values)
-        return None
+        return f"no keeper answered on {sock} (starting one)"
     reply = parse(line)
     error = error_from(reply["error"]) if reply is not None and "error" in reply else None
-    if error is not None:
-        return error
-    routed = Routed.from_reply(reply) if reply is not None and "error" not in reply else None
-    if routed is None:
-        builder.keeper_miss = (f"the keeper connects directly: {reply['direct']}"
-                               if reply is not None and "direct" in reply else
-                               f"the keeper's answer is not one: {line[:200]!r}")
-    return routed
+    routed = error or (Routed.from_reply(reply) if reply is not None else None)
+    if routed is not None:
+        return routed
+    if reply is not None and "direct" in reply:
+        return f"the keeper connects directly: {reply['direct']}"
+    return f"the keeper's answer is not one: {line[:200]!r}"
 
 
 def open_kept(routed: Routed, pod: PodInfo, timeout: float) -> Connection | str:
