@@ -7,6 +7,7 @@ import json
 import subprocess
 import tarfile
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -130,6 +131,11 @@ def test_buildctl_dial_stdio_in_a_container(infra: dict[str, Any]) -> None:
     )
     assert run.returncode == 0, run.stderr
     try:
+        # The container was started just now: its buildkitd may not listen yet, and dial-stdio
+        # into a missing socket ends the stream (the bridge rightly gives up on that). Wait as
+        # buildx's docker-container driver does, with `buildctl debug workers` in the container;
+        # the docker-container builder's own wait is tested in its plugin.
+        _wait_for_buildkitd(name)
         conn = connect_bridge(dial_container_stdio(name, host=infra["DOCKER_HOST"]),
                               target=f"docker-container://{name}", timeout=30)
         with conn:
@@ -138,6 +144,17 @@ def test_buildctl_dial_stdio_in_a_container(infra: dict[str, Any]) -> None:
         assert not [t for t in threading.enumerate() if t.name.startswith("envd-bk-bridge")]
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False, timeout=60)
+
+
+def _wait_for_buildkitd(container: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = subprocess.run(["docker", "exec", container, "buildctl", "debug", "workers"],
+                               capture_output=True, text=True, check=False, timeout=30)
+        if probe.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"buildkitd in {container} not up: {probe.stderr}"
+        time.sleep(0.2)
 
 
 def test_dial_stdio_into_a_missing_container(infra: dict[str, Any]) -> None:
