@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import click
 
 from envd_core import __version__
+from envd_core.cli import aliases
 
 #: name -> "module:attribute" of each top-level command, imported on use.
 COMMANDS: dict[str, str] = {
@@ -31,7 +32,6 @@ COMMANDS: dict[str, str] = {
     "run": "envd_core.cli.up:run",
     "down": "envd_core.cli.envs:down",
     "sync": "envd_core.cli.sync:sync",
-    "destroy": "envd_core.cli.envs:destroy",
     "envs": "envd_core.cli.envs:envs",
     "exec": "envd_core.cli.lifecycle:exec_",
     "pause": "envd_core.cli.lifecycle:pause",
@@ -47,12 +47,44 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
+class AliasGroup(click.Group):
+    """A group that also answers to other names of its commands (``aliases``: alias -> name,
+    upstream's, from :mod:`envd_core.cli.aliases`). ``--help`` shows them beside each name,
+    as upstream's does; completion offers only the names."""
+
+    def __init__(self, *args: Any, aliases: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aliases = dict(aliases or {})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and cmd_name in self.aliases:
+            found = super().get_command(ctx, self.aliases[cmd_name])
+        return found
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            others = [alias for alias, target in self.aliases.items() if target == name]
+            rows.append((", ".join([name, *others]), command))
+        if rows:
+            limit = formatter.width - 6 - max(len(label) for label, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(label, command.get_short_help_str(limit))
+                                    for label, command in rows])
+
+
+class LazyGroup(AliasGroup):
     """A group whose subcommands are imported on first use.
 
     Built-in commands come from ``lazy``; a name that is not built in is looked up in the
     plugins' ``envd_commands`` (``plugin_commands``), so a built-in command never loads a
-    plugin's command table, let alone its modules.
+    plugin's command table, let alone its modules. An alias of a built-in command resolves
+    before the plugins are asked (plugins cannot take an alias's name either).
     """
 
     def __init__(
@@ -75,9 +107,11 @@ class LazyGroup(click.Group):
         return sorted(names)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            cmd_name = self.aliases.get(cmd_name, cmd_name)
         if cmd_name in self.lazy and _module_exists(self.lazy[cmd_name]):
             return _load(self.lazy[cmd_name])
-        found = super().get_command(ctx, cmd_name)
+        found = click.Group.get_command(self, ctx, cmd_name)
         if found is None and self.plugin_commands is not None and not cmd_name.startswith("-"):
             target = self.plugin_commands(ctx).get(cmd_name)
             if target is not None:
@@ -171,11 +205,13 @@ def create_cli(plugins_factory: Callable[[], Any] | None = None) -> click.Group:
         return meta["envd.plugins"]
 
     def plugin_commands(ctx: click.Context) -> dict[str, str]:
-        return plugins_of(ctx).commands(COMMANDS)  # type: ignore[no-any-return]
+        return plugins_of(ctx).commands(  # type: ignore[no-any-return]
+            {**COMMANDS, **aliases.TOP})
 
     @click.group(
         cls=LazyGroup,
         lazy=COMMANDS,
+        aliases=aliases.TOP,
         plugin_commands=plugin_commands,
         context_settings={"help_option_names": ["-h", "--help"]},
     )

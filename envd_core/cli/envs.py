@@ -1,4 +1,4 @@
-"""``envd envs ls|describe`` and ``envd down``/``destroy``."""
+"""``envd envs ls|describe`` and ``envd down`` (also ``destroy``, upstream's name)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from typing import Any
 
 import click
 
+from envd_core.cli import aliases
 from envd_core.cli._envs_common import env_name, listed_environments, runner_of, ssh_config
+from envd_core.cli.app import AliasGroup
 from envd_core.cli.render import dump_json, format_option, info, table
 
 
-@click.group("envs")
+@click.group("envs", cls=AliasGroup, aliases=aliases.ENVS)
 def envs() -> None:
     """Manage envd environments."""
 
@@ -24,9 +26,6 @@ def ls(app: Any, fmt: str) -> None:
     from envd_core.cli.render import environment_list
 
     click.echo(environment_list(listed_environments(app), fmt))
-
-
-envs.add_command(ls, "list")
 
 
 @envs.command("describe")
@@ -75,6 +74,3 @@ def down(app: Any, positional: str | None, name: str | None, path: str) -> None:
         )
     info(f"Environment {target} is removed")
 
-
-destroy = click.Command("destroy", callback=down.callback, params=down.params,
-                        help="Alias of `envd down`.")

@@ -31,6 +31,8 @@ from __future__ import annotations
 import os
 import sys
 
+from envd_core.cli.aliases import canonical
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,7 +52,7 @@ def _parse(argv: Sequence[str]) -> tuple[str, str, str | None, str | None] | Non
         flag, args = args[1], args[2:]
     elif args and args[0].startswith("--context="):
         flag, args = args[0].partition("=")[2], args[1:]
-    if args[:2] in (["envs", "ls"], ["envs", "list"]):
+    if canonical(args[:2]) == ["envs", "ls"]:  # also upstream's `env ls`, `e l`, `envs list`
         command, rest = "envs", args[2:]
     elif len(args) < 2 or args[0] != "context" or args[1] not in ("ls", "show", "use"):
         return None

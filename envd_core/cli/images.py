@@ -6,7 +6,9 @@ from typing import Any
 
 import click
 
+from envd_core.cli import aliases
 from envd_core.cli._envs_common import runner_of
+from envd_core.cli.app import AliasGroup
 from envd_core.cli.render import dump_json, format_option, info, table
 
 
@@ -17,7 +19,7 @@ def _image_runner(app: Any) -> Any:
     return runner
 
 
-@click.group("images")
+@click.group("images", cls=AliasGroup, aliases=aliases.IMAGES)
 def images() -> None:
     """Manage envd images."""
 
@@ -39,9 +41,6 @@ def ls(app: Any, fmt: str) -> None:
           r.get("cuda", "<none>"), r.get("cudnn", "<none>"), r["image_id"], r["created"],
           r["size"]] for r in rows],
     ))
-
-
-images.add_command(ls, "list")
 
 
 def _find(runner: Any, ref: str) -> Any:

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 
+from envd_core.cli.aliases import canonical
 from envd_core.resident import wire
 
 TYPE_CHECKING = False
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 #: Commands that never read a terminal: always served when a server answers.
 _ALWAYS = frozenset({
-    "build", "down", "destroy", "images", "envs", "pause", "resume", "prune", "disk-usage",
+    "build", "down", "images", "envs", "pause", "resume", "prune", "disk-usage",
     "context", "plugins", "version", "builder", "bootstrap",
 })
 #: Commands served only with one of these flags (without, they attach a terminal).
@@ -68,6 +69,7 @@ def eligible(argv: Sequence[str], env: Mapping[str, str]) -> bool:
     command, rest = command_of(argv)
     if command is None:
         return False
+    command = canonical([command])[0]  # upstream's aliases: `b`, `env`, `d` ...
     if command in _ALWAYS:
         return True
     flags = _DETACHED.get(command)

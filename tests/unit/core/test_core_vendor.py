@@ -181,6 +181,17 @@ def test_hook_envd_commands_lazy_and_checked(cli: Any, register_plugin: Any,
         cli("acme", "hello"))
 
 
+def test_a_plugin_command_cannot_take_an_alias_name(cli: Any, register_plugin: Any,
+                                                    tmp_path: Path, monkeypatch: Any) -> None:
+    module = "envd_vendor_alias_test"
+    (tmp_path / f"{module}.py").write_text("import click\n\n@click.command()\ndef b():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    register_plugin(vendor(envd_commands={"b": f"{module}:b"}), name="shadow")
+    # `b` is upstream's alias of build: it builds, and the plugin's claim is refused when read
+    assert "plugin `shadow` adds command `b`, which is built in" in assert_one_error(
+        cli("no-such-command"))
+
+
 def test_hook_envd_commands_broken_target_is_one_line(cli: Any, register_plugin: Any) -> None:
     register_plugin(vendor(envd_commands={"gone": "no_such_module_xyz:cmd"}), name="acme")
     message = assert_one_error(cli("gone"))

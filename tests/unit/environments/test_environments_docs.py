@@ -12,7 +12,7 @@ import pytest
 from envd_core.cli import COMMANDS
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "environments.md"
-OURS = ["up", "run", "sync", "down", "destroy", "envs", "exec", "pause", "resume", "top", "images",
+OURS = ["up", "run", "sync", "down", "envs", "exec", "pause", "resume", "top", "images",
         "version"]
 
 
