@@ -231,21 +231,26 @@ def completion_target(shell_env: str | None = None) -> tuple[str, Path]:
     return shell, data / "zsh" / "site-functions" / "_envd"
 
 
+def completion_script(root: Any, shell: str) -> str:
+    """Click's completion script of ``root`` (the ``envd`` group) for ``shell``."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    if cls is None:  # pragma: no cover - click ships bash, zsh and fish
+        raise EnvdError(f"no completion support for `{shell}`")
+    return str(cls(root, {}, "envd", "_ENVD_COMPLETE").source())
+
+
 def install_completion(root: Any, shell_env: str | None = None) -> tuple[str, Path]:
     """Write the completion script for ``root`` (the ``envd`` click group); ``(shell, path)``.
 
     Raises :class:`EnvdError` with one line when it cannot; the caller only warns (upstream:
     failures here are warnings).
     """
-    from click.shell_completion import get_completion_class
-
     from envd_core.atomic import write_atomic
 
     shell, path = completion_target(shell_env)
-    cls = get_completion_class(shell)
-    if cls is None:  # pragma: no cover - click ships all three
-        raise EnvdError(f"no completion support for `{shell}`")
-    script = cls(root, {}, "envd", "_ENVD_COMPLETE").source()
+    script = completion_script(root, shell)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -52,7 +52,7 @@ def _flags(help_text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])(--[a-z][\w-]*|-[a-z])\b", options))
 
 
-@pytest.mark.parametrize("command", ["init", "new"])
+@pytest.mark.parametrize("command", ["init", "new", "completion"])
 def test_same_flags_as_upstream(envd: Envd, upstream_envd: str, tmp_path: Path,
                                 command: str) -> None:
     env = {**os.environ, "HOME": str(tmp_path), "ENVD_ANALYTICS": "false"}
@@ -61,4 +61,6 @@ def test_same_flags_as_upstream(envd: Envd, upstream_envd: str, tmp_path: Path,
     ours = envd.run(command, "--help").stdout
     missing = _flags(theirs) - _flags(ours)
     assert not missing, f"upstream `{command}` flags ours lacks: {sorted(missing)}"
-    assert {"--path", "--force"} <= _flags(theirs)  # the parse found upstream's flags
+    # the parse found upstream's flags
+    assert ({"--shell", "--no-install"} if command == "completion" else {"--path", "--force"}) \
+        <= _flags(theirs)
