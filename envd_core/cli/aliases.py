@@ -34,8 +34,11 @@ ENVS: dict[str, str] = {"list": "ls", "l": "ls", "d": "describe"}
 #: ``envd images`` (upstream: list `ls`/`l`, describe `d`, remove `r`/`rm`).
 IMAGES: dict[str, str] = {"list": "ls", "l": "ls", "d": "describe", "r": "remove", "rm": "remove"}
 
+#: ``envd debug`` (upstream: llb `b`).
+DEBUG: dict[str, str] = {"b": "llb"}
+
 #: Group name -> its aliases, for a command line's second word.
-GROUPS: dict[str, dict[str, str]] = {"envs": ENVS, "images": IMAGES}
+GROUPS: dict[str, dict[str, str]] = {"envs": ENVS, "images": IMAGES, "debug": DEBUG}
 
 
 def canonical(words: list[str] | tuple[str, ...]) -> list[str]:

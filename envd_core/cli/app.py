@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "login": "envd_core.cli.login:login",
     "logout": "envd_core.cli.login:logout",
     "resident": "envd_core.cli.resident_cmd:resident",
+    "debug": "envd_core.cli.debug:debug",
 }
 
 
