@@ -73,4 +73,3 @@ def down(app: Any, positional: str | None, name: str | None, path: str) -> None:
             hint="list environments with `envd envs ls`",
         )
     info(f"Environment {target} is removed")
-

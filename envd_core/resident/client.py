@@ -6,9 +6,10 @@ itself: the command is not on the allowlist (:func:`eligible`), ``ENVD_RESIDENT=
 socket directory, no server (one is then started in the background for the next invocation,
 with no wait added to this one), or the server declined (its code changed on disk).
 
-Only built-in modules are imported (``_socket``, ``_signal``, ``marshal``, ``os``, ``time``):
-``socket`` and ``signal`` import ``enum`` (6-10 ms); this whole module costs under a
-millisecond to import, measured with ``python -X importtime``.
+Only built-in modules are imported (``_socket``, ``_signal``, ``marshal``, ``os``, ``time``:
+``socket`` and ``signal`` import ``enum``, 6-10 ms), besides the plain-data alias table
+:mod:`envd_core.cli.aliases`; this whole module costs under a millisecond to import, measured
+with ``python -X importtime``.
 """
 
 from __future__ import annotations
