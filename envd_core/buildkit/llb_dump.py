@@ -28,10 +28,11 @@ _SHAPES = {"source": "ellipse", "exec": "box", "merge": "invtriangle", "diff": "
 def ops(definition_bytes: bytes) -> list[tuple[str, Any, Any]]:
     """``(digest, Op, OpMetadata or None)`` of each op of the definition, in its order."""
     from envd_core.buildkit._pb import ops_pb2
+    from envd_core.buildkit.llb_ops import definition_ops
 
     definition = ops_pb2.Definition.FromString(definition_bytes)
     found = []
-    for raw in getattr(definition, "def"):  # `def` is a Python keyword
+    for raw in definition_ops(definition):
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         meta = definition.metadata.get(digest)
         found.append((digest, ops_pb2.Op.FromString(raw), meta))

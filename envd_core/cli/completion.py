@@ -32,8 +32,9 @@ def completion(ctx: click.Context, shell: str | None, shells: tuple[str, ...],
     fish:  envd completion fish | source
     or:    envd completion --shell zsh   (written where zsh's loader looks)
     """
+    from envd_core.cli.render import info
     from envd_core.errors import ValidationError
-    from envd_core.pipeline.bootstrap_setup import completion_script
+    from envd_core.pipeline.bootstrap_setup import completion_script, install_completion
 
     root = ctx.find_root().command
     if shell is not None:
@@ -53,9 +54,5 @@ def completion(ctx: click.Context, shell: str | None, shells: tuple[str, ...],
         if no_install:
             click.echo(completion_script(root, name))
             continue
-        from envd_core.cli.render import info
-        from envd_core.pipeline.bootstrap_setup import install_completion
-
         installed, path = install_completion(root, name)
         info(f"{installed} completion written to {path}")
-

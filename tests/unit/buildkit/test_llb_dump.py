@@ -27,8 +27,9 @@ def test_ops_are_the_definition_in_order_with_their_digests() -> None:
     data = _definition()
     listed = ops(data)
     from envd_core.buildkit._pb import ops_pb2
+    from envd_core.buildkit.llb_ops import definition_ops
 
-    raw = list(getattr(ops_pb2.Definition.FromString(data), "def"))
+    raw = list(definition_ops(ops_pb2.Definition.FromString(data)))
     assert [d for d, _, _ in listed] == ["sha256:" + hashlib.sha256(r).hexdigest() for r in raw]
     assert listed[-1][1].WhichOneof("op") is None  # the result op
 
